@@ -1,0 +1,116 @@
+"""The runner's HTTP API (FastAPI): routes, error mapping and protections."""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coro.api.routes import jobs, stream
+from coro.api.security import SecurityMiddleware
+from coro.engine.service import Conflict, InvalidRequest, PayloadTooLarge, PluginRequired, UnsupportedType
+from coro.state.backend import JobNotFound
+
+if TYPE_CHECKING:
+    from coro.runner import Runner
+
+logger = logging.getLogger(__name__)
+
+
+def _error(status: int, error: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, **extra}, status_code=status)
+
+
+def _issues(exc: RequestValidationError) -> list[dict[str, str]]:
+    issues = []
+    for item in exc.errors():
+        loc = [str(p) for p in item.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            where, rest = loc[0], loc[1:]
+            path = ".".join(rest) or where
+            path = f"{where}.{path}" if where != "body" else path
+        else:
+            path = ".".join(loc) or "(root)"
+        issues.append({"path": path, "message": str(item.get("msg", "invalid"))})
+    return issues
+
+
+def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> FastAPI:
+    app = FastAPI(
+        title="Coro runner",
+        version=runner.version,
+        description="Runs AI software-engineering jobs defined by markdown workflows.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runner = runner
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return _error(400, "Malformed JSON body")
+        issues = _issues(exc)
+        summary = "; ".join(f"{i['path']}: {i['message']}" for i in issues[:5])
+        return _error(400, f"Invalid request: {summary}", issues=issues)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No route for {request.method} {request.url.path}"
+        return _error(exc.status_code, message)
+
+    @app.exception_handler(JobNotFound)
+    async def on_not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(InvalidRequest)
+    async def on_bad_request(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def on_conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(PluginRequired)
+    async def on_plugin_required(request: Request, exc: PluginRequired) -> JSONResponse:
+        return _error(409, "plugin_required", missingKind=exc.missing_kind, message=str(exc))
+
+    @app.exception_handler(PayloadTooLarge)
+    async def on_too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(UnsupportedType)
+    async def on_unsupported(request: Request, exc: UnsupportedType) -> JSONResponse:
+        return _error(415, str(exc))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "Internal error; see the runner's log")
+
+    @app.get("/health", tags=["system"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "mode": runner.mode, "version": runner.version}
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    app.include_router(jobs.router)
+    app.include_router(stream.router)
+    static_dir = files("coro.dashboard") / "static"
+    app.mount("/dashboard", StaticFiles(directory=str(static_dir), html=True), name="dashboard")
+    app.add_middleware(
+        SecurityMiddleware,
+        bind_host=host,
+        port=port,
+        api_token=runner.config.api_token,
+    )
+    return app

@@ -1,0 +1,168 @@
+"""`/jobs` endpoints (SPEC §2.1): create, list, read, control, artefacts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import JSONResponse
+
+from coro.api.deps import RunnerDep
+from coro.api.schemas import (
+    ArtifactContentBody,
+    CreateJobBody,
+    InteractiveBody,
+    MessageBody,
+    PhaseOverrideBody,
+    ReasonBody,
+    RerunBody,
+    ResumeBody,
+)
+from coro.engine.models import PARKING, STOPPED
+from coro.engine.service import NewJob
+from coro.state.backend import JobQuery
+
+router = APIRouter(tags=["jobs"])
+
+GROUP_STATUSES = {"waiting": sorted(PARKING - {"failed", "escalated"}), "stopped": sorted(STOPPED)}
+
+
+@router.post("/jobs", status_code=201)
+async def create_job(runner: RunnerDep, body: CreateJobBody) -> dict[str, Any]:
+    job = await runner.jobs.create(
+        NewJob(
+            workflow_path=body.workflow_path,
+            type=body.type,
+            params=body.params,
+            repo=body.repo,
+            service_name=body.service_name,
+            description=body.description,
+            reviewers=body.reviewers,
+            git_provider=body.git_provider,
+            jira_ticket_id=body.jira_ticket_id,
+            interactive=body.interactive,
+            trigger_source=body.trigger_source,
+            budget=body.budget,
+        )
+    )
+    return {
+        "jobId": job.id,
+        "type": job.type,
+        "status": job.status,
+        "streamUrl": f"/jobs/{job.id}/stream",
+    }
+
+
+@router.get("/jobs")
+async def list_jobs(
+    runner: RunnerDep,
+    status: Annotated[list[str] | None, Query(max_length=20)] = None,
+    group: Literal["active", "waiting", "stopped"] | None = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    workflow_path: Annotated[str | None, Query(alias="workflowPath", max_length=500)] = None,
+    campaign_parent_id: Annotated[
+        str | None, Query(alias="campaignParentId", max_length=200)
+    ] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    statuses = list(status or [])
+    excluded: list[str] = []
+    if group == "active":  # phase statuses are open-ended: "not parked, not stopped"
+        excluded = sorted(PARKING | STOPPED)
+    elif group is not None:
+        allowed = GROUP_STATUSES[group]
+        statuses = [s for s in statuses if s in allowed] if statuses else allowed
+        if not statuses:
+            return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
+    query = JobQuery(
+        statuses=statuses,
+        exclude_statuses=excluded,
+        type=type,
+        workflow_path=workflow_path,
+        campaign_parent_id=campaign_parent_id,
+        text=q,
+        limit=limit,
+        offset=offset,
+    )
+    jobs, total = await runner.jobs.list(query)
+    return {"jobs": [j.summary() for j in jobs], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
+    job = await runner.jobs.get(job_id)
+    return job.to_json()
+
+
+@router.post("/jobs/{job_id}/resume")
+async def resume_job(
+    runner: RunnerDep, job_id: str, body: Annotated[ResumeBody | None, Body()] = None
+) -> dict[str, Any]:
+    body = body or ResumeBody()
+    job = await runner.jobs.resume(job_id, body.from_phase, body.clear_session)
+    return {"resumed": job.id, "status": job.status, "phase": job.phase}
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(
+    runner: RunnerDep, job_id: str, body: Annotated[ReasonBody | None, Body()] = None
+) -> dict[str, Any]:
+    job = await runner.jobs.cancel(job_id, (body or ReasonBody()).reason)
+    return {"cancelled": job.id, "status": job.status}
+
+
+@router.post("/jobs/{job_id}/pause")
+async def pause_job(
+    runner: RunnerDep, job_id: str, body: Annotated[ReasonBody | None, Body()] = None
+) -> dict[str, Any]:
+    job = await runner.jobs.pause(job_id, (body or ReasonBody()).reason)
+    return {"paused": job.id, "status": job.status, "awaitingEvent": job.awaiting_event}
+
+
+@router.post("/jobs/{job_id}/message")
+async def message_job(runner: RunnerDep, job_id: str, body: MessageBody) -> dict[str, Any]:
+    delivery = await runner.jobs.message(job_id, body.message)
+    return {"sent": True, "delivery": delivery}
+
+
+@router.patch("/jobs/{job_id}/interactive")
+async def set_interactive(runner: RunnerDep, job_id: str, body: InteractiveBody) -> dict[str, Any]:
+    job = await runner.jobs.set_interactive(job_id, body.interactive)
+    return {"jobId": job.id, "interactive": job.interactive, "status": job.status,
+            "phase": job.phase}
+
+
+@router.patch("/jobs/{job_id}/phase-overrides")
+async def set_phase_override(
+    runner: RunnerDep, job_id: str, body: PhaseOverrideBody
+) -> dict[str, Any]:
+    overrides = await runner.jobs.set_phase_override(
+        job_id, body.phase, body.model, body.provider, body.clear
+    )
+    return {"phaseModelOverrides": {k: v.to_json() for k, v in overrides.items()}}
+
+
+@router.post("/jobs/{job_id}/phases/{phase}/rerun")
+async def rerun_phase(
+    runner: RunnerDep, job_id: str, phase: str, body: Annotated[RerunBody | None, Body()] = None
+) -> dict[str, Any]:
+    body = body or RerunBody()
+    await runner.jobs.rerun_phase(job_id, phase, body.model, body.provider)
+    return {"rerunning": True, "phase": phase}
+
+
+@router.get("/jobs/{job_id}/artifacts/{artifact_id}/content")
+async def artifact_content(runner: RunnerDep, job_id: str, artifact_id: str) -> Response:
+    data, content_type = await runner.jobs.artifact_content(job_id, artifact_id)
+    return Response(content=data, media_type=content_type)
+
+
+@router.put("/jobs/{job_id}/artifacts/{artifact_id}/content")
+async def edit_artifact(
+    runner: RunnerDep, job_id: str, artifact_id: str, body: ArtifactContentBody
+) -> JSONResponse:
+    job = await runner.jobs.edit_artifact(job_id, artifact_id, body.content)
+    artifact = job.find_artifact(artifact_id)
+    return JSONResponse({"artifact": artifact.to_json() if artifact else None})

@@ -1,0 +1,62 @@
+"""Request bodies of the runner API: camelCase on the wire, unknown fields refused."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from coro.engine.models import Budget, TriggerSource
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class CreateJobBody(Body):
+    workflow_path: str = Field(min_length=1, max_length=500)
+    type: Literal["job", "self-update"] = "job"
+    params: dict[str, Any] = Field(default_factory=dict)
+    repo: str | None = Field(default=None, max_length=500)
+    service_name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=100_000)
+    reviewers: list[str] | None = Field(default=None, max_length=50)
+    git_provider: Literal["github", "bitbucket", "local"] | None = None
+    jira_ticket_id: str | None = Field(default=None, max_length=100)
+    interactive: bool | None = None
+    trigger_source: TriggerSource | None = None
+    budget: Budget | None = None
+
+
+class ReasonBody(Body):
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+class MessageBody(Body):
+    message: str = Field(min_length=1, max_length=100_000)
+
+
+class ResumeBody(Body):
+    from_phase: str | None = Field(default=None, min_length=1)
+    clear_session: bool = False
+
+
+class InteractiveBody(Body):
+    interactive: bool
+
+
+class PhaseOverrideBody(Body):
+    phase: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1)
+    provider: str | None = Field(default=None, min_length=1)
+    clear: bool = False
+
+
+class RerunBody(Body):
+    model: str | None = Field(default=None, min_length=1)
+    provider: str | None = Field(default=None, min_length=1)
+
+
+class ArtifactContentBody(Body):
+    content: str

@@ -1,0 +1,155 @@
+"""`$CORO_HOME` layout and the validated `config.json`.
+
+Everything a runner keeps on disk lives under one directory so a test (or a second
+runner) can isolate itself by pointing `CORO_HOME` somewhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
+
+
+class ConfigError(Exception):
+    """config.json is unreadable or invalid; `issues` lists `{path, message}`."""
+
+    def __init__(self, message: str, issues: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues or []
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class PathsConfig(_Section):
+    working_dir: str | None = None
+    intelligence_dir: str | None = None
+
+
+class ModelAlias(_Section):
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+
+
+class LlmConfig(_Section):
+    default_provider: str | None = Field(default=None, min_length=1)
+    aliases: dict[str, ModelAlias] = Field(default_factory=dict)
+
+
+class JobsConfig(_Section):
+    max_concurrent: int = Field(default=4, ge=1, le=1000)
+    completion_gate_max_retries: int = Field(default=5, ge=0, le=100)
+
+
+class CoroConfig(_Section):
+    """The sections of config.json the runner understands; unknown keys are refused."""
+
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    api_token: str | None = Field(default=None, min_length=16)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def validation_issues(error: ValidationError) -> list[dict[str, str]]:
+    """pydantic errors as `[{path: "a.b", message}]`, the shape every 4xx uses."""
+    issues = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        issues.append({"path": path, "message": item["msg"]})
+    return issues
+
+
+@dataclass(frozen=True)
+class CoroHome:
+    """The directory tree under `$CORO_HOME` (default `~/.coro`)."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> CoroHome:
+        raw = os.environ.get("CORO_HOME") or str(Path.home() / ".coro")
+        return cls(Path(raw).expanduser().resolve())
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.root / "plugins"
+
+    def work_dir(self, config: CoroConfig) -> Path:
+        return _expand(config.paths.working_dir) if config.paths.working_dir else self.root / "work"
+
+    def intelligence_dir(self, config: CoroConfig) -> Path:
+        if config.paths.intelligence_dir:
+            return _expand(config.paths.intelligence_dir)
+        return self.root / "intelligence"
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def load_config(self) -> CoroConfig:
+        """Read and validate config.json; a missing file means all defaults."""
+        try:
+            raw = self.config_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return CoroConfig()
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{self.config_file}: invalid JSON at line {exc.lineno}: {exc.msg}"
+            ) from exc
+        try:
+            return CoroConfig.model_validate(data)
+        except ValidationError as exc:
+            issues = validation_issues(exc)
+            detail = "; ".join(f"{i['path']}: {i['message']}" for i in issues)
+            raise ConfigError(f"{self.config_file}: {detail}", issues) from exc
+
+    def save_config(self, config: CoroConfig) -> None:
+        """Atomic write with mode 0600: the file holds secrets."""
+        self.ensure()
+        text = json.dumps(config.to_json(), indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".config-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.config_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _expand(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()

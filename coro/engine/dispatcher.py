@@ -1,0 +1,273 @@
+"""The dispatcher: which job runs when (SPEC §4.4).
+
+- one run per job at a time; a job submitted while running re-runs right after;
+- a global cap (`jobs.maxConcurrent`) with a FIFO queue of jobs waiting for a slot;
+- events for a running job are queued and delivered as one batched prompt when its
+  turn ends; a parked job wakes on the first event;
+- rate-limited jobs wake on a timer; after a restart `recover()` re-arms the timers and
+  resumes every job that was running or queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from coro.engine import prompts
+from coro.engine.env import EngineEnv
+from coro.engine.events import InboundEvent
+from coro.engine.models import (
+    AWAITING_RATE_LIMIT,
+    PARKING,
+    QUEUED,
+    TERMINAL,
+    Job,
+    is_running,
+    is_terminal,
+)
+from coro.engine.phase_loop import PhaseLoop, RunHandle
+from coro.state.backend import JobNotFound, JobQuery
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_LIMIT = 1_000_000
+
+
+class Dispatcher:
+    def __init__(self, env: EngineEnv) -> None:
+        self.env = env
+        self.store = env.store
+        self._active: dict[str, RunHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: deque[str] = deque()
+        self._rerun_after: set[str] = set()
+        self._events: dict[str, list[InboundEvent]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self.on_run_end: list[Callable[[str], None]] = []
+
+    # --- scheduling -----------------------------------------------------------------
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.env.config.jobs.max_concurrent
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._active)
+
+    def is_active(self, job_id: str) -> bool:
+        return job_id in self._active
+
+    def handle(self, job_id: str) -> RunHandle | None:
+        return self._active.get(job_id)
+
+    def submit(self, job_id: str) -> None:
+        """Run the job as soon as a slot is free (it must already be in a running status)."""
+        if self._closing:
+            return
+        if job_id in self._active:
+            self._rerun_after.add(job_id)
+        elif job_id in self._waiting:
+            return
+        elif len(self._active) < self.max_concurrent:
+            self._start(job_id)
+        else:
+            self._waiting.append(job_id)
+
+    def withdraw(self, job_id: str) -> None:
+        """Forget a job that no longer wants to run (cancelled or paused while queued)."""
+        if job_id in self._waiting:
+            self._waiting.remove(job_id)
+        self._rerun_after.discard(job_id)
+        self.cancel_timer(job_id)
+
+    def interrupt(self, job_id: str) -> None:
+        handle = self._active.get(job_id)
+        if handle is not None:
+            handle.interrupt.set()
+
+    def _start(self, job_id: str) -> None:
+        handle = RunHandle()
+        self._active[job_id] = handle
+        self._idle.clear()
+        task = asyncio.create_task(self._run(job_id, handle), name=f"job:{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job_id: str, handle: RunHandle) -> None:
+        try:
+            await PhaseLoop(self.env, job_id, handle).run()
+        finally:
+            del self._active[job_id]
+            try:
+                await self._after_run(job_id)
+            except Exception:
+                logger.exception("after-run handling failed for %s", job_id)
+            for callback in self.on_run_end:
+                callback(job_id)
+            self._fill_slots()
+            if not self._active and not self._waiting:
+                self._idle.set()
+
+    async def _after_run(self, job_id: str) -> None:
+        if self._closing:
+            return
+        job = await self.store.find(job_id)
+        if job is None:
+            return
+        if job.status == AWAITING_RATE_LIMIT:
+            self._arm_timer(job)
+        if job.status in TERMINAL:
+            self._events.pop(job_id, None)
+        elif self._events.get(job_id) and not is_running(job.status) and not job.paused:
+            await self._wake_with_events(job_id)
+            return
+        if job_id in self._rerun_after:
+            self._rerun_after.discard(job_id)
+            if is_running(job.status):
+                self.submit(job_id)
+
+    def _fill_slots(self) -> None:
+        while self._waiting and len(self._active) < self.max_concurrent and not self._closing:
+            self._start(self._waiting.popleft())
+
+    async def wait_idle(self) -> None:
+        """Until no job is running or waiting for a slot (benchmarks, the demo, shutdown)."""
+        await self._idle.wait()
+
+    # --- waking parked jobs -----------------------------------------------------------
+
+    async def wake(
+        self,
+        job_id: str,
+        prompt: str | None,
+        *,
+        phase: str | None = None,
+        fresh_session: bool = False,
+        extra: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Move a non-terminal job back to `queued` (with an optional prompt) and submit it.
+
+        Events held for the job (while it ran or was paused) are delivered in the same
+        prompt, so nothing that arrived meanwhile is lost.
+        """
+        held = self._events.pop(job_id, [])
+        if held:
+            prompt = prompts.append_prompt(prompt, prompts.batched_events(held))
+
+        def apply(j: Job) -> bool:
+            if is_terminal(j.status):
+                return False
+            j.status = QUEUED
+            if prompt:
+                j.pending_prompt = prompts.append_prompt(j.pending_prompt, prompt)
+            if phase is not None:
+                j.phase = phase
+            j.paused = False
+            j.awaiting_event = None
+            j.awaiting_pr_id = None
+            j.awaiting_next_phase = None
+            j.escalation_message = None
+            j.rate_limit_info = None
+            if fresh_session:
+                j.session_id = None
+                j.conversation_history = []
+            if extra is not None:
+                extra(j)
+            return True
+
+        job, woken = await self.store.update(job_id, apply)
+        if woken:
+            self.cancel_timer(job_id)
+            self.submit(job_id)
+        return job
+
+    async def deliver_event(self, event: InboundEvent) -> None:
+        """Route an inbound event: queue it for a running or paused job, wake a parked one."""
+        job = await self.store.find(event.job_id)
+        if job is None or is_terminal(job.status):
+            return
+        self._events.setdefault(job.id, []).append(event)
+        if job.id in self._active or is_running(job.status) or job.paused:
+            return
+        await self._wake_with_events(job.id)
+
+    async def _wake_with_events(self, job_id: str) -> None:
+        events = self._events.get(job_id, [])
+        if not events:
+            return
+        keys = ", ".join(e.event_key for e in events)
+        noun = "event" if len(events) == 1 else f"{len(events)} events"
+        await self.store.log(job_id, f"[event] Received {noun}: {keys}")
+        await self.wake(job_id, None)
+
+    def drop_events(self, job_id: str) -> None:
+        self._events.pop(job_id, None)
+
+    # --- rate-limit timers ------------------------------------------------------------
+
+    def _arm_timer(self, job: Job) -> None:
+        if job.rate_limit_info is None:
+            return
+        self.cancel_timer(job.id)
+        delay = max(0.0, job.rate_limit_info.resume_at / 1000 - time.time())
+        loop = asyncio.get_running_loop()
+        self._timers[job.id] = loop.call_later(delay, self._timer_fired, job.id)
+
+    def cancel_timer(self, job_id: str) -> None:
+        timer = self._timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _timer_fired(self, job_id: str) -> None:
+        self._timers.pop(job_id, None)
+        task = asyncio.create_task(self._resume_after_rate_limit(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resume_after_rate_limit(self, job_id: str) -> None:
+        try:
+            job = await self.store.get(job_id)
+        except JobNotFound:
+            return
+        if job.status != AWAITING_RATE_LIMIT or job_id in self._active:
+            return
+        await self.store.log(job_id, "[rate-limit] Wait over — resuming the phase")
+
+        def keep_info(j: Job) -> None:
+            j.rate_limit_info = job.rate_limit_info  # keeps the attempt count
+
+        await self.wake(job_id, None, extra=keep_info)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """After a restart: re-arm rate-limit timers and resume jobs that were running."""
+        for job in await self.store.backend.jobs_with_status({AWAITING_RATE_LIMIT}):
+            self._arm_timer(job)
+        query = JobQuery(exclude_statuses=sorted(PARKING | TERMINAL), limit=RECOVERY_LIMIT)
+        running, _ = await self.store.backend.list_jobs(query)
+        resumed = []
+        for job in reversed(running):  # oldest first keeps the queue's FIFO order
+            await self.store.log(job.id, f"[recovery] Runner restarted — resuming phase {job.phase}")
+            self.submit(job.id)
+            resumed.append(job.id)
+        return resumed
+
+    async def close(self) -> None:
+        """Stop scheduling and cancel running loops; their jobs resume on the next start."""
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._waiting.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,74 @@
+"""What the engine runs with: state, intelligence, executors, tools and config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from coro.config import CoroConfig
+from coro.engine.models import Job
+from coro.engine.store import JobStore
+from coro.engine.workflows import Phase
+from coro.executors import ExecutorRegistry
+from coro.intelligence.layers import IntelligenceLayers
+from coro.tools.registry import ToolRegistry
+
+
+@dataclass
+class EngineEnv:
+    store: JobStore
+    layers: IntelligenceLayers
+    executors: ExecutorRegistry
+    tools: ToolRegistry
+    config: CoroConfig
+    work_root: Path
+
+    def workdir(self, job_id: str) -> Path:
+        return self.work_root / job_id
+
+
+class NoExecutor(LookupError):
+    """No executor can run a phase; the message says what to configure."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    provider: str
+    model: str | None
+    source: str  # "override", "phase", "alias:<name>", "default"
+
+
+def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
+    """Phase override → phase `model` (alias or literal) → `tier:<tier>` alias → default."""
+    llm = env.config.llm
+    override = job.phase_model_overrides.get(phase.name)
+    provider: str | None = phase.provider
+    model: str | None = None
+    source = "default"
+    if override is not None:
+        model, source = override.model, "override"
+        provider = override.provider or provider
+    elif phase.model:
+        alias = llm.aliases.get(phase.model)
+        if alias is not None:
+            model, source = alias.model, f"alias:{phase.model}"
+            provider = provider or alias.provider
+        else:
+            model, source = phase.model, "phase"
+    elif phase.tier:
+        alias = llm.aliases.get(f"tier:{phase.tier}")
+        if alias is not None:
+            model, source = alias.model, f"alias:tier:{phase.tier}"
+            provider = provider or alias.provider
+    provider = provider or llm.default_provider
+    if provider is None:
+        raise NoExecutor(
+            f"phase {phase.name!r} has no executor: set llm.defaultProvider in config.json or "
+            f"a provider on the phase (available: {', '.join(env.executors.ids())})"
+        )
+    if env.executors.get(provider) is None:
+        raise NoExecutor(
+            f"phase {phase.name!r} needs executor {provider!r}, which is not installed "
+            f"(available: {', '.join(env.executors.ids())})"
+        )
+    return ModelChoice(provider=provider, model=model, source=source)

@@ -1,0 +1,279 @@
+"""The job record and its parts (SPEC §4.1), serialised as camelCase JSON."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# --- statuses -------------------------------------------------------------------------
+
+QUEUED = "queued"
+COMPLETE = "complete"
+CANCELLED = "cancelled"
+FAILED = "failed"
+ESCALATED = "escalated"
+AWAITING_PLAN_APPROVAL = "awaiting-plan-approval"
+AWAITING_PR_MERGE = "awaiting-pr-merge"
+AWAITING_DEVELOPER_INPUT = "awaiting-developer-input"
+AWAITING_CHILDREN = "awaiting-children"
+AWAITING_RATE_LIMIT = "awaiting-rate-limit"
+AWAITING_BUDGET = "awaiting-budget"
+
+TERMINAL = frozenset({COMPLETE, CANCELLED})
+STOPPED = TERMINAL | {FAILED, ESCALATED}
+PARKING = frozenset(
+    {
+        AWAITING_PLAN_APPROVAL,
+        AWAITING_PR_MERGE,
+        AWAITING_DEVELOPER_INPUT,
+        AWAITING_CHILDREN,
+        AWAITING_RATE_LIMIT,
+        AWAITING_BUDGET,
+        ESCALATED,
+        FAILED,
+    }
+)
+PAUSE_LABEL = "developer-input: paused by developer"
+CHECKPOINT_LABEL_PREFIX = "developer-input: approval after "
+
+#: `GET /jobs?group=` buckets.
+STATUS_GROUPS = ("active", "waiting", "stopped")
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+def is_stopped(status: str) -> bool:
+    """Stopped jobs end their SSE stream; failed/escalated stay resumable."""
+    return status in STOPPED
+
+
+def is_parked(status: str) -> bool:
+    return status in PARKING
+
+
+def is_running(status: str) -> bool:
+    """A phase status (or `queued`): the job wants to run or is running."""
+    return status not in PARKING and status not in TERMINAL
+
+
+def status_group(status: str) -> str:
+    if status in STOPPED:
+        return "stopped"
+    if status in PARKING:
+        return "waiting"
+    return "active"
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_now() -> str:
+    return utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def random_suffix(length: int) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, validate_assignment=False
+    )
+
+    def to_json(self, **kwargs: Any) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, **kwargs)
+
+
+# --- parts of a job -------------------------------------------------------------------
+
+WorkItemStatus = Literal["pending", "in-progress", "complete", "escalated"]
+
+
+class WorkItem(CamelModel):
+    name: str
+    status: WorkItemStatus = "pending"
+    loop_count: int = 0
+
+
+class PrMapping(CamelModel):
+    pr_id: int
+    work_item: str
+    repo_slug: str
+    plugin_id: str | None = None
+    url: str | None = None
+    opened_at: str
+    merged_at: str | None = None
+
+
+class Artifact(CamelModel):
+    id: str
+    phase: str
+    kind: str
+    title: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_by: str
+    created_at: str
+    edited_at: str | None = None
+    edited_by: str | None = None
+
+
+class Insight(CamelModel):
+    id: str
+    phase: str
+    category: str
+    summary: str
+    detail: str
+    suggestion: str | None = None
+    source_child_name: str | None = None
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    suggested_layer: Literal["tenant", "repo"] | None = None
+    user_layer: Literal["tenant", "repo"] | None = None
+    created_at: str | None = None
+
+
+class TokenUsage(CamelModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    total_cost_usd: float = 0.0
+
+    def add(self, other: PhaseUsage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_input_tokens += other.cache_read_input_tokens
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens
+        self.total_cost_usd = round(self.total_cost_usd + other.cost_usd, 6)
+
+
+class PhaseUsage(CamelModel):
+    phase: str
+    work_item: str | None = None
+    visit: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    num_turns: int = 0
+    model: str | None = None
+    provider: str | None = None
+
+
+class Budget(CamelModel):
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+
+
+class WorkflowPhaseSummary(CamelModel):
+    name: str
+    status: str
+    agent: str | None = None
+    interactive_checkpoint: bool = False
+
+
+class PhaseModelOverride(CamelModel):
+    model: str
+    provider: str | None = None
+
+
+class RateLimitInfo(CamelModel):
+    provider: str
+    kind: Literal["rate-limit", "overloaded"] = "rate-limit"
+    resume_at: float  # epoch milliseconds
+    retry_attempt: int = 1
+    last_error_message: str | None = None
+
+
+class ToolCallRecord(CamelModel):
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultRecord(CamelModel):
+    tool_call_id: str
+    output: str
+    is_error: bool = False
+
+
+class ConversationMessage(CamelModel):
+    """Provider-neutral transcript entry; executors translate it to their wire format."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    tool_results: list[ToolResultRecord] = Field(default_factory=list)
+
+
+TriggerSource = Literal["cli", "dashboard", "jira", "webhook", "internal"]
+
+
+class Job(CamelModel):
+    id: str
+    type: str = "job"
+    workflow_path: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    trigger_source: TriggerSource = "cli"
+    status: str
+    phase: str
+    workflow_phases: list[WorkflowPhaseSummary] = Field(default_factory=list)
+    interactive: bool = False
+    paused: bool = False
+    work_items: list[WorkItem] = Field(default_factory=list)
+    current_work_item: str | None = None
+    work_item_loop_count: int = 0
+    pr_mappings: list[PrMapping] = Field(default_factory=list)
+    artifacts: list[Artifact] = Field(default_factory=list)
+    insights: list[Insight] = Field(default_factory=list)
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    phase_usage: list[PhaseUsage] = Field(default_factory=list)
+    phase_visits: dict[str, int] = Field(default_factory=dict)
+    budget: Budget = Field(default_factory=Budget)
+    awaiting_event: str | None = None
+    awaiting_pr_id: int | None = None
+    awaiting_next_phase: str | None = None
+    approved_advance_from_phase: str | None = None
+    escalation_message: str | None = None
+    pending_prompt: str | None = None
+    rate_limit_info: RateLimitInfo | None = None
+    session_id: str | None = None
+    conversation_history: list[ConversationMessage] = Field(default_factory=list)
+    phase_model_overrides: dict[str, PhaseModelOverride] = Field(default_factory=dict)
+    campaign_children: list[dict[str, Any]] | None = None
+    campaign_parent_id: str | None = None
+    created_at: str
+    updated_at: str
+
+    def summary(self) -> dict[str, Any]:
+        """The job without its transcript: what listings return."""
+        return self.to_json(exclude={"conversation_history"})
+
+    def find_work_item(self, name: str) -> WorkItem | None:
+        return next((item for item in self.work_items if item.name == name), None)
+
+    def find_artifact(self, artifact_id: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    def unfinished_work_items(self) -> list[WorkItem]:
+        return [w for w in self.work_items if w.status not in ("complete", "escalated")]
+
+
+class LogEntry(CamelModel):
+    """One stored log line: `line` is `"<ISO timestamp> <text>"`; `index` is 0-based."""
+
+    index: int
+    line: str

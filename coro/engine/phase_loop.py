@@ -1,0 +1,478 @@
+"""The phase loop: run a job's phases until it parks, stops or completes (SPEC §4.3).
+
+Every state change is a conditional mutation of the stored job: if a developer control
+(cancel, pause) got there first, the loop's write is skipped and the loop stops. That
+is what makes cancel and pause cooperative and race-free: controls write state first,
+and the loop checks at every safe boundary (phase start, after each tool call, before
+parking, before advancing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from coro.engine import prompts
+from coro.engine.env import EngineEnv, NoExecutor, select_model
+from coro.engine.models import (
+    AWAITING_DEVELOPER_INPUT,
+    AWAITING_PLAN_APPROVAL,
+    AWAITING_PR_MERGE,
+    AWAITING_RATE_LIMIT,
+    CANCELLED,
+    CHECKPOINT_LABEL_PREFIX,
+    COMPLETE,
+    FAILED,
+    PARKING,
+    ConversationMessage,
+    Job,
+    PhaseUsage,
+    RateLimitInfo,
+    ToolCallRecord,
+    ToolResultRecord,
+    WorkflowPhaseSummary,
+    is_running,
+)
+from coro.engine.workflows import Phase, Workflow, WorkflowError
+from coro.executors.base import (
+    ExecutorError,
+    PhaseRequest,
+    PromptEvent,
+    RateLimited,
+    SessionEvent,
+    TextEvent,
+    ThinkingEvent,
+    UsageEvent,
+)
+from coro.intelligence.layers import WorkflowNotFound
+from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
+
+logger = logging.getLogger(__name__)
+
+LOG_CHUNK = 1600
+TOOL_LOG_PREVIEW = 2000
+
+
+@dataclass
+class RunHandle:
+    """The dispatcher's grip on one running job."""
+
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+    developer_messages: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    in_turn: bool = False
+
+
+def park_status(label: str) -> str:
+    if label.startswith("developer-input"):
+        return AWAITING_DEVELOPER_INPUT
+    if "plan" in label:
+        return AWAITING_PLAN_APPROVAL
+    return AWAITING_PR_MERGE
+
+
+class PhaseLoop:
+    def __init__(self, env: EngineEnv, job_id: str, handle: RunHandle) -> None:
+        self.env = env
+        self.store = env.store
+        self.job_id = job_id
+        self.handle = handle
+        self.gate_blocks = 0
+
+    async def log(self, text: str) -> None:
+        await self.store.log(self.job_id, text)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception as exc:  # the job must end in a visible state, never silently
+            logger.exception("runner crashed on job %s", self.job_id)
+            await self._fail(f"Runner crashed: {type(exc).__name__}: {exc}", clear_session=True)
+
+    async def _run(self) -> None:
+        job = await self.store.get(self.job_id)
+        if not is_running(job.status):
+            return
+        try:
+            workflow = self.env.layers.load_workflow(job.workflow_path)
+        except (WorkflowError, WorkflowNotFound, ValueError) as exc:
+            await self._fail(f"Workflow could not be loaded: {exc}")
+            return
+        if workflow.phase(job.phase) is None:
+            await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
+            return
+        await self._snapshot_phases(job, workflow)
+        await self.log(f"Runner started — phase: {job.phase}")
+        while await self._run_phase(workflow):
+            pass
+
+    async def _snapshot_phases(self, job: Job, workflow: Workflow) -> None:
+        summary = [
+            WorkflowPhaseSummary(
+                name=p.name,
+                status=p.status,
+                agent=p.agent,
+                interactive_checkpoint=p.interactive_checkpoint,
+            )
+            for p in workflow.phases
+        ]
+        if job.workflow_phases != summary:
+
+            def apply(j: Job) -> None:
+                j.workflow_phases = summary
+
+            await self.store.update(self.job_id, apply)
+
+    async def _run_phase(self, workflow: Workflow) -> bool:
+        """One visit of the current phase; True to continue with the next iteration."""
+        job = await self.store.get(self.job_id)
+        phase = workflow.phase(job.phase)
+        if phase is None:
+            await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
+            return False
+
+        taken: list[str | None] = [None]
+
+        def start(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            taken[0] = j.pending_prompt
+            j.status = phase.status
+            j.pending_prompt = None
+            j.phase_visits[phase.name] = j.phase_visits.get(phase.name, 0) + 1
+            return True
+
+        job, started = await self.store.update(self.job_id, start)
+        if not started:
+            await self._note_boundary_stop(job, "phase start")
+            return False
+        if phase.agent is None and phase.status in PARKING:
+            await self._park(phase, f"phase-{phase.name}-event", None, None)
+            return False
+
+        try:
+            choice = select_model(job, phase, self.env)
+        except NoExecutor as exc:
+            await self._fail(str(exc))
+            return False
+        executor = self.env.executors.get(choice.provider)
+        assert executor is not None  # select_model checked it
+        prompt = taken[0] or prompts.kickoff(job, phase.name)
+        history = list(job.conversation_history)
+        history.append(ConversationMessage(role="user", content=prompt))
+        agent_md = self.env.layers.read_agent(phase.agent) if phase.agent else None
+        if phase.agent and agent_md is None:
+            await self.log(f"[warning] Agent file {phase.agent} not found; running without a role")
+        model_note = f" model={choice.model}" if choice.model else ""
+        await self.log(
+            f"Phase {phase.name} (visit {job.phase_visits[phase.name]}): "
+            f"provider={choice.provider}{model_note} [{choice.source}]"
+        )
+
+        signals = PhaseSignals()
+        workdir = self.env.workdir(self.job_id)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = ToolContext(
+            job_id=self.job_id,
+            phase=phase.name,
+            workdir=workdir,
+            store=self.store,
+            signals=signals,
+            phase_names=workflow.phase_names,
+        )
+        usage = PhaseUsage(
+            phase=phase.name,
+            work_item=job.current_work_item,
+            visit=job.phase_visits[phase.name],
+            model=choice.model,
+            provider=choice.provider,
+        )
+        call_counter = [0]
+
+        async def call_tool(name: str, raw_input: dict[str, Any], call_id: str | None) -> ToolResult:
+            call_counter[0] += 1
+            call_id = call_id or f"call-{usage.visit}-{call_counter[0]}"
+            shown = json.dumps(raw_input, ensure_ascii=False, default=str)
+            await self.log(f"→ {name} {_clip(shown, TOOL_LOG_PREVIEW)}")
+            result = await self.env.tools.call(name, raw_input, ctx, phase.tools)
+            if result.is_error:
+                await self.log(f"[tool-error] {name}: {_clip(result.text(), 500)}")
+            history.append(
+                ConversationMessage(
+                    role="assistant",
+                    tool_calls=[ToolCallRecord(id=call_id, name=name, input=raw_input)],
+                )
+            )
+            history.append(
+                ConversationMessage(
+                    role="tool",
+                    tool_results=[
+                        ToolResultRecord(
+                            tool_call_id=call_id, output=result.text(), is_error=result.is_error
+                        )
+                    ],
+                )
+            )
+            return result
+
+        request = PhaseRequest(
+            job_id=self.job_id,
+            phase=phase.name,
+            visit=usage.visit,
+            system_prompt=prompts.system_prompt(job, workflow, phase, agent_md),
+            prompt=prompt,
+            history=history[:-1],
+            model=choice.model,
+            provider=choice.provider,
+            params=job.params,
+            workdir=workdir,
+            tools=self.env.tools.allowed(phase.tools),
+            call_tool=call_tool,
+            signals=signals,
+            interrupt=self.handle.interrupt,
+            developer_messages=self.handle.developer_messages,
+        )
+        session_id: str | None = job.session_id
+        started_at = time.monotonic()
+        self.handle.in_turn = True
+        stream = executor.execute_phase(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextEvent):
+                    for chunk in _chunks(event.text):
+                        await self.log(chunk)
+                    history.append(ConversationMessage(role="assistant", content=event.text))
+                elif isinstance(event, ThinkingEvent):
+                    await self.log(f"[thinking] {_clip(event.text, LOG_CHUNK)}")
+                elif isinstance(event, UsageEvent):
+                    _add_usage(usage, event)
+                elif isinstance(event, SessionEvent):
+                    session_id = event.session_id
+                elif isinstance(event, PromptEvent):
+                    history.append(ConversationMessage(role="user", content=event.text))
+                if request.stop_requested:
+                    break
+        except RateLimited as exc:
+            await self._end_turn(usage, started_at, history, session_id)
+            await self._park_rate_limited(exc)
+            return False
+        except ExecutorError as exc:
+            await self._end_turn(usage, started_at, history, session_id)
+            current = await self.store.get(self.job_id)
+            if not is_running(current.status):
+                await self._note_boundary_stop(current, "executor stop")
+            else:
+                await self._fail(f"Executor {choice.provider} failed in phase {phase.name}: {exc}")
+            return False
+        finally:
+            await stream.aclose()
+            self.handle.in_turn = False
+        await self._end_turn(usage, started_at, history, session_id)
+        return await self._after_turn(workflow, phase, signals)
+
+    async def _end_turn(
+        self,
+        usage: PhaseUsage,
+        started_at: float,
+        history: list[ConversationMessage],
+        session_id: str | None,
+    ) -> None:
+        """Record usage and transcript; live messages nobody read wait for the next turn."""
+        usage.duration_ms = int((time.monotonic() - started_at) * 1000)
+        leftover = []
+        while not self.handle.developer_messages.empty():
+            leftover.append(self.handle.developer_messages.get_nowait())
+
+        def apply(j: Job) -> None:
+            j.phase_usage.append(usage)
+            j.token_usage.add(usage)
+            j.conversation_history = history
+            j.session_id = session_id
+            for message in leftover:
+                j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
+
+        await self.store.update(self.job_id, apply)
+        await self.log(
+            f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
+        )
+
+    async def _after_turn(self, workflow: Workflow, phase: Phase, signals: PhaseSignals) -> bool:
+        job = await self.store.get(self.job_id)
+        if not is_running(job.status):
+            if not signals.escalated:
+                await self._note_boundary_stop(job, "end of turn")
+            return False
+        if signals.awaiting_event:
+            checkpoint_next = None
+            if job.interactive and phase.interactive_checkpoint:
+                checkpoint_next = workflow.next_phase(phase.name)
+            await self._park(phase, signals.awaiting_event, signals.awaiting_pr_id, checkpoint_next)
+            return False
+        next_phase = signals.next_phase or workflow.next_phase(phase.name)
+        if next_phase is None:
+            return await self._complete_or_gate(job, phase)
+        self.gate_blocks = 0
+        if (
+            job.interactive
+            and phase.interactive_checkpoint
+            and job.approved_advance_from_phase != phase.name
+        ):
+            await self._park(phase, f"{CHECKPOINT_LABEL_PREFIX}{phase.name}", None, next_phase)
+            return False
+
+        def advance(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.phase = next_phase
+            j.awaiting_next_phase = None
+            j.approved_advance_from_phase = None
+            return True
+
+        job, advanced = await self.store.update(self.job_id, advance)
+        if not advanced:
+            await self._note_boundary_stop(job, "phase advance")
+            return False
+        await self.log(f"Phase advanced → {next_phase}")
+        return True
+
+    async def _complete_or_gate(self, job: Job, phase: Phase) -> bool:
+        unfinished = job.unfinished_work_items()
+        limit = self.env.config.jobs.completion_gate_max_retries
+        if unfinished:
+            self.gate_blocks += 1
+            names = ", ".join(f"{w.name} ({w.status})" for w in unfinished)
+            if self.gate_blocks > limit:
+                await self._fail(
+                    f"Job failed: completion gate blocked {self.gate_blocks} consecutive "
+                    f"attempts. Work items still incomplete: {names}. Resolve them from the "
+                    "dashboard or start a new job."
+                )
+                return False
+            corrective = prompts.completion_gate(job, self.gate_blocks, limit)
+
+            def rerun(j: Job) -> bool:
+                if not is_running(j.status):
+                    return False
+                j.pending_prompt = prompts.append_prompt(j.pending_prompt, corrective)
+                return True
+
+            job, ok = await self.store.update(self.job_id, rerun)
+            if not ok:
+                await self._note_boundary_stop(job, "completion gate")
+                return False
+            await self.log(
+                f"[completion-gate] Blocking job completion ({len(unfinished)} unfinished work "
+                f"item(s): {names}). Re-running phase '{phase.name}' "
+                f"(attempt {self.gate_blocks}/{limit})."
+            )
+            return True
+
+        def complete(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.status = COMPLETE
+            j.awaiting_event = None
+            j.awaiting_next_phase = None
+            return True
+
+        job, done = await self.store.update(
+            self.job_id, complete, note="All phases complete — job finished successfully"
+        )
+        if not done:
+            await self._note_boundary_stop(job, "completion")
+        return False
+
+    async def _park(
+        self, phase: Phase, label: str, pr_id: int | None, next_phase: str | None
+    ) -> None:
+        status = park_status(label)
+
+        def apply(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.status = status
+            j.awaiting_event = label
+            j.awaiting_pr_id = pr_id
+            j.awaiting_next_phase = next_phase
+            j.approved_advance_from_phase = None
+            return True
+
+        job, parked = await self.store.update(
+            self.job_id, apply, note=f"Job parked — waiting for: {label}"
+        )
+        if not parked:
+            await self._note_boundary_stop(job, "parking")
+
+    async def _park_rate_limited(self, exc: RateLimited) -> None:
+        resume_at = time.time() * 1000 + exc.retry_after * 1000
+
+        def apply(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            attempt = (j.rate_limit_info.retry_attempt + 1) if j.rate_limit_info else 1
+            j.status = AWAITING_RATE_LIMIT
+            j.rate_limit_info = RateLimitInfo(
+                provider=exc.provider,
+                resume_at=resume_at,
+                retry_attempt=attempt,
+                last_error_message=str(exc),
+            )
+            return True
+
+        note = f"[rate-limit] {exc.provider}: {exc}. Resuming automatically in {exc.retry_after:g}s."
+        job, parked = await self.store.update(self.job_id, apply, note=note)
+        if not parked:
+            await self._note_boundary_stop(job, "rate limit")
+
+    async def _fail(self, message: str, *, clear_session: bool = False) -> None:
+        def apply(j: Job) -> bool:
+            if j.status in (COMPLETE, CANCELLED):
+                return False
+            j.status = FAILED
+            j.escalation_message = message
+            if clear_session:
+                j.session_id = None
+            return True
+
+        await self.store.update(self.job_id, apply, note=f"[error] {message}")
+
+    async def _note_boundary_stop(self, job: Job, boundary: str) -> None:
+        if job.status == CANCELLED:
+            await self.log(f"[control] Stopped at a safe boundary ({boundary}): job cancelled")
+        elif job.paused:
+            await self.log(f"[control] Stopped at a safe boundary ({boundary}): job paused")
+
+
+def _add_usage(usage: PhaseUsage, event: UsageEvent) -> None:
+    usage.input_tokens += event.input_tokens
+    usage.output_tokens += event.output_tokens
+    usage.cache_read_input_tokens += event.cache_read_input_tokens
+    usage.cache_creation_input_tokens += event.cache_creation_input_tokens
+    usage.cost_usd = round(usage.cost_usd + event.cost_usd, 6)
+    usage.num_turns += event.turns
+    usage.model = event.model or usage.model
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more chars)"
+
+
+def _chunks(text: str) -> list[str]:
+    """Split long agent text into log entries of at most LOG_CHUNK characters."""
+    if len(text) <= LOG_CHUNK:
+        return [text]
+    chunks, rest = [], text
+    while len(rest) > LOG_CHUNK:
+        cut = rest.rfind("\n", 256, LOG_CHUNK)
+        if cut == -1:
+            cut = rest.rfind(" ", 256, LOG_CHUNK)
+        if cut == -1:
+            cut = LOG_CHUNK
+        chunks.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n")
+    if rest:
+        chunks.append(rest)
+    return chunks

@@ -1,0 +1,137 @@
+"""The `Executor` protocol: how a phase is handed to an agent and what comes back.
+
+An executor turns a `PhaseRequest` into an async stream of `ExecutorEvent`s. It acts
+only through `request.call_tool`, the one tool path shared by every executor, and it
+stops promptly once `request.stop_requested` is true (a tool raised a phase signal, or
+the developer cancelled / paused / interrupted the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from coro.engine.models import ConversationMessage
+from coro.tools.registry import PhaseSignals, Tool, ToolResult
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """Incremental usage of one provider round-trip (not cumulative)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+    turns: int = 0
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """The provider's session id, kept so a resumed phase continues the same session."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class PromptEvent:
+    """A developer message the executor delivered to the model mid-turn."""
+
+    text: str
+
+
+ExecutorEvent = TextEvent | ThinkingEvent | UsageEvent | SessionEvent | PromptEvent
+
+
+class ExecutorError(Exception):
+    """The executor could not run the phase; the message is shown to the developer."""
+
+
+class RateLimited(ExecutorError):
+    def __init__(self, message: str, *, retry_after: float, provider: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.provider = provider
+
+
+ToolCaller = Callable[[str, dict[str, Any], str | None], Awaitable[ToolResult]]
+
+
+@dataclass
+class PhaseRequest:
+    job_id: str
+    phase: str
+    visit: int  # 1 for the first run of this phase, counting resumes
+    system_prompt: str
+    prompt: str
+    history: list[ConversationMessage]
+    model: str | None
+    provider: str
+    params: dict[str, Any]
+    workdir: Path
+    tools: list[Tool[Any]]
+    call_tool: ToolCaller  # (name, input, call_id) -> result; logs and records the call
+    signals: PhaseSignals
+    interrupt: asyncio.Event
+    developer_messages: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    max_turns: int = 200
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.signals.any or self.interrupt.is_set()
+
+    def take_developer_messages(self) -> list[str]:
+        """Messages the developer sent during this turn, for injection into the next call."""
+        messages = []
+        while not self.developer_messages.empty():
+            messages.append(self.developer_messages.get_nowait())
+        return messages
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    display_name: str
+    context_window: int | None = None
+    pricing: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    message: str
+    latency_ms: float = 0.0
+
+
+class Executor(Protocol):
+    id: str
+
+    def execute_phase(self, request: PhaseRequest) -> AsyncIterator[ExecutorEvent]: ...
+
+    async def models(self) -> list[ModelInfo]: ...
+
+    async def healthcheck(self) -> Health: ...
+
+
+async def wait_interruptible(interrupt: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; return True if interrupted first."""
+    try:
+        await asyncio.wait_for(interrupt.wait(), timeout=max(seconds, 0))
+    except TimeoutError:
+        return False
+    return True

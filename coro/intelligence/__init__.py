@@ -1,0 +1,17 @@
+"""Workflow and agent markdown, resolved through intelligence layers (SPEC §4.8)."""
+
+from coro.intelligence.layers import (
+    BASE_LAYER_DIR,
+    IntelligenceLayers,
+    WorkflowNotFound,
+    check_relative_path,
+    summarize_workflow,
+)
+
+__all__ = [
+    "BASE_LAYER_DIR",
+    "IntelligenceLayers",
+    "WorkflowNotFound",
+    "check_relative_path",
+    "summarize_workflow",
+]

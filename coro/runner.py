@@ -1,0 +1,149 @@
+"""The runner: composes state, intelligence, executors, tools and the dispatcher.
+
+`Runner` is the composition root; `serve()` puts its HTTP API on a socket. Tests, the
+demo and `coro start` all go through these two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from coro import __version__
+from coro.config import CoroConfig, CoroHome
+from coro.engine.dispatcher import Dispatcher
+from coro.engine.env import EngineEnv
+from coro.engine.events import EventTransport, MemoryEventTransport
+from coro.engine.logbus import LogBus
+from coro.engine.service import JobService
+from coro.engine.store import JobStore
+from coro.executors import ExecutorRegistry, builtin_executors
+from coro.intelligence.layers import IntelligenceLayers
+from coro.state.backend import StateBackend
+from coro.state.sqlite import SqliteStateBackend
+from coro.tools import ToolRegistry, builtin_tools
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class Runner:
+    def __init__(
+        self,
+        home: CoroHome,
+        config: CoroConfig | None = None,
+        *,
+        backend: StateBackend | None = None,
+        executors: ExecutorRegistry | None = None,
+        tools: ToolRegistry | None = None,
+        transport: EventTransport | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config if config is not None else home.load_config()
+        self.backend = backend or SqliteStateBackend(home.state_db)
+        self.store = JobStore(self.backend, LogBus())
+        self.env = EngineEnv(
+            store=self.store,
+            layers=IntelligenceLayers(home.intelligence_dir(self.config)),
+            executors=executors or builtin_executors(),
+            tools=tools or builtin_tools(),
+            config=self.config,
+            work_root=home.work_dir(self.config),
+        )
+        self.dispatcher = Dispatcher(self.env)
+        self.jobs = JobService(self.env, self.dispatcher)
+        self.transport = transport or MemoryEventTransport()
+        self.version = __version__
+
+    @property
+    def mode(self) -> str:
+        return "local"
+
+    async def start(self) -> None:
+        self.home.ensure()
+        self.env.work_root.mkdir(parents=True, exist_ok=True)
+        await self.backend.open()
+        await self.transport.connect(self.dispatcher.deliver_event)
+        await self.dispatcher.recover()
+
+    async def stop(self) -> None:
+        await self.transport.disconnect()
+        await self.dispatcher.close()
+        await self.backend.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Runner]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+
+def check_bind(host: str, config: CoroConfig) -> None:
+    """Off-loopback binds expose the API to the network: refuse them without a token."""
+    if host not in LOOPBACK_HOSTS and not config.api_token:
+        raise SystemExit(
+            f"Refusing to listen on {host}: binding beyond loopback requires apiToken in "
+            "config.json (every API call must then carry 'Authorization: Bearer <token>')."
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    runner: Runner
+    host: str
+    port: int
+    server: uvicorn.Server
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
+    """Start the runner and its HTTP API in this event loop; stop both on exit."""
+    from coro.api.app import create_app  # the engine never imports the web layer
+
+    check_bind(host, runner.config)
+    if port == 0:
+        port = free_port(host)
+    app = create_app(runner, host=host, port=port)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    await runner.start()
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                await task  # surfaces bind errors
+                raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
+            await asyncio.sleep(0.01)
+        yield Served(runner=runner, host=host, port=port, server=server)
+    finally:
+        server.should_exit = True
+        runner.store.bus.close_all()
+        await runner.dispatcher.close()
+        await task
+        await runner.stop()

@@ -1,0 +1,79 @@
+"""The `StateBackend` interface: where jobs and their logs are kept.
+
+Implementations: `SqliteStateBackend` (the local runner), `MemoryStateBackend` (tests
+and benchmarks); Postgres and cloud-over-WebSocket backends follow the same contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from coro.engine.models import Job, LogEntry
+
+#: A job mutation: change the job in place; return False to leave it unwritten.
+#: Backends may call it more than once (optimistic retries), so it must not have
+#: side effects beyond the job it is given.
+JobMutation = Callable[[Job], bool | None]
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job not found: {job_id}")
+        self.job_id = job_id
+
+
+class JobExists(ValueError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job already exists: {job_id}")
+        self.job_id = job_id
+
+
+@dataclass
+class JobQuery:
+    """Filters of `GET /jobs`; every field optional, results newest first."""
+
+    statuses: list[str] = field(default_factory=list)
+    exclude_statuses: list[str] = field(default_factory=list)
+    type: str | None = None
+    workflow_path: str | None = None
+    campaign_parent_id: str | None = None
+    text: str | None = None  # substring over id / description / repo
+    limit: int = 50
+    offset: int = 0
+
+
+class StateBackend(Protocol):
+    async def open(self) -> None:
+        """Create/migrate storage. Called once before any other method."""
+
+    async def close(self) -> None: ...
+
+    async def create_job(self, job: Job) -> None:
+        """Insert a new job; raises `JobExists` on a duplicate id."""
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
+        """Atomically apply `mutate` to the stored job and stamp `updatedAt`.
+
+        Returns the job as stored afterwards and whether it was written. Concurrent
+        updates of one job never lose each other's fields. Raises `JobNotFound`.
+        """
+
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        """A page of jobs matching `query` (newest first) and the total match count."""
+
+    async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
+        """Every job whose status is in `statuses`, oldest first (used by recovery)."""
+
+    async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
+        """Durably append already-timestamped lines; returns them with their indexes."""
+
+    async def read_logs(
+        self, job_id: str, after: int = -1, limit: int | None = None
+    ) -> list[LogEntry]:
+        """Lines with index > `after`, ascending, at most `limit`."""
+
+    async def count_logs(self, job_id: str) -> int: ...

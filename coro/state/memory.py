@@ -1,0 +1,95 @@
+"""An in-memory `StateBackend` for tests and benchmarks (nothing survives the process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coro.engine.models import Job, LogEntry, iso_now
+from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery
+
+
+class MemoryStateBackend:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._order: list[str] = []  # creation order
+        self._logs: dict[str, list[str]] = {}
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create_job(self, job: Job) -> None:
+        async with self._lock:
+            if job.id in self._jobs:
+                raise JobExists(job.id)
+            self._jobs[job.id] = job.model_copy(deep=True)
+            self._order.append(job.id)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        return job.model_copy(deep=True) if job else None
+
+    async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
+        async with self._lock:
+            stored = self._jobs.get(job_id)
+            if stored is None:
+                raise JobNotFound(job_id)
+            draft = stored.model_copy(deep=True)
+            if mutate(draft) is False:
+                return stored.model_copy(deep=True), False
+            draft.updated_at = iso_now()
+            self._jobs[job_id] = draft
+            return draft.model_copy(deep=True), True
+
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        matches = [self._jobs[i] for i in reversed(self._order) if _matches(self._jobs[i], query)]
+        page = matches[query.offset : query.offset + query.limit]
+        return [job.model_copy(deep=True) for job in page], len(matches)
+
+    async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
+        return [
+            self._jobs[i].model_copy(deep=True)
+            for i in self._order
+            if self._jobs[i].status in statuses
+        ]
+
+    async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
+        log = self._logs.setdefault(job_id, [])
+        start = len(log)
+        log.extend(lines)
+        return [LogEntry(index=start + n, line=line) for n, line in enumerate(lines)]
+
+    async def read_logs(
+        self, job_id: str, after: int = -1, limit: int | None = None
+    ) -> list[LogEntry]:
+        log = self._logs.get(job_id, [])
+        start = max(after + 1, 0)
+        stop = len(log) if limit is None else min(len(log), start + limit)
+        return [LogEntry(index=i, line=log[i]) for i in range(start, stop)]
+
+    async def count_logs(self, job_id: str) -> int:
+        return len(self._logs.get(job_id, []))
+
+
+def _matches(job: Job, query: JobQuery) -> bool:
+    if query.statuses and job.status not in query.statuses:
+        return False
+    if job.status in query.exclude_statuses:
+        return False
+    if query.type and job.type != query.type:
+        return False
+    if query.workflow_path and job.workflow_path != query.workflow_path:
+        return False
+    if query.campaign_parent_id and job.campaign_parent_id != query.campaign_parent_id:
+        return False
+    if query.text:
+        needle = query.text.lower()
+        haystack = " ".join(
+            str(v) for v in (job.id, job.params.get("description"), job.params.get("repo")) if v
+        ).lower()
+        if needle not in haystack:
+            return False
+    return True

@@ -1,0 +1,183 @@
+"""One registry of tools (name, JSON schema, handler) shared by every executor and MCP.
+
+A tool's input is a pydantic model: the same class gives the JSON schema sent to the
+model and validates what comes back. Handlers raise `ToolError` for anything the agent
+did wrong; the registry turns every failure into an error *result* so a bad tool call
+never crashes a job.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    from coro.engine.store import JobStore
+
+MCP_PREFIX = "mcp__coro__"
+
+
+class ToolInput(BaseModel):
+    """Base class of tool inputs: camelCase on the wire, unknown keys refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ToolError(Exception):
+    """The agent's call was wrong or could not be carried out; returned to it as an error."""
+
+
+@dataclass
+class PhaseSignals:
+    """What tool handlers ask of the phase loop; reset at each phase start."""
+
+    next_phase: str | None = None
+    awaiting_event: str | None = None
+    awaiting_pr_id: int | None = None
+    escalated: bool = False
+    escalation_reason: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.next_phase or self.awaiting_event or self.escalated)
+
+
+@dataclass
+class ToolContext:
+    """What a handler may touch: its job (through the store), its directory, its signals."""
+
+    job_id: str
+    phase: str
+    workdir: Path
+    store: JobStore
+    signals: PhaseSignals = field(default_factory=PhaseSignals)
+    phase_names: tuple[str, ...] = ()
+    shell_timeout_default: float = 120.0
+    shell_timeout_max: float = 600.0
+    output_cap_bytes: int = 64 * 1024
+
+    async def log(self, text: str) -> None:
+        await self.store.log(self.job_id, text)
+
+
+InputT = TypeVar("InputT", bound=ToolInput)
+Handler = Callable[[ToolContext, InputT], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool(Generic[InputT]):
+    name: str
+    description: str
+    input_model: type[InputT]
+    handler: Handler[InputT]
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return self.input_model.model_json_schema(by_alias=True)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    output: Any
+    is_error: bool = False
+
+    def text(self) -> str:
+        """The result as the agent sees it: strings verbatim, anything else as JSON."""
+        if isinstance(self.output, str):
+            return self.output
+        return json.dumps(self.output, indent=2, ensure_ascii=False, default=str)
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool[Any]] = {}
+
+    def add(self, tool: Tool[Any]) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"tool already registered: {tool.name}")
+        self._tools[tool.name] = tool
+
+    def tool(
+        self, name: str, description: str
+    ) -> Callable[[Handler[InputT]], Handler[InputT]]:
+        """Decorator registering a handler; its input model comes from its annotation."""
+
+        def register(handler: Handler[InputT]) -> Handler[InputT]:
+            model = _input_model_of(handler)
+            self.add(Tool(name=name, description=description, input_model=model, handler=handler))
+            return handler
+
+        return register
+
+    def get(self, name: str) -> Tool[Any] | None:
+        return self._tools.get(name.removeprefix(MCP_PREFIX))
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def allowed(self, allow_list: Iterable[str] | None) -> list[Tool[Any]]:
+        """Tools a phase may use; `None` means every tool."""
+        return [t for t in self._tools.values() if is_allowed(t.name, allow_list)]
+
+    async def call(
+        self,
+        name: str,
+        raw_input: Any,
+        ctx: ToolContext,
+        allow_list: Iterable[str] | None = None,
+    ) -> ToolResult:
+        tool = self.get(name)
+        if tool is None:
+            return ToolResult(f"Unknown tool: {name}", is_error=True)
+        if not is_allowed(tool.name, allow_list):
+            return ToolResult(
+                f"Tool {tool.name} is not allowed in phase {ctx.phase}", is_error=True
+            )
+        try:
+            args = tool.input_model.model_validate(raw_input if raw_input is not None else {})
+        except ValidationError as exc:
+            return ToolResult(f"Invalid input for {tool.name}: {_brief(exc)}", is_error=True)
+        try:
+            return ToolResult(await tool.handler(ctx, args))
+        except ToolError as exc:
+            return ToolResult(str(exc), is_error=True)
+
+
+def is_allowed(tool_name: str, allow_list: Iterable[str] | None) -> bool:
+    """Allow-list entries are tool names or globs, bare or with the `mcp__coro__` prefix."""
+    if allow_list is None:
+        return True
+    for pattern in allow_list:
+        bare = pattern.removeprefix(MCP_PREFIX)
+        if fnmatch.fnmatchcase(tool_name, bare):
+            return True
+    return False
+
+
+def _brief(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "input"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _input_model_of(handler: Callable[..., Any]) -> type[Any]:
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(handler)
+    params = list(inspect.signature(handler).parameters)
+    if len(params) != 2 or params[1] not in hints:
+        raise TypeError(f"{handler.__name__} must be (ctx, args: <ToolInput subclass>)")
+    model = hints[params[1]]
+    if not (isinstance(model, type) and issubclass(model, ToolInput)):
+        raise TypeError(f"{handler.__name__}: input annotation must subclass ToolInput")
+    return model

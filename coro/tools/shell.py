@@ -1,0 +1,171 @@
+"""The `shell` tool: `bash -c` in the job directory, with a timeout and output caps.
+
+The command runs in its own session (and so its own process group): a timeout, or the
+cancellation of the task running the tool, kills the whole group with SIGKILL, so no
+background child outlives it. stdout and stderr are read to the end even past the cap
+(the excess is discarded) so the child never blocks on a full pipe. Environment
+variables whose names look secret are not passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from asyncio.subprocess import Process
+from typing import Any
+
+from pydantic import Field
+
+from coro.tools.files import job_root
+from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
+
+#: names of environment variables never passed to commands
+SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|APIKEY|CREDENTIAL", re.IGNORECASE)
+#: how long to wait for a killed process group to close its pipes and be reaped
+KILL_GRACE_SECONDS = 5.0
+_CHUNK = 64 * 1024
+
+
+class ShellInput(ToolInput):
+    command: str = Field(min_length=1, description="Command line, run with `bash -c`.")
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Kill the command after this many seconds (default and maximum are "
+        "set by the runner).",
+    )
+
+
+def command_env() -> dict[str, str]:
+    """The runner's environment minus anything whose name looks like a secret."""
+    return {k: v for k, v in os.environ.items() if not SECRET_ENV_NAME.search(k)}
+
+
+class _CappedReader:
+    """Reads a stream to EOF, keeping the first `cap` bytes."""
+
+    def __init__(self, stream: asyncio.StreamReader | None, cap: int) -> None:
+        self._stream = stream
+        self._cap = max(cap, 0)
+        self._kept = bytearray()
+        self.truncated = False
+
+    async def drain(self) -> None:
+        if self._stream is None:
+            return
+        while chunk := await self._stream.read(_CHUNK):
+            room = self._cap - len(self._kept)
+            if len(chunk) > room:
+                self.truncated = True
+                chunk = chunk[: max(room, 0)]
+            self._kept += chunk
+
+    def text(self) -> str:
+        return self._kept.decode("utf-8", errors="replace")
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _exit_code(returncode: int | None) -> int | None:
+    """Shell convention: killed by signal N → 128 + N; `None` if it never ended."""
+    if returncode is None:
+        return None
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def _kill_and_reap(proc: Process, tasks: set[asyncio.Task[Any]]) -> None:
+    """SIGKILL the command's process group, then give it a moment to close its pipes."""
+    _kill_group(proc.pid)
+    waiting = tasks or {asyncio.create_task(proc.wait())}
+    _, pending = await asyncio.wait(waiting, timeout=KILL_GRACE_SECONDS)
+    for task in pending:  # something left the group and still holds a pipe: stop reading
+        task.cancel()
+
+
+async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
+    timeout = ctx.shell_timeout_default if args.timeout_seconds is None else args.timeout_seconds
+    if not timeout > 0:
+        raise ToolError("timeoutSeconds must be greater than 0")
+    timeout = min(timeout, ctx.shell_timeout_max)
+    cwd = await asyncio.to_thread(job_root, ctx)
+    spawn = asyncio.create_task(
+        asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            args.command,
+            cwd=cwd,
+            env=command_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    )
+    try:
+        # shielded: the command runs as soon as it is forked, before this returns, so a
+        # cancellation here must still get hold of the process to kill its group
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            await _kill_and_reap(await spawn, set())
+        raise
+    except OSError as exc:
+        raise ToolError(f"could not start bash: {exc}") from exc
+
+    stdout = _CappedReader(proc.stdout, ctx.output_cap_bytes)
+    stderr = _CappedReader(proc.stderr, ctx.output_cap_bytes)
+    # `Process.wait()` returns once bash has exited *and* every holder of its pipes has
+    # closed them, like the two readers
+    tasks: set[asyncio.Task[Any]] = {
+        asyncio.create_task(proc.wait()),
+        asyncio.create_task(stdout.drain()),
+        asyncio.create_task(stderr.drain()),
+    }
+    timed_out = False
+    settled = False
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            timed_out = True
+            await _kill_and_reap(proc, pending)
+        settled = True
+    finally:
+        if not settled:  # cancelled (or failed): take the process group down with us
+            await _kill_and_reap(proc, tasks)
+
+    if timed_out:
+        await ctx.log(
+            f"[shell] timed out after {timeout:g}s, process group killed: {_brief(args.command)}"
+        )
+    return {
+        "exitCode": _exit_code(proc.returncode),
+        "stdout": stdout.text(),
+        "stderr": stderr.text(),
+        "timedOut": timed_out,
+        "truncated": stdout.truncated or stderr.truncated,
+    }
+
+
+def _brief(command: str, limit: int = 200) -> str:
+    line = " ".join(command.split())
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+def register(registry: ToolRegistry) -> None:
+    @registry.tool(
+        "shell",
+        "Run a command with `bash -c` in the job directory (stdin is empty). Returns "
+        "{exitCode, stdout, stderr, timedOut, truncated}; a non-zero exit is a normal "
+        "result. On timeout the command and all its child processes are killed. Output "
+        "beyond the cap is dropped (`truncated`): redirect long output to a file and read "
+        "parts of it. Background processes must redirect their output (`cmd > log 2>&1 &`) "
+        "or the call waits for them.",
+    )
+    async def shell(ctx: ToolContext, args: ShellInput) -> Any:
+        return await run_shell(ctx, args)

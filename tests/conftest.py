@@ -1,0 +1,147 @@
+"""Shared fixtures: an isolated CORO_HOME, a real runner on a loopback port, SSE helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coro.config import CoroConfig, CoroHome
+from coro.runner import Runner, Served, serve
+from tests.sse import frames
+
+WAIT_LIMIT = 60  # a guard against hangs, not a timing assertion
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CoroHome:
+    root = tmp_path / "coro-home"
+    monkeypatch.setenv("CORO_HOME", str(root))
+    home = CoroHome(root)
+    home.ensure()
+    return home
+
+
+def write_workflow(home: CoroHome, name: str, phases: list[dict[str, Any]], **extra: Any) -> str:
+    """A workflow in the tenant layer; returns its workflowPath."""
+    import yaml
+
+    front = {"description": f"test workflow {name}", **extra, "phases": phases}
+    path = home.root / "intelligence" / "workflows" / name / "workflow.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n# {name}\n\nTest workflow.\n")
+    return f"workflows/{name}/workflow.md"
+
+
+def make_config(**jobs: Any) -> CoroConfig:
+    return CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "jobs": jobs})
+
+
+@dataclass
+class Api:
+    """A client of one served runner."""
+
+    served: Served
+    client: httpx.AsyncClient
+    home: CoroHome
+
+    @property
+    def runner(self) -> Runner:
+        return self.served.runner
+
+    async def create(self, workflow_path: str, script: dict[str, Any] | None = None,
+                     **body: Any) -> str:
+        params = dict(body.pop("params", {}))
+        if script is not None:
+            params["script"] = script
+        response = await self.client.post(
+            "/jobs", json={"workflowPath": workflow_path, "params": params, **body}
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["jobId"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def follow(
+        self,
+        job_id: str,
+        until: Callable[[str], bool] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> StreamResult:
+        """Read the SSE stream until `until(line)` matches or `event: done` arrives."""
+        result = StreamResult()
+        async with asyncio.timeout(WAIT_LIMIT), self.client.stream(
+            "GET", f"/jobs/{job_id}/stream", headers=headers or {}, params=params or {}
+        ) as response:
+            assert response.status_code == 200, await response.aread()
+            async for frame in frames(response):
+                if frame.id is None and frame.event == "message":
+                    continue  # a heartbeat comment
+                if frame.event == "done":
+                    result.done = frame.data
+                    return result
+                result.ids.append(int(frame.id or -1))
+                result.lines.append(frame.data)
+                if until is not None and until(frame.data):
+                    return result
+        return result
+
+    async def wait_for_line(self, job_id: str, text: str) -> StreamResult:
+        return await self.follow(job_id, until=lambda line: text in line)
+
+    async def finish(self, job_id: str) -> StreamResult:
+        result = await self.follow(job_id)
+        assert result.done is not None, "stream ended without event: done"
+        return result
+
+
+@dataclass
+class StreamResult:
+    lines: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    done: str | None = None
+
+    def texts(self) -> list[str]:
+        """Lines without their ISO timestamp."""
+        return [line.split(" ", 1)[1] if " " in line else line for line in self.lines]
+
+
+ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+@pytest.fixture
+def api_factory(home: CoroHome) -> ApiFactory:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def start(config: CoroConfig | None = None, **runner_kwargs: Any) -> AsyncIterator[Api]:
+        config = config or make_config()
+        home.save_config(config)
+        runner = Runner(home, config, **runner_kwargs)
+        async with serve(runner, "127.0.0.1", 0) as served, httpx.AsyncClient(
+            base_url=served.url, timeout=30
+        ) as client:
+            yield Api(served=served, client=client, home=home)
+
+    return start
+
+
+@pytest.fixture
+async def api(api_factory: ApiFactory) -> AsyncIterator[Api]:
+    async with api_factory() as api:
+        yield api
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value)

@@ -1,0 +1,87 @@
+"""A job driven entirely through the HTTP API, from creation to completion."""
+
+from __future__ import annotations
+
+from tests.conftest import Api, write_workflow
+
+TWO_PHASES = [
+    {"name": "planning", "agent": None, "status": "planning"},
+    {"name": "coding", "agent": None, "status": "coding"},
+]
+
+
+async def test_two_phase_job_completes_with_artifact_usage_and_stream(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    script = {
+        "planning": [
+            {"text": "Planning the change"},
+            {"tool": "set_work_items", "input": {"workItems": ["add-endpoint"]}},
+            {"tool": "file_write", "input": {"path": "plan/plan.md", "content": "# Plan\n- add"}},
+            {"tool": "post_artifact", "input": {"kind": "plan-md", "title": "The plan",
+                                                 "data": {"path": "plan/plan.md"}}},
+            {"usage": {"inputTokens": 120, "outputTokens": 30}},
+        ],
+        "coding": [
+            {"text": "Writing code"},
+            {"tool": "update_work_item", "input": {"name": "add-endpoint", "status": "complete"}},
+            {"usage": {"inputTokens": 200, "outputTokens": 80}},
+        ],
+    }
+    job_id = await api.create(workflow, script, description="two phases")
+
+    result = await api.finish(job_id)
+    assert result.done == "complete"
+    texts = result.texts()
+    assert "Planning the change" in texts
+    assert "Phase advanced → coding" in texts
+    assert texts[-1] == "All phases complete — job finished successfully"
+    assert result.ids == list(range(len(result.ids)))
+
+    job = await api.job(job_id)
+    assert job["status"] == "complete"
+    assert [(u["phase"], u["inputTokens"], u["outputTokens"]) for u in job["phaseUsage"]] == [
+        ("planning", 120, 30),
+        ("coding", 200, 80),
+    ]
+    assert job["tokenUsage"]["inputTokens"] == 320
+    assert job["tokenUsage"]["outputTokens"] == 110
+    (artifact,) = job["artifacts"]
+    content = await api.client.get(f"/jobs/{job_id}/artifacts/{artifact['id']}/content")
+    assert content.status_code == 200
+    assert content.text == "# Plan\n- add"
+    assert content.headers["content-type"].startswith("text/markdown")
+
+    replay = await api.finish(job_id)
+    assert replay.lines == result.lines
+
+
+async def test_stream_delivers_lines_live_while_the_job_runs(api: Api) -> None:
+    workflow = write_workflow(api.home, "waits", [{"name": "work", "agent": None}])
+    script = {"work": [[{"text": "first"},
+                        {"tool": "await_event", "input": {"eventName": "developer-input: go?"}}],
+                       [{"text": "after the answer"}]]}
+    job_id = await api.create(workflow, script)
+    parked = await api.wait_for_line(job_id, "Job parked")
+    assert "first" in parked.texts()
+
+    async def answer() -> None:
+        response = await api.client.post(f"/jobs/{job_id}/message", json={"message": "go"})
+        assert response.status_code == 200
+
+    import asyncio
+
+    seen_parked = len(parked.lines)
+    task: asyncio.Task[None] | None = None
+
+    def start_answer(line: str) -> bool:
+        nonlocal task
+        if task is None and "Job parked" in line:
+            task = asyncio.create_task(answer())
+        return False
+
+    live = await api.follow(job_id, until=start_answer)
+    assert task is not None
+    await task
+    assert live.done == "complete"
+    assert live.lines[:seen_parked] == parked.lines
+    assert "after the answer" in live.texts()[seen_parked:]
