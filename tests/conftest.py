@@ -36,7 +36,9 @@ def write_workflow(home: CoroHome, name: str, phases: list[dict[str, Any]], **ex
     front = {"description": f"test workflow {name}", **extra, "phases": phases}
     path = home.root / "intelligence" / "workflows" / name / "workflow.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n# {name}\n\nTest workflow.\n")
+    path.write_text(
+        f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n# {name}\n\nTest workflow.\n"
+    )
     return f"workflows/{name}/workflow.md"
 
 
@@ -56,8 +58,9 @@ class Api:
     def runner(self) -> Runner:
         return self.served.runner
 
-    async def create(self, workflow_path: str, script: dict[str, Any] | None = None,
-                     **body: Any) -> str:
+    async def create(
+        self, workflow_path: str, script: dict[str, Any] | None = None, **body: Any
+    ) -> str:
         params = dict(body.pop("params", {}))
         if script is not None:
             params["script"] = script
@@ -81,9 +84,12 @@ class Api:
     ) -> StreamResult:
         """Read the SSE stream until `until(line)` matches or `event: done` arrives."""
         result = StreamResult()
-        async with asyncio.timeout(WAIT_LIMIT), self.client.stream(
-            "GET", f"/jobs/{job_id}/stream", headers=headers or {}, params=params or {}
-        ) as response:
+        async with (
+            asyncio.timeout(WAIT_LIMIT),
+            self.client.stream(
+                "GET", f"/jobs/{job_id}/stream", headers=headers or {}, params=params or {}
+            ) as response,
+        ):
             assert response.status_code == 200, await response.aread()
             async for frame in frames(response):
                 if frame.id is None and frame.event == "message":
@@ -129,9 +135,10 @@ def api_factory(home: CoroHome) -> ApiFactory:
         config = config or make_config()
         home.save_config(config)
         runner = Runner(home, config, **runner_kwargs)
-        async with serve(runner, "127.0.0.1", 0) as served, httpx.AsyncClient(
-            base_url=served.url, timeout=30
-        ) as client:
+        async with (
+            serve(runner, "127.0.0.1", 0) as served,
+            httpx.AsyncClient(base_url=served.url, timeout=30) as client,
+        ):
             yield Api(served=served, client=client, home=home)
 
     return start

@@ -90,12 +90,18 @@ async def test_artifact_path_escape_is_refused(api: Api) -> None:
     workflow = write_workflow(api.home, "escape", ONE_PHASE)
     outside = api.home.root / "secret.txt"
     outside.write_text("top secret")
-    script = {"work": [
-        {"tool": "post_artifact", "input": {"kind": "x", "title": "escape",
-                                             "data": {"path": "../secret.txt"}}},
-        {"tool": "post_artifact", "input": {"kind": "x", "title": "absolute",
-                                             "data": {"path": str(outside)}}},
-    ]}
+    script = {
+        "work": [
+            {
+                "tool": "post_artifact",
+                "input": {"kind": "x", "title": "escape", "data": {"path": "../secret.txt"}},
+            },
+            {
+                "tool": "post_artifact",
+                "input": {"kind": "x", "title": "absolute", "data": {"path": str(outside)}},
+            },
+        ]
+    }
     job_id = await api.create(workflow, script)
     assert (await api.finish(job_id)).done == "complete"
     job = await api.job(job_id)
@@ -111,14 +117,20 @@ async def test_artifact_path_escape_is_refused(api: Api) -> None:
 
 async def test_artifact_edit_rules(api: Api) -> None:
     workflow = write_workflow(api.home, "editable", ONE_PHASE)
-    script = {"work": [
-        {"tool": "file_write", "input": {"path": "notes.md", "content": "v1"}},
-        {"tool": "file_write", "input": {"path": "tool.py", "content": "print()"}},
-        {"tool": "post_artifact", "input": {"kind": "md", "title": "notes",
-                                             "data": {"path": "notes.md"}}},
-        {"tool": "post_artifact", "input": {"kind": "py", "title": "code",
-                                             "data": {"path": "tool.py"}}},
-    ]}
+    script = {
+        "work": [
+            {"tool": "file_write", "input": {"path": "notes.md", "content": "v1"}},
+            {"tool": "file_write", "input": {"path": "tool.py", "content": "print()"}},
+            {
+                "tool": "post_artifact",
+                "input": {"kind": "md", "title": "notes", "data": {"path": "notes.md"}},
+            },
+            {
+                "tool": "post_artifact",
+                "input": {"kind": "py", "title": "code", "data": {"path": "tool.py"}},
+            },
+        ]
+    }
     job_id = await api.create(workflow, script)
     assert (await api.finish(job_id)).done == "complete"
     notes, code = (await api.job(job_id))["artifacts"]
@@ -151,16 +163,16 @@ async def test_foreign_origin_on_post_is_refused(api: Api) -> None:
     )
     assert response.status_code == 403
     assert (await api.client.get("/jobs")).json()["total"] == 0
-    same = await api.client.post(
-        "/jobs/x/cancel", headers={"Origin": api.served.url}
-    )
+    same = await api.client.post("/jobs/x/cancel", headers={"Origin": api.served.url})
     assert same.status_code == 404  # passed the origin check, then unknown job
 
 
 async def test_message_validation(api: Api) -> None:
     workflow = write_workflow(api.home, "msg", ONE_PHASE)
-    job_id = await api.create(workflow, {"work": [{"tool": "await_event", "input": {
-        "eventName": "developer-input: ok?"}}]})
+    job_id = await api.create(
+        workflow,
+        {"work": [{"tool": "await_event", "input": {"eventName": "developer-input: ok?"}}]},
+    )
     await api.wait_for_line(job_id, "Job parked")
     for body in ({}, {"message": ""}, {"message": 3}):
         response = await api.client.post(f"/jobs/{job_id}/message", json=body)

@@ -21,10 +21,12 @@ def user_prompts(job: dict) -> list[str]:
 
 async def test_developer_input_parks_and_message_reaches_next_visit(api: Api) -> None:
     workflow = write_workflow(api.home, "ask", ONE_PHASE)
-    script = {"work": [
-        [{"tool": "await_event", "input": {"eventName": "developer-input: which database?"}}],
-        [{"text": "thanks"}],
-    ]}
+    script = {
+        "work": [
+            [{"tool": "await_event", "input": {"eventName": "developer-input: which database?"}}],
+            [{"text": "thanks"}],
+        ]
+    }
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "Job parked")
     job = await api.job(job_id)
@@ -44,8 +46,10 @@ async def test_developer_input_parks_and_message_reaches_next_visit(api: Api) ->
 
 
 async def test_interactive_checkpoint_parks_until_approved(api: Api) -> None:
-    phases = [{"name": "plan", "agent": None, "interactive_checkpoint": True},
-              {"name": "build", "agent": None}]
+    phases = [
+        {"name": "plan", "agent": None, "interactive_checkpoint": True},
+        {"name": "build", "agent": None},
+    ]
     workflow = write_workflow(api.home, "checkpointed", phases)
     script = {"plan": [{"text": "a plan"}], "build": [{"text": "building"}]}
     job_id = await api.create(workflow, script, interactive=True)
@@ -64,8 +68,10 @@ async def test_interactive_checkpoint_parks_until_approved(api: Api) -> None:
 
 
 async def test_message_at_checkpoint_reworks_the_phase_and_parks_again(api: Api) -> None:
-    phases = [{"name": "plan", "agent": None, "interactive_checkpoint": True},
-              {"name": "build", "agent": None}]
+    phases = [
+        {"name": "plan", "agent": None, "interactive_checkpoint": True},
+        {"name": "build", "agent": None},
+    ]
     workflow = write_workflow(api.home, "rework", phases)
     script = {"plan": [[{"text": "plan v1"}], [{"text": "plan v2"}]], "build": [{"text": "b"}]}
     job_id = await api.create(workflow, script, interactive=True)
@@ -86,8 +92,10 @@ async def test_message_at_checkpoint_reworks_the_phase_and_parks_again(api: Api)
 
 
 async def test_turning_interactive_off_releases_a_checkpoint(api: Api) -> None:
-    phases = [{"name": "plan", "agent": None, "interactive_checkpoint": True},
-              {"name": "build", "agent": None}]
+    phases = [
+        {"name": "plan", "agent": None, "interactive_checkpoint": True},
+        {"name": "build", "agent": None},
+    ]
     workflow = write_workflow(api.home, "toggle", phases)
     job_id = await api.create(workflow, {"plan": [{"text": "p"}]}, interactive=True)
     await api.wait_for_line(job_id, "Job parked")
@@ -98,8 +106,10 @@ async def test_turning_interactive_off_releases_a_checkpoint(api: Api) -> None:
 
 async def test_cancel_during_long_sleep_stops_before_later_phases(api: Api) -> None:
     workflow = write_workflow(api.home, "sleepy", THREE_PHASES)
-    script = {"first": [{"text": "going to sleep"}, {"sleep": 600}, {"text": "woke up"}],
-              "second": [{"text": "second phase ran"}]}
+    script = {
+        "first": [{"text": "going to sleep"}, {"sleep": 600}, {"text": "woke up"}],
+        "second": [{"text": "second phase ran"}],
+    }
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "going to sleep")
     response = await api.client.post(f"/jobs/{job_id}/cancel", json={"reason": "changed my mind"})
@@ -139,10 +149,12 @@ async def test_pause_parks_and_message_resumes(api: Api) -> None:
 async def test_completion_gate_reruns_then_fails_naming_items(api_factory: ApiFactory) -> None:
     async with api_factory(make_config(completionGateMaxRetries=2)) as api:
         workflow = write_workflow(api.home, "gated", ONE_PHASE)
-        script = {"work": [
-            {"tool": "set_work_items", "input": {"workItems": ["alpha", "beta"]}},
-            {"tool": "update_work_item", "input": {"name": "alpha", "status": "complete"}},
-        ]}
+        script = {
+            "work": [
+                {"tool": "set_work_items", "input": {"workItems": ["alpha", "beta"]}},
+                {"tool": "update_work_item", "input": {"name": "alpha", "status": "complete"}},
+            ]
+        }
         job_id = await api.create(workflow, script)
         result = await api.finish(job_id)
         assert result.done == "failed"
@@ -158,18 +170,21 @@ async def test_completion_gate_reruns_then_fails_naming_items(api_factory: ApiFa
 
 async def test_completion_gate_passes_once_items_are_done(api: Api) -> None:
     workflow = write_workflow(api.home, "gate-ok", ONE_PHASE)
-    script = {"work": [
-        [{"tool": "set_work_items", "input": {"workItems": ["only"]}}],
-        [{"tool": "update_work_item", "input": {"name": "only", "status": "complete"}}],
-    ]}
+    script = {
+        "work": [
+            [{"tool": "set_work_items", "input": {"workItems": ["only"]}}],
+            [{"tool": "update_work_item", "input": {"name": "only", "status": "complete"}}],
+        ]
+    }
     job_id = await api.create(workflow, script)
     assert (await api.finish(job_id)).done == "complete"
 
 
 async def test_concurrency_cap_holds_and_every_job_completes(api_factory: ApiFactory) -> None:
     async with api_factory(make_config(maxConcurrent=2)) as api:
-        workflow = write_workflow(api.home, "capped", [{"name": "a", "agent": None},
-                                                       {"name": "b", "agent": None}])
+        workflow = write_workflow(
+            api.home, "capped", [{"name": "a", "agent": None}, {"name": "b", "agent": None}]
+        )
         script = {"a": [{"sleep": 0.05}], "b": [{"sleep": 0.05}]}
         dispatcher = api.runner.dispatcher
         peak = 0
@@ -209,18 +224,30 @@ async def test_rate_limit_parks_then_resumes_by_itself(api: Api) -> None:
 
 async def test_events_for_a_running_job_arrive_as_one_batched_prompt(api: Api) -> None:
     workflow = write_workflow(api.home, "evented", ONE_PHASE)
-    script = {"work": [
-        [{"text": "working"}, {"sleep": 600}],
-        [{"tool": "await_event", "input": {"eventName": "pr:approved", "prId": 7}}],
-        [{"text": "handled events"}],
-    ]}
+    script = {
+        "work": [
+            [{"text": "working"}, {"sleep": 600}],
+            [{"tool": "await_event", "input": {"eventName": "pr:approved", "prId": 7}}],
+            [{"text": "handled events"}],
+        ]
+    }
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "working")
     transport = api.runner.transport
-    await transport.emit(InboundEvent(job_id=job_id, event_key="pullrequest:approved",  # type: ignore[attr-defined]
-                                      payload={"prId": 7, "approvalCount": 1}))
-    await transport.emit(InboundEvent(job_id=job_id, event_key="pullrequest:comment_created",  # type: ignore[attr-defined]
-                                      payload={"prId": 7, "comment": {"content": {"raw": "nit"}}}))
+    await transport.emit(
+        InboundEvent(
+            job_id=job_id,
+            event_key="pullrequest:approved",  # type: ignore[attr-defined]
+            payload={"prId": 7, "approvalCount": 1},
+        )
+    )
+    await transport.emit(
+        InboundEvent(
+            job_id=job_id,
+            event_key="pullrequest:comment_created",  # type: ignore[attr-defined]
+            payload={"prId": 7, "comment": {"content": {"raw": "nit"}}},
+        )
+    )
     # Pause ends the sleeping visit; the message resumes it; the events wait their turn.
     await api.client.post(f"/jobs/{job_id}/pause")
     await api.client.post(f"/jobs/{job_id}/message", json={"message": "continue"})
@@ -237,8 +264,9 @@ async def test_rerun_phase_of_completed_job_with_model_override(api: Api) -> Non
     workflow = write_workflow(api.home, "rerunnable", THREE_PHASES)
     job_id = await api.create(workflow, {"second": [{"text": "second ran"}]})
     assert (await api.finish(job_id)).done == "complete"
-    response = await api.client.post(f"/jobs/{job_id}/phases/second/rerun",
-                                      json={"model": "scripted-v2"})
+    response = await api.client.post(
+        f"/jobs/{job_id}/phases/second/rerun", json={"model": "scripted-v2"}
+    )
     assert response.status_code == 200
     assert response.json() == {"rerunning": True, "phase": "second"}
     result = await api.finish(job_id)
@@ -252,16 +280,19 @@ async def test_rerun_phase_of_completed_job_with_model_override(api: Api) -> Non
 
 async def test_a_parked_job_wakes_on_the_first_event(api: Api) -> None:
     workflow = write_workflow(api.home, "woken", ONE_PHASE)
-    script = {"work": [
-        [{"tool": "await_event", "input": {"eventName": "pr:merged", "prId": 3}}],
-        [{"text": "merged, finishing"}],
-    ]}
+    script = {
+        "work": [
+            [{"tool": "await_event", "input": {"eventName": "pr:merged", "prId": 3}}],
+            [{"text": "merged, finishing"}],
+        ]
+    }
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "Job parked — waiting for: pr:merged")
     assert (await api.job(job_id))["status"] == "awaiting-pr-merge"
     await api.runner.transport.emit(  # type: ignore[attr-defined]
-        InboundEvent(job_id=job_id, event_key="pullrequest:fulfilled",
-                     payload={"prId": 3, "state": "MERGED"})
+        InboundEvent(
+            job_id=job_id, event_key="pullrequest:fulfilled", payload={"prId": 3, "state": "MERGED"}
+        )
     )
     result = await api.finish(job_id)
     assert result.done == "complete"

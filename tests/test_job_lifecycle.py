@@ -17,8 +17,10 @@ async def test_two_phase_job_completes_with_artifact_usage_and_stream(api: Api) 
             {"text": "Planning the change"},
             {"tool": "set_work_items", "input": {"workItems": ["add-endpoint"]}},
             {"tool": "file_write", "input": {"path": "plan/plan.md", "content": "# Plan\n- add"}},
-            {"tool": "post_artifact", "input": {"kind": "plan-md", "title": "The plan",
-                                                 "data": {"path": "plan/plan.md"}}},
+            {
+                "tool": "post_artifact",
+                "input": {"kind": "plan-md", "title": "The plan", "data": {"path": "plan/plan.md"}},
+            },
             {"usage": {"inputTokens": 120, "outputTokens": 30}},
         ],
         "coding": [
@@ -57,9 +59,15 @@ async def test_two_phase_job_completes_with_artifact_usage_and_stream(api: Api) 
 
 async def test_stream_delivers_lines_live_while_the_job_runs(api: Api) -> None:
     workflow = write_workflow(api.home, "waits", [{"name": "work", "agent": None}])
-    script = {"work": [[{"text": "first"},
-                        {"tool": "await_event", "input": {"eventName": "developer-input: go?"}}],
-                       [{"text": "after the answer"}]]}
+    script = {
+        "work": [
+            [
+                {"text": "first"},
+                {"tool": "await_event", "input": {"eventName": "developer-input: go?"}},
+            ],
+            [{"text": "after the answer"}],
+        ]
+    }
     job_id = await api.create(workflow, script)
     parked = await api.wait_for_line(job_id, "Job parked")
     assert "first" in parked.texts()

@@ -18,10 +18,12 @@ ONE_PHASE = [{"name": "work", "agent": None}]
 async def test_reconnect_with_last_event_id_gets_every_line_exactly_once(api: Api) -> None:
     workflow = write_workflow(api.home, "chatty", ONE_PHASE)
     burst = [{"text": f"line {n}"} for n in range(1000)]
-    script = {"work": [
-        [{"tool": "await_event", "input": {"eventName": "developer-input: ready?"}}],
-        burst,
-    ]}
+    script = {
+        "work": [
+            [{"tool": "await_event", "input": {"eventName": "developer-input: ready?"}}],
+            burst,
+        ]
+    }
     job_id = await api.create(workflow, script)
     before = await api.wait_for_line(job_id, "Job parked")
 
@@ -72,9 +74,7 @@ async def test_parked_job_keeps_stream_open_with_heartbeats(
         workflow, {"work": [{"tool": "await_event", "input": {"eventName": "developer-input: ?"}}]}
     )
     await api.wait_for_line(job_id, "Job parked")
-    async with asyncio.timeout(30), api.client.stream(
-        "GET", f"/jobs/{job_id}/stream"
-    ) as response:
+    async with asyncio.timeout(30), api.client.stream("GET", f"/jobs/{job_id}/stream") as response:
         async for frame in frames(response):
             if "heartbeat" in frame.comments:
                 break

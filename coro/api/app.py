@@ -14,7 +14,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coro.api.routes import jobs, stream
 from coro.api.security import SecurityMiddleware
-from coro.engine.service import Conflict, InvalidRequest, PayloadTooLarge, PluginRequired, UnsupportedType
+from coro.engine.service import (
+    Conflict,
+    InvalidRequest,
+    PayloadTooLarge,
+    PluginRequired,
+    UnsupportedType,
+)
 from coro.state.backend import JobNotFound
 
 if TYPE_CHECKING:

@@ -86,7 +86,9 @@ class SecurityMiddleware:
             return False
         return (parts.port or (443 if parts.scheme == "https" else 80)) == self.port
 
-    async def _read_body(self, headers: dict[str, str], receive: Receive, send: Send) -> Receive | None:
+    async def _read_body(
+        self, headers: dict[str, str], receive: Receive, send: Send
+    ) -> Receive | None:
         """Buffer the body (bounded), check its type, and replay it to the app."""
         declared = headers.get("content-length")
         if declared is not None:
@@ -112,7 +114,9 @@ class SecurityMiddleware:
                 break
         body = b"".join(chunks)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if body.strip() and not (content_type == "application/json" or content_type.endswith("+json")):
+        if body.strip() and not (
+            content_type == "application/json" or content_type.endswith("+json")
+        ):
             await _error(send, 415, "Request bodies must be application/json")
             return None
         delivered = False

@@ -255,7 +255,9 @@ class Dispatcher:
         running, _ = await self.store.backend.list_jobs(query)
         resumed = []
         for job in reversed(running):  # oldest first keeps the queue's FIFO order
-            await self.store.log(job.id, f"[recovery] Runner restarted — resuming phase {job.phase}")
+            await self.store.log(
+                job.id, f"[recovery] Runner restarted — resuming phase {job.phase}"
+            )
             self.submit(job.id)
             resumed.append(job.id)
         return resumed

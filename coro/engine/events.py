@@ -29,7 +29,8 @@ class InboundEvent:
         """Human-readable body for the agent's prompt."""
         p = self.payload
         lines = []
-        pr = p.get("pullrequest") if isinstance(p.get("pullrequest"), dict) else {}
+        raw_pr = p.get("pullrequest")
+        pr: dict[str, Any] = raw_pr if isinstance(raw_pr, dict) else {}
         if p.get("prId") is not None or pr.get("id") is not None:
             lines.append(f"PR #{p.get('prId', pr.get('id'))}")
         if pr.get("state") or p.get("state"):

@@ -128,24 +128,24 @@ class PhaseLoop:
 
     async def _run_phase(self, workflow: Workflow) -> bool:
         """One visit of the current phase; True to continue with the next iteration."""
-        job = await self.store.get(self.job_id)
-        phase = workflow.phase(job.phase)
-        if phase is None:
-            await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
-            return False
-
         taken: list[str | None] = [None]
+        declared: list[Phase | None] = [None]
 
         def start(j: Job) -> bool:
-            if not is_running(j.status):
+            declared[0] = workflow.phase(j.phase)
+            if not is_running(j.status) or declared[0] is None:
                 return False
             taken[0] = j.pending_prompt
-            j.status = phase.status
+            j.status = declared[0].status
             j.pending_prompt = None
-            j.phase_visits[phase.name] = j.phase_visits.get(phase.name, 0) + 1
+            j.phase_visits[j.phase] = j.phase_visits.get(j.phase, 0) + 1
             return True
 
         job, started = await self.store.update(self.job_id, start)
+        phase = declared[0]
+        if phase is None:
+            await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
+            return False
         if not started:
             await self._note_boundary_stop(job, "phase start")
             return False
@@ -192,7 +192,9 @@ class PhaseLoop:
         )
         call_counter = [0]
 
-        async def call_tool(name: str, raw_input: dict[str, Any], call_id: str | None) -> ToolResult:
+        async def call_tool(
+            name: str, raw_input: dict[str, Any], call_id: str | None
+        ) -> ToolResult:
             call_counter[0] += 1
             call_id = call_id or f"call-{usage.visit}-{call_counter[0]}"
             shown = json.dumps(raw_input, ensure_ascii=False, default=str)
@@ -260,8 +262,7 @@ class PhaseLoop:
             await self._park_rate_limited(exc)
             return False
         except ExecutorError as exc:
-            await self._end_turn(usage, started_at, history, session_id)
-            current = await self.store.get(self.job_id)
+            current = await self._end_turn(usage, started_at, history, session_id)
             if not is_running(current.status):
                 await self._note_boundary_stop(current, "executor stop")
             else:
@@ -270,8 +271,8 @@ class PhaseLoop:
         finally:
             await stream.aclose()
             self.handle.in_turn = False
-        await self._end_turn(usage, started_at, history, session_id)
-        return await self._after_turn(workflow, phase, signals)
+        job = await self._end_turn(usage, started_at, history, session_id)
+        return await self._after_turn(job, workflow, phase, signals)
 
     async def _end_turn(
         self,
@@ -279,7 +280,7 @@ class PhaseLoop:
         started_at: float,
         history: list[ConversationMessage],
         session_id: str | None,
-    ) -> None:
+    ) -> Job:
         """Record usage and transcript; live messages nobody read wait for the next turn."""
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
         leftover = []
@@ -294,13 +295,13 @@ class PhaseLoop:
             for message in leftover:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
 
-        await self.store.update(self.job_id, apply)
-        await self.log(
-            f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
-        )
+        note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
+        job, _ = await self.store.update(self.job_id, apply, note=note)
+        return job
 
-    async def _after_turn(self, workflow: Workflow, phase: Phase, signals: PhaseSignals) -> bool:
-        job = await self.store.get(self.job_id)
+    async def _after_turn(
+        self, job: Job, workflow: Workflow, phase: Phase, signals: PhaseSignals
+    ) -> bool:
         if not is_running(job.status):
             if not signals.escalated:
                 await self._note_boundary_stop(job, "end of turn")
@@ -422,7 +423,9 @@ class PhaseLoop:
             )
             return True
 
-        note = f"[rate-limit] {exc.provider}: {exc}. Resuming automatically in {exc.retry_after:g}s."
+        note = (
+            f"[rate-limit] {exc.provider}: {exc}. Resuming automatically in {exc.retry_after:g}s."
+        )
         job, parked = await self.store.update(self.job_id, apply, note=note)
         if not parked:
             await self._note_boundary_stop(job, "rate limit")

@@ -51,8 +51,7 @@ def _job_section(job: Job) -> str:
         "workItems": [w.to_json() for w in job.work_items],
         "prMappings": [p.to_json() for p in job.pr_mappings],
         "artifacts": [
-            {"id": a.id, "phase": a.phase, "kind": a.kind, "title": a.title}
-            for a in job.artifacts
+            {"id": a.id, "phase": a.phase, "kind": a.kind, "title": a.title} for a in job.artifacts
         ],
     }
     body = json.dumps(context, indent=2, ensure_ascii=False)

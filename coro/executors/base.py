@@ -9,7 +9,7 @@ the developer cancelled / paused / interrupted the job).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,7 +121,7 @@ class Health:
 class Executor(Protocol):
     id: str
 
-    def execute_phase(self, request: PhaseRequest) -> AsyncIterator[ExecutorEvent]: ...
+    def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]: ...
 
     async def models(self) -> list[ModelInfo]: ...
 

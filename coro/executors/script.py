@@ -7,7 +7,7 @@ repeats. Steps go through the same tool path as a real LLM executor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -118,7 +118,7 @@ def _parse_step(raw: Any, where: str) -> Step:
 class ScriptExecutor:
     id = "script"
 
-    async def execute_phase(self, request: PhaseRequest) -> AsyncIterator[ExecutorEvent]:
+    async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
         try:
             script = parse_script(request.params.get("script", {}))
         except ScriptError as exc:

@@ -104,9 +104,7 @@ class ToolRegistry:
             raise ValueError(f"tool already registered: {tool.name}")
         self._tools[tool.name] = tool
 
-    def tool(
-        self, name: str, description: str
-    ) -> Callable[[Handler[InputT]], Handler[InputT]]:
+    def tool(self, name: str, description: str) -> Callable[[Handler[InputT]], Handler[InputT]]:
         """Decorator registering a handler; its input model comes from its annotation."""
 
         def register(handler: Handler[InputT]) -> Handler[InputT]:

@@ -130,8 +130,12 @@ async def message_job(runner: RunnerDep, job_id: str, body: MessageBody) -> dict
 @router.patch("/jobs/{job_id}/interactive")
 async def set_interactive(runner: RunnerDep, job_id: str, body: InteractiveBody) -> dict[str, Any]:
     job = await runner.jobs.set_interactive(job_id, body.interactive)
-    return {"jobId": job.id, "interactive": job.interactive, "status": job.status,
-            "phase": job.phase}
+    return {
+        "jobId": job.id,
+        "interactive": job.interactive,
+        "status": job.status,
+        "phase": job.phase,
+    }
 
 
 @router.patch("/jobs/{job_id}/phase-overrides")
