@@ -96,6 +96,24 @@ async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
     return job.to_json()
 
 
+@router.get("/jobs/{job_id}/insights")
+async def list_insights(
+    runner: RunnerDep,
+    job_id: str,
+    include_inherited: Annotated[bool, Query(alias="includeInherited")] = False,
+) -> dict[str, Any]:
+    job = await runner.jobs.get(job_id)
+    inherited = [i for i in job.insights if i.source_child_name]
+    shown = (
+        job.insights if include_inherited else [i for i in job.insights if not i.source_child_name]
+    )
+    return {
+        "jobId": job.id,
+        "insights": [i.to_json() for i in shown],
+        "inheritedCount": len(inherited),
+    }
+
+
 @router.post("/jobs/{job_id}/resume")
 async def resume_job(
     runner: RunnerDep, job_id: str, body: Annotated[ResumeBody | None, Body()] = None
