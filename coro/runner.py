@@ -119,8 +119,16 @@ async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
     from coro.api.app import create_app  # the engine never imports the web layer
 
     check_bind(host, runner.config)
-    if port == 0:
-        port = free_port(host)
+    # Bind before starting anything, so a taken port is a plain OSError for the caller.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     app = create_app(runner, host=host, port=port)
     config = uvicorn.Config(
         app,
@@ -133,7 +141,7 @@ async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
     )
     server = uvicorn.Server(config)
     await runner.start()
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():

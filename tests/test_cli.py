@@ -1,0 +1,559 @@
+"""The `coro` CLI against a real runner (the `api` fixture) and `coro demo` end to end.
+
+The CLI is synchronous and the runner lives in the test's event loop, so commands run
+off the loop (`asyncio.to_thread`) or as subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from coro.cli.client import LogLine, RunnerClient, StreamDone
+from coro.cli.main import app, parse_params
+from coro.engine.logbus import Subscription
+from coro.runner import free_port
+from tests.conftest import WAIT_LIMIT, Api, write_workflow
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TWO_PHASES = [
+    {"name": "planning", "agent": None, "status": "planning"},
+    {"name": "coding", "agent": None, "status": "coding"},
+]
+
+TWO_PHASE_SCRIPT: dict[str, Any] = {
+    "planning": [
+        {"text": "Planning the change"},
+        {"tool": "set_work_items", "input": {"workItems": ["add-endpoint"]}},
+        {"tool": "file_write", "input": {"path": "plan.md", "content": "# Plan\n- add"}},
+        {
+            "tool": "post_artifact",
+            "input": {"kind": "plan-md", "title": "The plan", "data": {"path": "plan.md"}},
+        },
+        {"usage": {"inputTokens": 120, "outputTokens": 30}},
+    ],
+    "coding": [
+        {"text": "Writing code"},
+        {"tool": "update_work_item", "input": {"name": "add-endpoint", "status": "complete"}},
+        {"usage": {"inputTokens": 200, "outputTokens": 80}},
+    ],
+}
+
+#: One phase that asks the developer, then finishes once answered.
+ASKS_DEVELOPER: dict[str, Any] = {
+    "work": [
+        [
+            {"text": "Need a decision"},
+            {"tool": "await_event", "input": {"eventName": "developer-input: which colour?"}},
+        ],
+        [{"text": "Thanks for the answer"}],
+    ]
+}
+
+
+def _env(url: str) -> dict[str, str | None]:
+    return {"CORO_URL": url, "CORO_API_TOKEN": None, "COLUMNS": "200"}
+
+
+def invoke(url: str, *args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env=_env(url))
+
+
+async def cli(api: Api, *args: str) -> Result:
+    """Run one `coro` command off the event loop against the fixture's runner."""
+    return await asyncio.to_thread(invoke, api.served.url, *args)
+
+
+def json_of(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def create_by_cli(api: Api, workflow: str, script: dict[str, Any], *extra: str) -> str:
+    result = await cli(
+        api,
+        "job",
+        "--workflow",
+        workflow,
+        "--params-json",
+        json.dumps({"script": script}),
+        "--json",
+        *extra,
+    )
+    return str(json_of(result)["jobId"])
+
+
+# --------------------------------------------------------------------------- job/jobs/status
+
+
+async def test_job_is_created_listed_filtered_and_shown(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    job_id = await create_by_cli(
+        api,
+        workflow,
+        TWO_PHASE_SCRIPT,
+        "--description",
+        "a job from the CLI",
+        "--repo",
+        "acme/shop",
+        "--reviewers",
+        "alice, bob",
+        "--param",
+        "team=core",
+        "--param",
+        "retries:=3",
+    )
+    assert (await api.finish(job_id)).done == "complete"
+
+    job = await api.job(job_id)
+    assert job["triggerSource"] == "cli"
+    params = job["params"]
+    assert params["description"] == "a job from the CLI"
+    assert params["repo"] == "acme/shop"
+    assert params["reviewers"] == ["alice", "bob"]
+    assert params["team"] == "core"
+    assert params["retries"] == 3
+
+    listed = json_of(await cli(api, "jobs", "--json"))
+    assert [j["id"] for j in listed["jobs"]] == [job_id]
+    assert listed["total"] == 1
+    complete = json_of(
+        await cli(api, "jobs", "--status", "complete", "--status", "failed", "--json")
+    )
+    assert [j["id"] for j in complete["jobs"]] == [job_id]
+    assert json_of(await cli(api, "jobs", "--status", "failed", "--json"))["jobs"] == []
+    assert json_of(await cli(api, "jobs", "--group", "waiting", "--json"))["jobs"] == []
+    stopped = json_of(await cli(api, "jobs", "--group", "stopped", "--json"))
+    assert [j["id"] for j in stopped["jobs"]] == [job_id]
+
+    table = await cli(api, "jobs")
+    assert table.exit_code == 0, table.output
+    assert job_id in table.stdout
+    assert "complete" in table.stdout
+
+    shown = await cli(api, "status", job_id)
+    assert shown.exit_code == 0, shown.output
+    for expected in (
+        job_id,
+        "complete",
+        workflow,
+        "add-endpoint",
+        "The plan",
+        "plan.md",
+        "320 in / 110 out",
+    ):
+        assert expected in shown.stdout, expected
+    assert json_of(await cli(api, "status", job_id, "--json"))["id"] == job_id
+
+
+async def test_job_follow_streams_until_done_and_exit_code_reflects_the_outcome(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    params = json.dumps({"script": TWO_PHASE_SCRIPT})
+    done = await cli(api, "job", "--workflow", workflow, "--params-json", params, "--follow")
+    assert done.exit_code == 0, done.output
+    assert "Planning the change" in done.stdout
+    assert "Phase advanced → coding" in done.stdout
+    assert "All phases complete — job finished successfully" in done.stdout
+    assert "Job complete" in done.stdout
+
+    failing = json.dumps({"script": {"planning": [{"fail": "model exploded"}]}})
+    failed = await cli(api, "job", "--workflow", workflow, "--params-json", failing, "--follow")
+    assert failed.exit_code == 1, failed.output
+    assert "model exploded" in failed.stdout
+    assert "Job stopped: failed" in failed.stdout
+
+
+async def test_bad_params_are_usage_errors_and_bad_workflows_are_runner_errors(api: Api) -> None:
+    bad = await cli(api, "job", "--param", "no-equals-sign")
+    assert bad.exit_code == 2
+    missing = await cli(
+        api, "job", "--workflow", "workflows/nope/workflow.md", "--description", "x"
+    )
+    assert missing.exit_code == 1
+    assert "Error:" in missing.stderr
+    assert "HTTP 400" in missing.stderr
+
+
+def test_parse_params_merges_json_then_pairs() -> None:
+    assert parse_params('{"a": 1, "b": "x"}', ["b=y", "c:=[1, 2]", "d=", "e:=true"]) == {
+        "a": 1,
+        "b": "y",
+        "c": [1, 2],
+        "d": "",
+        "e": True,
+    }
+
+
+# --------------------------------------------------------------------------- logs
+
+
+async def test_logs_tail_prints_exactly_the_last_stored_lines(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    job_id = await create_by_cli(api, workflow, TWO_PHASE_SCRIPT)
+    stored = (await api.finish(job_id)).lines
+
+    tail = await cli(api, "logs", job_id, "--tail", "2")
+    assert tail.exit_code == 0, tail.output
+    assert tail.stdout.splitlines() == stored[-2:]
+
+    everything = await cli(api, "logs", job_id)
+    assert everything.exit_code == 0, everything.output
+    assert everything.stdout.splitlines() == stored
+
+    nothing = await cli(api, "logs", job_id, "--tail", "0")
+    assert nothing.exit_code == 0 and nothing.stdout == ""
+
+
+async def test_logs_of_a_parked_job_print_what_is_stored_and_exit(api: Api) -> None:
+    """The stream of a parked job stays open; `coro logs` must still return."""
+    workflow = write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+    job_id = await create_by_cli(api, workflow, ASKS_DEVELOPER)
+    stored = (await api.wait_for_line(job_id, "Job parked")).lines
+    assert (await api.job(job_id))["status"] == "awaiting-developer-input"
+
+    tail = await cli(api, "logs", job_id, "--tail", "2")
+    assert tail.exit_code == 0, tail.output
+    assert tail.stdout.splitlines() == stored[-2:]
+    more = await cli(api, "logs", job_id, "--tail", str(len(stored) + 5))
+    assert more.stdout.splitlines() == stored
+    everything = await cli(api, "logs", job_id)
+    assert everything.stdout.splitlines() == stored
+
+
+async def test_logs_follow_ends_when_the_job_completes(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow = write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+    job_id = await create_by_cli(api, workflow, ASKS_DEVELOPER)
+    await api.wait_for_line(job_id, "Job parked")
+
+    # know (without sleeping) when the CLI's stream has subscribed to the job's log
+    bus = api.runner.store.bus
+    subscribed = asyncio.Event()
+    original = bus.subscribe
+
+    def spy(sub_job_id: str) -> Subscription:
+        subscription = original(sub_job_id)
+        subscribed.set()
+        return subscription
+
+    monkeypatch.setattr(bus, "subscribe", spy)
+    follow = asyncio.create_task(cli(api, "logs", job_id, "--follow"))
+    async with asyncio.timeout(WAIT_LIMIT):
+        await subscribed.wait()
+    answer = await api.client.post(f"/jobs/{job_id}/message", json={"message": "green"})
+    assert answer.status_code == 200, answer.text
+    async with asyncio.timeout(WAIT_LIMIT):
+        result = await follow
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.endswith("Need a decision") for line in lines)
+    assert any(line.endswith("[human] green") for line in lines)
+    assert any(line.endswith("Thanks for the answer") for line in lines)
+    assert any(line.endswith("All phases complete — job finished successfully") for line in lines)
+    assert lines[-1] == "Job complete"
+
+
+# --------------------------------------------------------------------------- controls
+
+
+async def test_message_resumes_a_job_waiting_for_developer_input(api: Api) -> None:
+    workflow = write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+    job_id = await create_by_cli(api, workflow, ASKS_DEVELOPER)
+    await api.wait_for_line(job_id, "Job parked — waiting for: developer-input: which colour?")
+
+    sent = await cli(api, "message", job_id, "blue, please")
+    assert sent.exit_code == 0, sent.output
+    assert "the job resumes with it" in sent.stdout
+
+    result = await api.finish(job_id)
+    assert result.done == "complete"
+    texts = result.texts()
+    assert "[human] blue, please" in texts
+    assert "Thanks for the answer" in texts
+
+
+async def test_pause_then_resume_then_cancel_reach_the_runner(api: Api) -> None:
+    workflow = write_workflow(api.home, "slow", [{"name": "work", "agent": None}])
+    script = {"work": [[{"text": "working"}, {"sleep": 600}], [{"text": "resumed work"}]]}
+    job_id = await create_by_cli(api, workflow, script)
+    await api.wait_for_line(job_id, "working")
+
+    paused = await cli(api, "pause", job_id, "--reason", "lunch")
+    assert paused.exit_code == 0, paused.output
+    assert "Paused" in paused.stdout
+    await api.wait_for_line(job_id, "Stopped at a safe boundary")
+    job = await api.job(job_id)
+    assert (job["status"], job["paused"]) == ("awaiting-developer-input", True)
+    assert "coro resume" in (await cli(api, "status", job_id)).stdout
+
+    resumed = await cli(api, "resume", job_id)
+    assert resumed.exit_code == 0, resumed.output
+    result = await api.finish(job_id)
+    assert result.done == "complete"
+    assert "resumed work" in result.texts()
+
+    refused = await cli(api, "cancel", job_id)
+    assert refused.exit_code == 1
+    assert "Job is already complete" in refused.stderr
+
+
+async def test_cancel_stops_a_parked_job(api: Api) -> None:
+    workflow = write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+    job_id = await create_by_cli(api, workflow, ASKS_DEVELOPER)
+    await api.wait_for_line(job_id, "Job parked")
+
+    cancelled = await cli(api, "cancel", job_id, "--reason", "not needed")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "cancelled" in cancelled.stdout
+    result = await api.finish(job_id)
+    assert result.done == "cancelled"
+    assert "[control] Job cancelled: not needed" in result.texts()
+
+
+async def test_resume_at_a_checkpoint_approves_and_advances(api: Api) -> None:
+    phases: list[dict[str, Any]] = [
+        {"name": "planning", "agent": None, "status": "planning", "interactive_checkpoint": True},
+        {"name": "coding", "agent": None, "status": "coding"},
+    ]
+    workflow = write_workflow(api.home, "checkpoint", phases)
+    script = {"planning": [{"text": "a plan"}], "coding": [{"text": "the code"}]}
+    job_id = await create_by_cli(api, workflow, script, "--interactive")
+    await api.wait_for_line(job_id, "approval after planning")
+
+    shown = await cli(api, "status", job_id)
+    assert "Approve and continue: coro resume" in shown.stdout
+    resumed = await cli(api, "resume", job_id, "--json")
+    assert json_of(resumed)["phase"] == "coding"
+    result = await api.finish(job_id)
+    assert result.done == "complete"
+    assert "the code" in result.texts()
+
+
+async def test_unknown_job_prints_the_runners_error_and_exits_1(api: Api) -> None:
+    for args in (
+        ["status", "nope-123"],
+        ["logs", "nope-123"],
+        ["logs", "nope-123", "-f"],
+        ["message", "nope-123", "hi"],
+        ["cancel", "nope-123"],
+    ):
+        result = await cli(api, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Job not found: nope-123" in result.stderr, args
+        assert "HTTP 404" in result.stderr
+
+
+def test_unreachable_runner_gives_a_friendly_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs"], ["logs", "some-job", "--follow"]):
+        result = invoke(url, *args)
+        assert result.exit_code == 1, result.output
+        assert f"The runner is not reachable at {url}" in result.stderr
+        assert "coro start" in result.stderr
+        assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- SSE client
+
+
+class _DroppingStream(httpx.SyncByteStream):
+    """Sends some bytes, then fails like a dropped connection."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.payload
+        raise httpx.ReadError("connection reset")
+
+
+def test_stream_reconnects_with_last_event_id_without_duplicates() -> None:
+    seen: list[dict[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            {"last": request.headers.get("Last-Event-ID"), "tail": request.url.params.get("tail")}
+        )
+        sse = {"content-type": "text/event-stream"}
+        if len(seen) == 1:  # two lines, then the connection drops
+            return httpx.Response(
+                200,
+                headers=sse,
+                stream=_DroppingStream(
+                    b": heartbeat\n\nid: 5\ndata: t0 five\n\nid: 6\ndata: t1 six\ndata: more\n\n"
+                ),
+            )
+        if len(seen) == 2:  # the server ends the stream without `done` (lagging client)
+            return httpx.Response(
+                200, headers=sse, content=b"id: 6\ndata: t1 six\n\nid: 7\ndata: t2 seven\n\n"
+            )
+        return httpx.Response(
+            200, headers=sse, content=b"id: 8\ndata: t3 eight\n\nevent: done\ndata: complete\n\n"
+        )
+
+    client = RunnerClient(
+        "http://runner.test", token="t" * 20, transport=httpx.MockTransport(handler)
+    )
+    items = list(client.stream_log("job-1", tail=3))
+    assert items == [
+        LogLine(5, "t0 five"),
+        LogLine(6, "t1 six\nmore"),
+        LogLine(7, "t2 seven"),
+        LogLine(8, "t3 eight"),
+        StreamDone("complete"),
+    ]
+    assert seen == [
+        {"last": None, "tail": "3"},
+        {"last": "6", "tail": None},
+        {"last": "7", "tail": None},
+    ]
+
+
+def test_client_sends_the_api_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORO_API_TOKEN", "secret-token-0123456789")
+    monkeypatch.setenv("CORO_URL", "http://runner.test/")
+    headers: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers.append(request.headers.get("Authorization"))
+        return httpx.Response(401, json={"error": "Missing or invalid API token"})
+
+    client = RunnerClient(transport=httpx.MockTransport(handler))
+    assert client.base_url == "http://runner.test"
+    with pytest.raises(Exception, match="CORO_API_TOKEN"):
+        client.get("/jobs")
+    assert headers == ["Bearer secret-token-0123456789"]
+
+
+# --------------------------------------------------------------------------- start & demo
+
+
+def test_start_refuses_a_public_bind_without_a_token(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["start", "--host", "0.0.0.0", "--no-open"],
+        env={"CORO_HOME": str(tmp_path / "home")},
+    )
+    assert result.exit_code == 1
+    assert "Refusing to listen on 0.0.0.0" in result.stderr
+
+
+def test_start_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            app,
+            ["start", "--port", str(port), "--no-open"],
+            env={"CORO_HOME": str(tmp_path / "home")},
+        )
+    assert result.exit_code == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_demo_keep_leaves_the_home_with_the_job_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coro.cli.demo import run_demo
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert run_demo(keep=True) == 0
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("coro-demo-")]
+    assert f"Demo home kept at {kept}" in capsys.readouterr().out
+    assert (kept / "state.db").is_file()
+    (workdir,) = (kept / "work").iterdir()
+    assert (workdir / "greeter-output.txt").read_text() == "Hello, Coro!\nself-check passed\n"
+    assert (workdir / "plan.md").is_file()
+
+
+def _subprocess_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORO_")}
+    env.update(
+        CORO_HOME=str(home),
+        CI="1",
+        PYTHONUNBUFFERED="1",
+        COLUMNS="120",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    return env
+
+
+async def test_start_serves_the_api_until_sigterm(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "coro",
+        "start",
+        "--port",
+        "0",
+        "--no-open",
+        env=_subprocess_env(tmp_path / "home"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(WAIT_LIMIT):
+            while True:
+                raw = await proc.stdout.readline()
+                assert raw, "coro start exited early:\n" + "".join(seen)
+                seen.append(raw.decode())
+                if raw.startswith(b"Dashboard: "):
+                    dashboard = raw.decode().split(" ", 1)[1].strip()
+                    break
+        assert dashboard.endswith("/dashboard/")
+        base = dashboard.removesuffix("/dashboard/")
+        async with httpx.AsyncClient(base_url=base) as client:
+            health = await client.get("/health")
+            assert health.json()["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_LIMIT):
+            rest = (await proc.stdout.read()).decode()
+            code = await proc.wait()
+        assert code == 0, "".join(seen) + rest
+        assert "Runner stopped." in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_demo_runs_end_to_end_offline(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "coro",
+        "demo",
+        env=_subprocess_env(tmp_path / "unused-home"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(WAIT_LIMIT):
+        output, _ = await proc.communicate()
+    text = output.decode()
+    assert proc.returncode == 0, text
+    assert "Job parked — waiting for: developer-input: approval after planning" in text
+    assert "The demo approves the plan" in text
+    assert "[approval] Phase planning approved — advancing to implementation" in text
+    assert "All phases complete — job finished successfully" in text
+    assert "Status: complete" in text
+    assert "Demo finished: complete" in text
+    assert not (tmp_path / "unused-home").exists()
