@@ -135,3 +135,37 @@ async def test_workflows_are_listed_through_the_layers(api: Api) -> None:
     assert campaigns["workflows"] == []
     bad = await api.client.get("/workflows", params={"kind": "weird"})
     assert bad.status_code == 400
+
+
+async def test_proposals_on_disk_are_listed_and_filtered(api: Api) -> None:
+    import json
+
+    root = api.runner.env.layers.tenant_dir / "proposals"
+    for n, status in enumerate(["pending", "approved"]):
+        folder = root / f"proposal-{n}"
+        folder.mkdir(parents=True)
+        (folder / "proposal.json").write_text(
+            json.dumps(
+                {
+                    "id": f"proposal-{n}",
+                    "tenantId": "local",
+                    "jobId": "j",
+                    "type": "modify-agent",
+                    "title": f"p{n}",
+                    "status": status,
+                    "files": [{"path": "agents/coder.md", "content": "x"}],
+                    "createdAt": f"2026-01-0{n + 1}T00:00:00Z",
+                    "updatedAt": "2026-01-01T00:00:00Z",
+                }
+            )
+        )
+    (root / "broken").mkdir()
+    (root / "broken" / "proposal.json").write_text("{not json")
+    listing = (await api.client.get("/proposals")).json()
+    assert listing["count"] == 2
+    assert [p["id"] for p in listing["proposals"]] == ["proposal-1", "proposal-0"]
+    assert listing["proposals"][0]["fileCount"] == 1
+    pending = (await api.client.get("/proposals", params={"status": "pending"})).json()
+    assert [p["title"] for p in pending["proposals"]] == ["p0"]
+    bad = await api.client.get("/proposals", params={"status": "maybe"})
+    assert bad.status_code == 400

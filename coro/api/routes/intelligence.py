@@ -1,12 +1,15 @@
-"""Read-only intelligence endpoints: `GET /workflows`."""
+"""Read-only intelligence endpoints: `GET /workflows`, `GET /proposals`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from coro.api.deps import RunnerDep
+from coro.intelligence.proposals import ProposalStatus, ProposalStore
+
+LOCAL_TENANT = "local"
 
 router = APIRouter(tags=["intelligence"])
 
@@ -17,3 +20,18 @@ async def list_workflows(
 ) -> dict[str, Any]:
     workflows = runner.env.layers.list_workflows(kind)
     return {"workflows": workflows, "total": len(workflows)}
+
+
+@router.get("/proposals")
+async def list_proposals(
+    runner: RunnerDep,
+    status: ProposalStatus | None = None,
+    tenant_id: Annotated[str, Query(alias="tenantId", max_length=200)] = LOCAL_TENANT,
+) -> dict[str, Any]:
+    store = ProposalStore(runner.env.layers.tenant_dir / "proposals")
+    proposals = store.list(status, tenant_id)
+    return {
+        "tenantId": tenant_id,
+        "count": len(proposals),
+        "proposals": [p.summary() for p in proposals],
+    }
