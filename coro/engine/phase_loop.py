@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
 logger = logging.getLogger(__name__)
 
 LOG_CHUNK = 1600
+APPROVAL_LABEL = re.compile(r"approv(e|ed|al)", re.IGNORECASE)
 TOOL_LOG_PREVIEW = 2000
 
 
@@ -307,8 +309,11 @@ class PhaseLoop:
                 await self._note_boundary_stop(job, "end of turn")
             return False
         if signals.awaiting_event:
+            # An agent asking for approval at a checkpoint phase gets the same "approve
+            # and advance" resume as the runner's own checkpoint park.
             checkpoint_next = None
-            if job.interactive and phase.interactive_checkpoint:
+            asks_approval = APPROVAL_LABEL.search(signals.awaiting_event) is not None
+            if job.interactive and phase.interactive_checkpoint and asks_approval:
                 checkpoint_next = workflow.next_phase(phase.name)
             await self._park(phase, signals.awaiting_event, signals.awaiting_pr_id, checkpoint_next)
             return False
