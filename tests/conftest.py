@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -150,5 +149,6 @@ async def api(api_factory: ApiFactory) -> AsyncIterator[Api]:
         yield api
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value)
+def user_prompts(job: dict[str, Any]) -> list[str]:
+    """The prompts the agent was given, oldest first."""
+    return [m["content"] for m in job["conversationHistory"] if m["role"] == "user"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from coro.engine.events import InboundEvent
-from tests.conftest import Api, ApiFactory, make_config, write_workflow
+from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
 
 ONE_PHASE = [{"name": "work", "agent": None}]
 THREE_PHASES = [
@@ -13,10 +14,6 @@ THREE_PHASES = [
     {"name": "second", "agent": None},
     {"name": "third", "agent": None},
 ]
-
-
-def user_prompts(job: dict) -> list[str]:
-    return [m["content"] for m in job["conversationHistory"] if m["role"] == "user"]
 
 
 async def test_developer_input_parks_and_message_reaches_next_visit(api: Api) -> None:
@@ -180,29 +177,33 @@ async def test_completion_gate_passes_once_items_are_done(api: Api) -> None:
     assert (await api.finish(job_id)).done == "complete"
 
 
-async def test_concurrency_cap_holds_and_every_job_completes(api_factory: ApiFactory) -> None:
+async def test_concurrency_cap_holds_and_every_job_completes(
+    api_factory: ApiFactory, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
     async with api_factory(make_config(maxConcurrent=2)) as api:
         workflow = write_workflow(
             api.home, "capped", [{"name": "a", "agent": None}, {"name": "b", "agent": None}]
         )
-        script = {"a": [{"sleep": 0.05}], "b": [{"sleep": 0.05}]}
+        hold = f"while [ ! -f {release} ]; do sleep 0.02; done"
+        script = {"a": [{"tool": "shell", "input": {"command": hold}}], "b": [{"text": "b"}]}
         dispatcher = api.runner.dispatcher
         peak = 0
-
-        def observe(_: str) -> None:
-            nonlocal peak
-            peak = max(peak, len(dispatcher.running_ids))
-
         original_start = dispatcher._start
 
         def start(job_id: str) -> None:
+            nonlocal peak
             original_start(job_id)
-            observe(job_id)
+            peak = max(peak, len(dispatcher.running_ids))
 
         dispatcher._start = start  # type: ignore[method-assign]
         ids = [await api.create(workflow, script) for _ in range(6)]
-        listing = await api.client.get("/jobs", params={"status": "queued"})
-        assert listing.json()["total"] >= 1
+        # The first two hold their slots until released; the other four must wait.
+        for job_id in ids[:2]:
+            await api.wait_for_line(job_id, "→ shell")
+        queued = (await api.client.get("/jobs", params={"status": "queued"})).json()
+        assert sorted(j["id"] for j in queued["jobs"]) == sorted(ids[2:])
+        release.write_text("")
         results = await asyncio.gather(*(api.finish(i) for i in ids))
         assert [r.done for r in results] == ["complete"] * 6
         assert peak == 2

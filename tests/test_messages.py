@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api, ApiFactory, make_config, write_workflow
+from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
 
 ONE_PHASE = [{"name": "work", "agent": None}]
-
-
-def user_prompts(job: dict) -> list[str]:
-    return [m["content"] for m in job["conversationHistory"] if m["role"] == "user"]
 
 
 async def test_message_during_a_live_turn_is_injected_into_that_turn(api: Api) -> None:

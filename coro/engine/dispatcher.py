@@ -165,16 +165,11 @@ class Dispatcher:
             if is_terminal(j.status):
                 return False
             j.status = QUEUED
+            j.clear_wait()
             if prompt:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, prompt)
             if phase is not None:
                 j.phase = phase
-            j.paused = False
-            j.awaiting_event = None
-            j.awaiting_pr_id = None
-            j.awaiting_next_phase = None
-            j.escalation_message = None
-            j.rate_limit_info = None
             if fresh_session:
                 j.session_id = None
                 j.conversation_history = []

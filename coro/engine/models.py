@@ -246,7 +246,6 @@ class Job(CamelModel):
     awaiting_event: str | None = None
     awaiting_pr_id: int | None = None
     awaiting_next_phase: str | None = None
-    approved_advance_from_phase: str | None = None
     escalation_message: str | None = None
     pending_prompt: str | None = None
     rate_limit_info: RateLimitInfo | None = None
@@ -267,6 +266,15 @@ class Job(CamelModel):
 
     def find_artifact(self, artifact_id: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    def clear_wait(self) -> None:
+        """Forget what the job was waiting for (every status change out of a park)."""
+        self.paused = False
+        self.awaiting_event = None
+        self.awaiting_pr_id = None
+        self.awaiting_next_phase = None
+        self.escalation_message = None
+        self.rate_limit_info = None
 
     def unfinished_work_items(self) -> list[WorkItem]:
         return [w for w in self.work_items if w.status not in ("complete", "escalated")]

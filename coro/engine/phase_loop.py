@@ -37,6 +37,7 @@ from coro.engine.models import (
     ToolResultRecord,
     WorkflowPhaseSummary,
     is_running,
+    is_terminal,
 )
 from coro.engine.workflows import Phase, Workflow, WorkflowError
 from coro.executors.base import (
@@ -321,11 +322,7 @@ class PhaseLoop:
         if next_phase is None:
             return await self._complete_or_gate(job, phase)
         self.gate_blocks = 0
-        if (
-            job.interactive
-            and phase.interactive_checkpoint
-            and job.approved_advance_from_phase != phase.name
-        ):
+        if job.interactive and phase.interactive_checkpoint:
             await self._park(phase, f"{CHECKPOINT_LABEL_PREFIX}{phase.name}", None, next_phase)
             return False
 
@@ -333,8 +330,6 @@ class PhaseLoop:
             if not is_running(j.status):
                 return False
             j.phase = next_phase
-            j.awaiting_next_phase = None
-            j.approved_advance_from_phase = None
             return True
 
         job, advanced = await self.store.update(self.job_id, advance)
@@ -380,8 +375,7 @@ class PhaseLoop:
             if not is_running(j.status):
                 return False
             j.status = COMPLETE
-            j.awaiting_event = None
-            j.awaiting_next_phase = None
+            j.clear_wait()
             return True
 
         job, done = await self.store.update(
@@ -400,10 +394,10 @@ class PhaseLoop:
             if not is_running(j.status):
                 return False
             j.status = status
+            j.clear_wait()
             j.awaiting_event = label
             j.awaiting_pr_id = pr_id
             j.awaiting_next_phase = next_phase
-            j.approved_advance_from_phase = None
             return True
 
         job, parked = await self.store.update(
@@ -437,7 +431,7 @@ class PhaseLoop:
 
     async def _fail(self, message: str, *, clear_session: bool = False) -> None:
         def apply(j: Job) -> bool:
-            if j.status in (COMPLETE, CANCELLED):
+            if is_terminal(j.status):
                 return False
             j.status = FAILED
             j.escalation_message = message

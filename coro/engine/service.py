@@ -200,14 +200,8 @@ class JobService:
             if is_terminal(j.status):
                 return False
             j.status = CANCELLED
-            j.paused = False
-            j.awaiting_event = None
-            j.awaiting_pr_id = None
-            j.awaiting_next_phase = None
-            j.approved_advance_from_phase = None
+            j.clear_wait()
             j.pending_prompt = None
-            j.escalation_message = None
-            j.rate_limit_info = None
             return True
 
         suffix = f": {reason}" if reason else ""
@@ -238,12 +232,9 @@ class JobService:
             if not is_running(j.status):
                 return False
             j.status = AWAITING_DEVELOPER_INPUT
+            j.clear_wait()
             j.paused = True
             j.awaiting_event = PAUSE_LABEL
-            j.awaiting_pr_id = None
-            j.awaiting_next_phase = None
-            j.approved_advance_from_phase = None
-            j.escalation_message = None
             return True
 
         suffix = f": {reason}" if reason else ""
