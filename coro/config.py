@@ -53,6 +53,18 @@ class JobsConfig(_Section):
     completion_gate_max_retries: int = Field(default=5, ge=0, le=100)
 
 
+class PluginSlot(_Section):
+    """One installed plugin: whether it is on, and its own settings (validated by it)."""
+
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginsConfig(_Section):
+    defaults: dict[str, str] = Field(default_factory=dict)  # kind -> plugin id
+    installed: dict[str, PluginSlot] = Field(default_factory=dict)
+
+
 class CoroConfig(_Section):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
@@ -62,6 +74,7 @@ class CoroConfig(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @field_validator("host")
     @classmethod

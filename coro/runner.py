@@ -22,7 +22,7 @@ from coro.engine.events import EventTransport, MemoryEventTransport
 from coro.engine.logbus import LogBus
 from coro.engine.service import JobService
 from coro.engine.store import JobStore
-from coro.executors import ExecutorRegistry, builtin_executors
+from coro.executors import ExecutorRegistry, build_executors
 from coro.intelligence.layers import IntelligenceLayers
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
@@ -49,7 +49,7 @@ class Runner:
         self.env = EngineEnv(
             store=self.store,
             layers=IntelligenceLayers(home.intelligence_dir(self.config)),
-            executors=executors or builtin_executors(),
+            executors=executors or build_executors(self.config),
             tools=tools or builtin_tools(),
             config=self.config,
             work_root=home.work_dir(self.config),

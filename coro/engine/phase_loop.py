@@ -27,6 +27,7 @@ from coro.engine.models import (
     CANCELLED,
     CHECKPOINT_LABEL_PREFIX,
     COMPLETE,
+    ESCALATED,
     FAILED,
     PARKING,
     ConversationMessage,
@@ -221,6 +222,7 @@ class PhaseLoop:
                     ],
                 )
             )
+            await self._save_transcript(history)
             return result
 
         request = PhaseRequest(
@@ -266,10 +268,13 @@ class PhaseLoop:
             return False
         except ExecutorError as exc:
             current = await self._end_turn(usage, started_at, history, session_id)
+            message = f"Executor {choice.provider} failed in phase {phase.name}: {exc}"
             if not is_running(current.status):
                 await self._note_boundary_stop(current, "executor stop")
+            elif exc.escalate:
+                await self._fail(message, status=ESCALATED)
             else:
-                await self._fail(f"Executor {choice.provider} failed in phase {phase.name}: {exc}")
+                await self._fail(message)
             return False
         finally:
             await stream.aclose()
@@ -301,6 +306,16 @@ class PhaseLoop:
         note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
         job, _ = await self.store.update(self.job_id, apply, note=note)
         return job
+
+    async def _save_transcript(self, history: list[ConversationMessage]) -> None:
+        """Persist the transcript after each tool call, so a phase interrupted by a
+        restart continues the same conversation without repeating finished calls."""
+        snapshot = list(history)
+
+        def apply(j: Job) -> None:
+            j.conversation_history = snapshot
+
+        await self.store.update(self.job_id, apply)
 
     async def _after_turn(
         self, job: Job, workflow: Workflow, phase: Phase, signals: PhaseSignals
@@ -429,11 +444,13 @@ class PhaseLoop:
         if not parked:
             await self._note_boundary_stop(job, "rate limit")
 
-    async def _fail(self, message: str, *, clear_session: bool = False) -> None:
+    async def _fail(
+        self, message: str, *, clear_session: bool = False, status: str = FAILED
+    ) -> None:
         def apply(j: Job) -> bool:
             if is_terminal(j.status):
                 return False
-            j.status = FAILED
+            j.status = status
             j.escalation_message = message
             if clear_session:
                 j.session_id = None

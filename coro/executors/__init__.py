@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
+
+from coro.config import CoroConfig
 from coro.executors.base import (
     Executor,
     ExecutorError,
@@ -9,6 +13,7 @@ from coro.executors.base import (
     Health,
     ModelInfo,
     PhaseRequest,
+    PluginConfigError,
     PromptEvent,
     RateLimited,
     SessionEvent,
@@ -18,12 +23,22 @@ from coro.executors.base import (
 )
 from coro.executors.script import ScriptExecutor
 
+logger = logging.getLogger(__name__)
+
+#: Built-in executor plugins configurable under `plugins.installed.<id>`; each module
+#: has `create(settings: dict) -> Executor` raising `PluginConfigError`.
+BUILTIN_EXECUTOR_MODULES: dict[str, str] = {
+    "anthropic": "coro.executors.anthropic",
+    "openai": "coro.executors.openai_chat",
+}
+
 
 class ExecutorRegistry:
     """Executors by id. Built-ins are registered exactly like drop-in plugins will be."""
 
     def __init__(self) -> None:
         self._executors: dict[str, Executor] = {}
+        self.failed: dict[str, str] = {}  # plugin id -> why it could not be loaded
 
     def register(self, executor: Executor) -> None:
         self._executors[executor.id] = executor
@@ -35,9 +50,23 @@ class ExecutorRegistry:
         return sorted(self._executors)
 
 
-def builtin_executors() -> ExecutorRegistry:
+def build_executors(config: CoroConfig) -> ExecutorRegistry:
+    """The script executor plus every enabled built-in executor configured in config.json.
+
+    A plugin whose settings are invalid is reported in `failed`; the runner keeps going.
+    """
     registry = ExecutorRegistry()
     registry.register(ScriptExecutor())
+    for plugin_id, slot in config.plugins.installed.items():
+        module_name = BUILTIN_EXECUTOR_MODULES.get(plugin_id)
+        if module_name is None or not slot.enabled:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+            registry.register(module.create(slot.config))
+        except (PluginConfigError, ImportError) as exc:
+            logger.warning("executor plugin %s not loaded: %s", plugin_id, exc)
+            registry.failed[plugin_id] = str(exc)
     return registry
 
 
@@ -49,6 +78,7 @@ __all__ = [
     "Health",
     "ModelInfo",
     "PhaseRequest",
+    "PluginConfigError",
     "PromptEvent",
     "RateLimited",
     "ScriptExecutor",
@@ -56,5 +86,5 @@ __all__ = [
     "TextEvent",
     "ThinkingEvent",
     "UsageEvent",
-    "builtin_executors",
+    "build_executors",
 ]

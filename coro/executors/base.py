@@ -59,7 +59,19 @@ ExecutorEvent = TextEvent | ThinkingEvent | UsageEvent | SessionEvent | PromptEv
 
 
 class ExecutorError(Exception):
-    """The executor could not run the phase; the message is shown to the developer."""
+    """The executor could not run the phase; the message is shown to the developer.
+
+    `escalate` marks problems only a developer can fix (bad key, unknown model, context
+    overflow): the job escalates with the message instead of failing.
+    """
+
+    def __init__(self, message: str, *, escalate: bool = False) -> None:
+        super().__init__(message)
+        self.escalate = escalate
+
+
+class PluginConfigError(ValueError):
+    """A plugin's settings in config.json are invalid; the message names the field."""
 
 
 class RateLimited(ExecutorError):
