@@ -48,9 +48,15 @@ class LlmConfig(_Section):
     aliases: dict[str, ModelAlias] = Field(default_factory=dict)
 
 
+class BudgetConfig(_Section):
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
 class JobsConfig(_Section):
     max_concurrent: int = Field(default=4, ge=1, le=1000)
     completion_gate_max_retries: int = Field(default=5, ge=0, le=100)
+    default_budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 class PluginSlot(_Section):

@@ -58,5 +58,10 @@ class RerunBody(Body):
     provider: str | None = Field(default=None, min_length=1)
 
 
+class BudgetBody(Body):
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
 class ArtifactContentBody(Body):
     content: str

@@ -174,8 +174,20 @@ class PhaseUsage(CamelModel):
 
 
 class Budget(CamelModel):
-    max_cost_usd: float | None = None
-    max_tokens: int | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+    def exceeded(self, spent: TokenUsage, phase: PhaseUsage | None = None) -> str | None:
+        """Why spending (so far, plus the running phase) has reached this budget, or None."""
+        cost = spent.total_cost_usd + (phase.cost_usd if phase else 0.0)
+        tokens = spent.input_tokens + spent.output_tokens
+        if phase is not None:
+            tokens += phase.input_tokens + phase.output_tokens
+        if self.max_cost_usd is not None and cost >= self.max_cost_usd:
+            return f"cost ${cost:.4f} reached the budget of ${self.max_cost_usd:.4f}"
+        if self.max_tokens is not None and tokens >= self.max_tokens:
+            return f"{tokens} tokens reached the budget of {self.max_tokens}"
+        return None
 
 
 class WorkflowPhaseSummary(CamelModel):

@@ -20,6 +20,7 @@ from typing import Any
 from coro.engine import prompts
 from coro.engine.env import EngineEnv, NoExecutor, select_model
 from coro.engine.models import (
+    AWAITING_BUDGET,
     AWAITING_DEVELOPER_INPUT,
     AWAITING_PLAN_APPROVAL,
     AWAITING_PR_MERGE,
@@ -156,6 +157,10 @@ class PhaseLoop:
         if phase.agent is None and phase.status in PARKING:
             await self._park(phase, f"phase-{phase.name}-event", None, None)
             return False
+        over_budget = job.budget.exceeded(job.token_usage)
+        if over_budget:
+            await self._park_on_budget(over_budget)
+            return False
 
         try:
             choice = select_model(job, phase, self.env)
@@ -256,6 +261,9 @@ class PhaseLoop:
                     await self.log(f"[thinking] {_clip(event.text, LOG_CHUNK)}")
                 elif isinstance(event, UsageEvent):
                     _add_usage(usage, event)
+                    over_budget = job.budget.exceeded(job.token_usage, usage)
+                    if over_budget:
+                        break
                 elif isinstance(event, SessionEvent):
                     session_id = event.session_id
                 elif isinstance(event, PromptEvent):
@@ -280,6 +288,9 @@ class PhaseLoop:
             await stream.aclose()
             self.handle.in_turn = False
         job = await self._end_turn(usage, started_at, history, session_id)
+        if over_budget and is_running(job.status):
+            await self._park_on_budget(over_budget)
+            return False
         return await self._after_turn(job, workflow, phase, signals)
 
     async def _end_turn(
@@ -420,6 +431,20 @@ class PhaseLoop:
         )
         if not parked:
             await self._note_boundary_stop(job, "parking")
+
+    async def _park_on_budget(self, reason: str) -> None:
+        def apply(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.status = AWAITING_BUDGET
+            j.clear_wait()
+            j.awaiting_event = f"budget: {reason}"
+            return True
+
+        note = f"[budget] Job paused: {reason}. Raise the budget, then resume."
+        job, parked = await self.store.update(self.job_id, apply, note=note)
+        if not parked:
+            await self._note_boundary_stop(job, "budget")
 
     async def _park_rate_limited(self, exc: RateLimited) -> None:
         resume_at = time.time() * 1000 + exc.retry_after * 1000

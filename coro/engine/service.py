@@ -162,7 +162,8 @@ class JobService:
                 for p in workflow.phases
             ],
             interactive=interactive,
-            budget=request.budget or Budget(),
+            budget=request.budget
+            or Budget.model_validate(self.env.config.jobs.default_budget.model_dump()),
             campaign_parent_id=params.get("campaignParentId"),
             created_at=now,
             updated_at=now,
@@ -368,6 +369,20 @@ class JobService:
             await self.store.log(job_id, f'[control] Reopening completed job to re-run "{phase}"')
         await self.store.log(job_id, f'[control] Re-running phase "{phase}"')
         return await self.resume(job_id, from_phase=phase, clear_session=True)
+
+    async def set_budget(
+        self, job_id: str, max_cost_usd: float | None, max_tokens: int | None
+    ) -> Job:
+        """Change the job's budget; a job parked on its budget then continues on resume."""
+        budget = Budget(max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+
+        def apply(j: Job) -> None:
+            j.budget = budget
+
+        cost = f"${max_cost_usd:g}" if max_cost_usd is not None else "no cost limit"
+        tokens = f"{max_tokens} tokens" if max_tokens is not None else "no token limit"
+        job, _ = await self.store.update(job_id, apply, note=f"[budget] Set to {cost}, {tokens}")
+        return job
 
     def _require_phase(self, job: Job, phase: str) -> None:
         names = [p.name for p in job.workflow_phases]

@@ -116,6 +116,37 @@ class PhaseRequest:
 
 
 @dataclass(frozen=True)
+class ChatDelta:
+    """A piece of the assistant's reply in plan mode."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatUsage:
+    """What the provider reported for one plan-mode turn."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+ChatEvent = ChatDelta | ChatUsage
+
+
+class ChatCapable(Protocol):
+    """Executors that can hold a plain conversation (plan mode): no tools, no session."""
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        system: str,
+        model: str | None,
+        max_tokens: int,
+    ) -> AsyncGenerator[ChatEvent, None]: ...
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     id: str
     display_name: str

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from coro.api.deps import RunnerDep
 from coro.api.schemas import (
     ArtifactContentBody,
+    BudgetBody,
     CreateJobBody,
     InteractiveBody,
     MessageBody,
@@ -164,6 +165,12 @@ async def set_phase_override(
         job_id, body.phase, body.model, body.provider, body.clear
     )
     return {"phaseModelOverrides": {k: v.to_json() for k, v in overrides.items()}}
+
+
+@router.patch("/jobs/{job_id}/budget")
+async def set_budget(runner: RunnerDep, job_id: str, body: BudgetBody) -> dict[str, Any]:
+    job = await runner.jobs.set_budget(job_id, body.max_cost_usd, body.max_tokens)
+    return {"jobId": job.id, "budget": job.budget.to_json(), "status": job.status}
 
 
 @router.post("/jobs/{job_id}/phases/{phase}/rerun")
