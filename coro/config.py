@@ -59,6 +59,14 @@ class JobsConfig(_Section):
     default_budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
+class IntakeConfig(_Section):
+    """Plan-mode budgets per session."""
+
+    max_turns: int = Field(default=8, ge=1, le=100)
+    max_output_tokens_per_turn: int = Field(default=4096, ge=64, le=64_000)
+    max_session_tokens: int = Field(default=30_000, ge=1_000, le=2_000_000)
+
+
 class PluginSlot(_Section):
     """One installed plugin: whether it is on, and its own settings (validated by it)."""
 
@@ -81,6 +89,7 @@ class CoroConfig(_Section):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
 
     @field_validator("host")
     @classmethod

@@ -23,6 +23,7 @@ from coro.engine.logbus import LogBus
 from coro.engine.service import JobService
 from coro.engine.store import JobStore
 from coro.executors import ExecutorRegistry, build_executors
+from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
@@ -56,6 +57,7 @@ class Runner:
         )
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
+        self.intake = IntakeService(self.env, self.config.intake)
         self.transport = transport or MemoryEventTransport()
         self.version = __version__
 

@@ -63,5 +63,32 @@ class BudgetBody(Body):
     max_tokens: int | None = Field(default=None, gt=0)
 
 
+class IntakeMessage(Body):
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=100_000)
+
+
+class WorkflowChoice(Body):
+    id: str = Field(max_length=200)
+    name: str = Field(max_length=200)
+    workflow_path: str = Field(max_length=500)
+    description: str = Field(default="", max_length=2_000)
+
+
+class IntakeContext(Body):
+    recent_repos: list[str] = Field(default_factory=list, max_length=50)
+    recent_reviewers: list[str] = Field(default_factory=list, max_length=50)
+    available_workflows: list[WorkflowChoice] = Field(default_factory=list, max_length=50)
+    user_locale: str | None = Field(default=None, max_length=35)
+
+
+class IntakeBody(Body):
+    session_id: str = Field(min_length=1, max_length=200)
+    messages: list[IntakeMessage] = Field(min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    provider: str | None = Field(default=None, min_length=1, max_length=100)
+    context: IntakeContext | None = None
+
+
 class ArtifactContentBody(Body):
     content: str

@@ -1,0 +1,40 @@
+"""`POST /intake/stream`: plan mode over Server-Sent Events (SPEC §2.3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from coro.api.deps import RunnerDep
+from coro.api.schemas import IntakeBody
+from coro.engine.service import InvalidRequest
+from coro.intake import IntakeTurn, NoLLM
+
+router = APIRouter(tags=["plan mode"])
+
+
+@router.post("/intake/stream", response_model=None)
+async def intake_stream(runner: RunnerDep, body: IntakeBody) -> EventSourceResponse | JSONResponse:
+    if body.messages[-1].role != "user":
+        raise InvalidRequest("The last message must be the developer's (role 'user')")
+    try:
+        runner.intake.resolve(body.provider, body.model)
+    except NoLLM as exc:
+        return JSONResponse({"error": str(exc), "reason": "no-llm"}, status_code=503)
+    turn = IntakeTurn(
+        session_id=body.session_id,
+        messages=[m.model_dump() for m in body.messages],
+        model=body.model,
+        provider=body.provider,
+        context=body.context.model_dump(by_alias=True, exclude_none=True) if body.context else {},
+    )
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in runner.intake.turn(turn):
+            yield ServerSentEvent(data=json.dumps(event), event="message", sep="\n")
+
+    return EventSourceResponse(frames(), sep="\n", ping=15)
