@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coro.api.routes import intake, intelligence, jobs, stream
+from coro.api.routes import intake, intelligence, jobs, plugins, stream
 from coro.api.security import SecurityMiddleware
 from coro.engine.service import (
     Conflict,
@@ -21,6 +21,7 @@ from coro.engine.service import (
     PluginRequired,
     UnsupportedType,
 )
+from coro.executors import PluginNotFound
 from coro.state.backend import JobNotFound
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
         return _error(exc.status_code, message)
 
     @app.exception_handler(JobNotFound)
-    async def on_not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+    @app.exception_handler(PluginNotFound)
+    async def on_not_found(request: Request, exc: LookupError) -> JSONResponse:
         return _error(404, str(exc))
 
     @app.exception_handler(InvalidRequest)
@@ -113,6 +115,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     app.include_router(stream.router)
     app.include_router(intelligence.router)
     app.include_router(intake.router)
+    app.include_router(plugins.router)
     static_dir = files("coro.dashboard") / "static"
     app.mount("/dashboard", StaticFiles(directory=str(static_dir), html=True), name="dashboard")
     app.add_middleware(

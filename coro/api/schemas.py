@@ -90,5 +90,14 @@ class IntakeBody(Body):
     context: IntakeContext | None = None
 
 
+class HealthcheckBody(Body):
+    config: dict[str, Any] | None = None
+
+
+class TestLlmBody(Body):
+    plugin_id: str | None = Field(default=None, min_length=1, max_length=100)
+    config: dict[str, Any] | None = None
+
+
 class ArtifactContentBody(Body):
     content: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 from coro.config import CoroConfig
 from coro.executors.base import (
@@ -33,6 +34,11 @@ BUILTIN_EXECUTOR_MODULES: dict[str, str] = {
 }
 
 
+class PluginNotFound(LookupError):
+    def __init__(self, plugin_id: str) -> None:
+        super().__init__(f"Plugin not found: {plugin_id}")
+
+
 class ExecutorRegistry:
     """Executors by id. Built-ins are registered exactly like drop-in plugins will be."""
 
@@ -50,6 +56,16 @@ class ExecutorRegistry:
         return sorted(self._executors)
 
 
+def create_executor(plugin_id: str, settings: dict[str, Any]) -> Executor:
+    """A configured built-in executor; raises `PluginConfigError` or `LookupError`."""
+    module_name = BUILTIN_EXECUTOR_MODULES.get(plugin_id)
+    if module_name is None:
+        raise PluginNotFound(plugin_id)
+    module = importlib.import_module(module_name)
+    executor: Executor = module.create(settings)
+    return executor
+
+
 def build_executors(config: CoroConfig) -> ExecutorRegistry:
     """The script executor plus every enabled built-in executor configured in config.json.
 
@@ -58,12 +74,10 @@ def build_executors(config: CoroConfig) -> ExecutorRegistry:
     registry = ExecutorRegistry()
     registry.register(ScriptExecutor())
     for plugin_id, slot in config.plugins.installed.items():
-        module_name = BUILTIN_EXECUTOR_MODULES.get(plugin_id)
-        if module_name is None or not slot.enabled:
+        if plugin_id not in BUILTIN_EXECUTOR_MODULES or not slot.enabled:
             continue
         try:
-            module = importlib.import_module(module_name)
-            registry.register(module.create(slot.config))
+            registry.register(create_executor(plugin_id, slot.config))
         except (PluginConfigError, ImportError) as exc:
             logger.warning("executor plugin %s not loaded: %s", plugin_id, exc)
             registry.failed[plugin_id] = str(exc)
@@ -79,6 +93,7 @@ __all__ = [
     "ModelInfo",
     "PhaseRequest",
     "PluginConfigError",
+    "PluginNotFound",
     "PromptEvent",
     "RateLimited",
     "ScriptExecutor",
@@ -87,4 +102,5 @@ __all__ = [
     "ThinkingEvent",
     "UsageEvent",
     "build_executors",
+    "create_executor",
 ]

@@ -1,0 +1,79 @@
+"""Executor diagnostics: model catalogues, health checks, `POST /test/llm`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from coro.api.deps import RunnerDep
+from coro.api.schemas import HealthcheckBody, TestLlmBody
+from coro.engine.service import InvalidRequest
+from coro.executors import Executor, PluginConfigError, PluginNotFound, create_executor
+
+router = APIRouter(tags=["plugins"])
+
+
+def _executor(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> Executor:
+    """The running executor, or one built from a draft config (to test before saving)."""
+    if draft is not None:
+        try:
+            return create_executor(plugin_id, draft)
+        except PluginConfigError as exc:
+            raise InvalidRequest(f"Invalid config for {plugin_id}: {exc}") from exc
+    executor: Executor | None = runner.env.executors.get(plugin_id)
+    if executor is None:
+        failure = runner.env.executors.failed.get(plugin_id)
+        if failure:
+            raise InvalidRequest(f"Plugin {plugin_id} is not loaded: {failure}")
+        raise PluginNotFound(plugin_id)
+    return executor
+
+
+@router.get("/plugins/{plugin_id}/models")
+async def plugin_models(runner: RunnerDep, plugin_id: str) -> dict[str, Any]:
+    models = await _executor(runner, plugin_id, None).models()
+    return {
+        "models": [
+            {
+                "id": m.id,
+                "displayName": m.display_name,
+                "contextWindow": m.context_window,
+                "pricing": m.pricing,
+            }
+            for m in models
+        ]
+    }
+
+
+@router.post("/plugins/{plugin_id}/healthcheck")
+async def plugin_healthcheck(
+    runner: RunnerDep,
+    plugin_id: str,
+    body: Annotated[HealthcheckBody | None, Body()] = None,
+) -> dict[str, Any]:
+    executor = _executor(runner, plugin_id, body.config if body else None)
+    health = await executor.healthcheck()
+    return {"ok": health.ok, "message": health.message, "latencyMs": round(health.latency_ms)}
+
+
+@router.post("/test/llm")
+async def test_llm(
+    runner: RunnerDep, body: Annotated[TestLlmBody | None, Body()] = None
+) -> dict[str, Any]:
+    body = body or TestLlmBody()
+    plugin_id = body.plugin_id or runner.config.llm.default_provider
+    if plugin_id is None:
+        return {
+            "ok": False,
+            "message": "No LLM provider is configured: set llm.defaultProvider.",
+            "details": {},
+        }
+    executor = _executor(runner, plugin_id, body.config)
+    health = await executor.healthcheck()
+    return {
+        "ok": health.ok,
+        "message": health.message,
+        "details": {"pluginId": plugin_id, **asdict(health)},
+    }
