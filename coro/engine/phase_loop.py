@@ -456,6 +456,7 @@ class PhaseLoop:
             j.status = AWAITING_RATE_LIMIT
             j.rate_limit_info = RateLimitInfo(
                 provider=exc.provider,
+                kind=exc.kind,
                 resume_at=resume_at,
                 retry_attempt=attempt,
                 last_error_message=str(exc),

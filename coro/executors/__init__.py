@@ -55,6 +55,17 @@ class ExecutorRegistry:
     def ids(self) -> list[str]:
         return sorted(self._executors)
 
+    async def aclose(self) -> None:
+        """Release the executors' connection pools (runner shutdown, reloads)."""
+        for executor in self._executors.values():
+            await close_executor(executor)
+
+
+async def close_executor(executor: Executor) -> None:
+    close = getattr(executor, "aclose", None)
+    if close is not None:
+        await close()
+
 
 def create_executor(plugin_id: str, settings: dict[str, Any]) -> Executor:
     """A configured built-in executor; raises `PluginConfigError` or `LookupError`."""
@@ -102,5 +113,6 @@ __all__ = [
     "ThinkingEvent",
     "UsageEvent",
     "build_executors",
+    "close_executor",
     "create_executor",
 ]

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from coro.engine.models import ConversationMessage
 from coro.tools.registry import PhaseSignals, Tool, ToolResult
@@ -75,10 +75,21 @@ class PluginConfigError(ValueError):
 
 
 class RateLimited(ExecutorError):
-    def __init__(self, message: str, *, retry_after: float, provider: str) -> None:
+    """The provider asked us to wait (`rate-limit`) or kept failing (`overloaded`): the
+    job parks and resumes by itself after `retry_after` seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        provider: str,
+        kind: Literal["rate-limit", "overloaded"] = "rate-limit",
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.provider = provider
+        self.kind = kind
 
 
 ToolCaller = Callable[[str, dict[str, Any], str | None], Awaitable[ToolResult]]

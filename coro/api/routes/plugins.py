@@ -10,7 +10,14 @@ from fastapi import APIRouter, Body
 from coro.api.deps import RunnerDep
 from coro.api.schemas import HealthcheckBody, TestLlmBody
 from coro.engine.service import InvalidRequest
-from coro.executors import Executor, PluginConfigError, PluginNotFound, create_executor
+from coro.executors import (
+    Executor,
+    Health,
+    PluginConfigError,
+    PluginNotFound,
+    close_executor,
+    create_executor,
+)
 
 router = APIRouter(tags=["plugins"])
 
@@ -47,14 +54,22 @@ async def plugin_models(runner: RunnerDep, plugin_id: str) -> dict[str, Any]:
     }
 
 
+async def _check(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> Health:
+    executor = _executor(runner, plugin_id, draft)
+    try:
+        return await executor.healthcheck()
+    finally:
+        if draft is not None:  # a throwaway built from the draft config
+            await close_executor(executor)
+
+
 @router.post("/plugins/{plugin_id}/healthcheck")
 async def plugin_healthcheck(
     runner: RunnerDep,
     plugin_id: str,
     body: Annotated[HealthcheckBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    executor = _executor(runner, plugin_id, body.config if body else None)
-    health = await executor.healthcheck()
+    health = await _check(runner, plugin_id, body.config if body else None)
     return {"ok": health.ok, "message": health.message, "latencyMs": round(health.latency_ms)}
 
 
@@ -70,8 +85,7 @@ async def test_llm(
             "message": "No LLM provider is configured: set llm.defaultProvider.",
             "details": {},
         }
-    executor = _executor(runner, plugin_id, body.config)
-    health = await executor.healthcheck()
+    health = await _check(runner, plugin_id, body.config)
     return {
         "ok": health.ok,
         "message": health.message,

@@ -1,0 +1,756 @@
+"""The `anthropic` executor: Claude over the Messages API with the official SDK.
+
+One phase is a tool-use loop of streamed round trips. The request is built from the
+phase's provider-neutral transcript (`request.history`) plus this turn's prompt, with
+prompt-cache breakpoints on the system prompt, the tool definitions and the newest
+message, so every round trip after the first reads the conversation from the cache.
+Tools run only through `request.call_tool` (which logs, enforces the phase's
+allow-list and records each call in the transcript), so a phase interrupted by a
+restart, a pause or a rate limit continues the same conversation from the transcript
+without repeating finished calls.
+
+Provider errors: 429 → `RateLimited` (the job parks and resumes after `retry-after`);
+overloaded, 5xx and connection failures → a few quick retries with exponential
+backoff, then `RateLimited(kind="overloaded")` (park and retry later); a rejected
+key, an unknown model, a conversation too long for the context window and other
+refused requests → `ExecutorError(escalate=True)` with a readable message. The API
+key never appears in a message: every text that leaves this module is scrubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import anthropic
+import httpx2
+from anthropic.types import ContentBlock, Message
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from coro.engine.models import ConversationMessage
+from coro.executors import pricing
+from coro.executors.base import (
+    ChatDelta,
+    ChatEvent,
+    ChatUsage,
+    ExecutorError,
+    ExecutorEvent,
+    Health,
+    ModelInfo,
+    PhaseRequest,
+    PluginConfigError,
+    PromptEvent,
+    RateLimited,
+    TextEvent,
+    ThinkingEvent,
+    UsageEvent,
+    wait_interruptible,
+)
+from coro.tools.registry import Tool
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "anthropic"
+DEFAULT_MODEL = pricing.ANTHROPIC_DEFAULT_MODEL
+BACKOFF_CAP_SECONDS = 8.0
+#: How long a job parks after the quick retries could not get past an overload.
+OVERLOADED_PARK_SECONDS = 30.0
+#: A 429 without `retry-after` or `anthropic-ratelimit-*-reset` headers.
+RATE_LIMIT_FALLBACK_SECONDS = 30.0
+RATE_LIMIT_MAX_SECONDS = 3600.0
+HEALTHCHECK_TIMEOUT_SECONDS = 15.0
+
+_EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
+_RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error"})
+_CONTEXT_OVERFLOW = re.compile(
+    r"prompt is too long|context (window|length)|too many (input )?tokens|"
+    r"exceeds? (the )?(maximum|context)|input length",
+    re.IGNORECASE,
+)
+_KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
+_TOOL_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+Block = dict[str, Any]
+Msg = dict[str, Any]  # {"role": "user" | "assistant", "content": [Block, ...]}
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+class AnthropicSettings(BaseModel):
+    """`plugins.installed.anthropic.config` (camelCase in config.json)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    api_key: SecretStr
+    base_url: str | None = None
+    default_model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    max_tokens: int = Field(default=8192, ge=1, le=128_000)
+    timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be blank")
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+def create(settings: dict[str, Any]) -> AnthropicExecutor:
+    """The executor for `plugins.installed.anthropic.config`; `PluginConfigError` names
+    the failing field, never its value."""
+    try:
+        parsed = AnthropicSettings.model_validate(settings)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            problems.append(f"{where}: {error['msg']}")
+        raise PluginConfigError("; ".join(problems)) from None
+    return AnthropicExecutor(parsed)
+
+
+# --- the executor ---------------------------------------------------------------------
+
+
+@dataclass
+class _RoundTrip:
+    """What one streamed round trip produced (filled in by `_stream`)."""
+
+    message: Message | None = None  # None: interrupted before the message completed
+    partial: Message | None = None  # the snapshot so far, for usage of an interrupted call
+
+
+@dataclass
+class _Failure:
+    error: ExecutorError
+    retryable: bool = False
+    summary: str = ""
+
+
+@dataclass
+class _Loop:
+    """The client of one event loop (the SDK's connection pool belongs to its loop)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: anthropic.AsyncAnthropic = field(repr=False)
+
+
+class AnthropicExecutor:
+    id = PROVIDER
+
+    def __init__(self, settings: AnthropicSettings) -> None:
+        self.settings = settings
+        self._bound: _Loop | None = None
+
+    def __repr__(self) -> str:
+        return f"AnthropicExecutor(base_url={self.settings.base_url!r})"
+
+    # -- clients --
+
+    def _new_client(self, timeout: float | None = None) -> anthropic.AsyncAnthropic:
+        # Explicit api_key: the SDK then ignores credentials from the environment and
+        # profiles. max_retries=0: the retry policy is ours (see `_round_trip`).
+        return anthropic.AsyncAnthropic(
+            api_key=self.settings.api_key.get_secret_value(),
+            base_url=self.settings.base_url,
+            max_retries=0,
+            timeout=timeout or self.settings.timeout_seconds,
+        )
+
+    def _client(self) -> anthropic.AsyncAnthropic:
+        loop = asyncio.get_running_loop()
+        if self._bound is None or self._bound.loop is not loop:
+            self._bound = _Loop(loop, self._new_client())
+        return self._bound.client
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (at runner shutdown)."""
+        bound, self._bound = self._bound, None
+        if bound is not None and bound.loop is asyncio.get_running_loop():
+            await bound.client.close()
+
+    def scrub(self, text: str) -> str:
+        """`text` without the API key (nor anything shaped like an Anthropic key)."""
+        key = self.settings.api_key.get_secret_value()
+        if key:
+            text = text.replace(key, "***")
+        return _KEY_PATTERN.sub("sk-ant-***", text)
+
+    # -- phases --
+
+    async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
+        model = request.model or self.settings.default_model
+        tools = tool_params(request.tools)
+        system = system_param(request.system_prompt)
+        messages = build_messages(request.history, request.prompt, tools_available=bool(tools))
+        cap = request.max_turns
+        if self.settings.max_turns is not None:
+            cap = min(cap, self.settings.max_turns)
+        client = self._client()
+        turn = 0
+        while True:
+            for text in request.take_developer_messages():
+                append_blocks(messages, "user", [text_block(text)])
+                yield PromptEvent(text)
+            if request.stop_requested:
+                return
+            if turn >= cap:
+                raise ExecutorError(
+                    f"Phase {request.phase} reached its limit of {cap} model calls without "
+                    "finishing. Resume the job to let it continue, or split the phase.",
+                    escalate=True,
+                )
+            turn += 1
+            outcome = _RoundTrip()
+            params: dict[str, Any] = {
+                "model": model,
+                "max_tokens": self.settings.max_tokens,
+                "messages": with_cache_breakpoint(messages),
+            }
+            if system:
+                params["system"] = system
+            if tools:
+                params["tools"] = tools
+            async for event in self._round_trip(client, params, request.interrupt, outcome):
+                yield event
+            if outcome.message is None:  # interrupted (cancel, pause) mid-call
+                if outcome.partial is not None:
+                    yield self._usage_event(outcome.partial, model)
+                return
+            message = outcome.message
+            yield self._usage_event(message, model)
+            append_blocks(messages, "assistant", assistant_blocks(message.content))
+            if message.stop_reason == "model_context_window_exceeded":
+                raise ExecutorError(
+                    f"The conversation is too long for model {model}: it filled the context "
+                    "window. Start a new session for this phase or use a model with a larger "
+                    "context window.",
+                    escalate=True,
+                )
+            calls = [block for block in message.content if block.type == "tool_use"]
+            if message.stop_reason != "tool_use" or not calls:
+                return
+            results: list[Block] = []
+            for call in calls:
+                if request.stop_requested:
+                    return
+                arguments = call.input if isinstance(call.input, dict) else {}
+                result = await request.call_tool(call.name, dict(arguments), call.id)
+                results.append(tool_result_block(call.id, result.text(), result.is_error))
+            if request.stop_requested:
+                return
+            append_blocks(messages, "user", results)
+
+    def _usage_event(self, message: Message, requested_model: str) -> UsageEvent:
+        usage = message.usage
+        model = message.model or requested_model
+        counts = {
+            "input_tokens": usage.input_tokens or 0,
+            "output_tokens": usage.output_tokens or 0,
+            "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
+        }
+        return UsageEvent(
+            **counts, cost_usd=pricing.cost_usd(PROVIDER, model, **counts), model=model, turns=1
+        )
+
+    async def _round_trip(
+        self,
+        client: anthropic.AsyncAnthropic,
+        params: dict[str, Any],
+        interrupt: asyncio.Event,
+        outcome: _RoundTrip,
+    ) -> AsyncGenerator[ExecutorEvent, None]:
+        """One model call with the retry policy; fills `outcome`."""
+        attempt = 0
+        while True:
+            outcome.partial = None
+            try:
+                async for event in self._stream(client, params, interrupt, outcome):
+                    yield event
+                return
+            except (anthropic.APIError, httpx2.TransportError) as exc:
+                failure = self._classify(exc, str(params["model"]), attempt)
+            except ValueError as exc:  # the SDK could not parse what the stream carried
+                raise ExecutorError(
+                    f"Anthropic sent a response that could not be read: {self.scrub(str(exc))}"
+                ) from None
+            if not failure.retryable or attempt >= self.settings.max_retries:
+                raise failure.error
+            delay = min(BACKOFF_CAP_SECONDS, self.settings.retry_backoff_seconds * 2**attempt)
+            attempt += 1
+            logger.warning(
+                "anthropic: %s; retry %d/%d in %.1fs",
+                failure.summary,
+                attempt,
+                self.settings.max_retries,
+                delay,
+            )
+            if await wait_interruptible(interrupt, delay):
+                return
+
+    async def _stream(
+        self,
+        client: anthropic.AsyncAnthropic,
+        params: dict[str, Any],
+        interrupt: asyncio.Event,
+        outcome: _RoundTrip,
+    ) -> AsyncGenerator[ExecutorEvent, None]:
+        """Stream one message, yielding each content block as it completes; returns
+        early (leaving `outcome.message` None) as soon as `interrupt` is set."""
+        completed: asyncio.Queue[ContentBlock] = asyncio.Queue()
+
+        async def consume() -> Message:
+            # One task owns the HTTP stream from start to close.
+            async with client.messages.stream(**params) as stream:
+                async for event in stream:
+                    if event.type == "message_start":
+                        outcome.partial = stream.current_message_snapshot
+                    elif event.type == "content_block_stop":
+                        completed.put_nowait(cast(ContentBlock, event.content_block))
+                return await stream.get_final_message()
+
+        reader = asyncio.create_task(consume(), name="anthropic-stream")
+        stop = asyncio.create_task(interrupt.wait())
+        getter: asyncio.Task[ContentBlock] | None = None
+        try:
+            while True:
+                getter = asyncio.create_task(completed.get())
+                done, _ = await asyncio.wait(
+                    {getter, reader, stop}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    event = block_event(getter.result())
+                    if event is not None:
+                        yield event
+                    continue
+                getter.cancel()
+                if reader in done:
+                    while not completed.empty():
+                        event = block_event(completed.get_nowait())
+                        if event is not None:
+                            yield event
+                    outcome.message = reader.result()  # raises what the stream raised
+                    return
+                return  # interrupted: `finally` closes the HTTP stream
+        finally:
+            tasks = [task for task in (reader, stop, getter) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _classify(self, exc: Exception, model: str, attempt: int) -> _Failure:
+        """Map an SDK/transport error to what the runner should do with it."""
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            cause = exc.__cause__ or exc.__context__
+            detail = self.scrub(str(cause or exc)) or type(exc).__name__
+            return self._retryable(f"cannot reach the Anthropic API ({detail})", attempt)
+        if not isinstance(exc, anthropic.APIStatusError):
+            return _Failure(ExecutorError(f"Anthropic API error: {self.scrub(str(exc))}"))
+        status = exc.status_code
+        kind: str = exc.type or ""
+        said = self.scrub(exc.api_message or str(exc))
+        label = f"{status} {kind}".strip() if status != 200 else (kind or "stream error")
+        if status == 429 or kind == "rate_limit_error":
+            wait = retry_after_seconds(exc.response.headers if status == 429 else {})
+            return _Failure(
+                RateLimited(
+                    f"Anthropic rate limit ({label}): {said}", retry_after=wait, provider=PROVIDER
+                )
+            )
+        if status >= 500 or kind in _RETRYABLE_TYPES:
+            return self._retryable(f"Anthropic is overloaded or failing ({label}): {said}", attempt)
+        if status == 401 or kind == "authentication_error":
+            message = (
+                f"Anthropic rejected the API key ({label}): {said}. "
+                "Check plugins.installed.anthropic.config.apiKey."
+            )
+        elif status == 403 or kind == "permission_error":
+            message = (
+                f"Anthropic refused the request ({label}): {said}. "
+                f"Check that this API key may use model {model}."
+            )
+        elif status == 404 or kind == "not_found_error":
+            message = (
+                f"Anthropic does not know the model {model!r} ({label}): {said}. Check the "
+                "phase's model, the llm aliases or the plugin's defaultModel."
+            )
+        elif status == 413 or kind == "request_too_large" or _CONTEXT_OVERFLOW.search(said):
+            message = (
+                f"The conversation is too long for model {model} ({label}): {said}. Start a "
+                "new session for this phase or use a model with a larger context window."
+            )
+        else:
+            message = f"Anthropic rejected the request ({label}): {said}"
+        return _Failure(ExecutorError(message, escalate=True))
+
+    def _retryable(self, summary: str, attempt: int) -> _Failure:
+        tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+        error = RateLimited(
+            f"{summary} — gave up after {tries}",
+            retry_after=OVERLOADED_PARK_SECONDS,
+            provider=PROVIDER,
+            kind="overloaded",
+        )
+        return _Failure(error, retryable=True, summary=summary)
+
+    # -- plan mode --
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        system: str,
+        model: str | None,
+        max_tokens: int,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """A plain conversation turn (no tools): text deltas, then the usage."""
+        chosen = model or self.settings.default_model
+        conversation: list[Msg] = []
+        for entry in messages:
+            role = "assistant" if entry.get("role") == "assistant" else "user"
+            content = str(entry.get("content") or "")
+            if content.strip():
+                append_blocks(conversation, role, [text_block(content)])
+        if not conversation or conversation[0]["role"] != "user":
+            conversation.insert(0, {"role": "user", "content": [text_block("(start)")]})
+        params: dict[str, Any] = {
+            "model": chosen,
+            "max_tokens": max_tokens,
+            "messages": with_cache_breakpoint(conversation),
+        }
+        if system_blocks := system_param(system):
+            params["system"] = system_blocks
+        client = self._client()
+        attempt = 0
+        while True:
+            streamed = False
+            try:
+                async with client.messages.stream(**params) as stream:
+                    async for event in stream:
+                        if event.type == "text" and event.text:
+                            streamed = True
+                            yield ChatDelta(event.text)
+                    final = await stream.get_final_message()
+            except (anthropic.APIError, httpx2.TransportError) as exc:
+                failure = self._classify(exc, chosen, attempt)
+            else:
+                usage = final.usage
+                prompt_tokens = (
+                    (usage.input_tokens or 0)
+                    + (usage.cache_read_input_tokens or 0)
+                    + (usage.cache_creation_input_tokens or 0)
+                )
+                yield ChatUsage(input_tokens=prompt_tokens, output_tokens=usage.output_tokens or 0)
+                return
+            if streamed or not failure.retryable or attempt >= self.settings.max_retries:
+                raise failure.error
+            await asyncio.sleep(
+                min(BACKOFF_CAP_SECONDS, self.settings.retry_backoff_seconds * 2**attempt)
+            )
+            attempt += 1
+
+    # -- catalogue and health --
+
+    async def models(self) -> list[ModelInfo]:
+        return [model.info() for model in pricing.models_for(PROVIDER)]
+
+    async def healthcheck(self) -> Health:
+        """A cheap authenticated request (`GET /v1/models?limit=1`)."""
+        where = _display_url(self.settings.base_url or "https://api.anthropic.com")
+        started = time.monotonic()
+        timeout = min(self.settings.timeout_seconds, HEALTHCHECK_TIMEOUT_SECONDS)
+        try:
+            async with self._new_client(timeout=timeout) as client:
+                await client.models.list(limit=1)
+        except (anthropic.APIError, httpx2.TransportError) as exc:
+            latency = (time.monotonic() - started) * 1000
+            return Health(ok=False, message=self._health_message(exc, where), latency_ms=latency)
+        latency = (time.monotonic() - started) * 1000
+        return Health(
+            ok=True,
+            message=(
+                f"Anthropic API reachable at {where}; the API key is accepted "
+                f"(default model {self.settings.default_model})"
+            ),
+            latency_ms=latency,
+        )
+
+    def _health_message(self, exc: Exception, where: str) -> str:
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            cause = exc.__cause__ or exc.__context__
+            detail = self.scrub(str(cause or exc)) or type(exc).__name__
+            return f"Cannot reach the Anthropic API at {where}: {detail}"
+        if isinstance(exc, anthropic.APIStatusError):
+            said = self.scrub(exc.api_message or str(exc))
+            if exc.status_code == 401:
+                return (
+                    f"Anthropic rejected the API key (401): {said}. "
+                    "Check plugins.installed.anthropic.config.apiKey."
+                )
+            if exc.status_code == 403:
+                return f"Anthropic refused the API key (403): {said}"
+            return f"Anthropic API at {where} answered {exc.status_code}: {said}"
+        return f"Anthropic API error: {self.scrub(str(exc))}"
+
+
+# --- building requests ------------------------------------------------------------------
+
+
+def text_block(text: str) -> Block:
+    return {"type": "text", "text": text}
+
+
+def tool_result_block(tool_use_id: str, output: str, is_error: bool) -> Block:
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": output if output.strip() else "(no output)",
+        "is_error": is_error,
+    }
+
+
+def system_param(system_prompt: str) -> list[Block]:
+    """The system prompt as one cached text block (none for an empty prompt)."""
+    if not system_prompt.strip():
+        return []
+    return [{"type": "text", "text": system_prompt, "cache_control": dict(_EPHEMERAL)}]
+
+
+def tool_params(tools: Sequence[Tool[Any]]) -> list[Block]:
+    """Tool definitions, with a cache breakpoint on the last one (tools come first in the
+    cached prefix, so it covers all of them)."""
+    params: list[Block] = []
+    for tool in tools:
+        schema = dict(tool.input_schema)
+        schema.setdefault("type", "object")
+        params.append({"name": tool.name, "description": tool.description, "input_schema": schema})
+    if params:
+        params[-1]["cache_control"] = dict(_EPHEMERAL)
+    return params
+
+
+def append_blocks(messages: list[Msg], role: str, blocks: list[Block]) -> None:
+    """Append content, merging into the last message when it has the same role."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": list(blocks)})
+
+
+def build_messages(
+    history: Sequence[ConversationMessage], prompt: str, *, tools_available: bool
+) -> list[Msg]:
+    """Provider-neutral transcript + this turn's prompt → valid Messages API messages.
+
+    Consecutive same-role entries merge; tool results become `tool_result` blocks in a
+    user message right after the assistant's `tool_use` blocks. The transcript is
+    repaired where the API would refuse it: a call without a recorded result gets an
+    error result, a result without its call is dropped, repeated call ids are renamed,
+    the conversation starts with the user, and without tools in this phase earlier tool
+    blocks are replayed as text.
+    """
+    messages: list[Msg] = []
+    for entry in history:
+        if entry.role == "assistant":
+            blocks = [text_block(entry.content)] if entry.content.strip() else []
+            blocks += [
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": dict(call.input)}
+                for call in entry.tool_calls
+            ]
+            append_blocks(messages, "assistant", blocks)
+        else:
+            blocks = [
+                tool_result_block(result.tool_call_id, result.output, result.is_error)
+                for result in entry.tool_results
+            ]
+            if entry.content.strip():
+                blocks.append(text_block(entry.content))
+            append_blocks(messages, "user", blocks)
+    if prompt.strip():
+        append_blocks(messages, "user", [text_block(prompt)])
+    return _repair(messages, tools_available)
+
+
+def _repair(messages: list[Msg], tools_available: bool) -> list[Msg]:
+    repaired: list[Msg] = []
+    used_ids: set[str] = set()
+    open_calls: dict[str, str] = {}  # recorded id -> id sent, for the previous assistant turn
+    for message in messages:
+        if message["role"] == "assistant":
+            if open_calls:  # calls whose results were never recorded
+                append_blocks(repaired, "user", _missing_results(open_calls))
+            open_calls = {}
+            blocks = []
+            for block in message["content"]:
+                if block["type"] == "tool_use":
+                    sent = _unique_id(block["id"], used_ids)
+                    open_calls[block["id"]] = sent
+                    block = {**block, "id": sent}
+                blocks.append(block)
+            append_blocks(repaired, "assistant", blocks)
+            continue
+        results, others = [], []
+        for block in message["content"]:
+            if block["type"] != "tool_result":
+                others.append(block)
+            elif block["tool_use_id"] in open_calls:
+                results.append({**block, "tool_use_id": open_calls.pop(block["tool_use_id"])})
+        results += _missing_results(open_calls)
+        open_calls = {}
+        append_blocks(repaired, "user", results + others)
+    if open_calls:
+        append_blocks(repaired, "user", _missing_results(open_calls))
+    if not tools_available:
+        repaired = _tools_as_text(repaired)
+    if repaired and repaired[0]["role"] != "user":
+        repaired.insert(0, {"role": "user", "content": [text_block("(continuing the job)")]})
+    return repaired
+
+
+def _unique_id(recorded: str, used: set[str]) -> str:
+    base = _TOOL_ID_UNSAFE.sub("_", recorded) or "call"
+    candidate, n = base, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{base}_{n}"
+    used.add(candidate)
+    return candidate
+
+
+def _missing_results(open_calls: Mapping[str, str]) -> list[Block]:
+    return [
+        tool_result_block(sent, "This tool call was not run: the phase was interrupted.", True)
+        for sent in open_calls.values()
+    ]
+
+
+def _tools_as_text(messages: list[Msg]) -> list[Msg]:
+    """Tool blocks need tool definitions in the request; without any, replay them as text."""
+    flat: list[Msg] = []
+    for message in messages:
+        blocks = []
+        for block in message["content"]:
+            if block["type"] == "tool_use":
+                arguments = json.dumps(block["input"], ensure_ascii=False)
+                blocks.append(text_block(f"[called tool {block['name']} with {arguments}]"))
+            elif block["type"] == "tool_result":
+                label = "tool error" if block.get("is_error") else "tool result"
+                blocks.append(text_block(f"[{label}: {block['content']}]"))
+            else:
+                blocks.append(block)
+        append_blocks(flat, message["role"], blocks)
+    return flat
+
+
+def with_cache_breakpoint(messages: list[Msg]) -> list[Msg]:
+    """A copy whose newest block carries a cache breakpoint, so the next round trip reads
+    the whole conversation so far from the cache (earlier messages stay unmarked: the
+    API allows four breakpoints per request)."""
+    if not messages:
+        return []
+    last = messages[-1]
+    content = [dict(block) for block in last["content"]]
+    if content and content[-1].get("type") in ("text", "tool_result", "tool_use"):
+        content[-1]["cache_control"] = dict(_EPHEMERAL)
+    return [*messages[:-1], {"role": last["role"], "content": content}]
+
+
+def assistant_blocks(content: Sequence[ContentBlock]) -> list[Block]:
+    """A response's content as request blocks, thinking signatures included (the API
+    needs them back unchanged while a tool-use turn is in progress)."""
+    blocks: list[Block] = []
+    for block in content:
+        if block.type == "text":
+            if block.text:
+                blocks.append(text_block(block.text))
+        elif block.type == "thinking":
+            blocks.append(
+                {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+            )
+        elif block.type == "redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": block.data})
+        elif block.type == "tool_use":
+            arguments = block.input if isinstance(block.input, dict) else {}
+            blocks.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
+            )
+    return blocks
+
+
+def block_event(block: ContentBlock) -> ExecutorEvent | None:
+    """The log event for a completed content block (tool calls are logged by call_tool)."""
+    if block.type == "text" and block.text.strip():
+        return TextEvent(block.text)
+    if block.type == "thinking" and block.thinking.strip():
+        return ThinkingEvent(block.thinking)
+    return None
+
+
+# --- rate limits ------------------------------------------------------------------------
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float:
+    """Seconds to wait after a 429: `retry-after` (seconds or an HTTP date), else the
+    latest `anthropic-ratelimit-*-reset` time, else a default."""
+    now = time.time() if now is None else now
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return _clamp(float(raw))
+        except ValueError:
+            try:
+                return _clamp(email.utils.parsedate_to_datetime(raw).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    resets = []
+    for name in ("requests", "tokens", "input-tokens", "output-tokens"):
+        value = headers.get(f"anthropic-ratelimit-{name}-reset")
+        if not value:
+            continue
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        resets.append(moment.timestamp() - now)
+    if resets and max(resets) > 0:
+        return _clamp(max(resets))
+    return RATE_LIMIT_FALLBACK_SECONDS
+
+
+def _clamp(seconds: float) -> float:
+    return min(max(seconds, 0.0), RATE_LIMIT_MAX_SECONDS)
+
+
+def _display_url(url: str) -> str:
+    """A base URL without any credentials embedded in it."""
+    return re.sub(r"//[^/@]*@", "//", url)

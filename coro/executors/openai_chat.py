@@ -1,0 +1,861 @@
+"""The `openai` executor: Chat Completions on the official `openai` SDK (SPEC §4.6).
+
+One executor for OpenAI itself and for every server that speaks the same API through a
+configurable `baseUrl`: Ollama, vLLM, llama.cpp server, Azure OpenAI's v1 endpoint,
+OpenRouter and friends. A phase is a tool loop: each round trip streams one assistant
+message (text and, possibly, several tool calls whose JSON arguments arrive in
+fragments); the calls go through `request.call_tool` in order, their results are sent
+back as `role: tool` messages, and the loop continues while the model keeps calling
+tools. The SDK's own retries are off: this module decides what a provider error means
+for the job (retry, park on a rate limit, or escalate to the developer).
+
+Secrets: the API key is held in memory only; every message built from a provider
+response is scrubbed of it, and it is never part of an error or log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import openai
+from openai import AsyncOpenAI, AsyncStream, Omit, omit
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageParam,
+)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from coro.engine.models import ConversationMessage
+from coro.executors import pricing
+from coro.executors.base import (
+    ChatDelta,
+    ChatEvent,
+    ChatUsage,
+    ExecutorError,
+    ExecutorEvent,
+    Health,
+    ModelInfo,
+    PhaseRequest,
+    PluginConfigError,
+    PromptEvent,
+    RateLimited,
+    TextEvent,
+    ThinkingEvent,
+    UsageEvent,
+    wait_interruptible,
+)
+from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
+
+OPENAI_API_URL = "https://api.openai.com/v1"
+#: Sent as the bearer token to keyless servers (Ollama, llama.cpp…), which ignore it.
+KEYLESS_PLACEHOLDER = "not-needed"
+#: Park this long on a 429 that does not say when to come back.
+RATE_LIMIT_FALLBACK_SECONDS = 30.0
+#: Park this long once server errors outlast the retries.
+OVERLOADED_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 8.0
+#: OpenAI refuses tool call ids longer than this; longer ids (from other providers'
+#: transcripts) are shortened deterministically.
+MAX_TOOL_CALL_ID = 40
+ERROR_PREFIX = "ERROR: "
+HEALTHCHECK_TIMEOUT_SECONDS = 15.0
+
+_CONFIG_PATH = "plugins.installed.openai.config"
+_CONTEXT_OVERFLOW = re.compile(
+    r"maximum context length|context length|context window|too many tokens|"
+    r"prompt is too long|exceeds the context",
+    re.IGNORECASE,
+)
+T = TypeVar("T")
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+class OpenAISettings(BaseModel):
+    """`plugins.installed.openai.config` in config.json (camelCase)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    default_model: str | None = Field(default=None, min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL (e.g. http://localhost:11434/v1)")
+        return value.strip().rstrip("/")
+
+
+def create(settings: dict[str, Any]) -> OpenAIChatExecutor:
+    """The executor for `plugins.installed.openai.config`; `PluginConfigError` names the
+    failing field (never its value)."""
+    try:
+        parsed = OpenAISettings.model_validate(settings)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise PluginConfigError("; ".join(problems)) from None
+    return OpenAIChatExecutor(parsed, api_key=_resolve_key(parsed))
+
+
+def _is_official(base_url: str | None) -> bool:
+    return base_url is None or urlsplit(base_url).hostname == "api.openai.com"
+
+
+def _resolve_key(settings: OpenAISettings) -> str:
+    """The configured key; for api.openai.com also `OPENAI_API_KEY`; a placeholder for
+    compatible servers without one (the environment key is never sent to them)."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    if _is_official(settings.base_url):
+        from_env = os.environ.get("OPENAI_API_KEY", "").strip()
+        if from_env:
+            return from_env
+        raise PluginConfigError(
+            "apiKey: required for api.openai.com (or set OPENAI_API_KEY); only a keyless "
+            "OpenAI-compatible server given as baseUrl can do without one"
+        )
+    return KEYLESS_PLACEHOLDER
+
+
+# --- price catalogue ----------------------------------------------------------------
+# Rows for the shared catalogue in `coro.executors.pricing` (USD per million tokens,
+# short-context Standard rates from developers.openai.com model pages, checked 2026-11;
+# requests over 272K input tokens are billed higher by OpenAI and are not modelled).
+# `cache_read=None` where no cached-input rate is published: the input rate is charged,
+# never a guess below it. A model outside the catalogue (a local model) costs 0.
+
+PROVIDER = "openai"
+DEFAULT_MODEL = "gpt-5.4"
+
+_M, _M105 = 1_000_000, 1_050_000
+_OPENAI_ROWS: list[tuple[str, str, int | None, float, float, float | None, Tier | None]] = [
+    # id, display name, context window, input, output, cached input, tier (default of it)
+    ("gpt-6.2-astra", "GPT-6.2 Astra", _M105, 8, 40, None, None),
+    ("gpt-6.2-sol", "GPT-6.2 Sol", _M105, 2, 10, 0.10, None),
+    ("gpt-6.1-sol", "GPT-6.1 Sol", _M105, 2, 10, 0.10, None),
+    ("gpt-6.1-terra", "GPT-6.1 Terra", None, 1, 5, None, None),
+    ("gpt-6-astra", "GPT-6 Astra", _M105, 10, 50, None, None),
+    ("gpt-6-sol", "GPT-6 Sol", _M105, 2, 10, 0.20, None),
+    ("gpt-5.5", "GPT-5.5", _M, 5, 30, 0.50, "planning"),
+    ("gpt-5.4", "GPT-5.4", _M, 2.5, 15, 0.25, "coding"),
+    ("gpt-5.4-mini", "GPT-5.4 mini", 400_000, 0.75, 4.5, 0.075, "mini"),
+    ("gpt-5.4-nano", "GPT-5.4 nano", 400_000, 0.20, 1.25, 0.02, None),
+    ("gpt-5.2", "GPT-5.2", 400_000, 1.75, 14, 0.175, None),
+    ("gpt-5.1", "GPT-5.1", 400_000, 1.25, 10, 0.125, None),
+    ("gpt-5", "GPT-5", 400_000, 1.25, 10, 0.125, None),
+    ("gpt-5-mini", "GPT-5 mini", 400_000, 0.25, 2, 0.025, None),
+    ("gpt-5-nano", "GPT-5 nano", 400_000, 0.05, 0.40, 0.005, None),
+    ("gpt-4.1", "GPT-4.1", 1_047_576, 2, 8, 0.50, None),
+    ("gpt-4.1-mini", "GPT-4.1 mini", 1_047_576, 0.40, 1.60, 0.10, None),
+    ("gpt-4.1-nano", "GPT-4.1 nano", 1_047_576, 0.10, 0.40, 0.025, None),
+    ("gpt-4o", "GPT-4o", 128_000, 2.5, 10, 1.25, None),
+    ("gpt-4o-mini", "GPT-4o mini", 128_000, 0.15, 0.60, 0.075, None),
+    ("o3", "o3", 200_000, 2, 8, 0.50, None),
+    ("o4-mini", "o4-mini", 200_000, 1.10, 4.40, 0.275, None),
+]
+
+register_models(
+    *(
+        CatalogModel(
+            provider=PROVIDER,
+            id=model_id,
+            display_name=name,
+            context_window=context,
+            pricing=Pricing(rate_in, rate_out, cache_read=cached),
+            tier=tier,
+            is_default=tier is not None,
+        )
+        for model_id, name, context, rate_in, rate_out, cached, tier in _OPENAI_ROWS
+    )
+)
+
+
+def round_trip_cost(model: str | None, input_tokens: int, cached: int, output: int) -> float:
+    """USD for one round trip; `input_tokens` excludes the cached ones."""
+    return pricing.cost_usd(
+        PROVIDER,
+        model,
+        input_tokens=input_tokens,
+        output_tokens=output,
+        cache_read_input_tokens=cached,
+    )
+
+
+# --- transcript → Chat Completions messages -----------------------------------------
+
+
+def wire_call_id(call_id: str) -> str:
+    """A tool call id OpenAI accepts (≤ 40 chars), stable for the same input."""
+    if len(call_id) <= MAX_TOOL_CALL_ID:
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
+
+
+def tool_message(call_id: str, output: str, is_error: bool) -> dict[str, Any]:
+    content = f"{ERROR_PREFIX}{output}" if is_error else output
+    return {"role": "tool", "tool_call_id": wire_call_id(call_id), "content": content}
+
+
+def history_messages(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
+    """The provider-neutral transcript as Chat Completions messages.
+
+    Consecutive assistant entries (text, then each recorded tool call) become one
+    assistant message; consecutive user entries are joined. Every tool call is answered
+    by a `tool` message before the conversation goes on (a call the transcript has no
+    result for gets an error result) and results without their call are dropped — the
+    API refuses both shapes.
+    """
+    merged: list[dict[str, Any]] = []
+    for entry in history:
+        last = merged[-1] if merged else None
+        if entry.role == "user":
+            if not entry.content:
+                continue
+            if last is not None and last["role"] == "user":
+                last["content"] = f"{last['content']}\n\n{entry.content}"
+            else:
+                merged.append({"role": "user", "content": entry.content})
+        elif entry.role == "assistant":
+            calls = [
+                {
+                    "id": wire_call_id(call.id),
+                    "type": "function",
+                    "function": {
+                        "name": call.name,
+                        "arguments": json.dumps(call.input, ensure_ascii=False),
+                    },
+                }
+                for call in entry.tool_calls
+            ]
+            if not entry.content and not calls:
+                continue
+            if last is not None and last["role"] == "assistant":
+                if entry.content:
+                    text = last.get("content") or ""
+                    last["content"] = f"{text}\n\n{entry.content}" if text else entry.content
+                if calls:
+                    last.setdefault("tool_calls", []).extend(calls)
+            else:
+                message: dict[str, Any] = {"role": "assistant", "content": entry.content or None}
+                if calls:
+                    message["tool_calls"] = calls
+                merged.append(message)
+        else:
+            merged.extend(
+                tool_message(r.tool_call_id, r.output, r.is_error) for r in entry.tool_results
+            )
+    return _pair_tool_results(merged)
+
+
+def _pair_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    paired: list[dict[str, Any]] = []
+    open_ids: list[str] = []
+
+    def close_open() -> None:
+        for call_id in open_ids:
+            paired.append(
+                tool_message(call_id, "this tool call did not complete (interrupted)", True)
+            )
+        open_ids.clear()
+
+    for message in messages:
+        if message["role"] == "tool":
+            if message["tool_call_id"] in open_ids:
+                open_ids.remove(message["tool_call_id"])
+                paired.append(message)
+            continue
+        close_open()
+        paired.append(message)
+        if message["role"] == "assistant":
+            open_ids.extend(call["id"] for call in message.get("tool_calls", []))
+    close_open()
+    return paired
+
+
+def _append_user(messages: list[dict[str, Any]], text: str) -> None:
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "user" and isinstance(last.get("content"), str):
+        last["content"] = f"{last['content']}\n\n{text}"
+    else:
+        messages.append({"role": "user", "content": text})
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A tool call's JSON arguments as an object, or why they are not one."""
+    if not raw.strip():
+        return {}, None
+    try:
+        value = json.loads(raw)
+        if isinstance(value, str):  # some models double-encode
+            value = json.loads(value)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at position {exc.pos})"
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+# --- one streamed assistant message -------------------------------------------------
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class _Reply:
+    text: str = ""
+    reasoning: str = ""
+    calls: list[_PartialCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    model: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.calls
+            ]
+        return message
+
+
+class _Accumulator:
+    """Folds `chat.completion.chunk`s into one reply (choice 0)."""
+
+    def __init__(self) -> None:
+        self.reply = _Reply()
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._by_index: dict[int, _PartialCall] = {}
+
+    def add(self, chunk: ChatCompletionChunk) -> str:
+        """Fold one chunk; returns the text it added (for live streaming)."""
+        added = ""
+        if chunk.model:
+            self.reply.model = chunk.model
+        if chunk.usage is not None:
+            usage = chunk.usage
+            self.reply.prompt_tokens = usage.prompt_tokens or 0
+            self.reply.completion_tokens = usage.completion_tokens or 0
+            details = usage.prompt_tokens_details
+            self.reply.cached_tokens = (details.cached_tokens or 0) if details else 0
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            piece = (delta.content or "") + (delta.refusal or "")
+            if piece:
+                self._text.append(piece)
+                added += piece
+            extra = delta.model_extra or {}
+            thought = extra.get("reasoning_content") or extra.get("reasoning")
+            if isinstance(thought, str):
+                self._reasoning.append(thought)
+            for position, fragment in enumerate(delta.tool_calls or []):
+                self._add_call(fragment, position)
+            if choice.finish_reason:
+                self.reply.finish_reason = choice.finish_reason
+        return added
+
+    def _add_call(self, fragment: Any, position: int) -> None:
+        index = getattr(fragment, "index", None)
+        index = index if isinstance(index, int) else position
+        call = self._by_index.get(index)
+        # A server that reuses index 0 for every call (older Ollama) still gives each
+        # call its own id: a new id at a known index is a new call.
+        if call is None or (fragment.id and call.id and fragment.id != call.id):
+            call = _PartialCall()
+            self._by_index[index] = call
+            self.reply.calls.append(call)
+        if fragment.id:
+            call.id = fragment.id
+        function = fragment.function
+        if function is not None:
+            if function.name and not call.name:
+                call.name = function.name
+            if function.arguments:
+                call.arguments += function.arguments
+
+    def finish(self) -> _Reply:
+        self.reply.text = "".join(self._text)
+        self.reply.reasoning = "".join(self._reasoning)
+        for call in self.reply.calls:
+            call.id = wire_call_id(call.id or f"call_{secrets.token_hex(8)}")
+        seen: set[str] = set()
+        for number, call in enumerate(self.reply.calls, start=1):
+            if call.id in seen:  # servers that send the same id twice
+                call.id = f"{call.id[: MAX_TOOL_CALL_ID - 4]}_{number}"
+            seen.add(call.id)
+        return self.reply
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A failure worth retrying (5xx, connection trouble)."""
+
+
+async def _race(work: Awaitable[T], interrupt: asyncio.Event) -> tuple[bool, T | None]:
+    """Run `work` unless `interrupt` fires first: (finished, result)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(interrupt.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        return False, None
+    return True, task.result()
+
+
+class OpenAIChatExecutor:
+    """Executor `openai`: Chat Completions with tools, streaming and usage accounting."""
+
+    id = "openai"
+
+    def __init__(self, settings: OpenAISettings, *, api_key: str) -> None:
+        self.settings = settings
+        self.official = _is_official(settings.base_url)
+        self.base_url = settings.base_url or OPENAI_API_URL
+        self._secrets = [api_key] if api_key != KEYLESS_PLACEHOLDER else []
+        #: First retry delay; doubled per attempt (tests set it to 0).
+        self.retry_base_seconds = 0.5
+        self._client = AsyncOpenAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            organization=settings.organization,
+            project=settings.project,
+            timeout=settings.timeout_seconds,
+            max_retries=0,
+        )
+
+    async def aclose(self) -> None:
+        """Release the HTTP connection pool (call when the plugin is unloaded)."""
+        await self._client.close()
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL as shown in messages: no credentials, query or fragment."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return f"{parts.scheme}://{host}{parts.path}"
+
+    @property
+    def _who(self) -> str:
+        """Who answered, for the start of a sentence."""
+        return "OpenAI" if self.official else f"The OpenAI-compatible endpoint {self.endpoint}"
+
+    @property
+    def _whom(self) -> str:
+        """Who answered, inside a sentence."""
+        return "OpenAI" if self.official else f"the OpenAI-compatible endpoint {self.endpoint}"
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _model(self, requested: str | None) -> str:
+        model = requested or self.settings.default_model
+        if model:
+            return model
+        if self.official:
+            return DEFAULT_MODEL
+        raise ExecutorError(
+            f"No model to run on {self.endpoint}: set {_CONFIG_PATH}.defaultModel "
+            "(e.g. the name `ollama list` shows) or give the phase a model",
+            escalate=True,
+        )
+
+    async def _create_stream(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        max_tokens: int | None,
+    ) -> AsyncStream[ChatCompletionChunk]:
+        # OpenAI's reasoning models only take `max_completion_tokens`; compatible
+        # servers widely understand only the older `max_tokens`.
+        limit: int | Omit = max_tokens if max_tokens is not None else omit
+        return await self._client.chat.completions.create(
+            model=model,
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            tools=cast("list[ChatCompletionFunctionToolParam]", tools) if tools else omit,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=limit if self.official else omit,
+            max_tokens=omit if self.official else limit,
+        )
+
+    # -- phases --
+
+    async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
+        model = self._model(request.model)
+        messages: list[dict[str, Any]] = [{"role": "system", "content": request.system_prompt}]
+        messages += history_messages(request.history)
+        _append_user(messages, request.prompt)
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.input_schema,
+                },
+            }
+            for tool in request.tools
+        ]
+        round_trips = 0
+        while True:
+            for text in request.take_developer_messages():
+                _append_user(messages, text)
+                yield PromptEvent(text)
+            if request.stop_requested or round_trips >= request.max_turns:
+                return
+            round_trips += 1
+            reply = await self._round_trip(request, model, messages, tools)
+            if reply is None:  # interrupted (cancel, pause)
+                return
+            if reply.reasoning:
+                yield ThinkingEvent(reply.reasoning)
+            if reply.text:
+                yield TextEvent(reply.text)
+            cached = min(reply.cached_tokens, reply.prompt_tokens)
+            uncached = reply.prompt_tokens - cached
+            priced = reply.model if pricing.lookup(PROVIDER, reply.model or "") else model
+            yield UsageEvent(
+                input_tokens=uncached,
+                output_tokens=reply.completion_tokens,
+                cache_read_input_tokens=cached,
+                cost_usd=round_trip_cost(priced, uncached, cached, reply.completion_tokens),
+                model=model,
+                turns=1,
+            )
+            messages.append(reply.message())
+            # Tool calls continue the loop whatever `finish_reason` says: some compatible
+            # servers report "stop" for a message that calls tools.
+            if not reply.calls:
+                return
+            for call in reply.calls:
+                if request.stop_requested:
+                    return
+                arguments, problem = parse_arguments(call.arguments)
+                if arguments is None:
+                    messages.append(
+                        tool_message(
+                            call.id,
+                            f"the arguments of {call.name} were not usable: {problem}. "
+                            "Call the tool again with a JSON object matching its schema.",
+                            True,
+                        )
+                    )
+                    continue
+                result = await request.call_tool(call.name, arguments, call.id)
+                messages.append(tool_message(call.id, result.text(), result.is_error))
+
+    async def _round_trip(
+        self,
+        request: PhaseRequest,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+    ) -> _Reply | None:
+        """One streamed completion with bounded retries; None once interrupted."""
+        attempt = 0
+        while True:
+            try:
+                finished, reply = await _race(
+                    self._stream_reply(model, messages, tools), request.interrupt
+                )
+                return reply if finished else None
+            except Exception as exc:
+                failure = self._failure(exc, model)
+            if not isinstance(failure, _Transient):
+                raise failure
+            if attempt >= self.settings.max_retries:
+                raise self._gave_up(failure, attempt)
+            delay = self._backoff(attempt)
+            attempt += 1
+            if await wait_interruptible(request.interrupt, delay):
+                return None
+
+    async def _stream_reply(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> _Reply:
+        stream = await self._create_stream(model, messages, tools, self.settings.max_tokens)
+        accumulator = _Accumulator()
+        async with stream:
+            async for chunk in stream:
+                accumulator.add(chunk)
+        return accumulator.finish()
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.retry_base_seconds * (2**attempt), MAX_BACKOFF_SECONDS))
+
+    def _gave_up(self, failure: _Transient, retries: int) -> RateLimited:
+        return RateLimited(
+            f"{failure} (still failing after {retries} retr{'y' if retries == 1 else 'ies'})",
+            retry_after=OVERLOADED_BACKOFF_SECONDS,
+            provider=self.id,
+            kind="overloaded",
+        )
+
+    def _failure(self, exc: Exception, model: str) -> Exception:
+        """What a provider exception means: `_Transient` (retry), `RateLimited`, or an
+        `ExecutorError` (escalating when only the developer can fix it)."""
+        if isinstance(exc, ExecutorError):
+            return exc
+        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+            what = "timed out" if isinstance(exc, openai.APITimeoutError) else "is unreachable"
+            return _Transient(f"{self._who} {what}")
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_failure(exc, model)
+        if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
+            return _Transient(f"{self._who} reported an error mid-stream: {self._api_message(exc)}")
+        if isinstance(exc, openai.OpenAIError):
+            return ExecutorError(f"{self._who} request failed: {self._scrub(str(exc))}")
+        raise exc
+
+    def _api_message(self, exc: openai.APIError) -> str:
+        body = exc.body
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message:
+            message = exc.message
+        return self._scrub(message.strip())
+
+    def _status_failure(self, exc: openai.APIStatusError, model: str) -> Exception:
+        status = exc.status_code
+        code = exc.code or ""
+        message = self._api_message(exc)
+        if status == 401:
+            return ExecutorError(
+                f"{self._who} rejected the API key (401 {code or 'unauthorized'}). "
+                f"Check {_CONFIG_PATH}.apiKey.",
+                escalate=True,
+            )
+        if status == 403:
+            return ExecutorError(
+                f"{self._who} refused the request (403): {message}. Check that the API key "
+                f"may use model {model!r}.",
+                escalate=True,
+            )
+        if status == 404:
+            if code == "model_not_found" or "model" in message.lower():
+                return ExecutorError(
+                    f"Model {model!r} was not found at {self._whom} (404): {message}. "
+                    "Choose another model for the phase or the alias.",
+                    escalate=True,
+                )
+            return ExecutorError(
+                f"{self._who} has no chat completions route (404): {message}. Check "
+                f"{_CONFIG_PATH}.baseUrl (it usually ends in /v1).",
+                escalate=True,
+            )
+        if status == 429:
+            if code == "insufficient_quota" or exc.type == "insufficient_quota":
+                return ExecutorError(
+                    f"{self._who} says the account is out of quota (429 insufficient_quota): "
+                    f"{message}",
+                    escalate=True,
+                )
+            return RateLimited(
+                f"{self._who} rate limit (429): {message}",
+                retry_after=_retry_after(exc.response.headers),
+                provider=self.id,
+            )
+        if status in (400, 413, 422):
+            if code == "context_length_exceeded" or _CONTEXT_OVERFLOW.search(message):
+                return ExecutorError(
+                    f"The conversation is too long for model {model!r} "
+                    f"({status} context_length_exceeded): {message}. Re-run the phase "
+                    "with a fresh session or choose a model with a larger context window.",
+                    escalate=True,
+                )
+            return ExecutorError(
+                f"{self._who} rejected the request ({status}): {message}", escalate=True
+            )
+        if status in (408, 409) or status >= 500:
+            return _Transient(f"{self._who} failed ({status}): {message}")
+        return ExecutorError(f"{self._who} failed ({status}): {message}")
+
+    # -- plan mode --
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        system: str,
+        model: str | None,
+        max_tokens: int,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """A plain streamed conversation (no tools): text deltas, then usage."""
+        chosen = self._model(model)
+        wire: list[dict[str, Any]] = [{"role": "system", "content": system}]
+        for message in messages:
+            if message.get("role") in ("user", "assistant") and message.get("content"):
+                wire.append({"role": message["role"], "content": message["content"]})
+        attempt = 0
+        while True:  # retries only before the first token: nothing has been shown yet
+            try:
+                stream = await self._create_stream(chosen, wire, [], max_tokens)
+                break
+            except Exception as exc:
+                failure = self._failure(exc, chosen)
+            if not isinstance(failure, _Transient):
+                raise failure
+            if attempt >= self.settings.max_retries:
+                raise self._gave_up(failure, attempt)
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+        accumulator = _Accumulator()
+        try:
+            async with stream:
+                async for chunk in stream:
+                    piece = accumulator.add(chunk)
+                    if piece:
+                        yield ChatDelta(piece)
+        except Exception as exc:
+            failure = self._failure(exc, chosen)
+            if isinstance(failure, _Transient):
+                raise ExecutorError(str(failure)) from None
+            raise failure from None
+        reply = accumulator.finish()
+        yield ChatUsage(input_tokens=reply.prompt_tokens, output_tokens=reply.completion_tokens)
+
+    # -- diagnostics --
+
+    async def models(self) -> list[ModelInfo]:
+        """The price catalogue for OpenAI; a compatible server's own `GET /models`
+        (enriched from the catalogue where ids match). Never raises: an unreachable
+        server yields the configured default model, if any."""
+        if self.official:
+            return [model.info() for model in pricing.models_for(PROVIDER)]
+        try:
+            page = await self._client.with_options(
+                timeout=HEALTHCHECK_TIMEOUT_SECONDS
+            ).models.list()
+            ids = sorted({m.id async for m in page})
+        except openai.OpenAIError:
+            ids = [self.settings.default_model] if self.settings.default_model else []
+        infos = []
+        for model_id in ids:
+            known = pricing.lookup(PROVIDER, model_id)
+            infos.append(
+                ModelInfo(
+                    id=model_id,
+                    display_name=known.display_name if known else model_id,
+                    context_window=known.context_window if known else None,
+                    pricing=known.pricing.as_dict() if known and known.pricing else None,
+                )
+            )
+        return infos
+
+    async def healthcheck(self) -> Health:
+        """A real, cheap request (`GET /models`) with a readable verdict."""
+        started = time.monotonic()
+        try:
+            page = await self._client.with_options(
+                timeout=HEALTHCHECK_TIMEOUT_SECONDS
+            ).models.list()
+            count = len([m async for m in page])
+        except openai.APIStatusError as exc:
+            latency = (time.monotonic() - started) * 1000
+            if exc.status_code == 401:
+                message = f"{self._who} rejected the API key (401). Check {_CONFIG_PATH}.apiKey."
+            elif exc.status_code == 403:
+                message = f"{self._who} refused the API key (403): {self._api_message(exc)}"
+            elif exc.status_code == 404:
+                message = (
+                    f"{self._who} has no /models route (404). Check {_CONFIG_PATH}.baseUrl "
+                    "(it usually ends in /v1)."
+                )
+            else:
+                message = f"{self._who} answered {exc.status_code}: {self._api_message(exc)}"
+            return Health(ok=False, message=message, latency_ms=latency)
+        except openai.APIConnectionError as exc:
+            latency = (time.monotonic() - started) * 1000
+            what = "timed out" if isinstance(exc, openai.APITimeoutError) else "is unreachable"
+            return Health(
+                ok=False,
+                message=f"{self._who} {what}. Is the server running, and is baseUrl right?",
+                latency_ms=latency,
+            )
+        except openai.OpenAIError as exc:
+            latency = (time.monotonic() - started) * 1000
+            return Health(
+                ok=False, message=f"{self._who}: {self._scrub(str(exc))}", latency_ms=latency
+            )
+        latency = (time.monotonic() - started) * 1000
+        where = "OpenAI API" if self.official else f"OpenAI-compatible endpoint {self.endpoint}"
+        return Health(
+            ok=True, message=f"{where} reachable; {count} models available", latency_ms=latency
+        )
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds to wait from `retry-after-ms` / `retry-after` (seconds or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        with contextlib.suppress(ValueError):
+            return max(float(raw_ms) / 1000, 0.0)
+    raw = headers.get("retry-after")
+    if raw:
+        with contextlib.suppress(ValueError):
+            return max(float(raw), 0.0)
+        with contextlib.suppress(TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(raw)
+            return max(when.timestamp() - time.time(), 0.0)
+    return RATE_LIMIT_FALLBACK_SECONDS
