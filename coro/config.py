@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 DEFAULT_HOST = "127.0.0.1"
@@ -79,6 +89,68 @@ class PluginsConfig(_Section):
     installed: dict[str, PluginSlot] = Field(default_factory=dict)
 
 
+#: Server ids become part of tool names (`mcp__<id>__<tool>`); `coro` is Coro's own.
+MCP_SERVER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RESERVED_MCP_SERVER_IDS = frozenset({"coro"})
+
+
+class _McpServerBase(_Section):
+    """What every external MCP server entry has besides its transport."""
+
+    enabled: bool = True
+    #: Tool names or globs (the server's names, or the full `mcp__<id>__<tool>`).
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+
+
+class McpStdioServer(_McpServerBase):
+    """A server Coro starts as a subprocess and talks to over stdin/stdout."""
+
+    type: Literal["stdio"] = "stdio"
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # secrets: never logged
+
+
+class McpHttpServer(_McpServerBase):
+    """A server reached over MCP streamable HTTP."""
+
+    type: Literal["http"] = "http"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)  # secrets: never logged
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.strip()
+
+
+def _mcp_server_kind(value: Any) -> str | None:
+    """`type` picks the transport; like Claude Code, no `type` + a `command` means stdio."""
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if kind is None:
+            return "stdio" if "command" in value else "http" if "url" in value else None
+        return kind if kind in ("stdio", "http") else None
+    kind = getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
+McpServerConfig = Annotated[
+    Annotated[McpStdioServer, Tag("stdio")] | Annotated[McpHttpServer, Tag("http")],
+    Discriminator(
+        _mcp_server_kind,
+        custom_error_type="mcp_server_type",
+        custom_error_message=(
+            'expected {"type": "stdio", "command", ...} or {"type": "http", "url", ...}'
+        ),
+    ),
+]
+
+
 class CoroConfig(_Section):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
@@ -90,6 +162,7 @@ class CoroConfig(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("host")
     @classmethod
@@ -97,6 +170,18 @@ class CoroConfig(_Section):
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_server_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for server_id in value:
+            if server_id.lower() in RESERVED_MCP_SERVER_IDS:
+                raise ValueError(f"server id {server_id!r} is reserved for Coro's own tools")
+            if not MCP_SERVER_ID_PATTERN.match(server_id):
+                raise ValueError(
+                    f"server id {server_id!r} must be 1-64 letters, digits, '_' or '-'"
+                )
+        return value
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

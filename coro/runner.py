@@ -25,6 +25,7 @@ from coro.engine.store import JobStore
 from coro.executors import ExecutorRegistry, build_executors
 from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
+from coro.mcp.service import McpService
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
 from coro.tools import ToolRegistry, builtin_tools
@@ -58,6 +59,7 @@ class Runner:
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
         self.intake = IntakeService(self.env, self.config.intake)
+        self.mcp = McpService(self.env)
         self.transport = transport or MemoryEventTransport()
         self.version = __version__
 
@@ -70,11 +72,14 @@ class Runner:
         self.env.work_root.mkdir(parents=True, exist_ok=True)
         await self.backend.open()
         await self.transport.connect(self.dispatcher.deliver_event)
+        await self.mcp.start()  # external MCP tools, before any job runs
         await self.dispatcher.recover()
 
     async def stop(self) -> None:
         await self.transport.disconnect()
         await self.dispatcher.close()
+        await self.mcp.stop()
+        await self.env.executors.aclose()
         await self.backend.close()
 
     @contextlib.asynccontextmanager
@@ -154,6 +159,7 @@ async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
     finally:
         server.should_exit = True
         runner.store.bus.close_all()
+        await runner.mcp.close_http()  # open MCP streams would hold up the drain
         await runner.dispatcher.close()
         await task
         await runner.stop()

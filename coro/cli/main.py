@@ -881,6 +881,32 @@ def demo(
     raise typer.Exit(run_demo(keep=keep))
 
 
+# --------------------------------------------------------------------------- mcp
+
+
+@app.command("mcp")
+def mcp_server(
+    job: Annotated[str, typer.Option("--job", "-j", help="The job whose tools to serve.")],
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Serve only these tools (names or globs, e.g. 'file_*'); repeatable. "
+            "Default: every tool.",
+        ),
+    ] = None,
+) -> None:
+    """Serve Coro's tools for one job to an MCP client over stdio (until stdin closes).
+
+    Reads $CORO_HOME directly; a runner may be running too.
+
+    A running runner serves the same tools over streamable HTTP at /mcp/<jobId>.
+    """
+    from coro.mcp.server import serve_stdio
+
+    raise typer.Exit(serve_stdio(job, tools or None))
+
+
 def main() -> None:
     """Console-script entry point (`coro`)."""
     app()

@@ -77,9 +77,13 @@ class Tool(Generic[InputT]):
     description: str
     input_model: type[InputT]
     handler: Handler[InputT]
+    #: A raw JSON schema that replaces the input model's (an external MCP server's tool).
+    schema: dict[str, Any] | None = None
 
     @property
     def input_schema(self) -> dict[str, Any]:
+        if self.schema is not None:
+            return self.schema
         return self.input_model.model_json_schema(by_alias=True)
 
 
@@ -113,6 +117,10 @@ class ToolRegistry:
             return handler
 
         return register
+
+    def remove(self, name: str) -> None:
+        """Unregister a tool (external MCP tools leave when their server disconnects)."""
+        self._tools.pop(name, None)
 
     def get(self, name: str) -> Tool[Any] | None:
         return self._tools.get(name.removeprefix(MCP_PREFIX))
