@@ -1,0 +1,1 @@
+"""Source-control and tracker plugins (built-ins are plugins on the same interfaces)."""

@@ -1,0 +1,1 @@
+"""Source-control plugins: `github`, `bitbucket`, `local`."""

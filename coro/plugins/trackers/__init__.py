@@ -1,0 +1,1 @@
+"""Issue-tracker plugins: `jira`, `github-issues`."""
