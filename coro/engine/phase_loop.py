@@ -110,6 +110,7 @@ class PhaseLoop:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
             return
         await self._snapshot_phases(job, workflow)
+        self.env.workdir(self.job_id).mkdir(parents=True, exist_ok=True)
         await self.log(f"Runner started — phase: {job.phase}")
         while await self._run_phase(workflow):
             pass
@@ -183,7 +184,6 @@ class PhaseLoop:
 
         signals = PhaseSignals()
         workdir = self.env.workdir(self.job_id)
-        workdir.mkdir(parents=True, exist_ok=True)
         ctx = ToolContext(
             job_id=self.job_id,
             phase=phase.name,

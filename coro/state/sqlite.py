@@ -3,42 +3,53 @@
 Concurrency model
 -----------------
 * Every connection runs in WAL mode with `synchronous=NORMAL`, a busy timeout and
-  foreign keys on. The sqlite3 driver's implicit transactions are switched off: a
-  single-statement write runs as its own (autocommit) transaction, and multi-statement
-  writes are explicit `BEGIN IMMEDIATE … COMMIT`, so a writer takes SQLite's write lock
-  up front (waiting up to the busy timeout for other processes) instead of failing
-  when upgrading a read lock.
-* Within one backend instance, writers queue on an `asyncio.Lock` rather than on
-  SQLite's lock, whose busy handler polls with sleeps.
-* `update_job` is optimistic: read `doc` and `version`, apply the mutation, then
-  `UPDATE … WHERE id = ? AND version = ?`; if another writer (another process or
-  backend instance) got in first, re-read and re-apply. Updates of one job within this
-  instance are also serialised by a per-job lock, so they do not retry against each
-  other.
-* `append_logs` is group-committed: callers enqueue their lines and a single writer
-  task inserts everything queued in one transaction, then resolves each caller once it
-  has committed. Being the only appender of this instance, the writer numbers lines
-  from a per-job counter (read from `MAX(seq)` the first time a job is seen); if
-  another process appended meanwhile the primary key refuses the stale numbers and the
-  batch is renumbered from the database and retried. If a batch fails otherwise, its
-  requests are retried one by one, so a bad request fails only its own caller.
+  foreign keys on, with the sqlite3 driver's implicit transactions switched off.
+* The hot operations (create/get/update a job, append/read/count log lines) do not go
+  through SQLAlchemy: each backend owns one long-lived connection used by one worker
+  thread (`_Worker`). Callers queue an operation and await a future; the worker drains
+  the queue, runs every queued *write* in one `BEGIN IMMEDIATE … COMMIT` transaction
+  (group commit: a writer takes SQLite's write lock up front, waiting up to the busy
+  timeout for other processes), then the queued *reads*, and resolves the callers
+  only after the commit, in one hop back to the event loop. If a batch fails, it is
+  rolled back and its writes retried one transaction each, so a bad request fails
+  only its own caller. The statements are compiled once from `coro.state.schema`.
+* `update_job` is optimistic: apply the mutation (on the event loop) to the job's
+  `doc` at some `version`, then `UPDATE … WHERE id = ? AND version = ?`; if another
+  writer (another process or backend instance) got in first, re-read and re-apply.
+  The last `(version, doc)` this instance wrote or read is kept in a bounded cache, so
+  an update usually needs no read round trip; a stale entry only costs a failed CAS
+  and a retry, and a mutation that declines to write (or raises) on a cached copy is
+  re-checked against the database. Updates of one job within this instance are serialised by a
+  per-job lock, so they do not retry against each other.
+* Log lines are numbered by the worker, inside the write transaction, from a per-job
+  counter (read from `MAX(seq)` the first time a job is seen). The counters are only
+  trusted while `PRAGMA data_version` shows that no other connection has committed
+  since this one's last transaction; otherwise they are re-read. Indexes are thus
+  contiguous even with several processes appending to one job.
+* Listings (`list_jobs`, `jobs_with_status`) and migrations use SQLAlchemy (async
+  engine over aiosqlite for the former, Alembic for the latter).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import sqlite3
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     URL,
+    ClauseElement,
     ColumnElement,
-    Executable,
+    bindparam,
     create_engine,
     event,
     func,
@@ -47,8 +58,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from coro.engine.models import Job, LogEntry, iso_now
@@ -67,8 +78,14 @@ BUSY_TIMEOUT_MS = 30_000
 #: Alembic keeps the running migration's context in module globals: one at a time.
 _ALEMBIC_LOCK = threading.Lock()
 
-#: Bound parameters per `IN (...)` list (well under SQLite's variable limit).
-_IN_CHUNK = 500
+#: Most operations the worker runs in one transaction (the rest wait for the next one).
+_MAX_BATCH = 1000
+
+#: Characters of job documents kept by `update_job`'s cache (oldest entries go first).
+DOC_CACHE_CHARS = 8 * 1024 * 1024
+
+#: Per-job log counters the worker keeps before starting afresh.
+_MAX_COUNTERS = 100_000
 
 
 # --- connections and migrations -------------------------------------------------------
@@ -142,8 +159,8 @@ def _search_text(job: Job) -> str:
     return " ".join(str(part) for part in parts if part).lower()
 
 
-def _columns(job: Job) -> dict[str, Any]:
-    """Every `jobs` column but `id` and `version`, from the job."""
+def _columns(job: Job, doc: str) -> dict[str, Any]:
+    """Every `jobs` column but `id` and `version`, from the job and its JSON `doc`."""
     return {
         "type": job.type,
         "status": job.status,
@@ -152,27 +169,269 @@ def _columns(job: Job) -> dict[str, Any]:
         "search_text": _search_text(job),
         "created_at": job.created_at,
         "updated_at": job.updated_at,
-        "doc": job.model_dump_json(by_alias=True),
+        "doc": doc,
     }
+
+
+def _dump(job: Job) -> str:
+    return job.model_dump_json(by_alias=True)
 
 
 def _load(doc: str) -> Job:
     return Job.model_validate_json(doc)
 
 
-def _chunks(items: list[str], size: int = _IN_CHUNK) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+# --- the hot statements, compiled once from the schema ---------------------------------
+
+_NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 
-# --- the backend ----------------------------------------------------------------------
+def _sql(statement: ClauseElement) -> str:
+    return str(statement.compile(dialect=_NAMED))
+
+
+_INSERT_JOB = _sql(insert(jobs))
+_UPDATE_JOB = _sql(
+    update(jobs)
+    .where(jobs.c.id == bindparam("w_id"), jobs.c.version == bindparam("w_version"))
+    .values({c.name: bindparam(c.name) for c in jobs.columns if c.name != "id"})
+)
+_SELECT_JOB = _sql(select(jobs.c.doc, jobs.c.version).where(jobs.c.id == bindparam("id")))
+_INSERT_LOG = _sql(insert(job_logs))
+_LAST_SEQ = _sql(select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == bindparam("job_id")))
+_READ_LOGS = _sql(
+    select(job_logs.c.seq, job_logs.c.line)
+    .where(job_logs.c.job_id == bindparam("job_id"), job_logs.c.seq > bindparam("after"))
+    .order_by(job_logs.c.seq)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+_COUNT_LOGS = _sql(
+    select(func.count()).select_from(job_logs).where(job_logs.c.job_id == bindparam("job_id"))
+)
+
+
+# --- the worker: one connection, one thread, group-committed writes ---------------------
+
+#: What an operation gives back: its future, and its result or its error.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 @dataclass(slots=True)
-class _LogRequest:
-    job_id: str
-    lines: list[str]
-    future: asyncio.Future[list[LogEntry]]
+class _Op:
+    write: bool
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class _BeginFailed(Exception):
+    """`BEGIN IMMEDIATE` failed (e.g. another process held the write lock too long):
+    nothing of the batch ran, and retrying it write by write would only wait again."""
+
+
+class _Worker:
+    """A thread with this backend's own SQLite connection, running queued operations.
+
+    Writes queued together share one transaction and are resolved after its commit;
+    reads run after it (autocommit), so a read sees every write queued before it.
+    Results go back to their event loop in one `call_soon_threadsafe` per batch.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._main, name=f"coro-sqlite:{path.name}", daemon=True
+        )
+        # Set (under `_gate`) once no operation may be queued any more.
+        self._gate = threading.Lock()
+        self._closed = False
+        # Owned by the worker thread: the next log index of each job, trusted while
+        # `PRAGMA data_version` says no other connection committed since our last write.
+        self._next_seq: dict[str, int] = {}
+        self._data_version: int | None = None
+
+    async def start(self) -> None:
+        self._thread.start()
+        await self.submit(False, _nothing)  # the connection is ready (or why not)
+
+    async def stop(self) -> None:
+        """Finish every queued operation, then close the connection."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        with self._gate:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_Op(False, _stop_marker, future))
+        await asyncio.shield(future)
+
+    def submit(self, write: bool, run: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        with self._gate:
+            if self._closed:
+                raise RuntimeError(f"SqliteStateBackend({self.path}) is closed")
+            self._queue.put(_Op(write, run, future))
+        return future
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        batch: list[_Op] = []
+        stop: _Op | None = None
+        error: BaseException | None = None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            configure_sqlite_connection(conn, None)
+            while stop is None:
+                batch = [self._queue.get()]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if batch[-1].run is _stop_marker:  # nothing is queued after it
+                    stop = batch.pop()
+                live = [op for op in batch if not op.future.cancelled()]
+                outcomes = self._run_batch(conn, live)
+                batch = []
+                _post(outcomes)
+        except BaseException as exc:  # no connection, or broken: fail everyone waiting
+            error = exc
+        finally:
+            with self._gate:
+                self._closed = True
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lost = error or RuntimeError(f"SqliteStateBackend({self.path}) is closed")
+            _post([(op.future, None, lost) for op in batch if op.run is not _stop_marker])
+            if conn is not None:
+                conn.close()
+            stops = [op for op in [stop, *batch] if op is not None and op.run is _stop_marker]
+            _post([(op.future, None, error) for op in stops])
+
+    def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> list[_Outcome]:
+        writes = [op for op in ops if op.write]
+        outcomes: list[_Outcome] = []
+        if writes:
+            try:
+                outcomes.extend(self._transaction(conn, writes))
+            except _BeginFailed as exc:
+                cause = exc.__cause__ or exc
+                outcomes.extend((op.future, None, cause) for op in writes)
+            except Exception:
+                # Retry one transaction each: a bad request fails only its own caller.
+                for op in writes:
+                    try:
+                        outcomes.extend(self._transaction(conn, [op]))
+                    except _BeginFailed as exc:
+                        outcomes.append((op.future, None, exc.__cause__ or exc))
+                    except Exception as exc:
+                        outcomes.append((op.future, None, exc))
+        for op in ops:
+            if not op.write:
+                try:
+                    outcomes.append((op.future, op.run(conn), None))
+                except Exception as exc:
+                    outcomes.append((op.future, None, exc))
+        return outcomes
+
+    def _transaction(self, conn: sqlite3.Connection, writes: list[_Op]) -> list[_Outcome]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _BeginFailed(str(exc)) from exc
+        try:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version or len(self._next_seq) > _MAX_COUNTERS:
+                self._next_seq.clear()  # someone else committed: counters may be stale
+            results = [op.run(conn) for op in writes]
+            conn.execute("COMMIT")
+        except BaseException:
+            self._next_seq.clear()  # they may count lines that were rolled back
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._data_version = version  # our own commits don't change it
+        return [(op.future, result, None) for op, result in zip(writes, results, strict=True)]
+
+    # -- operations (run on the worker thread) -------------------------------------------
+
+    def append(self, job_id: str, lines: list[str], conn: sqlite3.Connection) -> int:
+        """Insert `lines` after the job's last line; returns the first one's index."""
+        start = self._next_seq.get(job_id)
+        if start is None:
+            (last,) = conn.execute(_LAST_SEQ, {"job_id": job_id}).fetchone()
+            start = 0 if last is None else last + 1
+        conn.executemany(
+            _INSERT_LOG,
+            [{"job_id": job_id, "seq": start + n, "line": line} for n, line in enumerate(lines)],
+        )
+        self._next_seq[job_id] = start + len(lines)
+        return start
+
+
+def _nothing(_conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _stop_marker(_conn: sqlite3.Connection) -> None:
+    """Marks the operation that stops the worker; never run."""
+    raise AssertionError("the stop marker is not an operation")
+
+
+def _post(outcomes: list[_Outcome]) -> None:
+    """Hand outcomes to the event loops their futures belong to (from the worker)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, mine)
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(result)
+        elif isinstance(error, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(error)
+
+
+def _insert_job(params: dict[str, Any], conn: sqlite3.Connection) -> None:
+    conn.execute(_INSERT_JOB, params)
+
+
+def _update_job(params: dict[str, Any], conn: sqlite3.Connection) -> int:
+    return conn.execute(_UPDATE_JOB, params).rowcount
+
+
+def _select_job(job_id: str, conn: sqlite3.Connection) -> tuple[str, int] | None:
+    row: tuple[str, int] | None = conn.execute(_SELECT_JOB, {"id": job_id}).fetchone()
+    return row
+
+
+def _read_logs(
+    job_id: str, after: int, limit: int, conn: sqlite3.Connection
+) -> list[tuple[int, str]]:
+    params = {"job_id": job_id, "after": after, "limit": limit, "offset": 0}
+    rows: list[tuple[int, str]] = conn.execute(_READ_LOGS, params).fetchall()
+    return rows
+
+
+def _count_logs(job_id: str, conn: sqlite3.Connection) -> int:
+    (count,) = conn.execute(_COUNT_LOGS, {"job_id": job_id}).fetchone()
+    return int(count)
+
+
+# --- the backend ----------------------------------------------------------------------
 
 
 class SqliteStateBackend:
@@ -181,75 +440,99 @@ class SqliteStateBackend:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._engine: AsyncEngine | None = None
-        self._write_lock = asyncio.Lock()
+        self._worker: _Worker | None = None
         self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
-        # group-committed log appends
-        self._log_queue: list[_LogRequest] = []
-        self._log_writer: asyncio.Task[None] | None = None
-        self._next_seq: dict[str, int] = {}  # job id -> next index (as committed)
+        # job id -> (version, doc) as this instance last wrote or read it
+        self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._docs_chars = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._engine is not None:
+        if self._worker is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade_sqlite, self.path)
-        engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
-        event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
-        self._engine = engine
+        worker = _Worker(self.path)
+        await worker.start()
+        try:
+            url = URL.create("sqlite+aiosqlite", database=str(self.path))
+            engine = create_async_engine(url)
+            event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
+        except BaseException:
+            await worker.stop()
+            raise
+        self._engine, self._worker = engine, worker
 
     async def close(self) -> None:
-        writer = self._log_writer
-        if writer is not None and not writer.done():
-            await asyncio.wait([writer])  # let queued appends commit
-        self._log_writer = None
-        self._next_seq.clear()
+        worker, self._worker = self._worker, None
         engine, self._engine = self._engine, None
+        self._forget_all()
+        if worker is not None:
+            await worker.stop()  # queued writes commit first
         if engine is not None:
             await engine.dispose()
 
     # -- jobs --------------------------------------------------------------------------
 
     async def create_job(self, job: Job) -> None:
-        values = {"id": job.id, "version": 1, **_columns(job)}
-        async with self._connect() as conn:
-            try:
-                await self._write_statement(conn, insert(jobs).values(values))
-            except IntegrityError as exc:
-                raise JobExists(job.id) from exc
+        doc = _dump(job)
+        params = {"id": job.id, "version": 1, **_columns(job, doc)}
+        try:
+            await self._write(partial(_insert_job, params))
+        except sqlite3.IntegrityError as exc:
+            raise JobExists(job.id) from exc
+        self._remember(job.id, 1, doc)
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self._connect() as conn:
-            doc = await conn.scalar(select(jobs.c.doc).where(jobs.c.id == job_id))
-        return _load(doc) if doc is not None else None
+        row = await self._read_job(job_id)
+        return _load(row[1]) if row is not None else None
 
     async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
-        async with self._job_lock(job_id), self._connect() as conn:
+        async with self._job_lock(job_id):
+            cached = self._docs.get(job_id)
+            # `fresh`: `current` was just read from the database, not taken from the cache
+            fresh = cached is None
+            current = cached if cached is not None else await self._read_job(job_id)
             while True:
-                row = (
-                    await conn.execute(
-                        select(jobs.c.doc, jobs.c.version).where(jobs.c.id == job_id)
-                    )
-                ).first()
-                if row is None:
+                if current is None:
                     raise JobNotFound(job_id)
-                doc, version = row
+                version, doc = current
                 draft = _load(doc)
-                if mutate(draft) is False:
+                try:
+                    decision = mutate(draft)
+                except Exception:
+                    if fresh:
+                        raise
+                    stored = await self._read_job(job_id)
+                    if stored is not None and stored[0] == version:
+                        raise
+                    current, fresh = stored, True  # it failed on an outdated copy
+                    continue
+                if decision is False:
+                    if not fresh:  # declined on a cached copy: is that still the job?
+                        stored = await self._read_job(job_id)
+                        if stored is None or stored[0] != version:
+                            current, fresh = stored, True
+                            continue
                     return _load(doc), False
                 draft.updated_at = iso_now()
-                statement = (
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.version == version)
-                    .values(version=version + 1, **_columns(draft))
-                )
-                if await self._write_statement(conn, statement) == 1:
+                new_doc = _dump(draft)
+                params = {
+                    "w_id": job_id,
+                    "w_version": version,
+                    "version": version + 1,
+                    **_columns(draft, new_doc),
+                }
+                if await self._write(partial(_update_job, params)) == 1:
+                    self._remember(job_id, version + 1, new_doc)
                     return draft, True
-                # Another writer updated the job since we read it: start over from
-                # its version (the mutation runs again).
+                # Another writer updated the job since that version: start over from
+                # the stored one (the mutation runs again).
+                self._forget(job_id)
+                current, fresh = await self._read_job(job_id), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         conditions = _conditions(query)
@@ -261,9 +544,13 @@ class SqliteStateBackend:
             .limit(max(query.limit, 0))
             .offset(max(query.offset, 0))
         )
-        async with self._connect() as conn, self._read_transaction(conn):
-            total = await conn.scalar(count)
-            docs = (await conn.scalars(page)).all()
+        async with self._require_engine().connect() as conn:
+            await conn.exec_driver_sql("BEGIN")  # one snapshot for both queries
+            try:
+                total = await conn.scalar(count)
+                docs = (await conn.scalars(page)).all() if query.limit > 0 else []
+            finally:
+                await conn.rollback()
         return [_load(doc) for doc in docs], int(total or 0)
 
     async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
@@ -274,7 +561,7 @@ class SqliteStateBackend:
             .where(jobs.c.status.in_(sorted(statuses)))
             .order_by(jobs.c.created_at.asc(), literal_column("jobs.rowid").asc())
         )
-        async with self._connect() as conn:
+        async with self._require_engine().connect() as conn:
             docs = (await conn.scalars(statement)).all()
         return [_load(doc) for doc in docs]
 
@@ -283,159 +570,82 @@ class SqliteStateBackend:
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         if not lines:
             return []
-        self._require_engine()
-        loop = asyncio.get_running_loop()
-        request = _LogRequest(job_id, list(lines), loop.create_future())
-        self._log_queue.append(request)
-        if self._log_writer is None or self._log_writer.done():
-            self._log_writer = loop.create_task(self._write_logs(), name="coro-sqlite-logs")
-        return await request.future
+        lines = list(lines)
+        worker = self._require_worker()
+        start: int = await self._write(partial(worker.append, job_id, lines))
+        return [LogEntry(index=start + n, line=line) for n, line in enumerate(lines)]
 
     async def read_logs(
         self, job_id: str, after: int = -1, limit: int | None = None
     ) -> list[LogEntry]:
         if limit is not None and limit <= 0:
             return []
-        statement = (
-            select(job_logs.c.seq, job_logs.c.line)
-            .where(job_logs.c.job_id == job_id, job_logs.c.seq > after)
-            .order_by(job_logs.c.seq)
+        rows: list[tuple[int, str]] = await self._read(
+            partial(_read_logs, job_id, after, -1 if limit is None else limit)
         )
-        if limit is not None:
-            statement = statement.limit(limit)
-        async with self._connect() as conn:
-            rows = (await conn.execute(statement)).all()
         return [LogEntry(index=seq, line=line) for seq, line in rows]
 
     async def count_logs(self, job_id: str) -> int:
-        statement = select(func.count()).select_from(job_logs).where(job_logs.c.job_id == job_id)
-        async with self._connect() as conn:
-            return int(await conn.scalar(statement) or 0)
-
-    async def _write_logs(self) -> None:
-        """Drain the append queue, one transaction per batch.
-
-        Returns only once the queue is empty, with no await between that check and the
-        return: an `append_logs` that finds this task still running is always served.
-        """
-        batch: list[_LogRequest] = []
-        try:
-            while self._log_queue:
-                async with self._connect() as conn:
-                    while self._log_queue:
-                        batch, self._log_queue = self._log_queue, []
-                        batch = [r for r in batch if not r.future.cancelled()]
-                        if len(batch) > 1 and not await self._commit_logs(conn, batch):
-                            # Don't let one bad request fail those queued with it.
-                            for request in batch:
-                                await self._commit_logs(conn, [request])
-                        elif len(batch) == 1:
-                            await self._commit_logs(conn, batch)
-        except BaseException as exc:
-            # No connection, or cancelled: nobody may be left waiting.
-            queued, self._log_queue = self._log_queue, []
-            _fail([*batch, *queued], exc)
-            if not isinstance(exc, Exception):
-                raise
-
-    async def _commit_logs(self, conn: AsyncConnection, batch: list[_LogRequest]) -> bool:
-        """Insert `batch` in one transaction and resolve its callers.
-
-        On failure, a lone request gets the error; a larger batch is left pending
-        (returns False) for the caller to retry request by request.
-        """
-        try:
-            results = await self._insert_log_batch(conn, batch)
-        except Exception as exc:
-            if len(batch) > 1:
-                return False
-            _fail(batch, exc)
-            return True
-        for request, entries in zip(batch, results, strict=True):
-            if not request.future.done():
-                request.future.set_result(entries)
-        return True
-
-    async def _insert_log_batch(
-        self, conn: AsyncConnection, batch: list[_LogRequest]
-    ) -> list[list[LogEntry]]:
-        for attempt in range(3):
-            try:
-                async with self._write_transaction(conn):
-                    job_ids = {request.job_id for request in batch}
-                    next_seq = {j: self._next_seq[j] for j in job_ids if j in self._next_seq}
-                    next_seq.update(await _next_seqs(conn, sorted(job_ids - next_seq.keys())))
-                    results, rows = _number_lines(batch, next_seq)
-                    await conn.execute(insert(job_logs), rows)
-            except IntegrityError:
-                # Another process appended to one of these jobs: renumber from the DB.
-                if attempt == 2:
-                    raise
-                for request in batch:
-                    self._next_seq.pop(request.job_id, None)
-                continue
-            self._next_seq.update(next_seq)
-            return results
-        raise AssertionError("unreachable")
+        count: int = await self._read(partial(_count_logs, job_id))
+        return count
 
     # -- plumbing ----------------------------------------------------------------------
+
+    def _require_worker(self) -> _Worker:
+        if self._worker is None:
+            raise RuntimeError(f"SqliteStateBackend({self.path}) is not open")
+        return self._worker
 
     def _require_engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError(f"SqliteStateBackend({self.path}) is not open")
         return self._engine
 
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self._require_engine().connect() as conn:
-            yield conn
+    def _write(self, run: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Queue a write for the next group commit; the future resolves once committed."""
+        return self._require_worker().submit(True, run)
 
-    async def _write_statement(self, conn: AsyncConnection, statement: Executable) -> int:
-        """Run one INSERT/UPDATE as its own (autocommit) transaction; returns rowcount.
+    def _read(self, run: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        return self._require_worker().submit(False, run)
 
-        A single statement is atomic by itself and SQLite commits it when it completes,
-        so this needs no BEGIN/COMMIT round trips.
-        """
-        async with self._write_lock:
-            result = await conn.execute(statement)
-        return int(result.rowcount)
+    async def _read_job(self, job_id: str) -> tuple[int, str] | None:
+        """`(version, doc)` as stored (and remembered), or None."""
+        row: tuple[str, int] | None = await self._read(partial(_select_job, job_id))
+        if row is None:
+            self._forget(job_id)
+            return None
+        doc, version = row
+        self._remember(job_id, version, doc)
+        return version, doc
 
-    @asynccontextmanager
-    async def _write_transaction(self, conn: AsyncConnection) -> AsyncIterator[None]:
-        """`BEGIN IMMEDIATE … COMMIT` on `conn`, one writer of this instance at a time."""
-        async with self._write_lock:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                await conn.rollback()
-                raise
-            await conn.commit()
+    def _remember(self, job_id: str, version: int, doc: str) -> None:
+        """Cache a job's document unless a newer version is already cached."""
+        old = self._docs.get(job_id)
+        if old is not None:
+            if old[0] > version:
+                return
+            self._docs_chars -= len(old[1])
+        self._docs[job_id] = (version, doc)
+        self._docs.move_to_end(job_id)
+        self._docs_chars += len(doc)
+        while self._docs_chars > DOC_CACHE_CHARS and self._docs:
+            _, (_, evicted) = self._docs.popitem(last=False)
+            self._docs_chars -= len(evicted)
 
-    @asynccontextmanager
-    async def _read_transaction(self, conn: AsyncConnection) -> AsyncIterator[None]:
-        """A deferred transaction: several SELECTs see one snapshot."""
-        await conn.exec_driver_sql("BEGIN")
-        try:
-            yield
-        finally:
-            await conn.rollback()
+    def _forget(self, job_id: str) -> None:
+        old = self._docs.pop(job_id, None)
+        if old is not None:
+            self._docs_chars -= len(old[1])
+
+    def _forget_all(self) -> None:
+        self._docs.clear()
+        self._docs_chars = 0
 
     def _job_lock(self, job_id: str) -> asyncio.Lock:
         lock = self._job_locks.get(job_id)
         if lock is None:
             lock = self._job_locks[job_id] = asyncio.Lock()
         return lock
-
-
-def _fail(requests: Iterable[_LogRequest], exc: BaseException) -> None:
-    for request in requests:
-        if request.future.done():
-            continue
-        if isinstance(exc, asyncio.CancelledError):
-            request.future.cancel()
-        else:
-            request.future.set_exception(exc)
 
 
 def _conditions(query: JobQuery) -> list[ColumnElement[bool]]:
@@ -454,37 +664,6 @@ def _conditions(query: JobQuery) -> list[ColumnElement[bool]]:
         # instr(), not LIKE: a plain substring test, no wildcards to escape
         conditions.append(func.instr(jobs.c.search_text, query.text.lower()) > 0)
     return conditions
-
-
-async def _next_seqs(conn: AsyncConnection, job_ids: list[str]) -> dict[str, int]:
-    """The next free log index of each job, from the database."""
-    found: dict[str, int] = dict.fromkeys(job_ids, 0)
-    for chunk in _chunks(job_ids):
-        statement = (
-            select(job_logs.c.job_id, func.max(job_logs.c.seq))
-            .where(job_logs.c.job_id.in_(chunk))
-            .group_by(job_logs.c.job_id)
-        )
-        for job_id, last in (await conn.execute(statement)).all():
-            found[job_id] = last + 1
-    return found
-
-
-def _number_lines(
-    batch: Iterable[_LogRequest], next_seq: dict[str, int]
-) -> tuple[list[list[LogEntry]], list[dict[str, Any]]]:
-    """Give each request's lines consecutive indexes; advances `next_seq` in place."""
-    results: list[list[LogEntry]] = []
-    rows: list[dict[str, Any]] = []
-    for request in batch:
-        start = next_seq[request.job_id]
-        next_seq[request.job_id] = start + len(request.lines)
-        entries = [
-            LogEntry(index=start + offset, line=line) for offset, line in enumerate(request.lines)
-        ]
-        rows.extend({"job_id": request.job_id, "seq": e.index, "line": e.line} for e in entries)
-        results.append(entries)
-    return results, rows
 
 
 __all__ = [

@@ -1,0 +1,84 @@
+"""Run every benchmark (each in its own process) and print the SPEC §7 figures.
+
+`python -m bench.all [--backend sqlite|memory]`; the summary also goes to
+`bench/results/all.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench._common import RESULTS_DIR, base_parser, print_table, write_result
+
+BENCHMARKS = ("phase_overhead", "throughput", "sse_fanout")
+
+
+def _result_name(name: str, backend: str) -> str:
+    return name if backend == "sqlite" else f"{name}-{backend}"
+
+
+def _figures(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    ok = "PASS" if result.get("pass") else "FAIL"
+    if name == "phase_overhead":
+        t = result["transition_ms"]
+        return [
+            ("phase transition median (ms)", f"{t['p50']:.2f}", f"≤ 5  {ok}"),
+            ("phase transition p95 (ms)", f"{t['p95']:.2f}", ""),
+        ]
+    if name == "throughput":
+        rows = [
+            (
+                "throughput in-process (jobs/s)",
+                f"{result['in_process']['jobs_per_s']:.1f}",
+                f"≥ 100  {ok}",
+            )
+        ]
+        if result.get("http"):
+            rows.append(
+                ("throughput over HTTP (jobs/s)", f"{result['http']['jobs_per_s']:.1f}", "")
+            )
+        return rows
+    if name == "sse_fanout":
+        lat = result["latency_ms"]
+        nan = float("nan")
+        return [
+            ("SSE append→delivery p50 (ms)", f"{lat.get('p50', nan):.2f}", ""),
+            ("SSE append→delivery p99 (ms)", f"{lat.get('p99', nan):.2f}", f"≤ 100  {ok}"),
+            ("SSE deliveries missing", str(result["missing"]), "0"),
+        ]
+    return []
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "all")
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str]] = []
+    summary: dict[str, Any] = {"backend": args.backend, "results": {}}
+    failed: list[str] = []
+    for name in BENCHMARKS:
+        started = time.perf_counter()
+        command = [sys.executable, "-m", f"bench.{name}", "--backend", args.backend, "--quiet"]
+        done = subprocess.run(command, check=False)
+        seconds = time.perf_counter() - started
+        path = RESULTS_DIR / f"{_result_name(name, args.backend)}.json"
+        if done.returncode != 0 or not path.exists():
+            failed.append(name)
+            rows.append((name, "error", f"exit {done.returncode}"))
+            continue
+        result = json.loads(path.read_text())
+        summary["results"][name] = {**result, "bench_seconds": seconds}
+        rows.extend(_figures(name, result))
+    print_table(f"SPEC §7 figures ({args.backend})", rows)
+    path = write_result(_result_name("all", args.backend), summary)
+    if not args.quiet:
+        print(f"  → {path}")
+    if failed:
+        raise SystemExit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
