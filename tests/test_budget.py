@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api, ApiFactory, make_config, write_workflow
+from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
 
 PHASES = [{"name": "first", "agent": None}, {"name": "second", "agent": None}]
 
@@ -23,7 +23,8 @@ async def test_token_budget_parks_and_raising_it_continues(api: Api) -> None:
     job = await api.job(job_id)
     assert job["status"] == "awaiting-budget"
 
-    still_low = await api.client.post(f"/jobs/{job_id}/resume", json={})
+    # A message wakes it, but the budget parks it again; the message waits for the resume.
+    still_low = await api.client.post(f"/jobs/{job_id}/message", json={"message": "go on"})
     assert still_low.status_code == 200
     again = await api.follow(
         job_id,
@@ -40,6 +41,7 @@ async def test_token_budget_parks_and_raising_it_continues(api: Api) -> None:
     result = await api.finish(job_id)
     assert result.done == "complete"
     assert "finishing within the new budget" in result.texts()
+    assert "> go on" in user_prompts(await api.job(job_id))[-1]
 
 
 async def test_cost_budget_from_the_config_default(api_factory: ApiFactory) -> None:

@@ -37,7 +37,6 @@ from coro.engine.models import (
     RateLimitInfo,
     ToolCallRecord,
     ToolResultRecord,
-    WorkflowPhaseSummary,
     is_running,
     is_terminal,
 )
@@ -116,15 +115,7 @@ class PhaseLoop:
             pass
 
     async def _snapshot_phases(self, job: Job, workflow: Workflow) -> None:
-        summary = [
-            WorkflowPhaseSummary(
-                name=p.name,
-                status=p.status,
-                agent=p.agent,
-                interactive_checkpoint=p.interactive_checkpoint,
-            )
-            for p in workflow.phases
-        ]
+        summary = workflow.phase_summaries()
         if job.workflow_phases != summary:
 
             def apply(j: Job) -> None:
@@ -136,11 +127,14 @@ class PhaseLoop:
         """One visit of the current phase; True to continue with the next iteration."""
         taken: list[str | None] = [None]
         declared: list[Phase | None] = [None]
+        over_budget: str | None = None
 
         def start(j: Job) -> bool:
+            nonlocal over_budget
             declared[0] = workflow.phase(j.phase)
-            if not is_running(j.status) or declared[0] is None:
-                return False
+            over_budget = j.budget.exceeded(j.token_usage)
+            if not is_running(j.status) or declared[0] is None or over_budget:
+                return False  # a budget park keeps the pending prompt for the resume
             taken[0] = j.pending_prompt
             j.status = declared[0].status
             j.pending_prompt = None
@@ -152,15 +146,14 @@ class PhaseLoop:
         if phase is None:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
             return False
+        if over_budget and is_running(job.status):
+            await self._park_on_budget(over_budget)
+            return False
         if not started:
             await self._note_boundary_stop(job, "phase start")
             return False
         if phase.agent is None and phase.status in PARKING:
             await self._park(phase, f"phase-{phase.name}-event", None, None)
-            return False
-        over_budget = job.budget.exceeded(job.token_usage)
-        if over_budget:
-            await self._park_on_budget(over_budget)
             return False
 
         try:

@@ -28,7 +28,6 @@ from coro.engine.models import (
     Job,
     PhaseModelOverride,
     TriggerSource,
-    WorkflowPhaseSummary,
     is_running,
     is_stopped,
     is_terminal,
@@ -152,15 +151,7 @@ class JobService:
             trigger_source=trigger,
             status=QUEUED,
             phase=workflow.initial_phase_for(trigger),
-            workflow_phases=[
-                WorkflowPhaseSummary(
-                    name=p.name,
-                    status=p.status,
-                    agent=p.agent,
-                    interactive_checkpoint=p.interactive_checkpoint,
-                )
-                for p in workflow.phases
-            ],
+            workflow_phases=workflow.phase_summaries(),
             interactive=interactive,
             budget=request.budget
             or Budget.model_validate(self.env.config.jobs.default_budget.model_dump()),
