@@ -1,0 +1,671 @@
+"""The `github-issues` tracker: GitHub issues over the REST API (v3) with httpx.
+
+Settings (`plugins.installed.github-issues.config`, camelCase):
+
+* `token` — a personal access token (classic or fine-grained) or an app token.
+* `baseUrl` — default `https://api.github.com` (GitHub Enterprise Server:
+  `https://<host>/api/v3`). `http://` only for loopback hosts unless
+  `allowInsecureHttp` is set.
+* `defaultRepo` — `owner/name`, so keys may be `#12` or `12`; `defaultOwner` — so keys
+  may be `name#12`.
+* `timeoutSeconds` — per request (default 30).
+
+Keys: `owner/name#12`, `name#12` (with `defaultOwner`), `#12` / `12` (with
+`defaultRepo`) or an issue's web URL; validated before any request.
+
+GitHub issues are `open` or `closed` (with a `state_reason`). Statuses read as `open`,
+`closed` and `closed as not planned` (`closed as duplicate` …); the transitions are
+`Reopen` → open, `Close as completed` → closed and `Close as not planned` → closed as
+not planned, matched by name, target status or id (`reopen`, `close`,
+`close_not_planned`), plus the aliases `done`/`completed` and `not planned`/`wontfix`.
+Moving an issue to the status it already has changes nothing.
+
+The issues API also returns pull requests; they are refused ("… is a pull request, not
+an issue") so a tracker call never comments on or closes a PR.
+
+Errors: 401 → `PluginAuthError`; 403 → `PluginRateLimited` when the rate limit is
+exhausted (`x-ratelimit-remaining: 0`, `retry-after`), else `PluginAuthError`; 404/410 →
+`PluginNotFoundError`; 429 → `PluginRateLimited`; 422 and others → `PluginError` with
+GitHub's `message` and `errors`. The token never appears in a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from coro.executors.base import PluginConfigError
+from coro.plugins.errors import (
+    PluginAuthError,
+    PluginError,
+    PluginNotFoundError,
+    PluginRateLimited,
+)
+from coro.plugins.scm.base import ConnectionCheck
+from coro.plugins.trackers.base import Issue, TrackerComment, Transition
+from coro.plugins.trackers.jira import (
+    config_problems,
+    is_loopback,
+    normalize_base_url,
+    retry_after_seconds,
+)
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_ID = "github-issues"
+DEFAULT_BASE_URL = "https://api.github.com"
+API_VERSION = "2022-11-28"
+USER_AGENT = "coro-runner (github-issues tracker)"
+PAGE_SIZE = 100
+#: A guard against a Link chain that never ends.
+MAX_PAGES = 200
+RATE_LIMIT_FALLBACK_SECONDS = 60.0
+
+_OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})"
+_NAME = r"[A-Za-z0-9._-]{1,100}"
+_FULL_KEY = re.compile(rf"^(?P<owner>{_OWNER})/(?P<name>{_NAME})#(?P<number>\d{{1,10}})$")
+_NAME_KEY = re.compile(rf"^(?P<name>{_NAME})#(?P<number>\d{{1,10}})$")
+_SHORT_KEY = re.compile(r"^#?(?P<number>\d{1,10})$")
+_WEB_URL = re.compile(
+    rf"^https?://[^/\s]+/(?P<owner>{_OWNER})/(?P<name>{_NAME})/(?P<kind>issues|pull)/"
+    r"(?P<number>\d{1,10})(?:[/?#].*)?$"
+)
+_REPO = re.compile(rf"^(?:(?P<owner>{_OWNER})/)?(?P<name>{_NAME})$")
+_TOKEN_SHAPES = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,})")
+
+REOPEN = Transition("reopen", "Reopen", "open")
+CLOSE = Transition("close", "Close as completed", "closed")
+CLOSE_NOT_PLANNED = Transition("close_not_planned", "Close as not planned", "closed as not planned")
+TRANSITIONS = (REOPEN, CLOSE, CLOSE_NOT_PLANNED)
+_ALIASES = {
+    "reopened": REOPEN,
+    "done": CLOSE,
+    "completed": CLOSE,
+    "closed as completed": CLOSE,
+    "not planned": CLOSE_NOT_PLANNED,
+    "not_planned": CLOSE_NOT_PLANNED,
+    "wontfix": CLOSE_NOT_PLANNED,
+    "won't fix": CLOSE_NOT_PLANNED,
+}
+_PATCH = {
+    REOPEN.id: {"state": "open", "state_reason": "reopened"},
+    CLOSE.id: {"state": "closed", "state_reason": "completed"},
+    CLOSE_NOT_PLANNED.id: {"state": "closed", "state_reason": "not_planned"},
+}
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+class GitHubIssuesSettings(BaseModel):
+    """`plugins.installed.github-issues.config` (camelCase in config.json)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    token: SecretStr
+    base_url: str = DEFAULT_BASE_URL
+    default_repo: str | None = None
+    default_owner: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    allow_insecure_http: bool = False
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value().strip()
+        if not secret:
+            raise ValueError("must not be blank")
+        if any(ch.isspace() or ord(ch) < 32 for ch in secret):
+            raise ValueError("must not contain whitespace or control characters")
+        return SecretStr(secret)
+
+    @field_validator("base_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return normalize_base_url(value)
+
+    @field_validator("default_owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not re.fullmatch(_OWNER, value):
+            raise ValueError("must be a GitHub user or organisation name")
+        return value
+
+    @field_validator("default_repo")
+    @classmethod
+    def _repo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().removesuffix(".git")
+        match = _REPO.match(value)
+        if match is None or match.group("name") in (".", ".."):
+            raise ValueError('must be "owner/name"')
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> GitHubIssuesSettings:
+        if self.default_repo and "/" not in self.default_repo and not self.default_owner:
+            raise ValueError('defaultRepo must be "owner/name" (or set defaultOwner)')
+        url = urlsplit(self.base_url)
+        if url.scheme == "http" and not self.allow_insecure_http and not is_loopback(url.hostname):
+            raise ValueError(
+                "baseUrl must use https:// (plain http:// sends the token unencrypted; "
+                "set allowInsecureHttp to accept that)"
+            )
+        return self
+
+    @property
+    def repo(self) -> tuple[str, str] | None:
+        if not self.default_repo:
+            return None
+        owner, _, name = self.default_repo.rpartition("/")
+        return (owner or self.default_owner or ""), name
+
+
+def create(settings: dict[str, Any]) -> GitHubIssuesTracker:
+    """The tracker for `plugins.installed.github-issues.config`; `PluginConfigError`
+    names the failing fields, never their values."""
+    if not isinstance(settings, Mapping):
+        raise PluginConfigError("config: must be an object")
+    try:
+        parsed = GitHubIssuesSettings.model_validate(dict(settings))
+    except ValidationError as exc:
+        raise PluginConfigError(config_problems(exc)) from None
+    return GitHubIssuesTracker(parsed)
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssueRef:
+    owner: str
+    name: str
+    number: int
+
+    @property
+    def repo(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.owner}/{self.name}#{self.number}"
+
+    @property
+    def path(self) -> str:
+        return f"/repos/{self.owner}/{self.name}/issues/{self.number}"
+
+
+# --- the plugin -----------------------------------------------------------------------
+
+
+class GitHubIssuesTracker:
+    id = PLUGIN_ID
+
+    def __init__(self, settings: GitHubIssuesSettings) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url
+        self._origin = _origin(settings.base_url)
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"GitHubIssuesTracker(base_url={self.base_url!r})"
+
+    # -- plumbing --
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers={
+                    "Authorization": f"Bearer {self.settings.token.get_secret_value()}",
+                    "Accept": "application/vnd.github+json",
+                    "X-GitHub-Api-Version": API_VERSION,
+                    "User-Agent": USER_AGENT,
+                },
+                timeout=self.settings.timeout_seconds,
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def scrub(self, text: str) -> str:
+        """`text` without the token (nor anything shaped like a GitHub token)."""
+        token = self.settings.token.get_secret_value()
+        if token:
+            text = text.replace(token, "***")
+        return _TOKEN_SHAPES.sub("***", text)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        not_found: str | None = None,
+        params: dict[str, str | int] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """A successful response (2xx); every failure is a `PluginError` whose message
+        is safe to show. `url` is a path below baseUrl or an absolute URL on its origin."""
+        if url.startswith("/"):
+            url = f"{self.base_url}{url}"
+        elif _origin(url) != self._origin:
+            raise PluginError(
+                f"GitHub pointed {what} at another host; refusing to send the token there."
+            )
+        try:
+            response = await self._http().request(method, url, params=params, json=body)
+        except httpx.TimeoutException:
+            raise PluginError(
+                f"GitHub at {self.base_url} did not answer within "
+                f"{self.settings.timeout_seconds:g}s ({what})."
+            ) from None
+        except httpx.HTTPError as exc:
+            detail = self.scrub(str(exc)) or type(exc).__name__
+            raise PluginError(
+                f"Could not reach GitHub at {self.base_url} ({what}): {detail}"
+            ) from None
+        status = response.status_code
+        logger.debug("github-issues %s %s -> %s", method, urlsplit(url).path, status)
+        if status >= 400:
+            raise self._error(response, what, not_found)
+        if 300 <= status < 400:
+            location = self.scrub(response.headers.get("location", ""))
+            raise PluginError(
+                f"GitHub redirected {what} (HTTP {status}) to {location or 'another address'}"
+                " (a renamed or transferred repository?); use its current name.",
+                status=status,
+            )
+        return response
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+            raise PluginError(
+                f"GitHub sent a response that is not JSON for {what} (HTTP "
+                f"{response.status_code}, {kind}); is {self.base_url} the GitHub API?",
+                status=response.status_code,
+            ) from None
+
+    def _error(self, response: httpx.Response, what: str, not_found: str | None) -> PluginError:
+        status = response.status_code
+        message, details = _github_error(response)
+        message, details = self.scrub(message), self.scrub(details)
+        said = f": {message}" if message else ""
+        headers = response.headers
+        if status == 401:
+            return PluginAuthError(
+                f"GitHub rejected the token (HTTP 401{said}) while {what}. Check the token "
+                "setting and that the token has not expired.",
+                status=status,
+            )
+        if status in (403, 429) and (
+            status == 429
+            or headers.get("x-ratelimit-remaining") == "0"
+            or "retry-after" in headers
+            or "rate limit" in message.lower()
+        ):
+            retry_after = _rate_limit_wait(headers)
+            return PluginRateLimited(
+                f"GitHub rate limit reached while {what}; retry in {retry_after:g}s.",
+                retry_after=retry_after,
+                status=status,
+            )
+        if status == 403:
+            return PluginAuthError(
+                f"GitHub refused {what} (HTTP 403{said}); the token may lack a scope or "
+                "access to the repository.",
+                status=status,
+            )
+        if status in (404, 410):
+            text = not_found or f"GitHub answered {status} while {what}{said}"
+            if status == 410 and message:
+                text = f"{text} ({message})"
+            return PluginNotFoundError(f"{text}.", status=status)
+        if status >= 500:
+            return PluginError(
+                f"GitHub failed while {what} (HTTP {status}){said}; try again later.",
+                status=status,
+            )
+        extra = f" ({details})" if details else ""
+        return PluginError(f"GitHub refused {what} (HTTP {status}){said}{extra}", status=status)
+
+    # -- keys --
+
+    def parse_key(self, key: str) -> IssueRef:
+        """`owner/name#12`, `name#12` (defaultOwner), `#12` / `12` (defaultRepo) or an
+        issue URL; `PluginError` (before any request) for anything else."""
+        if not isinstance(key, str):
+            raise PluginError("A GitHub issue key must be text such as owner/name#12.")
+        text = key.strip()
+        owner = name = None
+        number = ""
+        if match := _FULL_KEY.match(text):
+            owner, name, number = match.group("owner"), match.group("name"), match.group("number")
+        elif match := _WEB_URL.match(text):
+            owner, name, number = match.group("owner"), match.group("name"), match.group("number")
+            if match.group("kind") == "pull":
+                raise PluginError(f"{owner}/{name}#{number} is a pull request, not an issue.")
+        elif (match := _NAME_KEY.match(text)) and self.settings.default_owner:
+            owner, name, number = (
+                self.settings.default_owner,
+                match.group("name"),
+                match.group("number"),
+            )
+        elif (match := _SHORT_KEY.match(text)) and self.settings.repo is not None:
+            (owner, name), number = self.settings.repo, match.group("number")
+        if not owner or not name or name in (".", "..") or not number or int(number) < 1:
+            shown = self.scrub(text)[:80]
+            if _SHORT_KEY.match(text):
+                raise PluginError(
+                    f"Not a GitHub issue key: {shown!r}; a bare number needs defaultRepo, "
+                    "otherwise write owner/name#12."
+                )
+            raise PluginError(f"Not a GitHub issue key: {shown!r}; expected owner/name#12.")
+        return IssueRef(owner, name, int(number))
+
+    # -- operations --
+
+    async def _issue(self, ref: IssueRef, what: str) -> dict[str, Any]:
+        response = await self._send("GET", ref.path, what=what, not_found=_not_found(ref))
+        data = _object(self._json(response, f"issue {ref.key}"), f"issue {ref.key}")
+        if data.get("pull_request") is not None:
+            raise PluginError(f"{ref.key} is a pull request, not an issue.")
+        return data
+
+    async def get_issue(self, key: str) -> Issue:
+        ref = self.parse_key(key)
+        data = await self._issue(ref, f"reading issue {ref.key}")
+        count = data.get("comments")
+        has_comments = not isinstance(count, int) or isinstance(count, bool) or count > 0
+        comments = await self._comments(ref) if has_comments else []
+        labels: list[str] = []
+        raw_labels = data.get("labels")
+        if isinstance(raw_labels, list):
+            for label in raw_labels:
+                if isinstance(label, str):
+                    labels.append(label)
+                elif isinstance(label, Mapping) and isinstance(label.get("name"), str):
+                    labels.append(str(label["name"]))
+        html_url = data.get("html_url")
+        return Issue(
+            key=ref.key,
+            title=_text(data.get("title")),
+            description=_body(data.get("body")),
+            status=_status(data),
+            url=html_url if isinstance(html_url, str) else "",
+            issue_type=_issue_type(data.get("type")),
+            assignee=_login(data.get("assignee")),
+            labels=labels,
+            comments=comments,
+        )
+
+    async def list_comments(self, key: str) -> list[TrackerComment]:
+        """Every comment of the issue, oldest first."""
+        ref = self.parse_key(key)
+        await self._issue(ref, f"reading issue {ref.key}")
+        return await self._comments(ref)
+
+    async def _comments(self, ref: IssueRef) -> list[TrackerComment]:
+        collected: dict[str, TrackerComment] = {}
+        url: str | None = f"{ref.path}/comments"
+        params: dict[str, str | int] | None = {"per_page": PAGE_SIZE}
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            response = await self._send(
+                "GET",
+                url,
+                what=f"reading the comments of {ref.key}",
+                not_found=_not_found(ref),
+                params=params,
+            )
+            page = self._json(response, f"the comments of {ref.key}")
+            if not isinstance(page, list):
+                raise PluginError(
+                    f"GitHub sent an unexpected response for the comments of {ref.key}: "
+                    "expected a JSON list."
+                )
+            for raw in page:
+                comment = self._comment(raw, ref)
+                collected.setdefault(comment.id, comment)
+            next_url = response.links.get("next", {}).get("url")
+            url = next_url if next_url and page else None
+            params = None  # the next link carries its own query
+        return list(collected.values())
+
+    def _comment(self, raw: Any, ref: IssueRef) -> TrackerComment:
+        data = _object(raw, f"a comment of {ref.key}")
+        comment_id = data.get("id")
+        if not isinstance(comment_id, str | int) or isinstance(comment_id, bool):
+            raise PluginError(f"GitHub sent a comment of {ref.key} without an id.")
+        created = data.get("created_at")
+        return TrackerComment(
+            id=str(comment_id),
+            author=_login(data.get("user")) or "unknown",
+            body=_body(data.get("body")),
+            created_at=created if isinstance(created, str) else "",
+        )
+
+    async def comment(self, key: str, body: str) -> TrackerComment:
+        ref = self.parse_key(key)
+        if not isinstance(body, str) or not body.strip():
+            raise PluginError(f"Refusing to post an empty comment on {ref.key}.")
+        await self._issue(ref, f"reading issue {ref.key}")
+        response = await self._send(
+            "POST",
+            f"{ref.path}/comments",
+            what=f"posting a comment on {ref.key}",
+            not_found=_not_found(ref),
+            body={"body": body.strip()},
+        )
+        return self._comment(self._json(response, f"the new comment on {ref.key}"), ref)
+
+    async def transitions(self, key: str) -> list[Transition]:
+        """The moves that change the issue's status (all three are accepted by
+        `transition`, which leaves an issue already in the target status alone)."""
+        ref = self.parse_key(key)
+        current = _status(await self._issue(ref, f"reading issue {ref.key}"))
+        return [t for t in TRANSITIONS if t.to_status != current]
+
+    async def transition(self, key: str, to: str) -> Transition:
+        """Reopen or close the issue (as completed or not planned); `to` names a
+        transition, a status or an alias, case-insensitively. An issue already in the
+        target status is left alone: the result then has an empty `id` and `name`."""
+        ref = self.parse_key(key)
+        wanted = to.strip() if isinstance(to, str) else ""
+        chosen = _pick(wanted)
+        if chosen is None:
+            available = ", ".join(f"{t.name} → {t.to_status}" for t in TRANSITIONS)
+            raise PluginError(
+                f'No GitHub issue transition matches "{wanted}" for {ref.key}. '
+                f"Available: {available}."
+            )
+        current = _status(await self._issue(ref, f"reading issue {ref.key}"))
+        if current == chosen.to_status:
+            return Transition(id="", name="", to_status=current)
+        response = await self._send(
+            "PATCH",
+            ref.path,
+            what=f'moving {ref.key} by "{chosen.name}"',
+            not_found=_not_found(ref),
+            body=_PATCH[chosen.id],
+        )
+        updated = _object(self._json(response, f"issue {ref.key}"), f"issue {ref.key}")
+        if _status(updated) != chosen.to_status:
+            raise PluginError(
+                f'GitHub accepted "{chosen.name}" for {ref.key} but the issue is now '
+                f"{_status(updated)}."
+            )
+        return chosen
+
+    async def test_connection(self) -> ConnectionCheck:
+        details = {"baseUrl": self.base_url}
+        user: str | None = None
+        try:
+            response = await self._send("GET", "/user", what="checking the connection")
+            user = _login(_object(self._json(response, "the user"), "the user")) or "unknown"
+            details["user"] = user
+            scopes = response.headers.get("x-oauth-scopes")
+            if scopes is not None:
+                details["scopes"] = scopes
+        except PluginError as exc:
+            # App and some fine-grained tokens cannot read /user; the repository decides.
+            if not (exc.status == 403 and self.settings.repo is not None):
+                if exc.status is not None:
+                    details["status"] = str(exc.status)
+                return ConnectionCheck(False, str(exc), details)
+        who = f" as {user}" if user else ""
+        repo = self.settings.repo
+        if repo is None:
+            return ConnectionCheck(True, f"Connected to GitHub at {self.base_url}{who}.", details)
+        full = f"{repo[0]}/{repo[1]}"
+        try:
+            response = await self._send(
+                "GET",
+                f"/repos/{full}",
+                what=f"reading repository {full}",
+                not_found=f"Repository {full} (defaultRepo) does not exist or the token "
+                "cannot see it",
+            )
+            data = _object(self._json(response, f"repository {full}"), f"repository {full}")
+        except PluginError as exc:
+            if exc.status is not None:
+                details["status"] = str(exc.status)
+            return ConnectionCheck(False, str(exc), details)
+        details["repo"] = full
+        if data.get("has_issues") is False:
+            return ConnectionCheck(False, f"Issues are disabled on {full} (defaultRepo).", details)
+        return ConnectionCheck(
+            True, f"Connected to GitHub at {self.base_url}{who}; {full} has issues.", details
+        )
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _not_found(ref: IssueRef) -> str:
+    return f"GitHub issue {ref.key} does not exist, or the token cannot see {ref.repo}"
+
+
+def _pick(wanted: str) -> Transition | None:
+    folded = wanted.casefold()
+    if not folded:
+        return None
+    for transition in TRANSITIONS:
+        if folded in (transition.id, transition.name.casefold(), transition.to_status):
+            return transition
+    return _ALIASES.get(folded)
+
+
+def _status(data: Mapping[str, Any]) -> str:
+    state = data.get("state")
+    if state == "open":
+        return "open"
+    if state != "closed":
+        raise PluginError("GitHub sent an issue without a known state.")
+    reason = data.get("state_reason")
+    if isinstance(reason, str) and reason and reason != "completed":
+        return f"closed as {reason.replace('_', ' ')}"
+    return "closed"
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PluginError(f"GitHub sent an unexpected response for {what}: expected a JSON object.")
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _body(value: Any) -> str:
+    return value.replace("\r\n", "\n").strip("\n") if isinstance(value, str) else ""
+
+
+def _login(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        login = value.get("login")
+        if isinstance(login, str) and login:
+            return login
+    return None
+
+
+def _issue_type(value: Any) -> str | None:
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        return str(value["name"])
+    return None
+
+
+def _rate_limit_wait(headers: httpx.Headers) -> float:
+    if "retry-after" in headers:
+        return retry_after_seconds(headers["retry-after"], RATE_LIMIT_FALLBACK_SECONDS)
+    reset = headers.get("x-ratelimit-reset")
+    if reset is not None:
+        try:
+            return retry_after_seconds(str(float(reset) - time.time()), RATE_LIMIT_FALLBACK_SECONDS)
+        except ValueError:
+            pass
+    return retry_after_seconds(None, RATE_LIMIT_FALLBACK_SECONDS)
+
+
+def _github_error(response: httpx.Response) -> tuple[str, str]:
+    """GitHub's `message` and a summary of its `errors` (or a non-JSON excerpt)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, Mapping):
+        message = data.get("message")
+        text = message.strip() if isinstance(message, str) else ""
+        parts: list[str] = []
+        errors = data.get("errors")
+        if isinstance(errors, list):
+            for error in errors[:10]:
+                if isinstance(error, str):
+                    parts.append(error)
+                elif isinstance(error, Mapping):
+                    if isinstance(error.get("message"), str):
+                        parts.append(str(error["message"]))
+                    else:
+                        bits = [str(error[k]) for k in ("resource", "field", "code") if k in error]
+                        parts.append(" ".join(bits))
+        return text[:300], "; ".join(p for p in parts if p)[:300]
+    if "html" in response.headers.get("content-type", ""):
+        return "", ""
+    return " ".join(response.text.split())[:200], ""

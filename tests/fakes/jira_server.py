@@ -1,0 +1,639 @@
+"""A loopback fake of the Jira Cloud REST API (v3, and v2 for Data Center clients).
+
+A real HTTP/1.1 server on 127.0.0.1 (hand-written on asyncio streams, listening as soon
+as `async with FakeJira()` returns). It keeps issues, comments (stored as ADF), a
+workflow of statuses and transitions, and answers the documented endpoints with
+Jira's JSON shapes and status codes:
+
+    GET  /rest/api/{2,3}/myself
+    GET  /rest/api/{2,3}/project/{key}
+    GET  /rest/api/{2,3}/issue/{key}?fields=…          (embeds the first comments)
+    GET  /rest/api/{2,3}/issue/{key}/comment?startAt&maxResults&orderBy
+    POST /rest/api/{2,3}/issue/{key}/comment          (v3: ADF body, v2: string)
+    GET  /rest/api/{2,3}/issue/{key}/transitions
+    POST /rest/api/{2,3}/issue/{key}/transitions      (204; 400 for an invalid id or a
+                                                       missing required field)
+
+Errors use `{"errorMessages": [...], "errors": {...}}`. A wrong credential gets 401
+(`text/plain`, `X-Seraph-LoginReason: AUTHENTICATED_FAILED`), `rate_limit_retry_after`
+makes every request a 429 with `Retry-After`, and `respond_once` scripts a raw answer
+for the next matching request. Every request is recorded:
+
+    async with FakeJira(email="dev@example.com", api_token="tok") as jira:
+        jira.add_issue("PROJ-1", "Fix login", description=adf_doc, status="To Do")
+        ...  # point the plugin at jira.base_url
+        assert jira.requests[-1].path == "/rest/api/3/issue/PROJ-1/transitions"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# --- state ----------------------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    account_id: str
+    display_name: str
+    email: str = ""
+
+    def json(self, base: str) -> dict[str, Any]:
+        return {
+            "self": f"{base}/rest/api/3/user?accountId={self.account_id}",
+            "accountId": self.account_id,
+            "emailAddress": self.email,
+            "displayName": self.display_name,
+            "active": True,
+            "timeZone": "Europe/Berlin",
+            "accountType": "atlassian",
+        }
+
+
+@dataclass
+class FakeComment:
+    id: str
+    author: Account
+    body: dict[str, Any]  # ADF
+    created: str
+
+
+@dataclass
+class FakeIssue:
+    id: str
+    key: str
+    summary: str
+    description: dict[str, Any] | None  # ADF
+    status: str
+    issue_type: str = "Task"
+    assignee: Account | None = None
+    labels: list[str] = field(default_factory=list)
+    comments: list[FakeComment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkflowTransition:
+    id: str
+    name: str
+    to: str
+    required_fields: tuple[str, ...] = ()  # the transition screen requires these
+
+
+def default_workflow() -> dict[str, list[WorkflowTransition]]:
+    done = WorkflowTransition("31", "Done", "Done")
+    reopen = WorkflowTransition("71", "Reopen", "To Do")
+    return {
+        "To Do": [
+            WorkflowTransition("11", "Start Progress", "In Progress"),
+            done,
+            WorkflowTransition("41", "Won't Do", "Won't Do", required_fields=("resolution",)),
+        ],
+        "In Progress": [
+            WorkflowTransition("21", "Stop Progress", "To Do"),
+            WorkflowTransition("51", "Send to Review", "In Review"),
+            done,
+        ],
+        "In Review": [WorkflowTransition("61", "Request Changes", "In Progress"), done],
+        "Done": [reopen],
+        "Won't Do": [reopen],
+    }
+
+
+@dataclass
+class Scripted:
+    """A raw answer for the next request matching `method` and `path` (a regex)."""
+
+    method: str
+    path: str
+    status: int
+    body: Any = None  # JSON-encoded unless it is `bytes` or `str`
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json;charset=UTF-8"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: Any  # parsed JSON, or None
+
+
+_CATEGORIES = {
+    "To Do": ("new", "To Do", 2),
+    "Done": ("done", "Done", 3),
+    "Won't Do": ("done", "Done", 3),
+}
+
+
+# --- the server -----------------------------------------------------------------------
+
+
+class FakeJira:
+    def __init__(
+        self,
+        *,
+        email: str = "dev@example.com",
+        api_token: str | None = "jira-api-token",
+        bearer_token: str | None = None,
+        display_name: str = "Dev Example",
+        embedded_comments: int = 5,
+        comment_page_max: int = 50,
+        login_reason_header: bool = True,
+    ) -> None:
+        self.email = email
+        self.api_token = api_token
+        self.bearer_token = bearer_token
+        self.me = Account("5b10a2844c20165700ede21g", display_name, email)
+        self.embedded_comments = embedded_comments
+        self.comment_page_max = comment_page_max
+        self.login_reason_header = login_reason_header
+        self.projects: dict[str, str] = {}  # key → name
+        self.issues: dict[str, FakeIssue] = {}
+        self.workflow = default_workflow()
+        self.rate_limit_retry_after: str | None = None  # set: every request gets a 429
+        self.requests: list[RecordedRequest] = []
+        self._script: list[Scripted] = []
+        self._ids = 10000
+        self._status_ids: dict[str, str] = {}
+        self._minutes = 0
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.port = 0
+
+    # -- test API --
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _next_id(self) -> str:
+        self._ids += 1
+        return str(self._ids)
+
+    def _timestamp(self) -> str:
+        self._minutes += 1
+        hours, minutes = divmod(self._minutes, 60)
+        return f"2024-03-01T{9 + hours:02d}:{minutes:02d}:00.000+0000"
+
+    def add_issue(
+        self,
+        key: str,
+        summary: str,
+        *,
+        description: dict[str, Any] | None = None,
+        status: str = "To Do",
+        issue_type: str = "Task",
+        assignee: str | None = None,
+        labels: list[str] | None = None,
+    ) -> FakeIssue:
+        project = key.rsplit("-", 1)[0]
+        self.projects.setdefault(project, f"Project {project}")
+        issue = FakeIssue(
+            id=self._next_id(),
+            key=key,
+            summary=summary,
+            description=description,
+            status=status,
+            issue_type=issue_type,
+            assignee=Account(f"acc-{assignee.lower().replace(' ', '-')}", assignee)
+            if assignee
+            else None,
+            labels=list(labels or []),
+        )
+        self.issues[key] = issue
+        return issue
+
+    def add_comment(
+        self, key: str, body: dict[str, Any] | str, *, author: str | None = None
+    ) -> FakeComment:
+        adf = body if isinstance(body, dict) else _paragraphs(body)
+        who = Account(f"acc-{author.lower().replace(' ', '-')}", author) if author else self.me
+        comment = FakeComment(self._next_id(), who, adf, self._timestamp())
+        self.issues[key].comments.append(comment)
+        return comment
+
+    def respond_once(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json;charset=UTF-8",
+    ) -> None:
+        self._script.append(Scripted(method, path, status, body, dict(headers or {}), content_type))
+
+    def requests_to(self, suffix: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith(suffix)]
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> FakeJira:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._connections.values():
+            writer.close()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        try:
+            while await self._one_request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            # Only now: `__aexit__` waits for every task still registered here.
+            self._connections.pop(task, None)
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        line = await reader.readline()
+        if not line:
+            return False
+        method, target, _ = line.decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = raw.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        data = await reader.readexactly(length) if length else b""
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = None
+        split = urlsplit(target)
+        path = unquote(split.path)
+        query = dict(parse_qsl(split.query))
+        self.requests.append(RecordedRequest(method, path, query, headers, body))
+        status, payload, extra, content_type = self._handle(method, path, query, headers, body)
+        await self._send(writer, status, payload, extra, content_type)
+        return headers.get("connection", "").lower() != "close"
+
+    # -- routing --
+
+    def _handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: Any,
+    ) -> tuple[int, Any, dict[str, str], str]:
+        json_type = "application/json;charset=UTF-8"
+        if not self._authorised(headers):
+            extra = {"www-authenticate": 'Basic realm="protected-area"'}
+            if self.login_reason_header:
+                extra["x-seraph-loginreason"] = "AUTHENTICATED_FAILED"
+            return (
+                401,
+                "Client must be authenticated to access this resource.",
+                extra,
+                "text/plain;charset=UTF-8",
+            )
+        for index, step in enumerate(self._script):
+            if step.method == method and re.search(step.path, path):
+                del self._script[index]
+                return step.status, step.body, step.headers, step.content_type
+        if self.rate_limit_retry_after is not None:
+            return (
+                429,
+                {"errorMessages": ["Rate limit exceeded."], "errors": {}},
+                {"retry-after": self.rate_limit_retry_after, "x-ratelimit-remaining": "0"},
+                json_type,
+            )
+        match = re.match(r"^/rest/api/(2|3)(/.*)$", path)
+        if match is None:
+            return 404, _errors(f"null for uri: {self.base_url}{path}"), {}, json_type
+        version = int(match.group(1))
+        route = match.group(2)
+        status, payload = self._route(version, method, route, query, body)
+        return status, payload, {}, json_type
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        presented = headers.get("authorization", "")
+        if self.bearer_token is not None and presented == f"Bearer {self.bearer_token}":
+            return True
+        if self.api_token is not None:
+            expected = base64.b64encode(f"{self.email}:{self.api_token}".encode()).decode()
+            return presented == f"Basic {expected}"
+        return False
+
+    def _route(
+        self, version: int, method: str, route: str, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if route == "/myself" and method == "GET":
+            return 200, self.me.json(self.base_url)
+        if (found := re.match(r"^/project/([^/]+)$", route)) and method == "GET":
+            key = found.group(1).upper()
+            if key not in self.projects:
+                return 404, _errors(f"No project could be found with key '{found.group(1)}'.")
+            return 200, {"id": "10000", "key": key, "name": self.projects[key]}
+        found = re.match(r"^/issue/([^/]+)(/comment|/transitions)?$", route)
+        if found is None:
+            return 404, _errors(f"null for uri: {self.base_url}/rest/api/{version}{route}")
+        issue = self.issues.get(found.group(1).upper())
+        if issue is None:
+            return 404, _errors("Issue does not exist or you do not have permission to see it.")
+        sub = found.group(2)
+        if sub is None and method == "GET":
+            return 200, self._issue_json(issue, version, query.get("fields"))
+        if sub == "/comment" and method == "GET":
+            return 200, self._comment_page(issue, version, query)
+        if sub == "/comment" and method == "POST":
+            return self._post_comment(issue, version, body)
+        if sub == "/transitions" and method == "GET":
+            return 200, {
+                "expand": "transitions",
+                "transitions": [self._transition_json(t) for t in self._available(issue)],
+            }
+        if sub == "/transitions" and method == "POST":
+            return self._do_transition(issue, body)
+        return 405, _errors(f"Method {method} is not allowed here.")
+
+    # -- resources --
+
+    def _available(self, issue: FakeIssue) -> list[WorkflowTransition]:
+        return list(self.workflow.get(issue.status, []))
+
+    def _status_json(self, name: str) -> dict[str, Any]:
+        status_id = self._status_ids.setdefault(name, str(10000 + len(self._status_ids)))
+        key, label, category_id = _CATEGORIES.get(name, ("indeterminate", "In Progress", 4))
+        return {
+            "self": f"{self.base_url}/rest/api/3/status/{status_id}",
+            "description": "",
+            "iconUrl": f"{self.base_url}/images/icons/statuses/generic.png",
+            "name": name,
+            "id": status_id,
+            "statusCategory": {"id": category_id, "key": key, "name": label},
+        }
+
+    def _transition_json(self, transition: WorkflowTransition) -> dict[str, Any]:
+        return {
+            "id": transition.id,
+            "name": transition.name,
+            "to": self._status_json(transition.to),
+            "hasScreen": bool(transition.required_fields),
+            "isGlobal": False,
+            "isInitial": False,
+            "isAvailable": True,
+            "isConditional": False,
+            "isLooped": False,
+        }
+
+    def _comment_json(self, issue: FakeIssue, comment: FakeComment, version: int) -> dict[str, Any]:
+        return {
+            "self": f"{self.base_url}/rest/api/{version}/issue/{issue.id}/comment/{comment.id}",
+            "id": comment.id,
+            "author": comment.author.json(self.base_url),
+            "body": comment.body if version >= 3 else _plain(comment.body),
+            "updateAuthor": comment.author.json(self.base_url),
+            "created": comment.created,
+            "updated": comment.created,
+            "jsdPublic": True,
+        }
+
+    def _issue_json(self, issue: FakeIssue, version: int, fields: str | None) -> dict[str, Any]:
+        wanted = set(fields.split(",")) if fields else None
+        shown = issue.comments[: self.embedded_comments]
+        every: dict[str, Any] = {
+            "summary": issue.summary,
+            "description": issue.description
+            if version >= 3 or issue.description is None
+            else _plain(issue.description),
+            "status": self._status_json(issue.status),
+            "issuetype": {"id": "10001", "name": issue.issue_type, "subtask": False},
+            "assignee": issue.assignee.json(self.base_url) if issue.assignee else None,
+            "labels": list(issue.labels),
+            "comment": {
+                "comments": [self._comment_json(issue, c, version) for c in shown],
+                "self": f"{self.base_url}/rest/api/{version}/issue/{issue.id}/comment",
+                "maxResults": len(shown),
+                "total": len(issue.comments),
+                "startAt": 0,
+            },
+        }
+        return {
+            "expand": "renderedFields,names,schema,operations,editmeta,changelog",
+            "id": issue.id,
+            "self": f"{self.base_url}/rest/api/{version}/issue/{issue.id}",
+            "key": issue.key,
+            "fields": {k: v for k, v in every.items() if wanted is None or k in wanted},
+        }
+
+    def _comment_page(self, issue: FakeIssue, version: int, query: dict[str, str]) -> Any:
+        start = max(int(query.get("startAt", "0") or 0), 0)
+        size = min(max(int(query.get("maxResults", "5000") or 0), 0), self.comment_page_max)
+        ordered = list(issue.comments)
+        if query.get("orderBy") == "-created":
+            ordered.reverse()
+        page = ordered[start : start + size]
+        return {
+            "comments": [self._comment_json(issue, c, version) for c in page],
+            "maxResults": size,
+            "total": len(ordered),
+            "startAt": start,
+        }
+
+    def _post_comment(self, issue: FakeIssue, version: int, body: Any) -> tuple[int, Any]:
+        raw = body.get("body") if isinstance(body, dict) else None
+        if version >= 3:
+            if not isinstance(raw, dict):
+                return 400, _errors(errors={"comment": "Comment body is not valid!"})
+            problem = adf_problem(raw)
+            if problem == "empty":
+                return 400, _errors(errors={"comment": "Comment body can not be empty!"})
+            if problem:
+                return 400, _errors("INVALID_INPUT", errors={"comment": problem})
+            adf = raw
+        else:
+            if not isinstance(raw, str) or not raw.strip():
+                return 400, _errors(errors={"comment": "Comment body can not be empty!"})
+            adf = _paragraphs(raw)
+        comment = FakeComment(self._next_id(), self.me, adf, self._timestamp())
+        issue.comments.append(comment)
+        return 201, self._comment_json(issue, comment, version)
+
+    def _do_transition(self, issue: FakeIssue, body: Any) -> tuple[int, Any]:
+        transition = body.get("transition") if isinstance(body, dict) else None
+        wanted = transition.get("id") if isinstance(transition, dict) else None
+        if not isinstance(wanted, str | int):
+            return 400, _errors("Missing 'transition' identifier.")
+        chosen = next((t for t in self._available(issue) if t.id == str(wanted)), None)
+        if chosen is None:
+            return 400, _errors(f"Transition id '{wanted}' is not valid for this issue.")
+        given = body.get("fields") if isinstance(body.get("fields"), dict) else {}
+        missing = [name for name in chosen.required_fields if name not in given]
+        if missing:
+            return 400, _errors(errors={name: f"{name.title()} is required." for name in missing})
+        issue.status = chosen.to
+        return 204, None
+
+    # -- wire --
+
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: Any,
+        headers: dict[str, str],
+        content_type: str,
+    ) -> None:
+        if status == 204 or payload is None:
+            data = b""
+        elif isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str) and not content_type.startswith("application/json"):
+            data = payload.encode()
+        else:
+            data = json.dumps(payload).encode()
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            f"content-type: {content_type}",
+            f"content-length: {len(data)}",
+            f"x-arequestid: fake-{len(self.requests)}",
+        ]
+        if status == 204:
+            lines = [line for line in lines if not line.startswith("content-")]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
+        await writer.drain()
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _errors(*messages: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"errorMessages": list(messages), "errors": dict(errors or {})}
+
+
+def _paragraphs(text: str) -> dict[str, Any]:
+    return {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": part}]}
+            for part in text.split("\n\n")
+            if part
+        ],
+    }
+
+
+def _plain(node: Any) -> str:
+    """A crude wiki-ish rendering of ADF, as REST v2 returns bodies as strings."""
+    if not isinstance(node, dict):
+        return ""
+    if node.get("type") == "text":
+        return str(node.get("text", ""))
+    if node.get("type") == "hardBreak":
+        return "\n"
+    parts = [_plain(child) for child in node.get("content", []) or []]
+    joiner = "" if node.get("type") in ("paragraph", "heading") else "\n"
+    return joiner.join(parts)
+
+
+_BLOCKS = {
+    "paragraph",
+    "heading",
+    "bulletList",
+    "orderedList",
+    "listItem",
+    "codeBlock",
+    "blockquote",
+    "rule",
+    "table",
+    "tableRow",
+    "tableHeader",
+    "tableCell",
+    "panel",
+    "mediaSingle",
+    "media",
+}
+_INLINES = {"text", "hardBreak", "mention", "emoji", "inlineCard", "date", "status"}
+_MARKS = {"code", "em", "link", "strike", "strong", "subsup", "textColor", "underline"}
+
+
+def adf_problem(doc: dict[str, Any]) -> str | None:
+    """Why `doc` is not a valid ADF document ("empty" for one without content)."""
+    if doc.get("type") != "doc" or doc.get("version") != 1:
+        return "Comment body is not valid! (expected a doc of version 1)"
+    content = doc.get("content")
+    if not isinstance(content, list):
+        return "Comment body is not valid! (doc.content must be a list)"
+    if not content:
+        return "empty"
+
+    def check(node: Any, where: str) -> str | None:
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+            return f"{where}: not a node"
+        kind = node["type"]
+        if kind not in _BLOCKS and kind not in _INLINES:
+            return f"{where}: unknown node type {kind!r}"
+        if kind == "text":
+            if not isinstance(node.get("text"), str) or not node["text"]:
+                return f"{where}: text nodes must not be empty"
+            for mark in node.get("marks", []) or []:
+                if not isinstance(mark, dict) or mark.get("type") not in _MARKS:
+                    return f"{where}: invalid mark"
+                if mark["type"] == "link" and not (mark.get("attrs") or {}).get("href"):
+                    return f"{where}: link without href"
+        children = node.get("content", [])
+        if not isinstance(children, list):
+            return f"{where}: content must be a list"
+        if kind == "listItem" and (
+            not children or children[0].get("type") not in ("paragraph", "codeBlock")
+        ):
+            return f"{where}: a list item must start with a paragraph"
+        if kind in ("bulletList", "orderedList") and any(
+            not isinstance(c, dict) or c.get("type") != "listItem" for c in children
+        ):
+            return f"{where}: lists hold list items"
+        for index, child in enumerate(children):
+            if problem := check(child, f"{where}.content[{index}]"):
+                return problem
+        return None
+
+    for index, node in enumerate(content):
+        if problem := check(node, f"content[{index}]"):
+            return f"Comment body is not valid! ({problem})"
+    return None
