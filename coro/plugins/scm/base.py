@@ -59,7 +59,7 @@ class GitCredentials:
     """Handed to git through an askpass helper, never through URLs or .git/config."""
 
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
