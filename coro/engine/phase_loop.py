@@ -239,6 +239,8 @@ class PhaseLoop:
             signals=signals,
             interrupt=self.handle.interrupt,
             developer_messages=self.handle.developer_messages,
+            session_id=job.session_id,
+            allowed_tools=phase.tools,
         )
         session_id: str | None = job.session_id
         started_at = time.monotonic()

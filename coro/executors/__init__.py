@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_EXECUTOR_MODULES: dict[str, str] = {
     "anthropic": "coro.executors.anthropic",
     "openai": "coro.executors.openai_chat",
+    "claude-code": "coro.executors.claude_code",
 }
 
 

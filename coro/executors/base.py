@@ -113,6 +113,8 @@ class PhaseRequest:
     interrupt: asyncio.Event
     developer_messages: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     max_turns: int = 200
+    session_id: str | None = None  # the provider session to resume, when it keeps one
+    allowed_tools: list[str] | None = None  # the phase's raw `tools` allow-list
 
     @property
     def stop_requested(self) -> bool:
