@@ -20,7 +20,6 @@ key never appears in a message: every text that leaves this module is scrubbed.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import re
@@ -33,7 +32,7 @@ from typing import Any, cast
 import anthropic
 import httpx2
 from anthropic.types import ContentBlock, Message
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from coro.engine.models import ConversationMessage
@@ -47,7 +46,6 @@ from coro.executors.base import (
     Health,
     ModelInfo,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     TextEvent,
@@ -55,6 +53,8 @@ from coro.executors.base import (
     UsageEvent,
     wait_interruptible,
 )
+from coro.executors.common import parse_settings
+from coro.plugins.http import Scrubber, display_url, parse_retry_after
 from coro.tools.registry import Tool
 
 logger = logging.getLogger(__name__)
@@ -123,15 +123,7 @@ class AnthropicSettings(BaseModel):
 def create(settings: dict[str, Any]) -> AnthropicExecutor:
     """The executor for `plugins.installed.anthropic.config`; `PluginConfigError` names
     the failing field, never its value."""
-    try:
-        parsed = AnthropicSettings.model_validate(settings)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            problems.append(f"{where}: {error['msg']}")
-        raise PluginConfigError("; ".join(problems)) from None
-    return AnthropicExecutor(parsed)
+    return AnthropicExecutor(parse_settings(AnthropicSettings, settings))
 
 
 # --- the executor ---------------------------------------------------------------------
@@ -166,6 +158,7 @@ class AnthropicExecutor:
     def __init__(self, settings: AnthropicSettings) -> None:
         self.settings = settings
         self._bound: _Loop | None = None
+        self._scrubber = Scrubber([settings.api_key.get_secret_value()], min_length=1)
 
     def __repr__(self) -> str:
         return f"AnthropicExecutor(base_url={self.settings.base_url!r})"
@@ -196,10 +189,7 @@ class AnthropicExecutor:
 
     def scrub(self, text: str) -> str:
         """`text` without the API key (nor anything shaped like an Anthropic key)."""
-        key = self.settings.api_key.get_secret_value()
-        if key:
-            text = text.replace(key, "***")
-        return _KEY_PATTERN.sub("sk-ant-***", text)
+        return _KEY_PATTERN.sub("sk-ant-***", self._scrubber.scrub(text))
 
     # -- phases --
 
@@ -482,7 +472,7 @@ class AnthropicExecutor:
 
     async def healthcheck(self) -> Health:
         """A cheap authenticated request (`GET /v1/models?limit=1`)."""
-        where = _display_url(self.settings.base_url or "https://api.anthropic.com")
+        where = display_url(self.settings.base_url or "https://api.anthropic.com")
         started = time.monotonic()
         timeout = min(self.settings.timeout_seconds, HEALTHCHECK_TIMEOUT_SECONDS)
         try:
@@ -721,15 +711,9 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     """Seconds to wait after a 429: `retry-after` (seconds or an HTTP date), else the
     latest `anthropic-ratelimit-*-reset` time, else a default."""
     now = time.time() if now is None else now
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return _clamp(float(raw))
-        except ValueError:
-            try:
-                return _clamp(email.utils.parsedate_to_datetime(raw).timestamp() - now)
-            except (TypeError, ValueError):
-                pass
+    seconds = parse_retry_after(headers.get("retry-after"), now)
+    if seconds is not None:
+        return _clamp(seconds)
     resets = []
     for name in ("requests", "tokens", "input-tokens", "output-tokens"):
         value = headers.get(f"anthropic-ratelimit-{name}-reset")
@@ -749,8 +733,3 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 def _clamp(seconds: float) -> float:
     return min(max(seconds, 0.0), RATE_LIMIT_MAX_SECONDS)
-
-
-def _display_url(url: str) -> str:
-    """A base URL without any credentials embedded in it."""
-    return re.sub(r"//[^/@]*@", "//", url)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from openai.types.chat import (
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageParam,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from coro.engine.models import ConversationMessage
@@ -58,7 +57,9 @@ from coro.executors.base import (
     UsageEvent,
     wait_interruptible,
 )
+from coro.executors.common import parse_settings
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
+from coro.plugins.http import Scrubber, parse_retry_after
 
 OPENAI_API_URL = "https://api.openai.com/v1"
 #: Sent as the bearer token to keyless servers (Ollama, llama.cpp…), which ignore it.
@@ -121,14 +122,7 @@ class OpenAISettings(BaseModel):
 def create(settings: dict[str, Any]) -> OpenAIChatExecutor:
     """The executor for `plugins.installed.openai.config`; `PluginConfigError` names the
     failing field (never its value)."""
-    try:
-        parsed = OpenAISettings.model_validate(settings)
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
-            for error in exc.errors()
-        ]
-        raise PluginConfigError("; ".join(problems)) from None
+    parsed = parse_settings(OpenAISettings, settings)
     return OpenAIChatExecutor(parsed, api_key=_resolve_key(parsed))
 
 
@@ -468,6 +462,7 @@ class OpenAIChatExecutor:
         self.official = _is_official(settings.base_url)
         self.base_url = settings.base_url or OPENAI_API_URL
         self._secrets = [api_key] if api_key != KEYLESS_PLACEHOLDER else []
+        self._scrubber = Scrubber(self._secrets, min_length=1)
         #: First retry delay; doubled per attempt (tests set it to 0).
         self.retry_base_seconds = 0.5
         self._client = AsyncOpenAI(
@@ -503,10 +498,7 @@ class OpenAIChatExecutor:
         return "OpenAI" if self.official else f"the OpenAI-compatible endpoint {self.endpoint}"
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return self._scrubber.scrub(text)
 
     def _model(self, requested: str | None) -> str:
         model = requested or self.settings.default_model
@@ -851,11 +843,7 @@ def _retry_after(headers: Any) -> float:
     if raw_ms:
         with contextlib.suppress(ValueError):
             return max(float(raw_ms) / 1000, 0.0)
-    raw = headers.get("retry-after")
-    if raw:
-        with contextlib.suppress(ValueError):
-            return max(float(raw), 0.0)
-        with contextlib.suppress(TypeError, ValueError):
-            when = email.utils.parsedate_to_datetime(raw)
-            return max(when.timestamp() - time.time(), 0.0)
+    seconds = parse_retry_after(headers.get("retry-after"), time.time())
+    if seconds is not None:
+        return max(seconds, 0.0)
     return RATE_LIMIT_FALLBACK_SECONDS

@@ -1,6 +1,6 @@
 """A loopback fake of the Bitbucket Cloud REST API (2.0) for the `bitbucket` SCM plugin.
 
-A real HTTP/1.1 server on 127.0.0.1 (the `LoopbackServer` of the GitHub fake) holding
+A real HTTP/1.1 server on 127.0.0.1 (`ForgeServer` of `tests/fakes/http_server.py`) holding
 workspaces, members, repositories, pull requests, participants and comments in memory.
 Tests act on it as reviewers would — `fake.approve(...)`, `fake.comment(...)`,
 `fake.merge(...)` — and read back every request (`fake.requests`):
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.fakes.github_server import (
+from tests.fakes.http_server import (
     Answer,
     Clock,
-    LoopbackServer,
+    ForgeServer,
     RecordedRequest,
     etag_of,
     not_modified,
@@ -114,7 +114,7 @@ class BbRepo:
         return f"{self.workspace}/{self.slug}"
 
 
-class FakeBitbucket(LoopbackServer):
+class FakeBitbucket(ForgeServer):
     def __init__(
         self,
         *,

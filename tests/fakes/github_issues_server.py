@@ -1,8 +1,9 @@
 """A loopback fake of the GitHub REST API's issue endpoints.
 
-A real HTTP/1.1 server on 127.0.0.1 (asyncio streams; listening as soon as
-`async with FakeGitHubIssues()` returns) with in-memory repositories, issues (pull
-requests among them, as the issues API returns them), and comments:
+A real HTTP/1.1 server on 127.0.0.1 (`TrackerServer` of `tests/fakes/http_server.py`;
+listening as soon as `async with FakeGitHubIssues()` returns) with in-memory
+repositories, issues (pull requests among them, as the issues API returns them), and
+comments:
 
     GET   /user                                    (X-OAuth-Scopes)
     GET   /repos/{owner}/{repo}
@@ -19,15 +20,13 @@ with `retry-after`; `respond_once` scripts a raw answer. Every request is record
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import urlencode
+
+from tests.fakes.http_server import Answer, RecordedRequest, TrackerServer
 
 DOCS = "https://docs.github.com/rest"
 
@@ -63,26 +62,7 @@ class FakeRepo:
     issues: dict[int, FakeIssue] = field(default_factory=dict)
 
 
-@dataclass
-class Scripted:
-    method: str
-    path: str  # a regex searched in the request path
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json; charset=utf-8"
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any
-
-
-class FakeGitHubIssues:
+class FakeGitHubIssues(TrackerServer):
     def __init__(
         self,
         *,
@@ -91,28 +71,20 @@ class FakeGitHubIssues:
         max_per_page: int = 100,
         scopes: str = "repo, read:org",
     ) -> None:
+        super().__init__()
         self.token = token
         self.login = login
         self.max_per_page = max_per_page
         self.scopes = scopes
         self.user_forbidden = False  # an app token: /user answers 403
         self.repos: dict[str, FakeRepo] = {}
-        self.requests: list[RecordedRequest] = []
         self._rate_limit: Literal["primary", "secondary"] | None = None
         self._reset_in = 0
-        self._script: list[Scripted] = []
         self._ids = 1_000_000
         self._minutes = 0
         self._remaining = 5000
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self.port = 0
 
     # -- test API --
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def add_repo(self, full_name: str, *, has_issues: bool = True) -> FakeRepo:
         owner, name = full_name.split("/")
@@ -160,21 +132,6 @@ class FakeGitHubIssues:
         self._rate_limit = kind
         self._reset_in = reset_in
 
-    def respond_once(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        body: Any = None,
-        *,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json; charset=utf-8",
-    ) -> None:
-        self._script.append(Scripted(method, path, status, body, dict(headers or {}), content_type))
-
-    def requests_to(self, suffix: str) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith(suffix)]
-
     def _next_id(self) -> int:
         self._ids += 1
         return self._ids
@@ -183,67 +140,6 @@ class FakeGitHubIssues:
         self._minutes += 1
         hours, minutes = divmod(self._minutes, 60)
         return f"2024-03-01T{9 + hours:02d}:{minutes:02d}:00Z"
-
-    # -- lifecycle --
-
-    async def __aenter__(self) -> FakeGitHubIssues:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._connections.values():
-            writer.close()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            # Only now: `__aexit__` waits for every task still registered here.
-            self._connections.pop(task, None)
-
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        line = await reader.readline()
-        if not line:
-            return False
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        data = await reader.readexactly(length) if length else b""
-        try:
-            body = json.loads(data) if data else None
-        except ValueError:
-            body = None
-        split = urlsplit(target)
-        path = unquote(split.path)
-        query = dict(parse_qsl(split.query))
-        self.requests.append(RecordedRequest(method, path, query, headers, body))
-        status, payload, extra, content_type = self._handle(method, path, query, headers, body)
-        await self._send(writer, status, payload, extra, content_type)
-        return headers.get("connection", "").lower() != "close"
 
     # -- routing --
 
@@ -256,24 +152,15 @@ class FakeGitHubIssues:
             "x-ratelimit-resource": "core",
         }
 
-    def _handle(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        body: Any,
-    ) -> tuple[int, Any, dict[str, str], str]:
-        json_type = "application/json; charset=utf-8"
-        if headers.get("authorization", "") != f"Bearer {self.token}":
-            return 401, _error("Bad credentials", 401), {}, json_type
-        for index, step in enumerate(self._script):
-            if step.method == method and re.search(step.path, path):
-                del self._script[index]
-                return step.status, step.body, step.headers, step.content_type
+    async def handle(self, request: RecordedRequest) -> Answer:
+        if request.headers.get("authorization", "") != f"Bearer {self.token}":
+            return Answer(401, _error("Bad credentials", 401))
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted
         if self._rate_limit == "primary":
             reset = int(time.time()) + self._reset_in
-            return (
+            return Answer(
                 403,
                 _error(
                     "API rate limit exceeded for user ID 1. If you reach out to GitHub Support "
@@ -286,18 +173,24 @@ class FakeGitHubIssues:
                     "x-ratelimit-reset": str(reset),
                     "x-ratelimit-used": "5000",
                 },
-                json_type,
             )
         if self._rate_limit == "secondary":
-            return (
+            return Answer(
                 429,
                 _error("You have exceeded a secondary rate limit. Please wait a few minutes.", 429),
                 {"retry-after": str(self._reset_in)},
-                json_type,
             )
         self._remaining = max(self._remaining - 1, 0)
-        status, payload, extra = self._route(method, path, query, body)
-        return status, payload, {**self._rate_headers(), **extra}, json_type
+        status, payload, extra = self._route(
+            request.method, request.path, request.query, request.body
+        )
+        return Answer(status, payload, {**self._rate_headers(), **extra})
+
+    def server_headers(self) -> dict[str, str]:
+        return {
+            "x-github-request-id": f"FAKE:{len(self.requests)}",
+            "x-github-media-type": "github.v3; format=json",
+        }
 
     def _route(
         self, method: str, path: str, query: dict[str, str], body: Any
@@ -483,51 +376,6 @@ class FakeGitHubIssues:
             "updated_at": comment.created_at,
             "author_association": "CONTRIBUTOR",
         }
-
-    # -- wire --
-
-    async def _send(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: Any,
-        headers: dict[str, str],
-        content_type: str,
-    ) -> None:
-        if status == 204 or payload is None:
-            data = b""
-        elif isinstance(payload, bytes):
-            data = payload
-        elif isinstance(payload, str) and not content_type.startswith("application/json"):
-            data = payload.encode()
-        else:
-            data = json.dumps(payload).encode()
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            f"content-type: {content_type}",
-            f"content-length: {len(data)}",
-            f"x-github-request-id: FAKE:{len(self.requests)}",
-            "x-github-media-type: github.v3; format=json",
-        ]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
-        await writer.drain()
-
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    410: "Gone",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-}
 
 
 def _error(

@@ -24,239 +24,27 @@ missing or wrong token; 404 for unknown repositories, pulls and routes; 422
 are not collaborators; 405/409 from the merge endpoint; one-shot scripted answers
 (`fake.respond_once`) and injected 5xx (`fake.fail_next`).
 
-`LoopbackServer` (the HTTP part) is reused by `tests/fakes/bitbucket_server.py`.
+The HTTP part is `ForgeServer` of `tests/fakes/http_server.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import parse_qsl, unquote, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
-# --- the HTTP part (shared with the Bitbucket fake) -----------------------------------
+from tests.fakes.http_server import (
+    Answer,
+    Clock,
+    ForgeServer,
+    RecordedRequest,
+    etag_of,
+    not_modified,
+)
 
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str  # decoded, without the query
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, the raw text if it is not JSON, or None
-    status: int = 0  # what the fake answered
-
-    @property
-    def conditional(self) -> bool:
-        return "if-none-match" in self.headers
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any = None  # JSON; None: no body
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bytes | None = None  # sent verbatim instead of `body` (broken responses)
-
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-class LoopbackServer:
-    """HTTP/1.1 with keep-alive on 127.0.0.1; subclasses answer in `handle`."""
-
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self._arrived = asyncio.Condition()
-        self._scripted: list[tuple[str, str, Answer]] = []
-        self._failures: list[int] = []
-        self.errors: list[Exception] = []  # exceptions raised while answering
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    # -- test API --
-
-    def respond_once(self, method: str, path: str, answer: Answer) -> None:
-        """Answer the next `method path` (path without the query) with `answer`."""
-        self._scripted.append((method.upper(), path, answer))
-
-    def fail_next(self, status: int = 503, times: int = 1) -> None:
-        """The next `times` requests fail with `status` (a 5xx, before authentication)."""
-        self._failures += [status] * times
-
-    def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
-        return [
-            r
-            for r in self.requests
-            if r.path == path and (method is None or r.method == method.upper())
-        ]
-
-    def mark(self) -> int:
-        """The number of requests so far; `since(mark)` lists the ones after it."""
-        return len(self.requests)
-
-    def since(self, mark: int) -> list[RecordedRequest]:
-        return self.requests[mark:]
-
-    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
-        """Block until the server has received `count` requests (an event, not a poll)."""
-        async with self._arrived:
-            await self._arrived.wait_for(lambda: len(self.requests) >= count)
-        return self.requests
-
-    # -- lifecycle --
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._connections.values():
-            writer.close()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def handle(self, request: RecordedRequest) -> Answer:
-        raise NotImplementedError
-
-    # -- the wire --
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            self._connections.pop(task, None)
-
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        line = await reader.readline()
-        if not line:
-            return False
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        data = await reader.readexactly(length) if length else b""
-        body: Any = None
-        if data:
-            try:
-                body = json.loads(data)
-            except ValueError:
-                body = data.decode("utf-8", "replace")
-        raw_path, _, raw_query = target.partition("?")
-        request = RecordedRequest(
-            method.upper(), unquote(raw_path), dict(parse_qsl(raw_query)), headers, body
-        )
-        async with self._arrived:
-            self.requests.append(request)
-            self._arrived.notify_all()
-        answer = self._scripted_answer(request)
-        if answer is None:
-            try:
-                answer = await self.handle(request)
-            except Exception as exc:  # a bug in the fake: answer 500 and keep it for the test
-                self.errors.append(exc)
-                answer = Answer(500, {"message": f"fake server error: {exc!r}"})
-        request.status = answer.status
-        await self._send(writer, answer)
-        return headers.get("connection", "").lower() != "close"
-
-    def _scripted_answer(self, request: RecordedRequest) -> Answer | None:
-        if self._failures:
-            status = self._failures.pop(0)
-            return Answer(status, {"message": "Server Error"})
-        for index, (method, path, answer) in enumerate(self._scripted):
-            if method == request.method and path == request.path:
-                del self._scripted[index]
-                return answer
-        return None
-
-    async def _send(self, writer: asyncio.StreamWriter, answer: Answer) -> None:
-        lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Status')}"]
-        payload = b""
-        if answer.status != 304:
-            if answer.raw is not None:
-                payload = answer.raw
-            elif answer.body is not None:
-                payload = json.dumps(answer.body).encode()
-            if payload:
-                lines.append("content-type: application/json; charset=utf-8")
-            lines.append(f"content-length: {len(payload)}")
-        lines += [f"{name}: {value}" for name, value in answer.headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
-        await writer.drain()
-
-
-def etag_of(body: Any) -> str:
-    """A weak ETag computed from a body, as GitHub does (pagination links not included)."""
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
-    return f'W/"{digest}"'
-
-
-def not_modified(request: RecordedRequest, etag: str) -> bool:
-    presented = request.headers.get("if-none-match", "")
-    return any(tag.strip() == etag for tag in presented.split(",") if tag.strip())
-
-
-class Clock:
-    """Deterministic timestamps: each event one minute after the previous one."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
-
-    def tick(self) -> datetime:
-        self._now += timedelta(minutes=1)
-        return self._now
-
+__all__ = ["Answer", "FakeGitHub", "GhComment", "GhPull", "GhRepo", "GhReview"]
 
 # --- the GitHub model -------------------------------------------------------------------
 
@@ -333,7 +121,7 @@ class GhRepo:
 # --- the server -------------------------------------------------------------------------
 
 
-class FakeGitHub(LoopbackServer):
+class FakeGitHub(ForgeServer):
     def __init__(
         self,
         *,

@@ -1,9 +1,9 @@
 """A loopback fake of the Jira Cloud REST API (v3, and v2 for Data Center clients).
 
-A real HTTP/1.1 server on 127.0.0.1 (hand-written on asyncio streams, listening as soon
-as `async with FakeJira()` returns). It keeps issues, comments (stored as ADF), a
-workflow of statuses and transitions, and answers the documented endpoints with
-Jira's JSON shapes and status codes:
+A real HTTP/1.1 server on 127.0.0.1 (`TrackerServer` of `tests/fakes/http_server.py`,
+listening as soon as `async with FakeJira()` returns). It keeps issues, comments
+(stored as ADF), a workflow of statuses and transitions, and answers the documented
+endpoints with Jira's JSON shapes and status codes:
 
     GET  /rest/api/{2,3}/myself
     GET  /rest/api/{2,3}/project/{key}
@@ -27,15 +27,12 @@ for the next matching request. Every request is recorded:
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import json
 import re
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.http_server import Answer, RecordedRequest, TrackerServer
 
 # --- state ----------------------------------------------------------------------------
 
@@ -107,27 +104,6 @@ def default_workflow() -> dict[str, list[WorkflowTransition]]:
     }
 
 
-@dataclass
-class Scripted:
-    """A raw answer for the next request matching `method` and `path` (a regex)."""
-
-    method: str
-    path: str
-    status: int
-    body: Any = None  # JSON-encoded unless it is `bytes` or `str`
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json;charset=UTF-8"
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
-
-
 _CATEGORIES = {
     "To Do": ("new", "To Do", 2),
     "Done": ("done", "Done", 3),
@@ -138,7 +114,9 @@ _CATEGORIES = {
 # --- the server -----------------------------------------------------------------------
 
 
-class FakeJira:
+class FakeJira(TrackerServer):
+    json_type = "application/json;charset=UTF-8"
+
     def __init__(
         self,
         *,
@@ -150,6 +128,7 @@ class FakeJira:
         comment_page_max: int = 50,
         login_reason_header: bool = True,
     ) -> None:
+        super().__init__()
         self.email = email
         self.api_token = api_token
         self.bearer_token = bearer_token
@@ -161,20 +140,11 @@ class FakeJira:
         self.issues: dict[str, FakeIssue] = {}
         self.workflow = default_workflow()
         self.rate_limit_retry_after: str | None = None  # set: every request gets a 429
-        self.requests: list[RecordedRequest] = []
-        self._script: list[Scripted] = []
         self._ids = 10000
         self._status_ids: dict[str, str] = {}
         self._minutes = 0
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self.port = 0
 
     # -- test API --
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _next_id(self) -> str:
         self._ids += 1
@@ -222,121 +192,38 @@ class FakeJira:
         self.issues[key].comments.append(comment)
         return comment
 
-    def respond_once(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        body: Any = None,
-        *,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json;charset=UTF-8",
-    ) -> None:
-        self._script.append(Scripted(method, path, status, body, dict(headers or {}), content_type))
-
-    def requests_to(self, suffix: str) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith(suffix)]
-
-    # -- lifecycle --
-
-    async def __aenter__(self) -> FakeJira:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._connections.values():
-            writer.close()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            # Only now: `__aexit__` waits for every task still registered here.
-            self._connections.pop(task, None)
-
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        line = await reader.readline()
-        if not line:
-            return False
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        data = await reader.readexactly(length) if length else b""
-        try:
-            body = json.loads(data) if data else None
-        except ValueError:
-            body = None
-        split = urlsplit(target)
-        path = unquote(split.path)
-        query = dict(parse_qsl(split.query))
-        self.requests.append(RecordedRequest(method, path, query, headers, body))
-        status, payload, extra, content_type = self._handle(method, path, query, headers, body)
-        await self._send(writer, status, payload, extra, content_type)
-        return headers.get("connection", "").lower() != "close"
-
     # -- routing --
 
-    def _handle(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        body: Any,
-    ) -> tuple[int, Any, dict[str, str], str]:
-        json_type = "application/json;charset=UTF-8"
-        if not self._authorised(headers):
+    async def handle(self, request: RecordedRequest) -> Answer:
+        if not self._authorised(request.headers):
             extra = {"www-authenticate": 'Basic realm="protected-area"'}
             if self.login_reason_header:
                 extra["x-seraph-loginreason"] = "AUTHENTICATED_FAILED"
-            return (
+            return Answer(
                 401,
                 "Client must be authenticated to access this resource.",
                 extra,
-                "text/plain;charset=UTF-8",
+                content_type="text/plain;charset=UTF-8",
             )
-        for index, step in enumerate(self._script):
-            if step.method == method and re.search(step.path, path):
-                del self._script[index]
-                return step.status, step.body, step.headers, step.content_type
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted
         if self.rate_limit_retry_after is not None:
-            return (
+            return Answer(
                 429,
                 {"errorMessages": ["Rate limit exceeded."], "errors": {}},
                 {"retry-after": self.rate_limit_retry_after, "x-ratelimit-remaining": "0"},
-                json_type,
             )
-        match = re.match(r"^/rest/api/(2|3)(/.*)$", path)
+        match = re.match(r"^/rest/api/(2|3)(/.*)$", request.path)
         if match is None:
-            return 404, _errors(f"null for uri: {self.base_url}{path}"), {}, json_type
+            return Answer(404, _errors(f"null for uri: {self.base_url}{request.path}"))
         version = int(match.group(1))
         route = match.group(2)
-        status, payload = self._route(version, method, route, query, body)
-        return status, payload, {}, json_type
+        status, payload = self._route(version, request.method, route, request.query, request.body)
+        return Answer(status, payload)
+
+    def server_headers(self) -> dict[str, str]:
+        return {"x-arequestid": f"fake-{len(self.requests)}"}
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         presented = headers.get("authorization", "")
@@ -496,51 +383,6 @@ class FakeJira:
             return 400, _errors(errors={name: f"{name.title()} is required." for name in missing})
         issue.status = chosen.to
         return 204, None
-
-    # -- wire --
-
-    async def _send(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: Any,
-        headers: dict[str, str],
-        content_type: str,
-    ) -> None:
-        if status == 204 or payload is None:
-            data = b""
-        elif isinstance(payload, bytes):
-            data = payload
-        elif isinstance(payload, str) and not content_type.startswith("application/json"):
-            data = payload.encode()
-        else:
-            data = json.dumps(payload).encode()
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            f"content-type: {content_type}",
-            f"content-length: {len(data)}",
-            f"x-arequestid: fake-{len(self.requests)}",
-        ]
-        if status == 204:
-            lines = [line for line in lines if not line.startswith("content-")]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
-        await writer.drain()
-
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def _errors(*messages: str, errors: dict[str, str] | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A loopback fake of the OpenAI Chat Completions API that speaks the real wire format.
 
-It is a real HTTP/1.1 server on 127.0.0.1 (hand-written on asyncio streams, so it is
-listening as soon as `async with FakeOpenAI()` returns — nothing to poll for). Tests
+It is a real HTTP/1.1 server on 127.0.0.1 (`LoopbackServer` of
+`tests/fakes/http_server.py`, so it is listening as soon as `async with FakeOpenAI()`
+returns — nothing to poll for). Tests
 queue what the "model" does next and read back every request the server received:
 
     async with FakeOpenAI(api_key="sk-test") as fake:
@@ -23,12 +24,13 @@ shape `{"error": {message, type, param, code}}` and its statuses and headers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+
+from tests.fakes.http_server import Answer, LoopbackServer, RecordedRequest
 
 # --- what tests queue ---------------------------------------------------------------
 
@@ -145,12 +147,8 @@ Scripted = Reply | ErrorReply
 # --- what the server saw ------------------------------------------------------------
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
+class ChatRequest(RecordedRequest):
+    """A recorded request with the chat body's `messages` and `tools` at hand."""
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -164,31 +162,34 @@ class RecordedRequest:
 # --- the server ---------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
+    json_type = "application/json"
+    request_type = ChatRequest
+
     def __init__(
         self, *, api_key: str | None = None, models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini")
     ) -> None:
+        super().__init__()
         self.api_key = api_key  # None: a keyless server (any Authorization accepted)
         self.model_ids = models
-        self.requests: list[RecordedRequest] = []
         self.models_error: ErrorReply | None = None
         self.release = asyncio.Event()  # lets held streams finish
         self._script: list[Scripted] = []
-        self._arrived = asyncio.Condition()
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._counter = 0
-        self.port = 0
 
     # -- test API --
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root}/v1"
 
     @property
-    def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+    def chat_requests(self) -> list[ChatRequest]:
+        return [
+            r
+            for r in self.requests
+            if isinstance(r, ChatRequest) and r.path.endswith("/chat/completions")
+        ]
 
     def queue(self, *replies: Scripted) -> None:
         self._script.extend(replies)
@@ -197,18 +198,7 @@ class FakeOpenAI:
     def pending(self) -> int:
         return len(self._script)
 
-    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
-        """Block until the server has received `count` requests (an event, not a poll)."""
-        async with self._arrived:
-            await self._arrived.wait_for(lambda: len(self.requests) >= count)
-        return self.requests
-
     # -- lifecycle --
-
-    async def __aenter__(self) -> FakeOpenAI:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
     async def __aexit__(
         self,
@@ -216,66 +206,51 @@ class FakeOpenAI:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        self._server.close()
         self.release.set()
-        # Hang up on every client rather than cancelling handlers: each one then sees
-        # EOF and ends normally.
-        for writer in self._connections.values():
-            writer.close()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+        await super().__aexit__(exc_type, exc, tb)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    # -- answering --
 
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    def server_headers(self) -> dict[str, str]:
+        return {"x-request-id": f"req_fake{len(self.requests)}", "openai-processing-ms": "1"}
+
+    async def respond(
+        self, request: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        line = await reader.readline()
-        if not line:
-            return False
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        data = await reader.readexactly(length) if length else b""
-        body = json.loads(data) if data else None
-        path = target.split("?", 1)[0]
-        async with self._arrived:
-            self.requests.append(RecordedRequest(method, path, headers, body))
-            self._arrived.notify_all()
-        keep_alive = headers.get("connection", "").lower() != "close"
+        outcome = self._outcome(request)
+        if isinstance(outcome, Answer):
+            request.status = outcome.status
+            await self.send(writer, outcome)
+            return True
+        request.status = 200
+        return await self._stream(reader, writer, *outcome)
 
-        denied = self._check_key(headers)
+    def _outcome(self, request: RecordedRequest) -> Answer | tuple[Reply, str, str, bool]:
+        """The answer to `request`, or what to stream: (reply, id, model, include_usage)."""
+        denied = self._check_key(request.headers)
         if denied is not None:
-            await self._send_error(writer, denied)
-        elif method == "GET" and path == "/v1/models":
+            return _error_answer(denied)
+        method, path, body = request.method, request.path, request.body
+        if method == "GET" and path == "/v1/models":
             if self.models_error is not None:
-                await self._send_error(writer, self.models_error)
-            else:
-                await self._send_json(writer, 200, self._models_body())
-        elif method == "POST" and path == "/v1/chat/completions":
-            keep_alive = await self._chat(reader, writer, body) and keep_alive
-        else:
-            await self._send_error(
-                writer, ErrorReply(404, f"Invalid URL ({method} {path})", code=None)
-            )
-        return keep_alive
+                return _error_answer(self.models_error)
+            return Answer(200, self._models_body())
+        if method != "POST" or path != "/v1/chat/completions":
+            return _error_answer(ErrorReply(404, f"Invalid URL ({method} {path})", code=None))
+        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+            return _error_answer(bad_request("'model' and 'messages' are required"))
+        if not self._script:
+            return _error_answer(bad_request("fake server: no scripted reply left"))
+        step = self._script.pop(0)
+        if isinstance(step, ErrorReply):
+            return _error_answer(step)
+        self._counter += 1
+        completion_id = f"chatcmpl-fake{self._counter}"
+        model = step.model or str(body["model"])
+        if not body.get("stream"):
+            return Answer(200, _completion(step, completion_id, model))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return step, completion_id, model, include_usage
 
     def _check_key(self, headers: dict[str, str]) -> ErrorReply | None:
         if self.api_key is None:
@@ -283,33 +258,22 @@ class FakeOpenAI:
         presented = headers.get("authorization", "").removeprefix("Bearer ").strip()
         return None if presented == self.api_key else invalid_api_key(presented)
 
-    async def _chat(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any
+    async def _stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        step: Reply,
+        completion_id: str,
+        model: str,
+        include_usage: bool,
     ) -> bool:
-        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
-            await self._send_error(writer, bad_request("'model' and 'messages' are required"))
-            return True
-        if not self._script:
-            await self._send_error(writer, bad_request("fake server: no scripted reply left"))
-            return True
-        step = self._script.pop(0)
-        if isinstance(step, ErrorReply):
-            await self._send_error(writer, step)
-            return True
-        self._counter += 1
-        completion_id = f"chatcmpl-fake{self._counter}"
-        model = step.model or str(body["model"])
-        if not body.get("stream"):
-            await self._send_json(writer, 200, _completion(step, completion_id, model))
-            return True
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        await self._send_head(writer, 200, "text/event-stream; charset=utf-8", chunked=True)
+        await self.send_stream_head(writer, 200, "text/event-stream; charset=utf-8")
         frames = _stream_frames(step, completion_id, model, include_usage)
         for number, frame in enumerate(frames):
-            await self._send_chunk(writer, f"data: {frame}\n\n".encode())
+            await self.send_chunk(writer, f"data: {frame}\n\n".encode())
             if step.hold and number == 0 and not await self._held(reader):
                 return False  # the client went away
-        await self._send_chunk(writer, b"")
+        await self.send_chunk(writer, b"")
         return True
 
     async def _held(self, reader: asyncio.StreamReader) -> bool:
@@ -331,71 +295,17 @@ class FakeOpenAI:
             ],
         }
 
-    # -- wire helpers --
 
-    async def _send_head(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        content_type: str,
-        *,
-        length: int | None = None,
-        chunked: bool = False,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            f"content-type: {content_type}",
-            f"x-request-id: req_fake{len(self.requests)}",
-            "openai-processing-ms: 1",
-        ]
-        if chunked:
-            lines.append("transfer-encoding: chunked")
-        else:
-            lines.append(f"content-length: {length or 0}")
-        lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-
-    async def _send_chunk(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        await writer.drain()
-
-    async def _send_json(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(payload).encode()
-        await self._send_head(writer, status, "application/json", length=len(data), extra=headers)
-        writer.write(data)
-        await writer.drain()
-
-    async def _send_error(self, writer: asyncio.StreamWriter, error: ErrorReply) -> None:
-        payload = {
-            "error": {
-                "message": error.message,
-                "type": error.type,
-                "param": error.param,
-                "code": error.code,
-            }
+def _error_answer(error: ErrorReply) -> Answer:
+    payload = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
         }
-        await self._send_json(writer, error.status, payload, error.headers)
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
+    }
+    return Answer(error.status, payload, dict(error.headers))
 
 
 def _pieces(text: str, size: int) -> list[str]:

@@ -32,6 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.alias_generators import to_camel
 
 from coro.plugins.errors import PluginError, PluginNotFoundError
+from coro.plugins.http import (
+    ForgeHttp,
+    Provider,
+    check_base_url,
+    config_error,
+    display_url,
+    parse_model,
+)
 from coro.plugins.scm.base import (
     ConnectionCheck,
     GitCredentials,
@@ -41,15 +49,9 @@ from coro.plugins.scm.base import (
     PrStatus,
     PullRequest,
 )
-from coro.plugins.scm.http import (
-    ForgeHttp,
-    Provider,
-    check_base_url,
+from coro.plugins.scm.repos import (
     check_name,
     check_pr_id,
-    config_error,
-    display_url,
-    parse_model,
     remote_pattern,
     sort_comments,
     split_repo,

@@ -45,27 +45,32 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from coro.executors.base import PluginConfigError
 from coro.plugins.errors import (
     PluginAuthError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
 )
+from coro.plugins.http import (
+    RATE_LIMIT_FALLBACK_SECONDS,
+    TrackerHttp,
+    body_excerpt,
+    check_secret,
+    is_loopback,
+    is_rate_limited,
+    json_or_none,
+    normalize_base_url,
+    parse_config,
+    parse_retry_after,
+    wait_or_fallback,
+)
 from coro.plugins.scm.base import ConnectionCheck
 from coro.plugins.trackers.base import Issue, TrackerComment, Transition
-from coro.plugins.trackers.jira import (
-    config_problems,
-    is_loopback,
-    normalize_base_url,
-    retry_after_seconds,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +81,6 @@ USER_AGENT = "coro-runner (github-issues tracker)"
 PAGE_SIZE = 100
 #: A guard against a Link chain that never ends.
 MAX_PAGES = 200
-RATE_LIMIT_FALLBACK_SECONDS = 60.0
 
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})"
 _NAME = r"[A-Za-z0-9._-]{1,100}"
@@ -131,12 +135,7 @@ class GitHubIssuesSettings(BaseModel):
     @field_validator("token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        secret = value.get_secret_value().strip()
-        if not secret:
-            raise ValueError("must not be blank")
-        if any(ch.isspace() or ord(ch) < 32 for ch in secret):
-            raise ValueError("must not contain whitespace or control characters")
-        return SecretStr(secret)
+        return check_secret(value)
 
     @field_validator("base_url")
     @classmethod
@@ -187,13 +186,7 @@ class GitHubIssuesSettings(BaseModel):
 def create(settings: dict[str, Any]) -> GitHubIssuesTracker:
     """The tracker for `plugins.installed.github-issues.config`; `PluginConfigError`
     names the failing fields, never their values."""
-    if not isinstance(settings, Mapping):
-        raise PluginConfigError("config: must be an object")
-    try:
-        parsed = GitHubIssuesSettings.model_validate(dict(settings))
-    except ValidationError as exc:
-        raise PluginConfigError(config_problems(exc)) from None
-    return GitHubIssuesTracker(parsed)
+    return GitHubIssuesTracker(parse_config(GitHubIssuesSettings, settings))
 
 
 # --- keys -----------------------------------------------------------------------------
@@ -228,39 +221,33 @@ class GitHubIssuesTracker:
         self.settings = settings
         self.base_url = settings.base_url
         self._origin = _origin(settings.base_url)
-        self._client: httpx.AsyncClient | None = None
+        token = settings.token.get_secret_value()
+        self._http = TrackerHttp(
+            "GitHub",
+            self.base_url,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": USER_AGENT,
+            },
+            timeout_seconds=settings.timeout_seconds,
+            secrets=[token],
+            token_patterns=[_TOKEN_SHAPES],
+        )
 
     def __repr__(self) -> str:
         return f"GitHubIssuesTracker(base_url={self.base_url!r})"
 
     # -- plumbing --
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                headers={
-                    "Authorization": f"Bearer {self.settings.token.get_secret_value()}",
-                    "Accept": "application/vnd.github+json",
-                    "X-GitHub-Api-Version": API_VERSION,
-                    "User-Agent": USER_AGENT,
-                },
-                timeout=self.settings.timeout_seconds,
-                follow_redirects=False,
-            )
-        return self._client
-
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._http.aclose()
 
     def scrub(self, text: str) -> str:
         """`text` without the token (nor anything shaped like a GitHub token)."""
-        token = self.settings.token.get_secret_value()
-        if token:
-            text = text.replace(token, "***")
-        return _TOKEN_SHAPES.sub("***", text)
+        return self._http.scrub(text)
 
     async def _send(
         self,
@@ -280,28 +267,14 @@ class GitHubIssuesTracker:
             raise PluginError(
                 f"GitHub pointed {what} at another host; refusing to send the token there."
             )
-        try:
-            response = await self._http().request(method, url, params=params, json=body)
-        except httpx.TimeoutException:
-            raise PluginError(
-                f"GitHub at {self.base_url} did not answer within "
-                f"{self.settings.timeout_seconds:g}s ({what})."
-            ) from None
-        except httpx.HTTPError as exc:
-            detail = self.scrub(str(exc)) or type(exc).__name__
-            raise PluginError(
-                f"Could not reach GitHub at {self.base_url} ({what}): {detail}"
-            ) from None
+        response = await self._http.request(method, url, what=what, params=params, json=body)
         status = response.status_code
         logger.debug("github-issues %s %s -> %s", method, urlsplit(url).path, status)
         if status >= 400:
             raise self._error(response, what, not_found)
         if 300 <= status < 400:
-            location = self.scrub(response.headers.get("location", ""))
-            raise PluginError(
-                f"GitHub redirected {what} (HTTP {status}) to {location or 'another address'}"
-                " (a renamed or transferred repository?); use its current name.",
-                status=status,
+            raise self._http.redirect_error(
+                response, what, " (a renamed or transferred repository?); use its current name."
             )
         return response
 
@@ -321,20 +294,14 @@ class GitHubIssuesTracker:
         message, details = _github_error(response)
         message, details = self.scrub(message), self.scrub(details)
         said = f": {message}" if message else ""
-        headers = response.headers
         if status == 401:
             return PluginAuthError(
                 f"GitHub rejected the token (HTTP 401{said}) while {what}. Check the token "
                 "setting and that the token has not expired.",
                 status=status,
             )
-        if status in (403, 429) and (
-            status == 429
-            or headers.get("x-ratelimit-remaining") == "0"
-            or "retry-after" in headers
-            or "rate limit" in message.lower()
-        ):
-            retry_after = _rate_limit_wait(headers)
+        if is_rate_limited(response, message):
+            retry_after = _rate_limit_wait(response.headers)
             return PluginRateLimited(
                 f"GitHub rate limit reached while {what}; retry in {retry_after:g}s.",
                 retry_after=retry_after,
@@ -633,23 +600,24 @@ def _issue_type(value: Any) -> str | None:
 
 
 def _rate_limit_wait(headers: httpx.Headers) -> float:
+    """`Retry-After` if sent (a minute when unparseable), else `X-RateLimit-Reset` − now,
+    else a minute; within [1 s, 1 h]."""
+    now = time.time()
     if "retry-after" in headers:
-        return retry_after_seconds(headers["retry-after"], RATE_LIMIT_FALLBACK_SECONDS)
+        seconds = parse_retry_after(headers["retry-after"], now)
+        return wait_or_fallback(seconds, RATE_LIMIT_FALLBACK_SECONDS)
     reset = headers.get("x-ratelimit-reset")
     if reset is not None:
         try:
-            return retry_after_seconds(str(float(reset) - time.time()), RATE_LIMIT_FALLBACK_SECONDS)
+            return wait_or_fallback(float(reset) - now, RATE_LIMIT_FALLBACK_SECONDS)
         except ValueError:
             pass
-    return retry_after_seconds(None, RATE_LIMIT_FALLBACK_SECONDS)
+    return wait_or_fallback(None, RATE_LIMIT_FALLBACK_SECONDS)
 
 
 def _github_error(response: httpx.Response) -> tuple[str, str]:
     """GitHub's `message` and a summary of its `errors` (or a non-JSON excerpt)."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+    data = json_or_none(response)
     if isinstance(data, Mapping):
         message = data.get("message")
         text = message.strip() if isinstance(message, str) else ""
@@ -666,6 +634,4 @@ def _github_error(response: httpx.Response) -> tuple[str, str]:
                         bits = [str(error[k]) for k in ("resource", "field", "code") if k in error]
                         parts.append(" ".join(bits))
         return text[:300], "; ".join(p for p in parts if p)[:300]
-    if "html" in response.headers.get("content-type", ""):
-        return "", ""
-    return " ".join(response.text.split())[:200], ""
+    return body_excerpt(response), ""

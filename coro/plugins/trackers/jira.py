@@ -27,8 +27,6 @@ never appear in a message: every text that leaves this module is scrubbed.
 from __future__ import annotations
 
 import base64
-import email.utils
-import ipaddress
 import logging
 import re
 import time
@@ -43,18 +41,27 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from coro.executors.base import PluginConfigError
 from coro.plugins.errors import (
     PluginAuthError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
+)
+from coro.plugins.http import (
+    TrackerHttp,
+    body_excerpt,
+    check_secret,
+    is_loopback,
+    json_or_none,
+    normalize_base_url,
+    parse_config,
+    parse_retry_after,
+    wait_or_fallback,
 )
 from coro.plugins.scm.base import ConnectionCheck
 from coro.plugins.trackers.adf import adf_to_text, text_to_adf
@@ -70,7 +77,6 @@ COMMENT_PAGE_SIZE = 100
 #: A guard against a server that never reaches `total`.
 MAX_COMMENT_PAGES = 200
 RATE_LIMIT_FALLBACK_SECONDS = 30.0
-RATE_LIMIT_MAX_SECONDS = 3600.0
 
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]+-\d+$")
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]+$")
@@ -116,14 +122,7 @@ class JiraSettings(BaseModel):
     @field_validator("api_token", "bearer_token")
     @classmethod
     def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        secret = value.get_secret_value().strip()
-        if not secret:
-            raise ValueError("must not be blank")
-        if any(ch.isspace() or ord(ch) < 32 for ch in secret):
-            raise ValueError("must not contain whitespace or control characters")
-        return SecretStr(secret)
+        return None if value is None else check_secret(value)
 
     @field_validator("default_project")
     @classmethod
@@ -160,59 +159,10 @@ class JiraSettings(BaseModel):
         return 2 if self.bearer_token is not None else 3
 
 
-def normalize_base_url(value: str, *, strip_suffix: str = "") -> str:
-    """`value` without trailing slashes (nor `strip_suffix`); only http(s) URLs without
-    credentials, query or fragment are accepted."""
-    value = value.strip().rstrip("/")
-    if strip_suffix:
-        value = re.sub(f"(?:{strip_suffix})$", "", value).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
-        raise ValueError("must be an http:// or https:// URL")
-    url = urlsplit(value)
-    if url.username is not None or url.password is not None or "@" in url.netloc:
-        raise ValueError("must not contain credentials (use the token settings)")
-    if url.query or url.fragment:
-        raise ValueError("must not have a query or fragment")
-    try:
-        _ = url.port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    if not url.hostname:
-        raise ValueError("must name a host")
-    return value
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def config_problems(exc: ValidationError) -> str:
-    """The fields a validation error is about and what is wrong, never the values."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return "; ".join(problems)
-
-
 def create(settings: dict[str, Any]) -> JiraTracker:
     """The tracker for `plugins.installed.jira.config`; `PluginConfigError` names the
     failing fields, never their values."""
-    if not isinstance(settings, Mapping):
-        raise PluginConfigError("config: must be an object")
-    try:
-        parsed = JiraSettings.model_validate(dict(settings))
-    except ValidationError as exc:
-        raise PluginConfigError(config_problems(exc)) from None
-    return JiraTracker(parsed)
+    return JiraTracker(parse_config(JiraSettings, settings))
 
 
 # --- the plugin -----------------------------------------------------------------------
@@ -226,7 +176,8 @@ class JiraTracker:
         self.base_url = settings.base_url
         self.api_version = settings.effective_api_version
         self._api = f"{self.base_url}/rest/api/{self.api_version}"
-        self._client: httpx.AsyncClient | None = None
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        auth: httpx.Auth | None = None
         secrets: list[str] = []
         if settings.api_token is not None:
             token = settings.api_token.get_secret_value()
@@ -234,42 +185,30 @@ class JiraTracker:
             secrets += [token, base64.b64encode(basic).decode()]
         if settings.bearer_token is not None:
             secrets.append(settings.bearer_token.get_secret_value())
-        self._secrets = tuple(s for s in secrets if s)
+            headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+        elif settings.api_token is not None:
+            auth = httpx.BasicAuth(settings.email or "", settings.api_token.get_secret_value())
+        self._http = TrackerHttp(
+            "Jira",
+            self.base_url,
+            headers=headers,
+            auth=auth,
+            timeout_seconds=settings.timeout_seconds,
+            secrets=secrets,
+        )
 
     def __repr__(self) -> str:
         return f"JiraTracker(base_url={self.base_url!r}, api_version={self.api_version})"
 
     # -- plumbing --
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-            auth: httpx.Auth | None = None
-            if self.settings.bearer_token is not None:
-                headers["Authorization"] = f"Bearer {self.settings.bearer_token.get_secret_value()}"
-            elif self.settings.api_token is not None:
-                auth = httpx.BasicAuth(
-                    self.settings.email or "", self.settings.api_token.get_secret_value()
-                )
-            self._client = httpx.AsyncClient(
-                auth=auth,
-                headers=headers,
-                timeout=self.settings.timeout_seconds,
-                follow_redirects=False,
-            )
-        return self._client
-
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._http.aclose()
 
     def scrub(self, text: str) -> str:
         """`text` without the credentials (raw or Basic-encoded)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._http.scrub(text)
 
     async def _call(
         self,
@@ -283,19 +222,9 @@ class JiraTracker:
     ) -> Any:
         """The parsed JSON of a successful response (None for an empty one); every
         failure is a `PluginError` whose message is safe to show."""
-        url = f"{self._api}{path}"
-        try:
-            response = await self._http().request(method, url, params=params, json=body)
-        except httpx.TimeoutException:
-            raise PluginError(
-                f"Jira at {self.base_url} did not answer within "
-                f"{self.settings.timeout_seconds:g}s ({what})."
-            ) from None
-        except httpx.HTTPError as exc:
-            detail = self.scrub(str(exc)) or type(exc).__name__
-            raise PluginError(
-                f"Could not reach Jira at {self.base_url} ({what}): {detail}"
-            ) from None
+        response = await self._http.request(
+            method, f"{self._api}{path}", what=what, params=params, json=body
+        )
         status = response.status_code
         logger.debug("jira %s %s -> %s", method, path, status)
         reason = response.headers.get("x-seraph-loginreason", "").upper()
@@ -313,12 +242,7 @@ class JiraTracker:
         if status >= 400:
             raise self._error(response, what, issue)
         if 300 <= status < 400:
-            location = self.scrub(response.headers.get("location", ""))
-            raise PluginError(
-                f"Jira redirected {what} (HTTP {status}) to {location or 'another address'}; "
-                f"check baseUrl ({self.base_url}).",
-                status=status,
-            )
+            raise self._http.redirect_error(response, what, f"; check baseUrl ({self.base_url}).")
         if status == 204 or not response.content.strip():
             return None
         try:
@@ -685,28 +609,12 @@ def iso_timestamp(value: Any) -> str:
 
 def retry_after_seconds(value: str | None, fallback: float = RATE_LIMIT_FALLBACK_SECONDS) -> float:
     """Seconds from a `Retry-After` header (delta-seconds or an HTTP date)."""
-    seconds: float | None = None
-    if value:
-        value = value.strip()
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                seconds = when.timestamp() - time.time()
-            except (TypeError, ValueError, IndexError):
-                seconds = None
-    if seconds is None or seconds != seconds:  # missing, unparseable or NaN
-        seconds = fallback
-    return float(min(max(seconds, 1.0), RATE_LIMIT_MAX_SECONDS))
+    return wait_or_fallback(parse_retry_after(value, time.time()), fallback)
 
 
 def _jira_error_detail(response: httpx.Response) -> str:
     """Jira's `errorMessages` and `errors` (or a short excerpt of a non-JSON body)."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+    data = json_or_none(response)
     parts: list[str] = []
     if isinstance(data, Mapping):
         messages = data.get("errorMessages")
@@ -719,7 +627,4 @@ def _jira_error_detail(response: httpx.Response) -> str:
         if not parts and isinstance(message, str) and message.strip():
             parts.append(message.strip())
         return "; ".join(parts)[:500]
-    content_type = response.headers.get("content-type", "")
-    if "html" in content_type:
-        return ""
-    return " ".join(response.text.split())[:200]
+    return body_excerpt(response)

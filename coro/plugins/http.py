@@ -1,7 +1,14 @@
-"""Shared HTTP plumbing of the forge plugins (`github`, `bitbucket`).
+"""Shared HTTP plumbing of the plugins: the forges (`github`, `bitbucket`) and the
+trackers (`jira`, `github-issues`).
 
-`ForgeHttp` owns one `httpx.AsyncClient` per plugin instance and gives both plugins
-the same behaviour:
+Every plugin uses the settings helpers (`config_problems`, base URL checks), the
+`Retry-After` parsing (`parse_retry_after`), rate-limit detection (`is_rate_limited`),
+secret scrubbing (`Scrubber`) and body helpers (`json_or_none`, `body_excerpt`). The
+trackers send through `TrackerHttp` (their status mapping and messages stay their
+own).
+
+`ForgeHttp` owns one `httpx.AsyncClient` per forge plugin instance and gives both
+forges the same behaviour:
 
 * **Conditional GETs.** Every GET that came back with an `ETag` is cached (body and
   pagination link, per full URL, bounded LRU); the next GET of that URL sends
@@ -19,24 +26,26 @@ the same behaviour:
   502/503/504 and connection failures of GETs are retried a few times with backoff.
 * **Secrets.** Every text that leaves this module (messages, log lines) is scrubbed of
   the credentials and of anything shaped like the provider's tokens.
+
+Naming repositories and pull requests on a forge lives in `coro.plugins.scm.repos`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from coro.plugins.errors import (
     PluginAuthError,
@@ -44,7 +53,6 @@ from coro.plugins.errors import (
     PluginNotFoundError,
     PluginRateLimited,
 )
-from coro.plugins.scm.base import PrComment
 
 if TYPE_CHECKING:
     from coro.executors.base import PluginConfigError
@@ -60,13 +68,20 @@ CACHE_ENTRIES = 1024
 ERROR_DETAIL_CHARS = 300
 OK_STATUSES = frozenset({200, 201, 202, 204})
 
-_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
-_SSH_FORM = re.compile(r"^[^/@\s]+@([^:/\s]+):(.*)$")  # git@host:owner/name.git
-
 M = TypeVar("M", bound=BaseModel)
 
 
 # --- settings helpers -------------------------------------------------------------------
+
+
+def config_problems(exc: ValidationError) -> str:
+    """The fields a validation error is about and what is wrong, never the values."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
 
 
 def config_error(exc: ValidationError) -> PluginConfigError:
@@ -75,12 +90,31 @@ def config_error(exc: ValidationError) -> PluginConfigError:
     # import these plugins (a module-level import would make that a cycle).
     from coro.executors.base import PluginConfigError
 
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return PluginConfigError("; ".join(problems))
+    return PluginConfigError(config_problems(exc))
+
+
+def parse_config(model: type[M], settings: Any) -> M:
+    """A tracker's `config` object validated as `model`; `PluginConfigError` names the
+    failing fields, never their values. (The forges validate with `config_error`.)"""
+    from coro.executors.base import PluginConfigError  # see `config_error`
+
+    if not isinstance(settings, Mapping):
+        raise PluginConfigError("config: must be an object")
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as exc:
+        raise PluginConfigError(config_problems(exc)) from None
+
+
+def check_secret(value: SecretStr) -> SecretStr:
+    """A trackers' token setting: stripped, not blank, no whitespace or control
+    characters."""
+    secret = value.get_secret_value().strip()
+    if not secret:
+        raise ValueError("must not be blank")
+    if any(ch.isspace() or ord(ch) < 32 for ch in secret):
+        raise ValueError("must not contain whitespace or control characters")
+    return SecretStr(secret)
 
 
 def check_base_url(value: str) -> str:
@@ -99,75 +133,43 @@ def check_base_url(value: str) -> str:
     return value
 
 
-def check_name(value: str | None) -> str | None:
-    """An owner / workspace setting."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not _NAME.match(value) or value in (".", ".."):
-        raise ValueError("must be a plain name (letters, digits, '-', '_', '.')")
+def normalize_base_url(value: str, *, strip_suffix: str = "") -> str:
+    """The trackers' base URL setting: `value` without trailing slashes (nor
+    `strip_suffix`); only http(s) URLs without credentials, query or fragment are
+    accepted. (The forges use `check_base_url`, which parses with httpx.)"""
+    value = value.strip().rstrip("/")
+    if strip_suffix:
+        value = re.sub(f"(?:{strip_suffix})$", "", value).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
+        raise ValueError("must be an http:// or https:// URL")
+    url = urlsplit(value)
+    if url.username is not None or url.password is not None or "@" in url.netloc:
+        raise ValueError("must not contain credentials (use the token settings)")
+    if url.query or url.fragment:
+        raise ValueError("must not have a query or fragment")
+    try:
+        _ = url.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not url.hostname:
+        raise ValueError("must name a host")
     return value
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def display_url(url: str) -> str:
     """`url` without credentials embedded in it."""
     return re.sub(r"//[^/@]*@", "//", url)
-
-
-# --- repositories and remotes -----------------------------------------------------------
-
-
-def split_repo(
-    provider: str, repo: str, default_owner: str | None, owner_field: str
-) -> tuple[str, str]:
-    """`owner/name`, a bare `name` (with the configured default owner), or a clone URL
-    (`https://host/owner/name.git`, `git@host:owner/name.git`) → (owner, name)."""
-    text = repo.strip()
-    shown = display_url(text)  # a URL may carry credentials: never repeat them
-    segments: list[str]
-    ssh = _SSH_FORM.match(text)
-    if "://" in text:
-        path = httpx.URL(text).path if _parsable(text) else ""
-        segments = [part for part in path.split("/") if part][:2]
-    elif ssh is not None:
-        segments = [part for part in ssh.group(2).split("/") if part][:2]
-    else:
-        segments = [part for part in text.split("/") if part]
-    if segments:
-        segments[-1] = segments[-1].removesuffix(".git")
-    if len(segments) == 1:
-        if not default_owner:
-            raise PluginError(
-                f"{provider}: repository {shown!r} has no owner and {owner_field} is not "
-                f"configured; name it as '<{owner_field}>/<name>'."
-            )
-        segments.insert(0, default_owner)
-    if len(segments) != 2 or not all(_NAME.match(s) and s not in (".", "..") for s in segments):
-        raise PluginError(
-            f"{provider}: {shown!r} is not a repository name; expected '<{owner_field}>/<name>'."
-        )
-    return segments[0], segments[1]
-
-
-def _parsable(text: str) -> bool:
-    try:
-        httpx.URL(text)
-    except httpx.InvalidURL:
-        return False
-    return True
-
-
-def remote_pattern(hosts: Iterable[str]) -> re.Pattern[str]:
-    """Matches https, ssh and scp-like remotes on any of `hosts` (not look-alikes such
-    as `github.com.example.org` or `notgithub.com`)."""
-    names = "|".join(sorted({re.escape(host.lower()) for host in hosts if host}))
-    return re.compile(rf"(^|//|@)({names})(:\d+)?[:/]", re.IGNORECASE)
-
-
-def check_pr_id(provider: str, pr_id: int) -> int:
-    if isinstance(pr_id, bool) or not isinstance(pr_id, int) or pr_id <= 0:
-        raise PluginError(f"{provider}: pull request ids are positive integers, not {pr_id!r}.")
-    return pr_id
 
 
 # --- responses --------------------------------------------------------------------------
@@ -188,32 +190,52 @@ def parse_model(model: type[M], data: Any, *, provider: str, what: str) -> M:
         ) from None
 
 
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a `Retry-After` value (delta-seconds, or an HTTP date − `now`), not
+    yet bounded (NaN and negative numbers pass through); None if missing or unparseable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - now
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def clamp_wait(seconds: float) -> float:
+    """`seconds` within [1 s, 1 h]."""
+    return min(max(seconds, 1.0), RATE_LIMIT_MAX_SECONDS)
+
+
+def wait_or_fallback(seconds: float | None, fallback: float) -> float:
+    """`seconds` within [1 s, 1 h]; `fallback` (bounded too) when missing or NaN."""
+    if seconds is None or seconds != seconds:
+        seconds = fallback
+    return float(clamp_wait(seconds))
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float:
-    """Seconds to wait: `Retry-After` (seconds or an HTTP date), else
+    """The forges' wait: `Retry-After` (seconds or an HTTP date), else
     `X-RateLimit-Reset` (epoch seconds) − now, else a minute; within [1 s, 1 h]."""
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return _clamp(float(raw))
-        except ValueError:
-            try:
-                return _clamp(email.utils.parsedate_to_datetime(raw).timestamp() - now)
-            except (TypeError, ValueError, IndexError):
-                pass
+    seconds = parse_retry_after(headers.get("retry-after"), now)
+    if seconds is not None:
+        return clamp_wait(seconds)
     reset = headers.get("x-ratelimit-reset")
     if reset:
         try:
-            return _clamp(float(reset) - now)
+            return clamp_wait(float(reset) - now)
         except ValueError:
             pass
     return RATE_LIMIT_FALLBACK_SECONDS
 
 
-def _clamp(seconds: float) -> float:
-    return min(max(seconds, 1.0), RATE_LIMIT_MAX_SECONDS)
-
-
-def is_rate_limited(response: httpx.Response) -> bool:
+def is_rate_limited(response: httpx.Response, message: str | None = None) -> bool:
+    """429, or 403 with `X-RateLimit-Remaining: 0`, a `Retry-After`, or "rate limit" in
+    `message` (default: the start of the body) — how GitHub and Bitbucket say it."""
     if response.status_code == 429:
         return True
     if response.status_code != 403:
@@ -221,29 +243,23 @@ def is_rate_limited(response: httpx.Response) -> bool:
     headers = response.headers
     if headers.get("x-ratelimit-remaining", "").strip() == "0" or "retry-after" in headers:
         return True
-    return "rate limit" in response.text[:2000].lower()
+    text = response.text[:2000] if message is None else message
+    return "rate limit" in text.lower()
 
 
-def sort_comments(comments: Iterable[PrComment]) -> list[PrComment]:
-    """Ascending by time (then id); duplicates (an item that moved between pages while
-    they were read) dropped."""
-    unique = {comment.id: comment for comment in comments}
-    return sorted(unique.values(), key=lambda c: (_moment(c.created_at), _id_key(c.id)))
-
-
-def _moment(stamp: str) -> float:
+def json_or_none(response: httpx.Response) -> Any:
+    """The parsed JSON body, or None if it is not JSON."""
     try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return response.json()
     except ValueError:
-        return 0.0
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        return None
 
 
-def _id_key(comment_id: str) -> tuple[int, str]:
-    digits = re.sub(r"\D", "", comment_id)
-    return (int(digits) if digits else 0, comment_id)
+def body_excerpt(response: httpx.Response) -> str:
+    """A short excerpt of a body that is not JSON (nothing for an HTML page)."""
+    if "html" in response.headers.get("content-type", ""):
+        return ""
+    return " ".join(response.text.split())[:200]
 
 
 def short_text(text: str) -> str:
@@ -251,6 +267,120 @@ def short_text(text: str) -> str:
     if len(text) > ERROR_DETAIL_CHARS:
         text = text[:ERROR_DETAIL_CHARS] + "…"
     return text
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+class Scrubber:
+    """Masks credentials in text that leaves a plugin: each secret raw and
+    percent-encoded (longest first), then whatever matches `patterns` (token shapes).
+    Secrets shorter than `min_length` are left alone (too short to scrub without
+    mangling ordinary text)."""
+
+    def __init__(
+        self,
+        secrets: Iterable[str],
+        patterns: Iterable[re.Pattern[str]] = (),
+        *,
+        min_length: int = 4,
+    ) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if not secret or len(secret) < min_length:
+                continue
+            forms.add(secret)
+            forms.add(quote(secret, safe=""))
+        self._secrets = sorted(forms, key=len, reverse=True)
+        self._patterns = tuple(patterns)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        for pattern in self._patterns:
+            text = pattern.sub("***", text)
+        return text
+
+
+# --- the trackers' client --------------------------------------------------------------
+
+
+class TrackerHttp:
+    """A tracker's `httpx.AsyncClient` (created on first use, never following
+    redirects; `aclose` closes it and a later request opens a new one). Timeouts,
+    transport failures and redirects become `PluginError`s naming `service`; every
+    secret, however short, is scrubbed (the trackers' settings accept any non-blank
+    token)."""
+
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        auth: httpx.Auth | None = None,
+        timeout_seconds: float,
+        secrets: Iterable[str],
+        token_patterns: Iterable[re.Pattern[str]] = (),
+    ) -> None:
+        self.service = service
+        self.base_url = base_url
+        self._headers = dict(headers)
+        self._auth = auth
+        self._timeout_seconds = timeout_seconds
+        self._scrubber = Scrubber(secrets, token_patterns, min_length=1)
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"TrackerHttp({self.service}, {display_url(self.base_url)!r})"
+
+    def scrub(self, text: str) -> str:
+        return self._scrubber.scrub(text)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        """One request, whatever its status; a timeout or a transport failure is a
+        `PluginError` saying so."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                auth=self._auth,
+                headers=self._headers,
+                timeout=self._timeout_seconds,
+                follow_redirects=False,
+            )
+        try:
+            return await self._client.request(method, url, params=params, json=json)
+        except httpx.TimeoutException:
+            raise PluginError(
+                f"{self.service} at {self.base_url} did not answer within "
+                f"{self._timeout_seconds:g}s ({what})."
+            ) from None
+        except httpx.HTTPError as exc:
+            detail = self.scrub(str(exc)) or type(exc).__name__
+            raise PluginError(
+                f"Could not reach {self.service} at {self.base_url} ({what}): {detail}"
+            ) from None
+
+    def redirect_error(self, response: httpx.Response, what: str, hint: str) -> PluginError:
+        """The `PluginError` for a 3xx answer; `hint` ends the message."""
+        location = self.scrub(response.headers.get("location", ""))
+        return PluginError(
+            f"{self.service} redirected {what} (HTTP {response.status_code}) to "
+            f"{location or 'another address'}{hint}",
+            status=response.status_code,
+        )
 
 
 # --- the provider description -----------------------------------------------------------
@@ -308,7 +438,7 @@ class EtagCache:
         return len(self._entries)
 
 
-# --- the client -------------------------------------------------------------------------
+# --- the forges' client -----------------------------------------------------------------
 
 
 class ForgeHttp:
@@ -339,7 +469,7 @@ class ForgeHttp:
         self._origin = _origin(httpx.URL(self.base_url))
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._secrets = sorted(_secret_forms(secrets), key=len, reverse=True)
+        self._scrubber = Scrubber(secrets, provider.token_patterns)
 
     def __repr__(self) -> str:
         return f"ForgeHttp({self.provider.name}, {display_url(self.base_url)!r})"
@@ -370,11 +500,7 @@ class ForgeHttp:
     # -- secrets --
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        for pattern in self.provider.token_patterns:
-            text = pattern.sub("***", text)
-        return text
+        return self._scrubber.scrub(text)
 
     # -- requests --
 
@@ -603,10 +729,7 @@ class ForgeHttp:
 
     def detail(self, response: httpx.Response) -> str:
         """The provider's message from a failed response (scrubbed, shortened)."""
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = None
+        body = json_or_none(response)
         detail = ""
         if body is not None:
             try:
@@ -641,14 +764,3 @@ def _following_page(url: str) -> str:
     except ValueError:
         current = 1
     return str(parsed.copy_set_param("page", str(current + 1)))
-
-
-def _secret_forms(secrets: Iterable[str]) -> set[str]:
-    """Each secret as it might be echoed: raw and percent-encoded."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if len(secret) < 4:  # too short to scrub without mangling ordinary text
-            continue
-        forms.add(secret)
-        forms.add(quote(secret, safe=""))
-    return forms

@@ -1,0 +1,28 @@
+"""Helpers the LLM executors (`anthropic`, `openai`) share.
+
+Secret scrubbing and `Retry-After` parsing are the plugins' (`coro.plugins.http`:
+`Scrubber`, `parse_retry_after`), so every provider client reads them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from coro.executors.base import PluginConfigError
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def parse_settings(model: type[S], settings: dict[str, Any]) -> S:
+    """`settings` (an executor's `config`) validated as `model`; `PluginConfigError`
+    names the failing fields and pydantic's message, never the values."""
+    try:
+        return model.model_validate(settings)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            problems.append(f"{where}: {error['msg']}")
+        raise PluginConfigError("; ".join(problems)) from None
