@@ -7,6 +7,7 @@ a running loop is told, so every control is safe against the loop's own writes.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from coro.engine.models import (
 from coro.engine.workflows import WorkflowError
 from coro.executors.script import ScriptError, parse_script
 from coro.intelligence.layers import WorkflowNotFound
+from coro.plugins.scm.git import (
+    MAX_DIFF_RESPONSE_BYTES,
+    GitError,
+    GitWorkspace,
+    find_checkout,
+)
 from coro.state.backend import JobNotFound, JobQuery
 
 EDITABLE_ARTIFACT_SUFFIXES = frozenset({".md", ".txt", ".yml", ".yaml", ".json"})
@@ -436,3 +443,44 @@ class JobService:
             job_id, f"[artifact-edit] {art.phase}/{art.kind}: developer edited {rel}"
         )
         return job
+
+    # --- diff -------------------------------------------------------------------------
+
+    async def diff(
+        self,
+        job_id: str,
+        base: str | None = None,
+        head: str | None = None,
+        repo: str | None = None,
+    ) -> dict[str, Any]:
+        """The unified diff of the checkout `work/<jobId>/<repo>` (default: the job's
+        `params.repoSlug`, else its only checkout), cut at 2 MiB (`truncated`).
+
+        Without `head`: the working tree (untracked files included) against `base`
+        (default HEAD). Raises `NoCheckout` when there is no checkout to look at."""
+        job = await self.store.get(job_id)
+        slug = job.params.get("repoSlug")
+        try:
+            name, path = await asyncio.to_thread(
+                find_checkout,
+                self.env.workdir(job.id),
+                repo or None,
+                slug if isinstance(slug, str) else None,
+            )
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        try:
+            result = await GitWorkspace(path).diff_capped(
+                base or None, head or None, max_bytes=MAX_DIFF_RESPONSE_BYTES
+            )
+        except GitError as exc:
+            if exc.kind == "invalid":
+                raise InvalidRequest(str(exc)) from exc
+            raise Conflict(f"Cannot read the checkout {name!r}: {exc}") from exc
+        return {
+            "repo": name,
+            "base": result.base,
+            "head": result.head,
+            "diff": result.text,
+            "truncated": result.truncated,
+        }

@@ -44,7 +44,7 @@ def command_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not SECRET_ENV_NAME.search(k)}
 
 
-class _CappedReader:
+class CappedReader:
     """Reads a stream to EOF, keeping the first `cap` bytes."""
 
     def __init__(self, stream: asyncio.StreamReader | None, cap: int) -> None:
@@ -79,7 +79,7 @@ def _exit_code(returncode: int | None) -> int | None:
     return 128 - returncode if returncode < 0 else returncode
 
 
-async def _kill_and_reap(proc: Process, tasks: set[asyncio.Task[Any]]) -> None:
+async def kill_and_reap(proc: Process, tasks: set[asyncio.Task[Any]]) -> None:
     """SIGKILL the command's process group, then give it a moment to close its pipes."""
     _kill_group(proc.pid)
     waiting = tasks or {asyncio.create_task(proc.wait())}
@@ -113,13 +113,13 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
         proc = await asyncio.shield(spawn)
     except asyncio.CancelledError:
         with contextlib.suppress(OSError):
-            await _kill_and_reap(await spawn, set())
+            await kill_and_reap(await spawn, set())
         raise
     except OSError as exc:
         raise ToolError(f"could not start bash: {exc}") from exc
 
-    stdout = _CappedReader(proc.stdout, ctx.output_cap_bytes)
-    stderr = _CappedReader(proc.stderr, ctx.output_cap_bytes)
+    stdout = CappedReader(proc.stdout, ctx.output_cap_bytes)
+    stderr = CappedReader(proc.stderr, ctx.output_cap_bytes)
     # `Process.wait()` returns once bash has exited *and* every holder of its pipes has
     # closed them, like the two readers
     tasks: set[asyncio.Task[Any]] = {
@@ -133,11 +133,11 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         if pending:
             timed_out = True
-            await _kill_and_reap(proc, pending)
+            await kill_and_reap(proc, pending)
         settled = True
     finally:
         if not settled:  # cancelled (or failed): take the process group down with us
-            await _kill_and_reap(proc, tasks)
+            await kill_and_reap(proc, tasks)
 
     if timed_out:
         await ctx.log(

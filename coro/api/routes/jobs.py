@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from coro.api.deps import RunnerDep
@@ -21,6 +21,7 @@ from coro.api.schemas import (
 )
 from coro.engine.models import PARKING, STOPPED
 from coro.engine.service import NewJob
+from coro.plugins.scm.git import NoCheckout
 from coro.state.backend import JobQuery
 
 router = APIRouter(tags=["jobs"])
@@ -180,6 +181,27 @@ async def rerun_phase(
     body = body or RerunBody()
     await runner.jobs.rerun_phase(job_id, phase, body.model, body.provider)
     return {"rerunning": True, "phase": phase}
+
+
+@router.get("/jobs/{job_id}/diff")
+async def job_diff(
+    runner: RunnerDep,
+    job_id: str,
+    base: Annotated[str | None, Query(max_length=256)] = None,
+    head: Annotated[str | None, Query(max_length=256)] = None,
+    repo: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
+    """`{repo, base, head, diff, truncated}`: the unified diff of `work/<jobId>/<repo>`.
+
+    Without `head`, the working tree (untracked files included) against `base` (default
+    HEAD; `head: null`); with both, `git diff base head`. `base`/`head` are the resolved
+    commit SHAs. `repo` is a directory of the job directory (default: `params.repoSlug`,
+    else the only checkout). Cut at 2 MiB (`truncated: true`). 400 bad ref or `repo`,
+    404 no checkout."""
+    try:
+        return await runner.jobs.diff(job_id, base=base, head=head, repo=repo)
+    except NoCheckout as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
 
 
 @router.get("/jobs/{job_id}/artifacts/{artifact_id}/content")
