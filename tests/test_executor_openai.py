@@ -330,11 +330,14 @@ async def test_a_phase_signal_stops_the_loop_without_another_round_trip(
     assert len(fake.chat_requests) == 1
 
 
-async def test_the_turn_limit_ends_the_phase(
+async def test_the_turn_limit_escalates(
     fake: FakeOpenAI, executor: OpenAIChatExecutor, tmp_path: Path
 ) -> None:
     fake.queue(Reply(tool_calls=[ToolCall("file_read", {"path": "a"})]))
-    await run(executor, make_request(ToolCalls(), tmp_path, max_turns=1))
+    with pytest.raises(ExecutorError) as caught:
+        await run(executor, make_request(ToolCalls(), tmp_path, max_turns=1))
+    assert caught.value.escalate is True
+    assert "limit of 1 model calls" in str(caught.value)
     assert len(fake.chat_requests) == 1
 
 

@@ -53,7 +53,7 @@ from coro.executors.base import (
     UsageEvent,
     wait_interruptible,
 )
-from coro.executors.common import parse_settings
+from coro.executors.common import parse_settings, turn_limit_reached
 from coro.plugins.http import Scrubber, display_url, parse_retry_after
 from coro.tools.registry import Tool
 
@@ -210,11 +210,7 @@ class AnthropicExecutor:
             if request.stop_requested:
                 return
             if turn >= cap:
-                raise ExecutorError(
-                    f"Phase {request.phase} reached its limit of {cap} model calls without "
-                    "finishing. Resume the job to let it continue, or split the phase.",
-                    escalate=True,
-                )
+                raise turn_limit_reached(request.phase, cap)
             turn += 1
             outcome = _RoundTrip()
             params: dict[str, Any] = {

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from coro.executors.base import PluginConfigError
+from coro.executors.base import ExecutorError, PluginConfigError
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -26,3 +26,12 @@ def parse_settings(model: type[S], settings: dict[str, Any]) -> S:
             where = ".".join(str(part) for part in error["loc"]) or "config"
             problems.append(f"{where}: {error['msg']}")
         raise PluginConfigError("; ".join(problems)) from None
+
+
+def turn_limit_reached(phase: str, cap: int) -> ExecutorError:
+    """The agent still wanted to continue after `cap` model calls: hand it to the developer."""
+    return ExecutorError(
+        f"Phase {phase} reached its limit of {cap} model calls without finishing. "
+        "Resume the job to let it continue, or split the phase.",
+        escalate=True,
+    )

@@ -57,7 +57,7 @@ from coro.executors.base import (
     UsageEvent,
     wait_interruptible,
 )
-from coro.executors.common import parse_settings
+from coro.executors.common import parse_settings, turn_limit_reached
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
 from coro.plugins.http import Scrubber, parse_retry_after
 
@@ -555,8 +555,10 @@ class OpenAIChatExecutor:
             for text in request.take_developer_messages():
                 _append_user(messages, text)
                 yield PromptEvent(text)
-            if request.stop_requested or round_trips >= request.max_turns:
+            if request.stop_requested:
                 return
+            if round_trips >= request.max_turns:
+                raise turn_limit_reached(request.phase, request.max_turns)
             round_trips += 1
             reply = await self._round_trip(request, model, messages, tools)
             if reply is None:  # interrupted (cancel, pause)
