@@ -17,6 +17,8 @@ ONE_PHASE = [{"name": "work", "agent": None}]
         ({"workflowPath": "workflows/nope/workflow.md"}, "nope"),
         ({"workflowPath": "../../etc/passwd"}, ".."),
         ({"workflowPath": "/etc/passwd"}, "absolute"),
+        ({"workflowPath": "0" * 490}, "longer than"),
+        ({"workflowPath": "workflows/" + "x" * 300 + "/workflow.md"}, "longer than"),
         ({"workflowPath": 42}, "workflowPath"),
         ({"workflowPath": "workflows/demo/workflow.md", "interactive": "very"}, "interactive"),
         ({"workflowPath": "workflows/demo/workflow.md", "reviewers": "bob"}, "reviewers"),
@@ -78,7 +80,14 @@ async def test_unknown_job_ids_are_404(api: Api, method: str, path: str, body: d
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 500}, {"offset": -1}, {"limit": "many"}, {"group": "sideways"}],
+    [
+        {"limit": 0},
+        {"limit": 500},
+        {"offset": -1},
+        {"offset": 10**30},
+        {"limit": "many"},
+        {"group": "sideways"},
+    ],
 )
 async def test_bad_listing_queries_are_400(api: Api, params: dict) -> None:
     response = await api.client.get("/jobs", params=params)

@@ -39,6 +39,11 @@ class WorkflowNotFound(Exception):
         )
 
 
+#: Beyond these the file system refuses the name anyway (ENAMETOOLONG).
+MAX_PATH_LENGTH = 1024
+MAX_SEGMENT_LENGTH = 255
+
+
 def check_relative_path(path: str) -> str:
     """Validate a layer-relative path and return it normalised (`a/./b/` → `a/b`).
 
@@ -53,7 +58,11 @@ def check_relative_path(path: str) -> str:
         raise ValueError(f"path {path!r} contains a backslash; use '/' between segments")
     if path.startswith("/") or _DRIVE.match(path):
         raise ValueError(f"path {path!r} is absolute; give a path relative to the layer")
+    if len(path) > MAX_PATH_LENGTH:
+        raise ValueError(f"path is longer than {MAX_PATH_LENGTH} characters")
     parts = [part for part in path.split("/") if part not in ("", ".")]
+    if any(len(part) > MAX_SEGMENT_LENGTH for part in parts):
+        raise ValueError(f"a segment of the path is longer than {MAX_SEGMENT_LENGTH} characters")
     if ".." in parts:
         raise ValueError(f"path {path!r} contains '..'; it must stay inside its layer")
     if not parts:
