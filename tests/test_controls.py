@@ -300,3 +300,25 @@ async def test_a_parked_job_wakes_on_the_first_event(api: Api) -> None:
     assert "[event] Received event: pullrequest:fulfilled" in result.texts()
     job = await api.job(job_id)
     assert "[EVENT: 1 received since you parked]" in user_prompts(job)[-1]
+
+
+async def test_pause_then_message_before_the_turn_ends_reruns_the_phase(
+    api_factory: ApiFactory,
+) -> None:
+    from coro.state.memory import MemoryStateBackend
+
+    # The in-memory backend never yields inside pause() or message(), so both controls
+    # land before the interrupted turn is wound up: the race, made deterministic.
+    async with api_factory(backend=MemoryStateBackend()) as api:
+        workflow = write_workflow(api.home, "raced", THREE_PHASES)
+        script = {
+            "first": [[{"text": "long work"}, {"sleep": 600}], [{"text": "first again"}]],
+            "second": [{"text": "second ran"}],
+        }
+        job_id = await api.create(workflow, script)
+        await api.wait_for_line(job_id, "long work")
+        await api.runner.jobs.pause(job_id)
+        await api.runner.jobs.message(job_id, "carry on")
+        texts = (await api.finish(job_id)).texts()
+    assert texts.index("first again") < texts.index("second ran")
+    assert texts.count("Phase advanced → second") == 1

@@ -125,6 +125,9 @@ class PhaseLoop:
 
     async def _run_phase(self, workflow: Workflow) -> bool:
         """One visit of the current phase; True to continue with the next iteration."""
+        # Interrupts aimed at an earlier turn are spent; any from now on count (the
+        # state written by the control is what the start below checks).
+        self.handle.interrupt.clear()
         taken: list[str | None] = [None]
         declared: list[Phase | None] = [None]
         over_budget: str | None = None
@@ -330,6 +333,11 @@ class PhaseLoop:
             if not signals.escalated:
                 await self._note_boundary_stop(job, "end of turn")
             return False
+        if self.handle.interrupt.is_set() and not signals.any:
+            # A pause cut this turn short and a message already woke the job: the phase
+            # did not finish, so run it again (with the message) instead of advancing.
+            await self.log(f"[control] Turn interrupted — running phase {phase.name} again")
+            return True
         if signals.awaiting_event:
             # An agent asking for approval at a checkpoint phase gets the same "approve
             # and advance" resume as the runner's own checkpoint park.
