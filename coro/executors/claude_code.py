@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from coro.config import CoroHome
@@ -83,6 +83,8 @@ from coro.executors.base import (
     ThinkingEvent,
     UsageEvent,
 )
+from coro.executors.common import parse_settings
+from coro.plugins.http import Scrubber, clamp_wait
 from coro.tools.registry import MCP_PREFIX, Tool, ToolResult
 
 if TYPE_CHECKING:
@@ -115,7 +117,6 @@ CLI_VERSION_TIMEOUT_SECONDS = 30.0
 HEALTHCHECK_TIMEOUT_SECONDS = 15.0
 #: A rate limit the CLI reported without a reset time.
 RATE_LIMIT_FALLBACK_SECONDS = 60.0
-RATE_LIMIT_MAX_SECONDS = 3600.0
 #: How long a job parks when the API stayed overloaded through the CLI's retries.
 OVERLOADED_PARK_SECONDS = 30.0
 #: Characters of the earlier transcript handed to a fresh session (the newest part).
@@ -219,14 +220,7 @@ def create(settings: dict[str, Any]) -> ClaudeCodeExecutor:
         raise PluginConfigError(
             f"The claude-code executor needs the claude-agent-sdk package: {INSTALL_HINT}"
         ) from None
-    try:
-        parsed = ClaudeCodeSettings.model_validate(settings)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            problems.append(f"{where}: {error['msg']}")
-        raise PluginConfigError("; ".join(problems)) from None
+    parsed = parse_settings(ClaudeCodeSettings, settings)
     config_dir: Path | None = None
     if parsed.config_dir is not None:
         config_dir = Path(parsed.config_dir)
@@ -376,6 +370,8 @@ class ClaudeCodeExecutor:
     def __init__(self, settings: ClaudeCodeSettings, *, config_dir: Path | None = None) -> None:
         self.settings = settings
         self.config_dir = config_dir
+        key = settings.api_key
+        self._scrubber = Scrubber([key.get_secret_value()] if key is not None else [], min_length=1)
 
     def __repr__(self) -> str:
         return f"ClaudeCodeExecutor(base_url={self.settings.base_url!r})"
@@ -385,9 +381,7 @@ class ClaudeCodeExecutor:
 
     def scrub(self, text: str) -> str:
         """`text` without the API key (nor anything shaped like an Anthropic key)."""
-        if self.settings.api_key is not None:
-            text = text.replace(self.settings.api_key.get_secret_value(), "***")
-        return _KEY_PATTERN.sub("sk-ant-***", text)
+        return _KEY_PATTERN.sub("sk-ant-***", self._scrubber.scrub(text))
 
     # -- the CLI --
 
@@ -737,7 +731,7 @@ class ClaudeCodeExecutor:
         if status == 429 or kind == "rate_limit":
             wait = RATE_LIMIT_FALLBACK_SECONDS
             if turn.rate_limit_reset is not None:
-                wait = min(max(turn.rate_limit_reset - time.time(), 1.0), RATE_LIMIT_MAX_SECONDS)
+                wait = clamp_wait(turn.rate_limit_reset - time.time())
             return RateLimited(
                 f"Anthropic rate limit ({label}) in Claude Code: {said}",
                 retry_after=wait,

@@ -1,7 +1,8 @@
 """A loopback fake of the Anthropic Messages API that speaks the real wire format.
 
-A real HTTP/1.1 server on 127.0.0.1 (asyncio streams, keep-alive, chunked event
-streams), listening as soon as `async with FakeAnthropic()` returns. Tests queue what
+A real HTTP/1.1 server on 127.0.0.1 (`LoopbackServer` of `tests/fakes/http_server.py`:
+keep-alive, chunked event streams), listening as soon as `async with FakeAnthropic()`
+returns. Tests queue what
 the "model" does next and read back every request the server received:
 
     async with FakeAnthropic(api_key="sk-ant-test") as fake:
@@ -29,7 +30,6 @@ scripts that depend on what was sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
+
+from tests.fakes import http_server
+from tests.fakes.http_server import Answer, LoopbackServer
 
 # --- what tests queue ---------------------------------------------------------------
 
@@ -170,13 +173,8 @@ def unavailable() -> ErrorReply:
 # --- what the server saw ------------------------------------------------------------
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
+class RecordedRequest(http_server.RecordedRequest):
+    """A recorded request with the credential and the Messages body's parts at hand."""
 
     @property
     def api_key(self) -> str | None:
@@ -221,37 +219,39 @@ DEFAULT_MODELS = (
 )
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
+    json_type = "application/json"
+    request_type = RecordedRequest
+
     def __init__(
         self,
         *,
         api_key: str | None = None,
         models: tuple[tuple[str, str], ...] = DEFAULT_MODELS,
     ) -> None:
+        super().__init__()
         self.api_key = api_key  # None: any credential (or none) is accepted
         self.models = models
-        self.requests: list[RecordedRequest] = []
         self.models_error: ErrorReply | None = None  # answer GET /v1/models with this
         self.release = asyncio.Event()  # lets held streams go on
         self.holding = asyncio.Event()  # set while a stream is held after message_start
         self._script: list[Scripted] = []
-        self._arrived = asyncio.Condition()
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._counter = 0
-        self.port = 0
 
     # -- test API --
 
     @property
     def base_url(self) -> str:
         """What the SDK takes as `base_url` (it appends `/v1/...`)."""
-        return f"http://127.0.0.1:{self.port}"
+        return self.root
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/messages"]
+        return [
+            r
+            for r in self.requests
+            if isinstance(r, RecordedRequest) and r.method == "POST" and r.path == "/v1/messages"
+        ]
 
     def queue(self, *replies: Scripted) -> None:
         self._script.extend(replies)
@@ -260,19 +260,17 @@ class FakeAnthropic:
     def pending(self) -> int:
         return len(self._script)
 
-    async def wait_for_requests(self, count: int, path: str = "/v1/messages") -> None:
+    async def wait_for_requests(
+        self, count: int, path: str = "/v1/messages"
+    ) -> list[http_server.RecordedRequest]:
         """Block until `count` requests to `path` arrived (an event, not a poll)."""
         async with self._arrived:
             await self._arrived.wait_for(
                 lambda: sum(r.path == path for r in self.requests) >= count
             )
+        return self.requests
 
     # -- lifecycle --
-
-    async def __aenter__(self) -> FakeAnthropic:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
     async def __aexit__(
         self,
@@ -280,89 +278,74 @@ class FakeAnthropic:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        self._server.close()
         self.release.set()
-        # Hang up rather than cancel: a cancelled connection task makes asyncio log an
-        # error from its stream callback.
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+        await super().__aexit__(exc_type, exc, tb)
 
-    # -- HTTP --
+    # -- answering --
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        self._writers.add(writer)
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            self._connections.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def server_headers(self) -> dict[str, str]:
+        return {
+            "request-id": self._request_id(),
+            "anthropic-organization-id": "00000000-0000-4000-8000-000000000000",
+        }
 
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def respond(
+        self,
+        request: http_server.RecordedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
-        line = await reader.readline()
-        if not line.strip():
-            return False
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        data = await _read_body(reader, headers)
-        try:
-            body = json.loads(data) if data else None
-        except json.JSONDecodeError:
-            body = None
-        path, _, query = target.partition("?")
-        request = RecordedRequest(method, path, query, headers, body)
-        async with self._arrived:
-            self.requests.append(request)
-            self._arrived.notify_all()
-        keep_alive = headers.get("connection", "").lower() != "close"
+        outcome = self._outcome(request)
+        if isinstance(outcome, Reply):
+            request.status = 200
+            return await self._stream(reader, writer, outcome, str(request.body["model"]))
+        request.status = outcome.status
+        await self.send(writer, outcome)
+        return True
 
+    def _outcome(self, request: http_server.RecordedRequest) -> Answer | Reply:
+        """The answer to `request`, or the reply to stream to it."""
         denied = self._check_key(request)
         if denied is not None:
-            await self._send_error(writer, denied)
-        elif method == "GET" and path == "/v1/models":
-            await self._models(writer, query)
-        elif method == "POST" and path == "/v1/messages/count_tokens":
+            return self._error(denied)
+        method, path, body = request.method, request.path, request.body
+        if method == "GET" and path == "/v1/models":
+            return self._models(request.query)
+        if method == "POST" and path == "/v1/messages/count_tokens":
             size = len(json.dumps(body)) if body is not None else 0
-            await self._send_json(writer, 200, {"input_tokens": max(1, size // 4)})
-        elif method == "POST" and path == "/v1/messages":
-            keep_alive = await self._messages(reader, writer, request) and keep_alive
-        else:
-            await self._send_error(
-                writer, ErrorReply(404, "not_found_error", f"Not found: {method} {path}")
-            )
-        return keep_alive
+            return Answer(200, {"input_tokens": max(1, size // 4)})
+        if method != "POST" or path != "/v1/messages":
+            return self._error(ErrorReply(404, "not_found_error", f"Not found: {method} {path}"))
+        if not isinstance(body, dict) or not all(k in body for k in ("model", "max_tokens")):
+            return self._error(invalid_request("model: Field required"))
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return self._error(invalid_request("messages: Field required"))
+        if not self._script:
+            return self._error(ErrorReply(500, "api_error", "fake server: no scripted reply left"))
+        step = self._script.pop(0)
+        if not isinstance(step, Reply | ErrorReply):
+            assert isinstance(request, RecordedRequest)
+            step = step(request)
+        if isinstance(step, ErrorReply):
+            return self._error(step)
+        if body.get("stream"):
+            return step
+        message_id, model = self._next_id(), step.model or str(body["model"])
+        return Answer(200, _message(step, message_id, model))
 
-    def _check_key(self, request: RecordedRequest) -> ErrorReply | None:
+    def _check_key(self, request: http_server.RecordedRequest) -> ErrorReply | None:
         if self.api_key is None:
             return None
+        assert isinstance(request, RecordedRequest)
         presented = request.api_key or ""
         return None if presented == self.api_key else authentication_error(presented)
 
-    async def _models(self, writer: asyncio.StreamWriter, query: str) -> None:
+    def _models(self, query: dict[str, str]) -> Answer:
         if self.models_error is not None:
-            await self._send_error(writer, self.models_error)
-            return
+            return self._error(self.models_error)
         limit = len(self.models)
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "limit" and value.isdigit():
-                limit = int(value)
+        if query.get("limit", "").isdigit():
+            limit = int(query["limit"])
         data = [
             {
                 "type": "model",
@@ -372,8 +355,7 @@ class FakeAnthropic:
             }
             for model_id, name in self.models[:limit]
         ]
-        await self._send_json(
-            writer,
+        return Answer(
             200,
             {
                 "data": data,
@@ -383,44 +365,27 @@ class FakeAnthropic:
             },
         )
 
-    async def _messages(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: RecordedRequest
+    async def _stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        step: Reply,
+        requested_model: str,
     ) -> bool:
-        body = request.body
-        if not isinstance(body, dict) or not all(k in body for k in ("model", "max_tokens")):
-            await self._send_error(writer, invalid_request("model: Field required"))
-            return True
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
-            await self._send_error(writer, invalid_request("messages: Field required"))
-            return True
-        if not self._script:
-            await self._send_error(
-                writer, ErrorReply(500, "api_error", "fake server: no scripted reply left")
-            )
-            return True
-        step = self._script.pop(0)
-        if not isinstance(step, Reply | ErrorReply):
-            step = step(request)
-        if isinstance(step, ErrorReply):
-            await self._send_error(writer, step)
-            return True
-        self._counter += 1
-        message_id = f"msg_fake{self._counter:04d}"
-        model = step.model or str(body["model"])
-        if not body.get("stream"):
-            await self._send_json(writer, 200, _message(step, message_id, model))
-            return True
-        await self._send_head(writer, 200, "text/event-stream; charset=utf-8", chunked=True)
+        message_id, model = self._next_id(), step.model or requested_model
+        await self.send_stream_head(
+            writer, 200, "text/event-stream; charset=utf-8", {"cache-control": "no-cache"}
+        )
         for name, payload in _stream_events(step, message_id, model):
             frame = f"event: {name}\ndata: {json.dumps(payload)}\n\n"
-            await self._send_chunk(writer, frame.encode())
+            await self.send_chunk(writer, frame.encode())
             if step.hold and name == "ping" and not await self._held(reader):
                 return False  # the client went away
         if step.error_after is not None:
-            error = _error_body(step.error_after, f"req_fake{len(self.requests):04d}")
+            error = _error_body(step.error_after, self._request_id())
             frame = f"event: error\ndata: {json.dumps(error)}\n\n"
-            await self._send_chunk(writer, frame.encode())
-        await self._send_chunk(writer, b"")
+            await self.send_chunk(writer, frame.encode())
+        await self.send_chunk(writer, b"")
         return True
 
     async def _held(self, reader: asyncio.StreamReader) -> bool:
@@ -437,80 +402,16 @@ class FakeAnthropic:
             self.holding.clear()
         return released in done
 
-    # -- wire helpers --
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"msg_fake{self._counter:04d}"
 
-    async def _send_head(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        content_type: str,
-        *,
-        length: int = 0,
-        chunked: bool = False,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            f"content-type: {content_type}",
-            f"request-id: req_fake{len(self.requests):04d}",
-            "anthropic-organization-id: 00000000-0000-4000-8000-000000000000",
-            "transfer-encoding: chunked" if chunked else f"content-length: {length}",
-        ]
-        if chunked:
-            lines.append("cache-control: no-cache")
-        lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
+    def _request_id(self) -> str:
+        return f"req_fake{len(self.requests):04d}"
 
-    async def _send_chunk(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        await writer.drain()
-
-    async def _send_json(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(payload).encode()
-        await self._send_head(writer, status, "application/json", length=len(data), extra=headers)
-        writer.write(data)
-        await writer.drain()
-
-    async def _send_error(self, writer: asyncio.StreamWriter, error: ErrorReply) -> None:
-        payload = _error_body(error, f"req_fake{len(self.requests):04d}")
+    def _error(self, error: ErrorReply) -> Answer:
         headers = {"x-should-retry": "true" if error.status >= 500 else "false", **error.headers}
-        await self._send_json(writer, error.status, payload, headers)
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    413: "Request Entity Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    529: "Site Overloaded",
-}
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        data = b""
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                await reader.readline()  # the blank line after the last chunk
-                return data
-            data += await reader.readexactly(size)
-            await reader.readline()
-    length = int(headers.get("content-length", "0"))
-    return await reader.readexactly(length) if length else b""
+        return Answer(error.status, _error_body(error, self._request_id()), headers)
 
 
 def _error_body(error: ErrorReply, request_id: str) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Hand-written on asyncio streams, so it is listening as soon as `async with` returns
 (nothing to poll for). `LoopbackServer` accepts connections (keep-alive), parses each
-request (request line, headers, a `Content-Length` body: JSON, else its text), records
-it in `requests` (`wait_for_requests` blocks on that, `mark`/`since` slice it), answers
-it and, on exit, hangs up on every client and waits for their handlers to end.
+request (request line, headers, a `Content-Length` or chunked body: JSON, else its
+text), records it in `requests` (`wait_for_requests` blocks on that, `mark`/`since`
+slice it), answers it and, on exit, hangs up on every client and waits for their
+handlers to end.
 
 A fake subclasses one of:
 
@@ -73,12 +74,14 @@ REASONS = {
     405: "Method Not Allowed",
     409: "Conflict",
     410: "Gone",
+    413: "Request Entity Too Large",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    529: "Site Overloaded",
 }
 _NO_BODY = frozenset({204, 304})
 
@@ -227,10 +230,15 @@ class LoopbackServer:
         await writer.drain()
 
     async def send_stream_head(
-        self, writer: asyncio.StreamWriter, status: int, content_type: str
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        content_type: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """The head of a chunked answer; `send_chunk` sends its parts, `b""` ends it."""
         fields = [("content-type", content_type), ("transfer-encoding", "chunked")]
+        fields += (headers or {}).items()
         writer.write(self._head(status, fields))
         await writer.drain()
 
@@ -271,8 +279,7 @@ class LoopbackServer:
         while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
             name, _, value = raw.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        data = await reader.readexactly(length) if length else b""
+        data = await _read_body(reader, headers)
         body: Any = None
         if data:
             try:
@@ -288,6 +295,19 @@ class LoopbackServer:
             self._arrived.notify_all()
         keep_alive = await self.respond(request, reader, writer)
         return keep_alive and headers.get("connection", "").lower() != "close"
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """A request body: `Content-Length` bytes, or a chunked one put together."""
+    if headers.get("transfer-encoding", "").lower() != "chunked":
+        length = int(headers.get("content-length", "0"))
+        return await reader.readexactly(length) if length else b""
+    data = b""
+    while size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16):
+        data += await reader.readexactly(size)
+        await reader.readline()
+    await reader.readline()  # the blank line after the last chunk
+    return data
 
 
 def _payload(answer: Answer, content_type: str) -> bytes:
