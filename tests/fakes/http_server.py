@@ -192,7 +192,8 @@ class LoopbackServer:
     # -- answering (what subclasses override) --
 
     async def handle(self, request: RecordedRequest) -> Answer:
-        raise NotImplementedError
+        """A fake's routes; the base knows none (fakes that stream override `respond`)."""
+        return Answer(404, {"message": f"no route for {request.method} {request.path}"})
 
     async def answer(self, request: RecordedRequest) -> Answer:
         """`handle`'s answer; a bug in the fake is answered 500 and kept in `errors`."""
