@@ -27,6 +27,7 @@ from coro.executors import ExecutorRegistry, build_executors
 from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.mcp.service import McpService
+from coro.plugins.registry import PluginSet
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
 from coro.tools import ToolRegistry, builtin_tools
@@ -60,6 +61,7 @@ class Runner:
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
         self.intake = IntakeService(self.env, self.config.intake)
+        self.plugins = PluginSet(self.config)
         self.mcp = McpService(self.env)
         self.transport = transport or MemoryEventTransport()
         self.version = __version__
@@ -81,6 +83,7 @@ class Runner:
         await self.dispatcher.close()
         await self.mcp.stop()
         await self.env.executors.aclose()
+        await self.plugins.aclose()
         await self.backend.close()
 
     @contextlib.asynccontextmanager

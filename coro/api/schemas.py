@@ -94,6 +94,11 @@ class HealthcheckBody(Body):
     config: dict[str, Any] | None = None
 
 
+class TestConnectionBody(Body):
+    plugin_id: str | None = Field(default=None, min_length=1, max_length=100)
+    config: dict[str, Any] | None = None
+
+
 class TestLlmBody(Body):
     plugin_id: str | None = Field(default=None, min_length=1, max_length=100)
     config: dict[str, Any] | None = None

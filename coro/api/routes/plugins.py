@@ -1,4 +1,5 @@
-"""Executor diagnostics: model catalogues, health checks, `POST /test/llm`."""
+"""Plugin diagnostics: model catalogues, health checks, and the connection tests
+`POST /test/llm`, `POST /test/git`, `POST /test/tracker`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from coro.api.deps import RunnerDep
-from coro.api.schemas import HealthcheckBody, TestLlmBody
+from coro.api.schemas import HealthcheckBody, TestConnectionBody, TestLlmBody
 from coro.engine.service import InvalidRequest
 from coro.executors import (
     Executor,
@@ -17,6 +18,13 @@ from coro.executors import (
     PluginNotFound,
     close_executor,
     create_executor,
+)
+from coro.plugins.errors import PluginError
+from coro.plugins.registry import (
+    KIND_NAMES,
+    PluginKind,
+    PluginResolutionError,
+    create_plugin,
 )
 
 router = APIRouter(tags=["plugins"])
@@ -91,3 +99,50 @@ async def test_llm(
         "message": health.message,
         "details": {"pluginId": plugin_id, **asdict(health)},
     }
+
+
+async def _test_connection(
+    runner: Any, kind: PluginKind, body: TestConnectionBody
+) -> dict[str, Any]:
+    """A real request through the default (or named, or draft-configured) plugin."""
+    if body.config is not None:
+        if body.plugin_id is None:
+            raise InvalidRequest("pluginId is required with a draft config")
+        try:
+            plugin = create_plugin(kind, body.plugin_id, body.config)
+        except PluginConfigError as exc:
+            raise InvalidRequest(f"Invalid config for {body.plugin_id}: {exc}") from exc
+        except PluginResolutionError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        try:
+            check = await plugin.test_connection()
+        finally:
+            await plugin.aclose()
+    else:
+        try:
+            plugin = runner.plugins.resolve(kind, body.plugin_id)
+        except PluginResolutionError as exc:
+            return {"ok": False, "message": str(exc), "details": {}}
+        try:
+            check = await plugin.test_connection()
+        except PluginError as exc:  # the plugin's message is safe to show
+            return {"ok": False, "message": str(exc), "details": {"pluginId": plugin.id}}
+    return {
+        "ok": check.ok,
+        "message": check.message,
+        "details": {"pluginId": plugin.id, "kind": KIND_NAMES[kind], **check.details},
+    }
+
+
+@router.post("/test/git")
+async def test_git(
+    runner: RunnerDep, body: Annotated[TestConnectionBody | None, Body()] = None
+) -> dict[str, Any]:
+    return await _test_connection(runner, "scm", body or TestConnectionBody())
+
+
+@router.post("/test/tracker")
+async def test_tracker(
+    runner: RunnerDep, body: Annotated[TestConnectionBody | None, Body()] = None
+) -> dict[str, Any]:
+    return await _test_connection(runner, "tracker", body or TestConnectionBody())
