@@ -568,9 +568,7 @@ class ForgeHttp:
         while url is not None:
             page = await self.get(url, what=what, params=query)
             query = None
-            if page.url in visited or len(visited) >= MAX_PAGES:
-                raise PluginError(f"{self.provider.name}: the pages of {what} do not end.")
-            visited.add(page.url)
+            self._note_page(visited, page.url, what)
             if not isinstance(page.body, list):
                 raise PluginError(
                     f"{self.provider.name} sent an unexpected response for {what} "
@@ -583,6 +581,12 @@ class ForgeHttp:
             if url is not None:
                 url = self.same_origin(url, what)
         return items
+
+    def _note_page(self, visited: set[str], url: str, what: str) -> None:
+        """Guard against pagination that loops or never ends."""
+        if url in visited or len(visited) >= MAX_PAGES:
+            raise PluginError(f"{self.provider.name}: the pages of {what} do not end.")
+        visited.add(url)
 
     async def list_body_pages(
         self,
@@ -600,9 +604,7 @@ class ForgeHttp:
         while url is not None:
             page = await self.get(url, what=what, params=query)
             query = None
-            if page.url in visited or len(visited) >= MAX_PAGES:
-                raise PluginError(f"{self.provider.name}: the pages of {what} do not end.")
-            visited.add(page.url)
+            self._note_page(visited, page.url, what)
             parsed = parse_model(_BodyPage, page.body, provider=self.provider.name, what=what)
             items.extend(parsed.values)
             url = self.same_origin(parsed.next, what) if parsed.next else None
