@@ -27,6 +27,7 @@ from coro.executors import ExecutorRegistry, build_executors
 from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.mcp.service import McpService
+from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
@@ -50,6 +51,7 @@ class Runner:
         self.config = config if config is not None else home.load_config()
         self.backend = backend or SqliteStateBackend(home.state_db)
         self.store = JobStore(self.backend, LogBus())
+        self.plugins = PluginSet(self.config, PluginContext(home))
         self.env = EngineEnv(
             store=self.store,
             layers=IntelligenceLayers(home.intelligence_dir(self.config)),
@@ -61,7 +63,6 @@ class Runner:
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
         self.intake = IntakeService(self.env, self.config.intake)
-        self.plugins = PluginSet(self.config)
         self.mcp = McpService(self.env)
         self.transport = transport or MemoryEventTransport()
         self.version = __version__

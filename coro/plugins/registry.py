@@ -1,9 +1,11 @@
 """The configured source-control and tracker plugins, and which one a job gets.
 
 Built-ins are created from `plugins.installed.<id>.config` exactly as drop-ins will be.
-Resolution never guesses between two candidates: the explicit id, else
-`plugins.defaults.<kind>`, else the only one configured, else a clear error that lists
-what is installed.
+The offline `local` SCM needs no configuration and is always there (unless disabled),
+but never competes with a configured forge. Resolution never guesses between two
+candidates: the explicit id, else `plugins.defaults.<kind>`, else the only one
+configured, else `local` (for source control), else a clear error that lists what is
+installed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 from coro.config import CoroConfig
 from coro.executors.base import PluginConfigError
+from coro.plugins.context import PluginContext
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ BUILTIN_MODULES: dict[PluginKind, dict[str, str]] = {
     "scm": {
         "github": "coro.plugins.scm.github",
         "bitbucket": "coro.plugins.scm.bitbucket",
+        "local": "coro.plugins.scm.local",
     },
     "tracker": {
         "jira": "coro.plugins.trackers.jira",
@@ -31,13 +35,17 @@ BUILTIN_MODULES: dict[PluginKind, dict[str, str]] = {
     },
 }
 KIND_NAMES: dict[PluginKind, str] = {"scm": "source-control", "tracker": "tracker"}
+#: The SCM that works with no configuration at all (bare repositories under CORO_HOME).
+LOCAL_SCM = "local"
 
 
 class PluginResolutionError(LookupError):
     """No plugin (or no single plugin) can serve a request; the message says what to do."""
 
 
-def create_plugin(kind: PluginKind, plugin_id: str, settings: dict[str, Any]) -> Any:
+def create_plugin(
+    kind: PluginKind, plugin_id: str, settings: dict[str, Any], context: PluginContext
+) -> Any:
     """A built-in plugin from settings; `PluginResolutionError` for an unknown id,
     `PluginConfigError` for invalid settings."""
     module_name = BUILTIN_MODULES[kind].get(plugin_id)
@@ -46,25 +54,30 @@ def create_plugin(kind: PluginKind, plugin_id: str, settings: dict[str, Any]) ->
         raise PluginResolutionError(
             f"{plugin_id!r} is not a {KIND_NAMES[kind]} plugin (built-in: {known})"
         )
-    return importlib.import_module(module_name).create(settings)
+    return importlib.import_module(module_name).create(settings, context)
 
 
 class PluginSet:
     """The enabled SCM and tracker plugins of one config; broken ones are reported."""
 
-    def __init__(self, config: CoroConfig) -> None:
+    def __init__(self, config: CoroConfig, context: PluginContext) -> None:
         self.defaults = dict(config.plugins.defaults)
         self.loaded: dict[PluginKind, dict[str, Any]] = {"scm": {}, "tracker": {}}
         self.failed: dict[str, str] = {}
-        for plugin_id, slot in config.plugins.installed.items():
+        slots = {pid: (slot.enabled, slot.config) for pid, slot in config.plugins.installed.items()}
+        slots.setdefault(LOCAL_SCM, (True, {}))
+        for plugin_id, (enabled, settings) in slots.items():
             kind = next((k for k, mods in BUILTIN_MODULES.items() if plugin_id in mods), None)
-            if kind is None or not slot.enabled:
+            if kind is None or not enabled:
                 continue
             try:
-                self.loaded[kind][plugin_id] = create_plugin(kind, plugin_id, slot.config)
+                self.loaded[kind][plugin_id] = create_plugin(kind, plugin_id, settings, context)
             except (PluginConfigError, ImportError) as exc:
                 logger.warning("%s plugin %s not loaded: %s", kind, plugin_id, exc)
                 self.failed[plugin_id] = str(exc)
+
+    def get(self, kind: PluginKind, plugin_id: str) -> Any | None:
+        return self.loaded[kind].get(plugin_id)
 
     def resolve(self, kind: PluginKind, explicit: str | None = None) -> Any:
         loaded = self.loaded[kind]
@@ -78,8 +91,11 @@ class PluginSet:
                 f"{KIND_NAMES[kind].capitalize()} plugin {wanted!r} is not configured "
                 f"(configured: {', '.join(sorted(loaded)) or 'none'})"
             )
-        if len(loaded) == 1:
-            return next(iter(loaded.values()))
+        forges = {pid: p for pid, p in loaded.items() if pid != LOCAL_SCM}
+        if len(forges) == 1:
+            return next(iter(forges.values()))
+        if not forges and LOCAL_SCM in loaded:
+            return loaded[LOCAL_SCM]
         if not loaded:
             raise PluginResolutionError(
                 f"No {KIND_NAMES[kind]} plugin is configured: add one under plugins.installed "

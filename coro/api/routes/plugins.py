@@ -19,6 +19,7 @@ from coro.executors import (
     close_executor,
     create_executor,
 )
+from coro.plugins.context import PluginContext
 from coro.plugins.errors import PluginError
 from coro.plugins.registry import (
     KIND_NAMES,
@@ -109,7 +110,7 @@ async def _test_connection(
         if body.plugin_id is None:
             raise InvalidRequest("pluginId is required with a draft config")
         try:
-            plugin = create_plugin(kind, body.plugin_id, body.config)
+            plugin = create_plugin(kind, body.plugin_id, body.config, PluginContext(runner.home))
         except PluginConfigError as exc:
             raise InvalidRequest(f"Invalid config for {body.plugin_id}: {exc}") from exc
         except PluginResolutionError as exc:

@@ -44,6 +44,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from coro.plugins.context import PluginContext
 from coro.plugins.errors import PluginAuthError, PluginError
 from coro.plugins.http import (
     ForgeHttp,
@@ -169,7 +170,7 @@ def parse_settings(settings: dict[str, Any]) -> BitbucketSettings:
         raise config_error(exc) from None
 
 
-def create(settings: dict[str, Any]) -> BitbucketPlugin:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> BitbucketPlugin:
     """The plugin for `plugins.installed.bitbucket.config`; `PluginConfigError` names
     the failing fields, never their values."""
     return BitbucketPlugin(parse_settings(settings))

@@ -31,6 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from coro.plugins.context import PluginContext
 from coro.plugins.errors import PluginError, PluginNotFoundError
 from coro.plugins.http import (
     ForgeHttp,
@@ -129,7 +130,7 @@ def parse_settings(settings: dict[str, Any]) -> GitHubSettings:
         raise config_error(exc) from None
 
 
-def create(settings: dict[str, Any]) -> GitHubPlugin:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> GitHubPlugin:
     """The plugin for `plugins.installed.github.config`; `PluginConfigError` names the
     failing fields, never their values."""
     return GitHubPlugin(parse_settings(settings))

@@ -50,6 +50,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from coro.plugins.context import PluginContext
 from coro.plugins.errors import (
     PluginAuthError,
     PluginError,
@@ -183,7 +184,7 @@ class GitHubIssuesSettings(BaseModel):
         return (owner or self.default_owner or ""), name
 
 
-def create(settings: dict[str, Any]) -> GitHubIssuesTracker:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> GitHubIssuesTracker:
     """The tracker for `plugins.installed.github-issues.config`; `PluginConfigError`
     names the failing fields, never their values."""
     return GitHubIssuesTracker(parse_config(GitHubIssuesSettings, settings))

@@ -46,6 +46,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from coro.plugins.context import PluginContext
 from coro.plugins.errors import (
     PluginAuthError,
     PluginError,
@@ -159,7 +160,7 @@ class JiraSettings(BaseModel):
         return 2 if self.bearer_token is not None else 3
 
 
-def create(settings: dict[str, Any]) -> JiraTracker:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> JiraTracker:
     """The tracker for `plugins.installed.jira.config`; `PluginConfigError` names the
     failing fields, never their values."""
     return JiraTracker(parse_config(JiraSettings, settings))
