@@ -77,6 +77,17 @@ class IntakeConfig(_Section):
     max_session_tokens: int = Field(default=30_000, ge=1_000, le=2_000_000)
 
 
+class PollingConfig(_Section):
+    """How the local runner watches the pull requests of parked jobs."""
+
+    interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    #: consecutive failed polls of one PR before its job is woken to decide
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    #: after a change through the `local` SCM, poll this much later (changes made
+    #: together — an approval and a comment — then arrive together)
+    local_change_delay_seconds: float = Field(default=1.0, ge=0, le=86_400)
+
+
 class PluginSlot(_Section):
     """One installed plugin: whether it is on, and its own settings (validated by it)."""
 
@@ -162,6 +173,7 @@ class CoroConfig(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    polling: PollingConfig = Field(default_factory=PollingConfig)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("host")

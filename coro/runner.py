@@ -19,8 +19,9 @@ from coro import __version__
 from coro.config import CoroConfig, CoroHome
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
-from coro.engine.events import EventTransport, MemoryEventTransport
+from coro.engine.events import EventTransport
 from coro.engine.logbus import LogBus
+from coro.engine.polling import PollingTransport
 from coro.engine.service import JobService
 from coro.engine.store import JobStore
 from coro.executors import ExecutorRegistry, build_executors
@@ -28,7 +29,7 @@ from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
-from coro.plugins.registry import PluginSet
+from coro.plugins.registry import LOCAL_SCM, PluginSet
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
 from coro.tools import ToolRegistry, builtin_tools
@@ -59,13 +60,28 @@ class Runner:
             tools=tools or builtin_tools(),
             config=self.config,
             work_root=home.work_dir(self.config),
+            plugins=self.plugins,
         )
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
-        self.transport = transport or MemoryEventTransport()
+        self.transport = transport or self._poller()
         self.version = __version__
+
+    def _poller(self) -> PollingTransport:
+        polling = self.config.polling
+        poller = PollingTransport(
+            self.store,
+            self.plugins,
+            interval_seconds=polling.interval_seconds,
+            failure_threshold=polling.failure_threshold,
+            change_delay_seconds=polling.local_change_delay_seconds,
+        )
+        local = self.plugins.get("scm", LOCAL_SCM)
+        if local is not None:
+            local.add_listener(poller.poll_soon)
+        return poller
 
     @property
     def mode(self) -> str:
@@ -75,7 +91,7 @@ class Runner:
         self.home.ensure()
         self.env.work_root.mkdir(parents=True, exist_ok=True)
         await self.backend.open()
-        await self.transport.connect(self.dispatcher.deliver_event)
+        await self.transport.connect(self.dispatcher.deliver)
         await self.mcp.start()  # external MCP tools, before any job runs
         await self.dispatcher.recover()
 

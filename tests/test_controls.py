@@ -234,20 +234,24 @@ async def test_events_for_a_running_job_arrive_as_one_batched_prompt(api: Api) -
     }
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "working")
-    transport = api.runner.transport
-    await transport.emit(
-        InboundEvent(
-            job_id=job_id,
-            event_key="pullrequest:approved",  # type: ignore[attr-defined]
-            payload={"prId": 7, "approvalCount": 1},
-        )
+    deliver = api.runner.dispatcher.deliver
+    await deliver(
+        [
+            InboundEvent(
+                job_id=job_id,
+                event_key="pullrequest:approved",
+                payload={"prId": 7, "approvalCount": 1},
+            )
+        ]
     )
-    await transport.emit(
-        InboundEvent(
-            job_id=job_id,
-            event_key="pullrequest:comment_created",  # type: ignore[attr-defined]
-            payload={"prId": 7, "comment": {"content": {"raw": "nit"}}},
-        )
+    await deliver(
+        [
+            InboundEvent(
+                job_id=job_id,
+                event_key="pullrequest:comment_created",
+                payload={"prId": 7, "comment": {"content": {"raw": "nit"}}},
+            )
+        ]
     )
     # Pause ends the sleeping visit; the message resumes it; the events wait their turn.
     await api.client.post(f"/jobs/{job_id}/pause")
@@ -290,10 +294,14 @@ async def test_a_parked_job_wakes_on_the_first_event(api: Api) -> None:
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "Job parked — waiting for: pr:merged")
     assert (await api.job(job_id))["status"] == "awaiting-pr-merge"
-    await api.runner.transport.emit(  # type: ignore[attr-defined]
-        InboundEvent(
-            job_id=job_id, event_key="pullrequest:fulfilled", payload={"prId": 3, "state": "MERGED"}
-        )
+    await api.runner.dispatcher.deliver(
+        [
+            InboundEvent(
+                job_id=job_id,
+                event_key="pullrequest:fulfilled",
+                payload={"prId": 3, "state": "MERGED"},
+            )
+        ]
     )
     result = await api.finish(job_id)
     assert result.done == "complete"

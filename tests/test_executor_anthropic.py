@@ -33,13 +33,13 @@ from coro.executors.base import (
     ExecutorError,
     ExecutorEvent,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     TextEvent,
     ThinkingEvent,
     UsageEvent,
 )
+from coro.plugins.errors import PluginConfigError
 from coro.tools import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow

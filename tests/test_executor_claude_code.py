@@ -23,7 +23,6 @@ from coro.executors.base import (
     ExecutorError,
     ExecutorEvent,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     SessionEvent,
@@ -38,6 +37,7 @@ from coro.executors.claude_code import (
     create,
     with_transcript,
 )
+from coro.plugins.errors import PluginConfigError
 from coro.tools import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, ApiFactory, write_workflow

@@ -24,7 +24,6 @@ from coro.executors.base import (
     ExecutorError,
     ExecutorEvent,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     TextEvent,
@@ -41,6 +40,7 @@ from coro.executors.openai_chat import (
     parse_arguments,
     wire_call_id,
 )
+from coro.plugins.errors import PluginConfigError
 from coro.tools import PhaseSignals, ToolResult, builtin_tools
 from tests.conftest import ApiFactory, write_workflow
 from tests.fakes.openai_server import (

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from coro.executors.base import PluginConfigError
 from coro.plugins.errors import (
     PluginAuthError,
+    PluginConfigError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,

@@ -14,12 +14,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from coro.engine import prompts
 from coro.engine.env import EngineEnv
 from coro.engine.events import InboundEvent
 from coro.engine.models import (
+    AWAITING_DEVELOPER_INPUT,
+    AWAITING_PLAN_APPROVAL,
+    AWAITING_PR_MERGE,
     AWAITING_RATE_LIMIT,
     PARKING,
     QUEUED,
@@ -34,6 +37,8 @@ from coro.state.backend import JobNotFound, JobQuery
 logger = logging.getLogger(__name__)
 
 RECOVERY_LIMIT = 1_000_000
+#: parked statuses an inbound event ends (the others wait for a developer or a timer)
+WAKES_ON_EVENT = frozenset({AWAITING_PR_MERGE, AWAITING_DEVELOPER_INPUT, AWAITING_PLAN_APPROVAL})
 
 
 class Dispatcher:
@@ -125,7 +130,7 @@ class Dispatcher:
             self._arm_timer(job)
         if job.status in TERMINAL:
             self._events.pop(job_id, None)
-        elif self._events.get(job_id) and not is_running(job.status) and not job.paused:
+        elif self._events.get(job_id) and job.status in WAKES_ON_EVENT and not job.paused:
             await self._wake_with_events(job_id)
             return
         if job_id in self._rerun_after:
@@ -183,15 +188,26 @@ class Dispatcher:
             self.submit(job_id)
         return job
 
-    async def deliver_event(self, event: InboundEvent) -> None:
-        """Route an inbound event: queue it for a running or paused job, wake a parked one."""
-        job = await self.store.find(event.job_id)
-        if job is None or is_terminal(job.status):
-            return
-        self._events.setdefault(job.id, []).append(event)
-        if job.id in self._active or is_running(job.status) or job.paused:
-            return
-        await self._wake_with_events(job.id)
+    async def deliver(self, events: Sequence[InboundEvent]) -> None:
+        """Route inbound events observed together. A job parked waiting for an event
+        wakes with all of its events in one prompt; for a running, paused, escalated
+        or otherwise parked job they are held and delivered with its next wake."""
+        by_job: dict[str, list[InboundEvent]] = {}
+        for event in events:
+            by_job.setdefault(event.job_id, []).append(event)
+        for job_id, batch in by_job.items():
+            job = await self.store.find(job_id)
+            if job is None or is_terminal(job.status):
+                continue
+            for event in batch:
+                outcome = event.pr_outcome()
+                if outcome is not None and event.pr_id is not None:
+                    repo = event.ref.repo_key if event.ref is not None else None
+                    await self.store.mark_pr(job_id, event.pr_id, repo, outcome)
+            self._events.setdefault(job_id, []).extend(batch)
+            if job_id in self._active or job.paused or job.status not in WAKES_ON_EVENT:
+                continue
+            await self._wake_with_events(job_id)
 
     async def _wake_with_events(self, job_id: str) -> None:
         events = self._events.get(job_id, [])

@@ -11,6 +11,7 @@ from coro.engine.store import JobStore
 from coro.engine.workflows import Phase
 from coro.executors import ExecutorRegistry
 from coro.intelligence.layers import IntelligenceLayers
+from coro.plugins.registry import PluginSet
 from coro.tools.registry import ToolRegistry
 
 
@@ -22,6 +23,7 @@ class EngineEnv:
     tools: ToolRegistry
     config: CoroConfig
     work_root: Path
+    plugins: PluginSet
 
     def workdir(self, job_id: str) -> Path:
         return self.work_root / job_id

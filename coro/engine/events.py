@@ -1,19 +1,25 @@
 """Inbound events (PR approvals, comments, merges, ...) and how they reach the engine.
 
 An `EventTransport` delivers `InboundEvent`s to a handler: polling of SCM plugins in
-local mode, forwarded webhooks in hybrid mode, or `MemoryEventTransport` in tests.
+local mode (`coro.engine.polling`), forwarded webhooks in hybrid mode, or
+`MemoryEventTransport` in tests. Events observed together are handed over together, so
+a job woken by them gets them in one prompt.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from coro.engine.models import iso_now
+from coro.engine.models import ExternalRef, iso_now
 
-EventHandler = Callable[["InboundEvent"], Awaitable[None]]
+EventHandler = Callable[[Sequence["InboundEvent"]], Awaitable[None]]
+
+_MERGED_KEY = re.compile(r"merged|fulfilled", re.IGNORECASE)
+_DECLINED_KEY = re.compile(r"declined|rejected", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,28 @@ class InboundEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     source: str = "plugin"
     plugin_id: str | None = None
+    #: the pull request (or ticket) the event is about, when known
+    ref: ExternalRef | None = None
     received_at: str = field(default_factory=iso_now)
+
+    def pr_outcome(self) -> Literal["merged", "declined"] | None:
+        """Whether the event says its PR was merged or declined (for merge stamping)."""
+        p = self.payload
+        raw_pr = p.get("pullrequest")
+        pr: dict[str, Any] = raw_pr if isinstance(raw_pr, dict) else {}
+        state = str(pr.get("state") or p.get("state") or "").upper()
+        if state == "MERGED" or pr.get("merged") is True or _MERGED_KEY.search(self.event_key):
+            return "merged"
+        if state == "DECLINED" or (state != "NOT_FOUND" and _DECLINED_KEY.search(self.event_key)):
+            return "declined"
+        return None
+
+    @property
+    def pr_id(self) -> int | None:
+        if self.ref is not None and self.ref.kind == "pull_request":
+            return int(self.ref.external_id) if self.ref.external_id.isdigit() else None
+        raw = self.payload.get("prId")
+        return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
 
     def describe(self) -> str:
         """Human-readable body for the agent's prompt."""
@@ -73,7 +100,8 @@ class MemoryEventTransport:
     def is_connected(self) -> bool:
         return self._handler is not None
 
-    async def emit(self, event: InboundEvent) -> None:
+    async def emit(self, *events: InboundEvent) -> None:
+        """Deliver events observed together (one batch)."""
         if self._handler is None:
             raise RuntimeError("transport is not connected")
-        await self._handler(event)
+        await self._handler(events)

@@ -107,6 +107,14 @@ class WorkItem(CamelModel):
     loop_count: int = 0
 
 
+class PrSeen(CamelModel):
+    """What the poller last saw of a PR; changes from it become events."""
+
+    state: str = "open"
+    approval_count: int = 0
+    comment_ids: list[str] = Field(default_factory=list)
+
+
 class PrMapping(CamelModel):
     pr_id: int
     work_item: str
@@ -115,6 +123,32 @@ class PrMapping(CamelModel):
     url: str | None = None
     opened_at: str
     merged_at: str | None = None
+    declined_at: str | None = None
+    seen: PrSeen | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.merged_at is None and self.declined_at is None
+
+
+class Checkout(CamelModel):
+    """A repository cloned into the job directory by `scm_clone_repo`."""
+
+    slug: str  # the directory under work/<jobId>/
+    repo: str  # the repository key in the plugin's terms ("owner/name")
+    plugin_id: str
+    base_branch: str
+
+
+class ExternalRef(CamelModel):
+    """Something outside the runner that belongs to a job (a PR, a ticket): how inbound
+    events and webhooks find the job."""
+
+    kind: Literal["pull_request", "ticket"]
+    plugin_id: str
+    repo_key: str | None = None
+    external_id: str
+    url: str | None = None
 
 
 class Artifact(CamelModel):
@@ -249,6 +283,8 @@ class Job(CamelModel):
     current_work_item: str | None = None
     work_item_loop_count: int = 0
     pr_mappings: list[PrMapping] = Field(default_factory=list)
+    external_refs: list[ExternalRef] = Field(default_factory=list)
+    checkouts: list[Checkout] = Field(default_factory=list)
     artifacts: list[Artifact] = Field(default_factory=list)
     insights: list[Insight] = Field(default_factory=list)
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
@@ -287,6 +323,15 @@ class Job(CamelModel):
         self.awaiting_next_phase = None
         self.escalation_message = None
         self.rate_limit_info = None
+
+    def open_prs(self) -> list[PrMapping]:
+        return [p for p in self.pr_mappings if p.is_open]
+
+    def find_pr(self, pr_id: int, repo: str | None = None) -> PrMapping | None:
+        return next(
+            (p for p in self.pr_mappings if p.pr_id == pr_id and repo in (None, p.repo_slug)),
+            None,
+        )
 
     def unfinished_work_items(self) -> list[WorkItem]:
         return [w for w in self.work_items if w.status not in ("complete", "escalated")]

@@ -187,6 +187,7 @@ class PhaseLoop:
             store=self.store,
             signals=signals,
             phase_names=workflow.phase_names,
+            plugins=self.env.plugins,
         )
         usage = PhaseUsage(
             phase=phase.name,
@@ -369,15 +370,16 @@ class PhaseLoop:
         return True
 
     async def _complete_or_gate(self, job: Job, phase: Phase) -> bool:
-        unfinished = job.unfinished_work_items()
         limit = self.env.config.jobs.completion_gate_max_retries
-        if unfinished:
+        blockers = [f"{w.name} ({w.status})" for w in job.unfinished_work_items()]
+        blockers += [f"PR #{p.pr_id} in {p.repo_slug} (open)" for p in job.open_prs()]
+        if blockers:
             self.gate_blocks += 1
-            names = ", ".join(f"{w.name} ({w.status})" for w in unfinished)
+            names = ", ".join(blockers)
             if self.gate_blocks > limit:
                 await self._fail(
                     f"Job failed: completion gate blocked {self.gate_blocks} consecutive "
-                    f"attempts. Work items still incomplete: {names}. Resolve them from the "
+                    f"attempts. Still unfinished: {names}. Resolve them from the "
                     "dashboard or start a new job."
                 )
                 return False
@@ -394,8 +396,8 @@ class PhaseLoop:
                 await self._note_boundary_stop(job, "completion gate")
                 return False
             await self.log(
-                f"[completion-gate] Blocking job completion ({len(unfinished)} unfinished work "
-                f"item(s): {names}). Re-running phase '{phase.name}' "
+                f"[completion-gate] Blocking job completion ({len(blockers)} unfinished: "
+                f"{names}). Re-running phase '{phase.name}' "
                 f"(attempt {self.gate_blocks}/{limit})."
             )
             return True

@@ -130,19 +130,26 @@ def append_prompt(existing: str | None, addition: str) -> str:
 
 def completion_gate(job: Job, attempt: int, max_retries: int) -> str:
     unfinished = job.unfinished_work_items()
-    lines = [
-        "[completion-gate] Job cannot complete yet.",
-        f"{len(unfinished)} work item(s) are not finished:",
-    ]
-    lines += [f"- {w.name} — status: {w.status}, loopCount: {w.loop_count}" for w in unfinished]
+    open_prs = job.open_prs()
+    lines = ["[completion-gate] Job cannot complete yet."]
+    if unfinished:
+        lines.append(f"{len(unfinished)} work item(s) are not finished:")
+        lines += [f"- {w.name} — status: {w.status}, loopCount: {w.loop_count}" for w in unfinished]
+    if open_prs:
+        lines.append(f"{len(open_prs)} pull request(s) are still open:")
+        lines += [
+            f"- PR #{p.pr_id} in {p.repo_slug} ({p.work_item}) {p.url or ''}" for p in open_prs
+        ]
     lines += [
         "",
         "What to do next:",
-        "1. Confirm the real state of each item (get_work_items).",
+        "1. Confirm the real state of each item (get_work_items, scm_get_pr_status).",
         "2. Drive each item to `complete` with update_work_item once it is actually done; use "
         "`goto_phase` to return to the phase that owns the work instead of ending your turn.",
-        "3. If an item cannot be finished, `escalate` (or mark it `escalated`): escalated "
-        "items satisfy the gate.",
+        "3. An open PR must be merged (scm_merge_pr once approved) or waited on "
+        "(`await_event` with its `prId`) until it is merged or declined.",
+        "4. If something cannot be finished, `escalate` (or mark the item `escalated`): "
+        "escalated items satisfy the gate.",
         f"(attempt {attempt}/{max_retries})",
     ]
     return "\n".join(lines)

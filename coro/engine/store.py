@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from coro.engine.logbus import LogBus
 from coro.engine.models import Job, LogEntry, iso_now
 from coro.state.backend import JobMutation, JobNotFound, StateBackend
@@ -44,6 +46,26 @@ class JobStore:
         if written and before and before[0] != job.status:
             self.bus.publish_status(job_id, job.status)
         return job, written
+
+    async def mark_pr(
+        self, job_id: str, pr_id: int, repo: str | None, state: Literal["merged", "declined"]
+    ) -> bool:
+        """Stamp a PR of the job merged or declined (idempotent); whether it changed."""
+
+        def stamp(job: Job) -> bool:
+            mapping = job.find_pr(pr_id, repo)
+            if mapping is None or not mapping.is_open:
+                return False
+            if state == "merged":
+                mapping.merged_at = iso_now()
+            else:
+                mapping.declined_at = iso_now()
+            return True
+
+        _, changed = await self.update(job_id, stamp)
+        if changed:
+            await self.log(job_id, f"[scm] PR #{pr_id} {state}")
+        return changed
 
     async def log(self, job_id: str, text: str) -> LogEntry:
         entries = await self.log_many(job_id, [text])

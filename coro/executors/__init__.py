@@ -14,7 +14,6 @@ from coro.executors.base import (
     Health,
     ModelInfo,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     SessionEvent,
@@ -23,6 +22,7 @@ from coro.executors.base import (
     UsageEvent,
 )
 from coro.executors.script import ScriptExecutor
+from coro.plugins.errors import PluginConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -70,10 +70,6 @@ class ExecutorError(Exception):
         self.escalate = escalate
 
 
-class PluginConfigError(ValueError):
-    """A plugin's settings in config.json are invalid; the message names the field."""
-
-
 class RateLimited(ExecutorError):
     """The provider asked us to wait (`rate-limit`) or kept failing (`overloaded`): the
     job parks and resumes by itself after `retry_after` seconds."""

@@ -75,7 +75,6 @@ from coro.executors.base import (
     Health,
     ModelInfo,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     SessionEvent,
@@ -84,6 +83,7 @@ from coro.executors.base import (
     UsageEvent,
 )
 from coro.executors.common import parse_settings
+from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, clamp_wait
 from coro.tools.registry import MCP_PREFIX, Tool, ToolResult
 

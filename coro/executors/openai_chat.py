@@ -49,7 +49,6 @@ from coro.executors.base import (
     Health,
     ModelInfo,
     PhaseRequest,
-    PluginConfigError,
     PromptEvent,
     RateLimited,
     TextEvent,
@@ -59,6 +58,7 @@ from coro.executors.base import (
 )
 from coro.executors.common import parse_settings, turn_limit_reached
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
+from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, parse_retry_after
 
 OPENAI_API_URL = "https://api.openai.com/v1"

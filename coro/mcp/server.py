@@ -34,6 +34,8 @@ from coro.config import ConfigError, CoroConfig, CoroHome
 from coro.engine.store import JobStore
 from coro.engine.workflows import WorkflowError
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
+from coro.plugins.context import PluginContext
+from coro.plugins.registry import PluginSet
 from coro.state.backend import JobNotFound
 from coro.tools.registry import ToolContext, ToolRegistry, ToolResult
 
@@ -57,11 +59,16 @@ class JobContexts:
     """Builds the `ToolContext` of a call made through MCP: the job as it is now."""
 
     def __init__(
-        self, store: JobStore, work_root: Path, layers: IntelligenceLayers | None = None
+        self,
+        store: JobStore,
+        work_root: Path,
+        layers: IntelligenceLayers | None = None,
+        plugins: PluginSet | None = None,
     ) -> None:
         self.store = store
         self.work_root = work_root
         self.layers = layers
+        self.plugins = plugins
 
     async def __call__(self, job_id: str) -> ToolContext:
         job = await self.store.get(job_id)  # JobNotFound for an unknown id
@@ -78,6 +85,7 @@ class JobContexts:
             workdir=workdir,
             store=self.store,
             phase_names=phase_names,
+            plugins=self.plugins,
         )
 
 
@@ -191,6 +199,7 @@ async def _serve_stdio(
     from coro.tools import builtin_tools
 
     backend = SqliteStateBackend(home.state_db)
+    plugins: PluginSet | None = None
     # Nothing but the protocol may reach stdout, not even a migration's chatter.
     with contextlib.redirect_stdout(sys.stderr):
         await backend.open()
@@ -199,8 +208,12 @@ async def _serve_stdio(
             _fail(f"unknown job {job_id!r} (CORO_HOME={home.root})")
             return 1
         store = JobStore(backend, LogBus())
+        plugins = PluginSet(config, PluginContext(home))
         contexts = JobContexts(
-            store, home.work_dir(config), IntelligenceLayers(home.intelligence_dir(config))
+            store,
+            home.work_dir(config),
+            IntelligenceLayers(home.intelligence_dir(config)),
+            plugins,
         )
 
         async def resolve(_ctx: ServerRequestContext[Any, Any]) -> ToolContext:
@@ -213,6 +226,8 @@ async def _serve_stdio(
             await server.run(read_stream, write_stream, server.create_initialization_options())
         return 0
     finally:
+        if plugins is not None:
+            await plugins.aclose()
         await backend.close()
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class PluginConfigError(ValueError):
+    """A plugin's settings in config.json are invalid; the message names the field."""
+
+
 class PluginError(Exception):
     """A provider call failed; the message is safe to show (never contains credentials)."""
 

@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -49,13 +49,11 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from coro.plugins.errors import (
     PluginAuthError,
+    PluginConfigError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
 )
-
-if TYPE_CHECKING:
-    from coro.executors.base import PluginConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +84,12 @@ def config_problems(exc: ValidationError) -> str:
 
 def config_error(exc: ValidationError) -> PluginConfigError:
     """A `PluginConfigError` naming the failing fields, never their values."""
-    # Imported here: `coro.executors` pulls in the tool registry, and SCM tools will
-    # import these plugins (a module-level import would make that a cycle).
-    from coro.executors.base import PluginConfigError
-
     return PluginConfigError(config_problems(exc))
 
 
 def parse_config(model: type[M], settings: Any) -> M:
     """A tracker's `config` object validated as `model`; `PluginConfigError` names the
     failing fields, never their values. (The forges validate with `config_error`.)"""
-    from coro.executors.base import PluginConfigError  # see `config_error`
-
     if not isinstance(settings, Mapping):
         raise PluginConfigError("config: must be an object")
     try:

@@ -15,8 +15,8 @@ import logging
 from typing import Any, Literal
 
 from coro.config import CoroConfig
-from coro.executors.base import PluginConfigError
 from coro.plugins.context import PluginContext
+from coro.plugins.errors import PluginConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coro.tools import files, job_control, shell
+from coro.tools import files, job_control, scm, shell
 from coro.tools.registry import (
     PhaseSignals,
     Tool,
@@ -19,6 +19,7 @@ def builtin_tools() -> ToolRegistry:
     job_control.register(registry)
     files.register(registry)
     shell.register(registry)
+    scm.register(registry)
     return registry
 
 

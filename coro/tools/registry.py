@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
     from coro.engine.store import JobStore
+    from coro.plugins.registry import PluginSet
 
 MCP_PREFIX = "mcp__coro__"
 
@@ -59,6 +60,8 @@ class ToolContext:
     store: JobStore
     signals: PhaseSignals = field(default_factory=PhaseSignals)
     phase_names: tuple[str, ...] = ()
+    #: source-control and tracker plugins (the `scm_*` / `tracker_*` tools)
+    plugins: PluginSet | None = None
     shell_timeout_default: float = 120.0
     shell_timeout_max: float = 600.0
     output_cap_bytes: int = 64 * 1024

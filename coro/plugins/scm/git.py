@@ -534,6 +534,15 @@ class GitWorkspace:
             raise GitError(f"unknown revision: {ref!r}", kind="invalid")
         return sha
 
+    async def default_branch(self, remote: str = DEFAULT_REMOTE) -> str | None:
+        """The branch the remote's HEAD points at (what a clone checked out), if known."""
+        _check_arg(remote, "remote name")
+        result = await self._git(
+            "symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD", check=False
+        )
+        name = result.stdout.strip()
+        return name.removeprefix(f"{remote}/") if result.returncode == 0 and name else None
+
     async def remote_url(self, remote: str = DEFAULT_REMOTE) -> str:
         """The remote's URL with any userinfo stripped."""
         result = await self._git("remote", "get-url", _check_arg(remote, "remote name"))
