@@ -26,6 +26,7 @@ from coro.engine.models import (
     PAUSE_LABEL,
     QUEUED,
     Budget,
+    ExternalRef,
     Job,
     PhaseModelOverride,
     TriggerSource,
@@ -39,12 +40,15 @@ from coro.engine.models import (
 from coro.engine.workflows import WorkflowError
 from coro.executors.script import ScriptError, parse_script
 from coro.intelligence.layers import WorkflowNotFound
+from coro.plugins.errors import PluginError, PluginNotFoundError
+from coro.plugins.registry import PluginResolutionError
 from coro.plugins.scm.git import (
     MAX_DIFF_RESPONSE_BYTES,
     GitError,
     GitWorkspace,
     find_checkout,
 )
+from coro.plugins.trackers.base import TrackerPlugin
 from coro.state.backend import JobNotFound, JobQuery
 
 EDITABLE_ARTIFACT_SUFFIXES = frozenset({".md", ".txt", ".yml", ".yaml", ".json"})
@@ -76,6 +80,10 @@ class PluginRequired(RuntimeError):
 
 class PayloadTooLarge(ValueError):
     pass
+
+
+class UpstreamFailed(RuntimeError):
+    """A plugin's provider (a tracker, a forge) failed the request (HTTP 502)."""
 
 
 class UnsupportedType(ValueError):
@@ -173,12 +181,41 @@ class JobService:
                 select_model(job, phase, self.env)
             except NoExecutor as exc:
                 raise PluginRequired("executor", str(exc)) from exc
+        if request.jira_ticket_id:
+            await self._attach_ticket(job, request.jira_ticket_id)
         await self.store.create(job)
         await self.store.log(
             job.id, f"[created] {workflow.display_name} ({workflow.path}), trigger {trigger}"
         )
         self.dispatcher.submit(job.id)
         return job
+
+    async def _attach_ticket(self, job: Job, key: str) -> None:
+        """Read the ticket the job is for: `params.ticket`, and the request if none given."""
+        wanted = "jira" if self.env.plugins.get("tracker", "jira") is not None else None
+        try:
+            tracker: TrackerPlugin = self.env.plugins.resolve("tracker", wanted)
+        except PluginResolutionError as exc:
+            raise PluginRequired("tracker", f"jiraTicketId needs a tracker: {exc}") from exc
+        try:
+            issue = await tracker.get_issue(key)
+        except PluginNotFoundError as exc:
+            raise InvalidRequest(f"jiraTicketId: {exc}") from exc
+        except PluginError as exc:
+            raise UpstreamFailed(f"{tracker.id}: {exc}") from exc
+        job.params["ticket"] = {
+            "key": issue.key,
+            "title": issue.title,
+            "description": issue.description,
+            "status": issue.status,
+            "type": issue.issue_type,
+            "url": issue.url,
+        }
+        if not job.params.get("description"):
+            job.params["description"] = f"{issue.title}\n\n{issue.description}".strip()
+        job.external_refs.append(
+            ExternalRef(kind="ticket", plugin_id=tracker.id, external_id=issue.key, url=issue.url)
+        )
 
     async def get(self, job_id: str) -> Job:
         return await self.store.get(job_id)

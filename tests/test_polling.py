@@ -1,0 +1,225 @@
+"""The PR poller against the GitHub fake: one event per change, none without one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from coro.config import CoroConfig, CoroHome
+from coro.engine.events import InboundEvent, MemoryEventTransport
+from coro.engine.models import AWAITING_PR_MERGE, Job, PrMapping, PrSeen, iso_now
+from coro.engine.polling import PollingTransport
+from coro.engine.store import JobStore
+from coro.plugins.context import PluginContext
+from coro.plugins.registry import PluginSet
+from coro.state.sqlite import SqliteStateBackend
+from tests.fakes.github_server import FakeGitHub
+
+TOKEN = "ghp_PollTokenZq8mW3nR5tY7uI9oP1aSdF4gH6"
+REPO = "acme/svc"
+
+
+class Collected:
+    """The handler the poller delivers to: every batch it was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[InboundEvent]] = []
+
+    async def __call__(self, events: Sequence[InboundEvent]) -> None:
+        self.batches.append(list(events))
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(token=TOKEN) as fake:
+        fake.add_repo(REPO, branches=("main", "coro/x"), collaborators=["alice", "bob"])
+        yield fake
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    backend = SqliteStateBackend(tmp_path / "state.db")
+    await backend.open()
+    yield JobStore(backend)
+    await backend.close()
+
+
+@pytest.fixture
+async def plugins(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[PluginSet]:
+    config = CoroConfig.model_validate(
+        {
+            "plugins": {
+                "installed": {
+                    "github": {
+                        "config": {
+                            "token": TOKEN,
+                            "baseUrl": github.base_url,
+                            "retryBackoffSeconds": 0,
+                        }
+                    }
+                }
+            }
+        }
+    )
+    plugin_set = PluginSet(config, PluginContext(CoroHome(tmp_path / "home")))
+    yield plugin_set
+    await plugin_set.aclose()
+
+
+async def parked_job(
+    store: JobStore, pr_id: int, *, seen: PrSeen | None, awaiting: str = "pr:review"
+) -> str:
+    now = iso_now()
+    job = Job(
+        id=f"svc-job-{pr_id}",
+        workflow_path="workflows/job/workflow.md",
+        status=AWAITING_PR_MERGE,
+        phase="coding",
+        awaiting_event=awaiting,
+        awaiting_pr_id=pr_id,
+        pr_mappings=[
+            PrMapping(
+                pr_id=pr_id,
+                work_item="x",
+                repo_slug=REPO,
+                plugin_id="github",
+                opened_at=now,
+                seen=seen,
+            )
+        ],
+        created_at=now,
+        updated_at=now,
+    )
+    await store.create(job)
+    return job.id
+
+
+async def poller_for(store: JobStore, plugins: PluginSet) -> tuple[PollingTransport, Collected]:
+    poller = PollingTransport(store, plugins, interval_seconds=3600, failure_threshold=3)
+    collected = Collected()
+    poller._handler = collected  # cycles are driven by the test, not the loop
+    return poller, collected
+
+
+async def test_each_change_is_one_event_and_no_change_is_none(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    job_id = await parked_job(store, pr_id, seen=PrSeen())
+    poller, collected = await poller_for(store, plugins)
+
+    assert await poller.poll_once() == []
+
+    github.approve(REPO, pr_id, "alice")
+    github.comment(REPO, pr_id, "bob", "Please rename the flag.")
+    events = await poller.poll_once()
+    assert [e.event_key for e in events] == [
+        "pullrequest:approved",
+        "pullrequest:comment_created",
+    ]
+    assert collected.batches == [events]  # handed over together
+    assert all(e.job_id == job_id and e.pr_id == pr_id for e in events)
+    assert events[0].payload["approvedBy"] == ["alice"]
+    comment = events[1].payload["comment"]
+    assert comment["content"]["raw"] == "Please rename the flag."
+    assert comment["user"]["display_name"] == "bob"
+
+    assert await poller.poll_once() == []  # unchanged (the plugin's ETag answers 304)
+    assert await poller.poll_once() == []
+
+    github.merge(REPO, pr_id)
+    merged = await poller.poll_once()
+    assert [e.event_key for e in merged] == ["pullrequest:fulfilled"]
+    assert merged[0].pr_outcome() == "merged"
+    assert len(collected.batches) == 2
+
+
+async def test_what_was_seen_survives_a_restart(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    await parked_job(store, pr_id, seen=PrSeen())
+    github.comment(REPO, pr_id, "bob", "First remark")
+    first, _ = await poller_for(store, plugins)
+    assert len(await first.poll_once()) == 1
+
+    second, _ = await poller_for(store, plugins)  # a new runner: no ETags, no memory
+    assert await second.poll_once() == []
+    github.comment(REPO, pr_id, "bob", "Second remark")
+    events = await second.poll_once()
+    assert [e.payload["comment"]["content"]["raw"] for e in events] == ["Second remark"]
+
+
+async def test_the_agents_own_comments_are_not_news(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    own = github.comment(REPO, pr_id, "coro-bot", "Fixed in the last push.")
+    await parked_job(store, pr_id, seen=PrSeen(comment_ids=[str(own)]))
+    poller, _ = await poller_for(store, plugins)
+    assert await poller.poll_once() == []
+
+
+async def test_cold_start_fires_only_what_the_job_waits_for(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    approved = github.open_pr(REPO, "coro/x")
+    github.approve(REPO, approved, "alice")
+    waiting_for_approval = await parked_job(store, approved, seen=None, awaiting="pr:approved")
+    poller, _ = await poller_for(store, plugins)
+    events = await poller.poll_once()
+    assert [(e.job_id, e.event_key) for e in events] == [
+        (waiting_for_approval, "pullrequest:approved")
+    ]
+    assert await poller.poll_once() == []  # remembered from now on
+
+    github.add_repo("acme/other", branches=("main", "coro/y"))
+    other = github.open_pr("acme/other", "coro/y")
+    github.approve("acme/other", other, "alice")
+    now = iso_now()
+    await store.create(
+        Job(
+            id="other-job",
+            workflow_path="workflows/job/workflow.md",
+            status=AWAITING_PR_MERGE,
+            phase="coding",
+            awaiting_event="pr:merged",  # an approval is not what this one waits for
+            pr_mappings=[
+                PrMapping(pr_id=other, work_item="y", repo_slug="acme/other", opened_at=now)
+            ],
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    assert await poller.poll_once() == []
+
+
+async def test_a_pr_that_keeps_failing_wakes_its_job_once(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    job_id = await parked_job(store, pr_id, seen=PrSeen())
+    poller, _ = await poller_for(store, plugins)
+    del github.repos[REPO]  # the repository is gone: every poll is a 404
+    assert await poller.poll_once() == []
+    assert await poller.poll_once() == []
+    events = await poller.poll_once()  # the third failure in a row (threshold 3)
+    assert [(e.job_id, e.event_key) for e in events] == [(job_id, "pullrequest:rejected")]
+    assert events[0].payload["state"] == "NOT_FOUND"
+    assert events[0].payload["statusCode"] == 404
+    assert events[0].pr_outcome() is None  # unreachable is not declined
+    assert await poller.poll_once() == []  # the count starts again
+
+
+async def test_the_memory_transport_hands_events_over_as_one_batch() -> None:
+    transport = MemoryEventTransport()
+    collected = Collected()
+    await transport.connect(collected)
+    first = InboundEvent(job_id="j", event_key="pullrequest:approved")
+    second = InboundEvent(job_id="j", event_key="pullrequest:comment_created")
+    await transport.emit(first, second)
+    assert collected.batches == [[first, second]]
+    await transport.disconnect()
+    assert not transport.is_connected
