@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coro.api.routes import intake, intelligence, jobs, mcp, plugins, stream
+from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stream
 from coro.api.security import SecurityMiddleware
 from coro.engine.service import (
     Conflict,
@@ -117,6 +117,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     app.include_router(intake.router)
     app.include_router(plugins.router)
     app.include_router(mcp.router)
+    app.include_router(scm_local.router)
     static_dir = files("coro.dashboard") / "static"
     app.mount("/dashboard", StaticFiles(directory=str(static_dir), html=True), name="dashboard")
     app.add_middleware(

@@ -31,6 +31,7 @@ from coro.cli.client import (
     connect,
     report_error,
 )
+from coro.cli.pr import pr_app, repo_app
 
 if TYPE_CHECKING:
     from coro.config import CoroConfig, CoroHome
@@ -45,6 +46,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
 )
+app.add_typer(pr_app)
+app.add_typer(repo_app)
 
 DEFAULT_WORKFLOW = "workflows/job/workflow.md"
 

@@ -7,7 +7,7 @@ to the same shape (`tests/test_state.py` checks that a migrated database matches
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, Table, Text
 
 metadata = MetaData()
 
@@ -42,4 +42,61 @@ job_logs = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("line", Text, nullable=False),
     sqlite_with_rowid=False,
+)
+
+# --- the offline `local` SCM (`coro.plugins.scm.local`) ----------------------------------
+
+#: Pull requests between branches of the bare repositories under `reposDir`. Ids are one
+#: sequence across every repository (`coro pr approve 3` needs no repository). `state` is
+#: open | merged | declined; `reviewers` is a JSON list of requested reviewers.
+local_pull_requests = Table(
+    "local_pull_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repo", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("source_branch", Text, nullable=False),
+    Column("target_branch", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("author", Text, nullable=True),
+    Column("reviewers", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("merged_at", Text, nullable=True),
+    Column("merge_sha", Text, nullable=True),
+    Index("ix_local_pull_requests_repo_state", "repo", "state"),
+)
+
+#: Comments on local pull requests; `in_reply_to` is the id of another comment of the
+#: same pull request.
+local_pr_comments = Table(
+    "local_pr_comments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "pr_id",
+        Integer,
+        ForeignKey("local_pull_requests.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("author", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("in_reply_to", Integer, nullable=True),
+    Column("created_at", Text, nullable=False),
+    Index("ix_local_pr_comments_pr_id", "pr_id"),
+)
+
+#: One row per (pull request, reviewer) that approved it.
+local_pr_approvals = Table(
+    "local_pr_approvals",
+    metadata,
+    Column(
+        "pr_id",
+        Integer,
+        ForeignKey("local_pull_requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("reviewer", Text, primary_key=True),
+    Column("created_at", Text, nullable=False),
 )
