@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -479,6 +480,13 @@ def test_demo_keep_leaves_the_home_with_the_job_files(
     (workdir,) = (kept / "work").iterdir()
     assert (workdir / "greeter-output.txt").read_text() == "Hello, Coro!\nself-check passed\n"
     assert (workdir / "plan.md").is_file()
+    merged = subprocess.run(
+        ["git", "--git-dir", str(kept / "repos" / "greeter.git"), "show", "main:README.md"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "## Usage" in merged.stdout  # the review's fix reached main
 
 
 def _subprocess_env(home: Path) -> dict[str, str]:
@@ -553,6 +561,12 @@ async def test_demo_runs_end_to_end_offline(tmp_path: Path) -> None:
     assert "Job parked — waiting for: developer-input: approval after planning" in text
     assert "The demo approves the plan" in text
     assert "[approval] Phase planning approved — advancing to implementation" in text
+    assert "Opened PR #1 (coro/merge-greeter → main)" in text
+    assert "Job parked — waiting for: pr:review" in text
+    assert "The demo approves PR #1 and comments" in text
+    assert "[event] Received 2 events: pullrequest:approved, pullrequest:comment_created" in text
+    assert "[scm] PR #1 merged" in text
+    assert "Merge pull request #1 from coro/merge-greeter" in text
     assert "All phases complete — job finished successfully" in text
     assert "Status: complete" in text
     assert "Demo finished: complete" in text

@@ -1,10 +1,18 @@
 """`coro demo`: one job end to end, offline, in a few seconds.
 
 A runner is started in-process on a throwaway `CORO_HOME` with the deterministic
-`script` executor (no keys, no network). The demo job runs `workflows/demo/workflow.md`
-(planning → implementation → evaluation) as an interactive job: it parks after planning,
-the demo shows the plan and approves it exactly as a developer would (`POST /resume`),
-and the job runs to completion while its log streams to the terminal.
+`script` executor (no keys, no network) and the offline `local` SCM, which holds a small
+bare repository, `greeter`. The demo job runs `workflows/demo/workflow.md` (planning →
+implementation → evaluation) as an interactive job, and the demo plays the developer:
+
+1. the job parks after planning; the demo shows the plan and approves it (`POST /resume`);
+2. the job clones `greeter`, writes the change on a branch, opens pull request #1 and
+   parks waiting for review; the demo shows the diff, approves the PR and leaves a
+   comment (what `coro pr approve` / `coro pr comment` do);
+3. the PR poller sees both and wakes the job with one prompt; the job answers the
+   comment with a fix, replies, merges, and the change is on the repository's `main`.
+
+The log streams to the terminal throughout.
 """
 
 from __future__ import annotations
@@ -23,13 +31,21 @@ import httpx
 from rich.console import Console, Group
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
 from coro.cli.client import LogLine, SseParser, StreamDone, StreamItem
 from coro.cli.main import cost, render_line, status_style, status_text
+from coro.plugins.registry import LOCAL_SCM
+from coro.plugins.scm.git import run_git
 
 DEMO_WORKFLOW = "workflows/demo/workflow.md"
+DEMO_REPO = "greeter"
+DEMO_PR = 1  # the first pull request of a fresh local SCM
+REVIEW_LABEL = "pr:review"
+REVIEW_COMMENT = "Looks good. Please add a usage line to the README before merging."
+REVIEWER = "demo-reviewer"
 DEMO_TIMEOUT_SECONDS = 120  # a guard against a hang; the demo takes a few seconds
 CHECKPOINT_PREFIX = "developer-input: approval after "
 PARKED_PREFIX = "Job parked — waiting for: "
@@ -41,15 +57,20 @@ class DemoError(Exception):
 
 
 DESCRIPTION = (
-    "Add a tiny greeting module (greeter.py) with a self-check, and report whether it works."
+    "Add a tiny greeting module (greeter.py) with a self-check to the greeter repository, "
+    "through a reviewed pull request."
 )
+
+README_MD = "# greeter\n\nGreetings, as a service.\n"
+README_WITH_USAGE = README_MD + "\n## Usage\n\n    python greeter.py  # prints Hello, Coro!\n"
 
 PLAN_MD = """# Plan: a greeting module
 
 ## Work items
-1. **write-greeter**: create `greeter.py` with `greet(name) -> "Hello, <name>!"` and a
-   self-check that runs when the file is executed.
-2. **verify-greeter**: run `python greeter.py`, keep its output in `greeter-output.txt`.
+1. **write-greeter**: in the `greeter` repository, create `greeter.py` with
+   `greet(name) -> "Hello, <name>!"` and a self-check that runs when the file is executed;
+   run it and keep its output in `greeter-output.txt`.
+2. **merge-greeter**: open a pull request, answer the review, merge once approved.
 
 ## Risks
 None: a new file with no dependencies.
@@ -72,8 +93,8 @@ EVALUATION_MD = """# Evaluation
 
 | work item | verdict |
 |---|---|
-| write-greeter | done: `greeter.py` defines `greet` and checks itself |
-| verify-greeter | done: output kept in `greeter-output.txt` |
+| write-greeter | done: `greeter.py` defines `greet` and checks itself (`greeter-output.txt`) |
+| merge-greeter | done: PR #1 approved, review comment answered, merged into `main` |
 
 Every work item is complete; no follow-up needed.
 """
@@ -91,7 +112,7 @@ def demo_script(python: str = sys.executable) -> dict[str, Any]:
     return {
         "planning": [
             {"text": "Reading the task and planning the change."},
-            tool("set_work_items", workItems=["write-greeter", "verify-greeter"]),
+            tool("set_work_items", workItems=["write-greeter", "merge-greeter"]),
             tool("file_write", path="plan.md", content=PLAN_MD),
             tool(
                 "post_artifact",
@@ -103,20 +124,48 @@ def demo_script(python: str = sys.executable) -> dict[str, Any]:
             {"usage": {"inputTokens": 1840, "outputTokens": 420, "costUsd": 0.0118}},
         ],
         "implementation": [
-            {"text": "Implementing the approved plan."},
-            item("write-greeter", "in-progress"),
-            tool("file_write", path="greeter.py", content=GREETER_PY),
-            item("write-greeter", "complete"),
-            item("verify-greeter", "in-progress"),
-            tool("shell", command=f"{shlex.quote(python)} greeter.py > greeter-output.txt 2>&1"),
-            tool(
-                "post_artifact",
-                kind="command-output",
-                title="Output of greeter.py",
-                data={"path": "greeter-output.txt"},
-            ),
-            item("verify-greeter", "complete"),
-            {"usage": {"inputTokens": 2960, "outputTokens": 610, "costUsd": 0.0181}},
+            [
+                {"text": "Implementing the approved plan in the greeter repository."},
+                item("write-greeter", "in-progress"),
+                tool("scm_clone_repo", repo=DEMO_REPO),
+                tool("file_write", path=f"{DEMO_REPO}/greeter.py", content=GREETER_PY),
+                tool(
+                    "shell",
+                    command=f"{shlex.quote(python)} {DEMO_REPO}/greeter.py "
+                    "> greeter-output.txt 2>&1",
+                ),
+                tool(
+                    "post_artifact",
+                    kind="command-output",
+                    title="Output of greeter.py",
+                    data={"path": "greeter-output.txt"},
+                ),
+                item("write-greeter", "complete"),
+                item("merge-greeter", "in-progress"),
+                tool(
+                    "scm_create_pr",
+                    title="Add greeter.py",
+                    body="Adds `greet(name)` with a self-check (see the job's artefacts).",
+                ),
+                {"text": "Pull request opened; waiting for review."},
+                {"usage": {"inputTokens": 2960, "outputTokens": 610, "costUsd": 0.0181}},
+                tool("await_event", eventName=REVIEW_LABEL, prId=DEMO_PR),
+            ],
+            [
+                {"text": "Review received: approved, with one request. Addressing it."},
+                tool("scm_list_pr_comments", prId=DEMO_PR),
+                tool("file_write", path=f"{DEMO_REPO}/README.md", content=README_WITH_USAGE),
+                tool("scm_push", message="Document usage in the README"),
+                tool(
+                    "scm_post_pr_comment",
+                    prId=DEMO_PR,
+                    body="Done: the README now has a usage section.",
+                    inReplyTo="1",
+                ),
+                tool("scm_merge_pr", prId=DEMO_PR),
+                item("merge-greeter", "complete"),
+                {"usage": {"inputTokens": 1210, "outputTokens": 240, "costUsd": 0.0071}},
+            ],
         ],
         "evaluation": [
             {"text": "Checking every work item against the plan."},
@@ -161,16 +210,26 @@ async def _demo(root: Path, console: Console) -> int:
     from coro.runner import Runner, serve
 
     home = CoroHome(root)
-    config = CoroConfig.model_validate({"llm": {"defaultProvider": "script"}})
+    # The reviewer's approval and comment are made a moment apart; polling a little after
+    # the last change hands them to the job together.
+    config = CoroConfig.model_validate(
+        {"llm": {"defaultProvider": "script"}, "polling": {"localChangeDelaySeconds": 0.3}}
+    )
     home.save_config(config)
     started = time.monotonic()
     console.rule("[bold]Coro demo")
     console.print(
         "An in-process runner with the deterministic [bold]script[/] executor runs a job on "
-        f"[bold]{DEMO_WORKFLOW}[/]: planning → (your approval) → implementation → evaluation."
-        " No model, no keys, no network."
+        f"[bold]{DEMO_WORKFLOW}[/]: planning → (plan approval) → implementation → pull "
+        "request → (review) → merge → evaluation, against a git repository kept by the "
+        "offline [bold]local[/] SCM. No model, no keys, no network."
     )
     runner = Runner(home, config)
+    local = runner.plugins.get("scm", LOCAL_SCM)
+    if local is None:
+        console.print(Text("The local SCM is not available.", style="red"))
+        return 1
+    await _create_repo(local, root)
     try:
         async with contextlib.AsyncExitStack() as stack:
             with console.status("Starting the runner…"):
@@ -180,7 +239,7 @@ async def _demo(root: Path, console: Console) -> int:
                 )
             console.print(Text(f"Runner listening on {served.url} (home {root})", style="dim"))
             async with asyncio.timeout(DEMO_TIMEOUT_SECONDS):
-                return await _run_job(client, console, started)
+                return await _run_job(client, console, started, local.repo_path(DEMO_REPO))
     except TimeoutError:
         console.print(Text(f"The demo did not finish in {DEMO_TIMEOUT_SECONDS}s.", style="red"))
         return 1
@@ -189,7 +248,7 @@ async def _demo(root: Path, console: Console) -> int:
         return 1
 
 
-async def _run_job(client: httpx.AsyncClient, console: Console, started: float) -> int:
+async def _run_job(client: httpx.AsyncClient, console: Console, started: float, bare: Path) -> int:
     response = await client.post(
         "/jobs",
         json={
@@ -197,6 +256,7 @@ async def _run_job(client: httpx.AsyncClient, console: Console, started: float) 
             "description": DESCRIPTION,
             "interactive": True,
             "serviceName": "demo",
+            "repo": DEMO_REPO,
             "triggerSource": "cli",
             "params": {"script": demo_script()},
         },
@@ -214,19 +274,66 @@ async def _run_job(client: httpx.AsyncClient, console: Console, started: float) 
             console.print(render_line(item, short_time=True, clip=TOOL_LINE_CLIP))
             if item.text.startswith(PARKED_PREFIX):
                 spinner.stop()
-                await _approve_checkpoint(client, console, job_id, item.text)
+                label = item.text.removeprefix(PARKED_PREFIX)
+                if label == REVIEW_LABEL:
+                    await _review_pull_request(client, console)
+                else:
+                    await _approve_checkpoint(client, console, job_id, label)
                 spinner.start()
     if final is None:
         raise DemoError("the log stream ended before the job stopped")
     job = _ok(await client.get(f"/jobs/{job_id}"), "read the job")
-    await _print_summary(client, console, job, time.monotonic() - started)
+    await _print_summary(client, console, job, time.monotonic() - started, bare)
     return 0 if final == "complete" and job.get("status") == "complete" else 1
 
 
+async def _create_repo(local: Any, root: Path) -> None:
+    source = root / "greeter-source"
+    source.mkdir()
+    (source / "README.md").write_text(README_MD, encoding="utf-8")
+    await local.create_repo(DEMO_REPO, from_dir=source, description="The demo's repository")
+
+
+async def _review_pull_request(client: httpx.AsyncClient, console: Console) -> None:
+    pr = _ok(await client.get(f"/scm/local/prs/{DEMO_PR}"), "read the pull request")
+    console.print()
+    console.print(
+        Panel(
+            Syntax(str(pr.get("diff") or "(empty diff)"), "diff", word_wrap=True),
+            title=f"PR #{DEMO_PR}: {pr.get('title')} ({pr.get('sourceBranch')} → "
+            f"{pr.get('targetBranch')})",
+            border_style="cyan",
+            expand=False,
+        ),
+        soft_wrap=False,
+    )
+    _ok(
+        await client.post(f"/scm/local/prs/{DEMO_PR}/approve", json={"reviewer": REVIEWER}),
+        "approve the pull request",
+    )
+    _ok(
+        await client.post(
+            f"/scm/local/prs/{DEMO_PR}/comments",
+            json={"body": REVIEW_COMMENT, "author": REVIEWER},
+        ),
+        "comment on the pull request",
+    )
+    console.print(
+        Text.assemble(
+            (f"✔ The demo approves PR #{DEMO_PR} and comments: ", "bold green"),
+            (f"“{REVIEW_COMMENT}”", "green"),
+            (
+                f" — in real use: `coro pr approve {DEMO_PR}` and `coro pr comment {DEMO_PR} "
+                "…`, or the forge's own review. The PR poller wakes the job.\n",
+                "green",
+            ),
+        )
+    )
+
+
 async def _approve_checkpoint(
-    client: httpx.AsyncClient, console: Console, job_id: str, line: str
+    client: httpx.AsyncClient, console: Console, job_id: str, label: str
 ) -> None:
-    label = line.removeprefix(PARKED_PREFIX)
     if not label.startswith(CHECKPOINT_PREFIX):
         raise DemoError(f"the job parked unexpectedly ({label})")
     job = _ok(await client.get(f"/jobs/{job_id}"), "read the job")
@@ -260,7 +367,7 @@ async def _approve_checkpoint(
 
 
 async def _print_summary(
-    client: httpx.AsyncClient, console: Console, job: dict[str, Any], elapsed: float
+    client: httpx.AsyncClient, console: Console, job: dict[str, Any], elapsed: float, bare: Path
 ) -> None:
     status = str(job.get("status"))
     console.print()
@@ -321,6 +428,12 @@ async def _print_summary(
                 ),
                 soft_wrap=False,
             )
+    history = await _main_history(client, bare)
+    if history:
+        console.print(
+            Panel(history, title=f"{DEMO_REPO}: main", border_style="dim", expand=False),
+            soft_wrap=False,
+        )
     verdict = "The job completed." if status == "complete" else "The job did not complete."
     console.print(Text.assemble(("Demo finished: ", "bold"), status_text(status), f" — {verdict}"))
 
@@ -363,6 +476,24 @@ async def stream_log(
         if attempt > max_reconnects:
             raise DemoError("lost the log stream")
         await asyncio.sleep(0 if attempt == 1 else 0.2 * attempt)
+
+
+async def _main_history(client: httpx.AsyncClient, bare: Path) -> str:
+    """What the review left behind: the PR's state and conversation, and main's history."""
+    response = await client.get(f"/scm/local/prs/{DEMO_PR}")
+    if response.status_code != 200:
+        return ""
+    pr = response.json()
+    lines = [f"PR #{DEMO_PR} {pr.get('state')}: {pr.get('title')}"]
+    lines += [f"  {c.get('author')}: {c.get('body')}" for c in pr.get("comments", [])]
+    log = await run_git(
+        ["--git-dir", str(bare), "log", "--graph", "--format=%h %s", "main"],
+        cwd=bare,
+        timeout_seconds=30,
+    )
+    if log.returncode == 0:
+        lines += ["", *log.stdout.rstrip().splitlines()]
+    return "\n".join(lines)
 
 
 def _ok(response: httpx.Response, what: str) -> Any:
