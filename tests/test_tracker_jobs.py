@@ -134,3 +134,35 @@ async def test_tracker_failures_come_back_to_the_agent(api_factory: ApiFactory) 
     assert "NOPE-9" in errors[1]
     assert "carried on" in result.texts()
     assert jira.api_token not in "\n".join(result.texts())
+
+
+async def test_a_tracker_that_refuses_the_credentials_is_a_bad_gateway(
+    api_factory: ApiFactory,
+) -> None:
+    async with FakeJira() as jira:
+        jira.add_issue("PROJ-1", "Something")
+        wrong = "wrong-jira-token-0123456789"
+        config = CoroConfig.model_validate(
+            {
+                "llm": {"defaultProvider": "script"},
+                "plugins": {
+                    "installed": {
+                        "jira": {
+                            "config": {
+                                "baseUrl": jira.base_url,
+                                "email": jira.email,
+                                "apiToken": wrong,
+                            }
+                        }
+                    }
+                },
+            }
+        )
+        async with api_factory(config) as api:
+            workflow = write_workflow(api.home, "ticketed", ONE_PHASE)
+            refused = await api.client.post(
+                "/jobs", json={"workflowPath": workflow, "jiraTicketId": "PROJ-1"}
+            )
+    assert refused.status_code == 502
+    assert refused.json()["error"].startswith("jira: ")
+    assert wrong not in refused.text

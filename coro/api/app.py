@@ -20,6 +20,7 @@ from coro.engine.service import (
     PayloadTooLarge,
     PluginRequired,
     UnsupportedType,
+    UpstreamFailed,
 )
 from coro.executors import PluginNotFound
 from coro.state.backend import JobNotFound
@@ -97,6 +98,10 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     @app.exception_handler(UnsupportedType)
     async def on_unsupported(request: Request, exc: UnsupportedType) -> JSONResponse:
         return _error(415, str(exc))
+
+    @app.exception_handler(UpstreamFailed)
+    async def on_upstream(request: Request, exc: UpstreamFailed) -> JSONResponse:
+        return _error(502, str(exc))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
