@@ -14,7 +14,7 @@ from typing import Any
 
 from bench._common import RESULTS_DIR, base_parser, print_table, write_result
 
-BENCHMARKS = ("phase_overhead", "throughput", "sse_fanout")
+BENCHMARKS = ("phase_overhead", "throughput", "sse_fanout", "event_wake")
 
 
 def _result_name(name: str, backend: str) -> str:
@@ -49,6 +49,12 @@ def _figures(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("SSE append→delivery p50 (ms)", f"{lat.get('p50', nan):.2f}", ""),
             ("SSE append→delivery p99 (ms)", f"{lat.get('p99', nan):.2f}", f"≤ 100  {ok}"),
             ("SSE deliveries missing", str(result["missing"]), "0"),
+        ]
+    if name == "event_wake":
+        wake = result["poll_to_phase_start_ms"]
+        return [
+            ("event (poll) → phase started p50 (ms)", f"{wake['p50']:.2f}", f"≤ 100  {ok}"),
+            ("event (poll) → phase started p95 (ms)", f"{wake['p95']:.2f}", ""),
         ]
     return []
 
