@@ -13,7 +13,7 @@ from typing import Any
 
 from coro.config import CoroConfig
 from coro.plugins.scm.local import LocalScm
-from tests.conftest import Api, ApiFactory, user_prompts
+from tests.conftest import Api, ApiFactory, user_prompts, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, ToolUse, text, tools
 from tests.test_cli import cli
 
@@ -191,3 +191,44 @@ async def test_an_llm_job_runs_the_whole_local_loop(
     assert "Approvals: 1" in last
     assert REVIEW_REMARK in last
     assert KEY not in "\n".join(str(r.messages) for r in fake.message_requests)
+
+
+async def test_a_tracking_phase_ends_when_its_pull_request_is_merged(
+    api_factory: ApiFactory, tmp_path: Path
+) -> None:
+    config = CoroConfig.model_validate(
+        {"llm": {"defaultProvider": "script"}, "polling": MANUAL_POLLING}
+    )
+    async with api_factory(config) as api:
+        bare = await shop_repo(api, tmp_path)
+        workflow = write_workflow(
+            api.home,
+            "tracked",
+            [
+                {"name": "change", "agent": None},
+                {"name": "tracking", "agent": None, "status": "awaiting-pr-merge"},
+            ],
+        )
+        script = {
+            "change": [
+                step("scm_clone_repo", repo="shop"),
+                step("file_write", path="shop/greeting.py", content=GREETING),
+                step("scm_create_pr", title="Add greet()"),
+            ]
+        }
+        job_id = await api.create(workflow, script, repo="shop")
+        await api.wait_for_line(job_id, "Job parked — waiting for: phase-tracking-event")
+        parked = await api.job(job_id)
+        assert await api.runner.transport.poll_once() == []  # type: ignore[attr-defined]
+        merged = await cli(api, "pr", "merge", "1")
+        assert merged.exit_code == 0, merged.output
+        events = await api.runner.transport.poll_once()  # type: ignore[attr-defined]
+        result = await api.finish(job_id)
+        job = await api.job(job_id)
+    assert parked["status"] == "awaiting-pr-merge"
+    assert parked["phase"] == "tracking"
+    assert [e.event_key for e in events] == ["pullrequest:fulfilled"]
+    assert result.done == "complete"
+    assert "[tracking] Every pull request is merged or declined" in result.texts()
+    assert job["prMappings"][0]["mergedAt"] is not None
+    assert show(bare, "main:greeting.py") == GREETING

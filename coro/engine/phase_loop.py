@@ -78,6 +78,11 @@ def park_status(label: str) -> str:
     return AWAITING_PR_MERGE
 
 
+def _waits_for_events(phase: Phase) -> bool:
+    """A phase without an agent whose status is a parking one: the runner parks there."""
+    return phase.agent is None and phase.status in PARKING
+
+
 class PhaseLoop:
     def __init__(self, env: EngineEnv, job_id: str, handle: RunHandle) -> None:
         self.env = env
@@ -139,7 +144,8 @@ class PhaseLoop:
             if not is_running(j.status) or declared[0] is None or over_budget:
                 return False  # a budget park keeps the pending prompt for the resume
             taken[0] = j.pending_prompt
-            j.status = declared[0].status
+            if not _waits_for_events(declared[0]):  # that one is parked just below
+                j.status = declared[0].status
             j.pending_prompt = None
             j.phase_visits[j.phase] = j.phase_visits.get(j.phase, 0) + 1
             return True
@@ -155,8 +161,14 @@ class PhaseLoop:
         if not started:
             await self._note_boundary_stop(job, "phase start")
             return False
-        if phase.agent is None and phase.status in PARKING:
-            await self._park(phase, f"phase-{phase.name}-event", None, None)
+        if _waits_for_events(phase):
+            # A runner-only phase (PR tracking): it ends once every PR of the job is
+            # merged or declined; until then the job waits for their events.
+            if job.pr_mappings and not job.open_prs():
+                await self.log(f"[{phase.name}] Every pull request is merged or declined")
+                return await self._after_turn(job, workflow, phase, PhaseSignals())
+            label = f"phase-{phase.name}-event"
+            await self._park(phase, label, None, None, status=phase.status)
             return False
 
         try:
@@ -417,9 +429,15 @@ class PhaseLoop:
         return False
 
     async def _park(
-        self, phase: Phase, label: str, pr_id: int | None, next_phase: str | None
+        self,
+        phase: Phase,
+        label: str,
+        pr_id: int | None,
+        next_phase: str | None,
+        *,
+        status: str | None = None,
     ) -> None:
-        status = park_status(label)
+        status = status or park_status(label)
 
         def apply(j: Job) -> bool:
             if not is_running(j.status):
