@@ -93,3 +93,28 @@ async def test_stream_delivers_lines_live_while_the_job_runs(api: Api) -> None:
     assert live.done == "complete"
     assert live.lines[:seen_parked] == parked.lines
     assert "after the answer" in live.texts()[seen_parked:]
+
+
+async def test_setting_work_items_again_keeps_the_progress_of_known_ones(api: Api) -> None:
+    workflow = write_workflow(api.home, "items", [{"name": "work", "agent": None}])
+
+    def tool(name: str, /, **tool_input: object) -> dict[str, object]:
+        return {"tool": name, "input": tool_input}
+
+    script = {
+        "work": [
+            tool("set_work_items", workItems=["api", "docs"]),
+            tool("update_work_item", name="api", status="complete", incrementLoop=True),
+            tool("set_work_items", workItems=["api", "docs", "fix-typo"]),
+            tool("update_work_item", name="docs", status="complete"),
+            tool("update_work_item", name="fix-typo", status="complete"),
+        ]
+    }
+    job_id = await api.create(workflow, script)
+    assert (await api.finish(job_id)).done == "complete"
+    items = (await api.job(job_id))["workItems"]
+    assert items == [
+        {"name": "api", "status": "complete", "loopCount": 1},
+        {"name": "docs", "status": "complete", "loopCount": 0},
+        {"name": "fix-typo", "status": "complete", "loopCount": 0},
+    ]

@@ -93,7 +93,9 @@ def register(registry: ToolRegistry) -> None:
 
     @registry.tool(
         "set_work_items",
-        "Replace the job's work items with these names (all pending). Call once after planning.",
+        "Set the job's work items to these names, in this order. New names start pending; "
+        "a name already registered keeps its status and loop count (so a follow-up item "
+        "can be added by listing the existing ones plus the new one).",
     )
     async def set_work_items(ctx: ToolContext, args: SetWorkItemsInput) -> Any:
         names = [n.strip() for n in args.work_items]
@@ -103,9 +105,11 @@ def register(registry: ToolRegistry) -> None:
             raise ToolError("work item names must be unique")
 
         def apply(job: Job) -> None:
-            job.work_items = [WorkItem(name=n) for n in names]
-            job.current_work_item = None
-            job.work_item_loop_count = 0
+            known = {item.name: item for item in job.work_items}
+            job.work_items = [known.get(n) or WorkItem(name=n) for n in names]
+            if job.current_work_item not in names:
+                job.current_work_item = None
+                job.work_item_loop_count = 0
 
         await ctx.store.update(ctx.job_id, apply)
         await ctx.log(f"[work-items] {len(names)} registered: {', '.join(names)}")
