@@ -13,7 +13,9 @@ message; the job carries on.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -179,6 +181,25 @@ def _comment_json(comment: PrComment) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _plugin_errors() -> Iterator[None]:
+    """A plugin's failure (its message is scrubbed) becomes the agent's tool error."""
+    try:
+        yield
+    except PluginError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+async def _cloned(
+    ctx: ToolContext, repo: str | None, plugin_id: str | None = None
+) -> tuple[Job, Checkout, ScmPlugin, GitWorkspace]:
+    """The job, the clone a call is about, its plugin and its git workspace."""
+    job = await ctx.store.get(ctx.job_id)
+    checkout = _checkout(job, repo)
+    plugin = _scm(ctx, job, plugin_id or checkout.plugin_id)
+    return job, checkout, plugin, await _workspace(ctx, checkout)
+
+
 async def _workspace(ctx: ToolContext, checkout: Checkout) -> GitWorkspace:
     try:
         _, path = find_checkout(ctx.workdir, checkout.slug)
@@ -207,7 +228,7 @@ def register(registry: ToolRegistry) -> None:
             raise ToolError(f"{known.repo} is already cloned into {slug}/")
         credentials = plugin.git_credentials()
         base: str | None
-        try:
+        with _plugin_errors():
             if known is not None and (ctx.workdir / slug / ".git").exists():
                 workspace = GitWorkspace(ctx.workdir / slug)
                 await workspace.fetch(credentials=credentials)
@@ -226,8 +247,6 @@ def register(registry: ToolRegistry) -> None:
                 else:
                     await workspace.create_branch(args.branch, from_ref=f"origin/{base}")
             branch = await workspace.current_branch()
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         if known is None:
             record = Checkout(slug=slug, repo=args.repo, plugin_id=plugin.id, base_branch=base)
 
@@ -252,13 +271,10 @@ def register(registry: ToolRegistry) -> None:
         "when still on the base branch) and open a pull request for the current work item.",
     )
     async def scm_create_pr(ctx: ToolContext, args: CreatePrInput) -> Any:
-        job = await ctx.store.get(ctx.job_id)
-        checkout = _checkout(job, args.repo)
-        plugin = _scm(ctx, job, args.plugin_id or checkout.plugin_id)
-        workspace = await _workspace(ctx, checkout)
+        job, checkout, plugin, workspace = await _cloned(ctx, args.repo, args.plugin_id)
         target = args.target_branch or checkout.base_branch
         work_item = job.current_work_item or ctx.phase
-        try:
+        with _plugin_errors():
             current = await workspace.current_branch()
             branch = args.source_branch or current
             if branch is None or branch == target:
@@ -291,8 +307,6 @@ def register(registry: ToolRegistry) -> None:
                 body=args.body,
                 reviewers=reviewers or None,
             )
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         mapping = PrMapping(
             pr_id=pr.id,
             work_item=work_item,
@@ -330,11 +344,8 @@ def register(registry: ToolRegistry) -> None:
         "fixes reach an open pull request). Never pushes the base branch.",
     )
     async def scm_push(ctx: ToolContext, args: PushInput) -> Any:
-        job = await ctx.store.get(ctx.job_id)
-        checkout = _checkout(job, args.repo)
-        plugin = _scm(ctx, job, checkout.plugin_id)
-        workspace = await _workspace(ctx, checkout)
-        try:
+        _, checkout, plugin, workspace = await _cloned(ctx, args.repo)
+        with _plugin_errors():
             branch = await workspace.current_branch()
             if branch is None or branch == checkout.base_branch:
                 raise ToolError(
@@ -346,8 +357,6 @@ def register(registry: ToolRegistry) -> None:
             )
             await workspace.push(branch, credentials=plugin.git_credentials())
             head = await workspace.head_sha()
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         await ctx.log(f"[scm] Pushed {branch} ({head[:12]})")
         return {"branch": branch, "commit": head, "committed": commit is not None}
 
@@ -355,10 +364,8 @@ def register(registry: ToolRegistry) -> None:
     async def scm_get_pr_status(ctx: ToolContext, args: PrInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
-        try:
+        with _plugin_errors():
             status = await plugin.pr_status(repo, args.pr_id)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         state = status.pull_request.state
         if state in ("merged", "declined"):
             await ctx.store.mark_pr(ctx.job_id, args.pr_id, repo, state)
@@ -368,10 +375,8 @@ def register(registry: ToolRegistry) -> None:
     async def scm_list_pr_comments(ctx: ToolContext, args: PrInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
-        try:
+        with _plugin_errors():
             status = await plugin.pr_status(repo, args.pr_id)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         return {"prId": args.pr_id, "comments": [_comment_json(c) for c in status.comments]}
 
     @registry.tool(
@@ -381,12 +386,10 @@ def register(registry: ToolRegistry) -> None:
     async def scm_post_pr_comment(ctx: ToolContext, args: PostCommentInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
-        try:
+        with _plugin_errors():
             comment = await plugin.post_comment(
                 repo, args.pr_id, args.body, in_reply_to=args.in_reply_to
             )
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
 
         def own_comment(j: Job) -> bool:
             # The agent's own comment is not news to wake it with.
@@ -404,10 +407,8 @@ def register(registry: ToolRegistry) -> None:
     async def scm_add_pr_reviewers(ctx: ToolContext, args: AddReviewersInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
-        try:
+        with _plugin_errors():
             await plugin.request_reviewers(repo, args.pr_id, args.reviewers)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         return {"prId": args.pr_id, "requested": args.reviewers}
 
     @registry.tool(
@@ -417,10 +418,8 @@ def register(registry: ToolRegistry) -> None:
     async def scm_merge_pr(ctx: ToolContext, args: MergePrInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
-        try:
+        with _plugin_errors():
             result = await plugin.merge(repo, args.pr_id, message=args.message)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         if not result.merged:
             raise ToolError(f"PR #{args.pr_id} was not merged: {result.message}")
         await ctx.store.mark_pr(ctx.job_id, args.pr_id, repo, "merged")
@@ -429,19 +428,15 @@ def register(registry: ToolRegistry) -> None:
     @registry.tool("tracker_get_issue", "A tracker issue: title, description, status, comments.")
     async def tracker_get_issue(ctx: ToolContext, args: IssueInput) -> Any:
         tracker: TrackerPlugin = _plugin(ctx, "tracker", args.plugin_id)
-        try:
+        with _plugin_errors():
             issue = await tracker.get_issue(args.key)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         return asdict(issue)
 
     @registry.tool("tracker_comment_issue", "Comment on a tracker issue.")
     async def tracker_comment_issue(ctx: ToolContext, args: CommentIssueInput) -> Any:
         tracker: TrackerPlugin = _plugin(ctx, "tracker", args.plugin_id)
-        try:
+        with _plugin_errors():
             comment = await tracker.comment(args.key, args.body)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         await ctx.log(f"[tracker] Commented on {args.key}")
         return asdict(comment)
 
@@ -451,9 +446,7 @@ def register(registry: ToolRegistry) -> None:
     )
     async def tracker_transition_issue(ctx: ToolContext, args: TransitionIssueInput) -> Any:
         tracker: TrackerPlugin = _plugin(ctx, "tracker", args.plugin_id)
-        try:
+        with _plugin_errors():
             transition = await tracker.transition(args.key, args.to)
-        except PluginError as exc:
-            raise ToolError(str(exc)) from exc
         await ctx.log(f"[tracker] {args.key} → {transition.to_status}")
         return asdict(transition)
