@@ -77,6 +77,12 @@ class IntakeConfig(_Section):
     max_session_tokens: int = Field(default=30_000, ge=1_000, le=2_000_000)
 
 
+class CoordinationConfig(_Section):
+    """How campaigns run their children."""
+
+    max_parallel_children: int = Field(default=1, ge=1, le=100)
+
+
 class PollingConfig(_Section):
     """How the local runner watches the pull requests of parked jobs."""
 
@@ -174,6 +180,7 @@ class CoroConfig(_Section):
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("host")

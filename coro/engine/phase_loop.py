@@ -117,7 +117,17 @@ class PhaseLoop:
         self.env.workdir(self.job_id).mkdir(parents=True, exist_ok=True)
         await self.log(f"Runner started — phase: {job.phase}")
         while await self._run_phase(workflow):
-            pass
+            job = await self.store.get(self.job_id)
+            if job.workflow_path != workflow.path:
+                # `switch_workflow` / `convert_to_campaign` moved the job to another lane.
+                try:
+                    switched = self.env.layers.load_workflow(job.workflow_path)
+                except (WorkflowError, WorkflowNotFound, ValueError) as exc:
+                    await self._fail(f"Workflow could not be loaded: {exc}")
+                    return
+                await self.log(f"[workflow-reload] {workflow.path} → {switched.path}")
+                workflow = switched
+                await self._snapshot_phases(job, workflow)
 
     async def _snapshot_phases(self, job: Job, workflow: Workflow) -> None:
         summary = workflow.phase_summaries()
