@@ -657,3 +657,34 @@ async def test_diff_endpoint_reads_a_prepared_checkout(
     body = response.json()
     assert (body["repo"], body["head"]) == ("svc", sha)
     assert "+print('work')" in body["diff"]
+
+
+async def test_git_never_inherits_tracing_that_would_print_the_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in `git` first on PATH records the environment it was given.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "env.txt"
+    (bin_dir / "git").write_text(f"#!/bin/sh\nenv > {seen}\nexit 128\n")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for name, value in {
+        "GIT_TRACE": "1",
+        "GIT_TRACE_CURL": "1",
+        "GIT_CURL_VERBOSE": "1",
+        "GIT_TRACE_REDACT": "0",
+        "GIT_TRACE2_EVENT": "/tmp/trace2.json",
+        "GIT_TRACE2_ENV_VARS": "CORO_GIT_ASKPASS_PASSWORD",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(GitError):
+        await GitWorkspace.clone(
+            "https://git.example/acme/shop.git",
+            tmp_path / "clone",
+            credentials=GitCredentials(USER, PASSWORD),
+        )
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert env["GIT_TRACE_REDACT"] == "1"
+    leaked = {k for k in env if k.startswith(("GIT_TRACE", "GIT_CURL")) and k != "GIT_TRACE_REDACT"}
+    assert leaked == set()

@@ -21,6 +21,15 @@ Basic auth (username + app password) and Bearer access tokens, 401 otherwise; an
 Bitbucket's error shape for unknown workspaces, repositories and pull requests; 400 for
 a second open pull request from the same branch, for unknown reviewers and for merges
 of pull requests that are not open; 409 for a conflicted merge.
+
+With `git_root=<dir>` it also serves real git repositories over smart HTTP at
+`<root>/<workspace>/<slug>.git` (`tests/fakes/git_http.py`, `fake.git`): `add_repo(...,
+files={...})` creates a bare repository with those files on each branch; git must
+authenticate with HTTP Basic as `username` + `app_password`, or `x-token-auth` + `token`.
+Then opening a pull request needs its source branch pushed (400 otherwise), and a merge
+(`fake.merge` or the API) really updates the destination branch — a merge commit for
+`merge_commit`, one new commit for `squash`, a fast-forward for `fast_forward` — and
+deletes the source branch when `close_source_branch` is set; 409 if it cannot be done.
 """
 
 from __future__ import annotations
@@ -28,10 +37,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from tests.fakes.git_http import GitHttp, MergeConflict, MergeImpossible, MergeMethod
 from tests.fakes.http_server import (
     Answer,
     Clock,
@@ -42,6 +54,13 @@ from tests.fakes.http_server import (
 )
 
 __all__ = ["Answer", "BbComment", "BbPull", "BbRepo", "BbUser", "FakeBitbucket"]
+
+#: how each merge strategy changes a served repository
+_GIT_METHODS: dict[str, MergeMethod] = {
+    "merge_commit": "merge",
+    "squash": "squash",
+    "fast_forward": "fast_forward",
+}
 
 
 @dataclass
@@ -123,8 +142,14 @@ class FakeBitbucket(ForgeServer):
         token: str | None = None,
         page_size: int = 50,
         etags: bool = True,
+        git_root: Path | None = None,
     ) -> None:
         super().__init__()
+        self.git = (
+            GitHttp(git_root, realm="Bitbucket", authorize=self._git_authorized)
+            if git_root is not None
+            else None
+        )
         self.username = username
         self.app_password = app_password
         self.token = token  # a repository/workspace access token (Bearer), if set
@@ -168,7 +193,10 @@ class FakeBitbucket(ForgeServer):
         *,
         branches: tuple[str, ...] = ("main",),
         merge_strategies: tuple[str, ...] = ("merge_commit", "squash", "fast_forward"),
+        files: Mapping[str, str | bytes] | None = None,
     ) -> BbRepo:
+        """A repository; with `git_root`, also a served git repository holding `files`
+        (default: a README) on every branch."""
         workspace, slug = full_name.split("/")
         digest = hashlib.sha1(full_name.encode()).hexdigest()
         repo = BbRepo(
@@ -180,6 +208,8 @@ class FakeBitbucket(ForgeServer):
         )
         self.repos[full_name.lower()] = repo
         self.members.setdefault(workspace.lower(), list(self.users))
+        if self.git is not None:
+            self.git.create(full_name, files or {"README.md": f"# {slug}\n"}, branches=branches)
         return repo
 
     def repo(self, full_name: str) -> BbRepo:
@@ -255,7 +285,7 @@ class FakeBitbucket(ForgeServer):
     def merge(
         self, full_name: str, pr_id: int, *, by: str = "maintainer", strategy: str = "merge_commit"
     ) -> str:
-        return self._merge(self.pull(full_name, pr_id), by, strategy, None)
+        return self._merge(self.repo(full_name), self.pull(full_name, pr_id), by, strategy, None)
 
     def decline(self, full_name: str, pr_id: int, *, by: str = "maintainer") -> None:
         pull = self.pull(full_name, pr_id)
@@ -268,6 +298,8 @@ class FakeBitbucket(ForgeServer):
     # -- the API --
 
     async def handle(self, request: RecordedRequest) -> Answer:
+        if self.git is not None and self.git.handles(request.path):
+            return await self.git.serve(request)
         if not request.path.startswith("/2.0/"):
             return _error(404, "Resource not found")
         denied = self._authenticate(request)
@@ -304,6 +336,14 @@ class FakeBitbucket(ForgeServer):
         if self.echo_credentials and presented:
             message = f"Invalid credentials ({header})"
         return _error(401, message)
+
+    def _git_authorized(self, username: str, password: str) -> bool:
+        if self.token is not None and username == "x-token-auth" and password == self.token:
+            return True
+        return self.app_password is not None and (username, password) == (
+            self.username,
+            self.app_password,
+        )
 
     def _route(self, request: RecordedRequest, path: str) -> Answer:
         method = request.method
@@ -398,6 +438,12 @@ class FakeBitbucket(ForgeServer):
             return _error(400, "Bad request", fields={"destination": [f"{destination} not found"]})
         if source == destination:
             return _error(400, "source and destination branches must differ")
+        if (
+            self.git is not None
+            and self.git.has(repo.full_name)
+            and self.git.branch_sha(repo.full_name, source) is None
+        ):  # the branch was never pushed
+            return _error(400, "Bad request", fields={"source": [f"{source} not found"]})
         for other in repo.pulls.values():
             if (
                 other.state == "OPEN"
@@ -484,9 +530,14 @@ class FakeBitbucket(ForgeServer):
         if pull.conflicted:
             return _error(409, "You can't merge until you resolve all merge conflicts.")
         message = body.get("message")
-        self._merge(pull, self.username, strategy, message if isinstance(message, str) else None)
         if "close_source_branch" in body:
             pull.close_source_branch = bool(body["close_source_branch"])
+        try:
+            self._merge(
+                repo, pull, self.username, strategy, message if isinstance(message, str) else None
+            )
+        except (MergeConflict, MergeImpossible) as exc:
+            return _error(409, f"You can't merge this pull request: {exc}.")
         return Answer(200, self._pull_json(repo, pull))
 
     # -- helpers --
@@ -552,11 +603,28 @@ class FakeBitbucket(ForgeServer):
         )
         return pr_id
 
-    def _merge(self, pull: BbPull, by: str, strategy: str, message: str | None) -> str:
+    def _merge(
+        self, repo: BbRepo, pull: BbPull, by: str, strategy: str, message: str | None
+    ) -> str:
+        """Mark `pull` merged; in a served repository, merge its source into its
+        destination first (`MergeConflict` / `MergeImpossible`: nothing changes)."""
+        if self.git is not None and self.git.has(repo.full_name):
+            text = message or f"Merged in {pull.source} (pull request #{pull.id})\n\n{pull.title}"
+            merge_hash = self.git.merge(
+                repo.full_name,
+                pull.source,
+                pull.destination,
+                message=text.strip() + "\n",
+                method=_GIT_METHODS.get(strategy, "fast_forward"),
+            )
+            if pull.close_source_branch:
+                self.git.delete_branch(repo.full_name, pull.source)
+        else:
+            merge_hash = self._hash()
         if by not in self.users:
             self.add_user(by)
         pull.state = "MERGED"
-        pull.merge_hash = self._hash()
+        pull.merge_hash = merge_hash
         pull.merge_strategy = strategy
         pull.merge_message = message
         pull.closed_by = by

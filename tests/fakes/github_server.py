@@ -24,6 +24,15 @@ missing or wrong token; 404 for unknown repositories, pulls and routes; 422
 are not collaborators; 405/409 from the merge endpoint; one-shot scripted answers
 (`fake.respond_once`) and injected 5xx (`fake.fail_next`).
 
+With `git_root=<dir>` it also serves real git repositories over smart HTTP at
+`<root>/<owner>/<name>.git` (`tests/fakes/git_http.py`, `fake.git`): `add_repo(...,
+files={...})` creates a bare repository with those files on each branch; git must
+authenticate with HTTP Basic, any username and the token as password (as GitHub takes
+`x-access-token:<token>`). Then opening a pull request needs its head branch pushed and
+ahead of the base (422 otherwise), the pull's `head.sha` is the branch's real tip, and a
+merge (`fake.merge` or the API) really updates the base branch: a merge commit for
+`merge`, one new commit for `squash` and `rebase`, 405 if it does not merge cleanly.
+
 The HTTP part is `ForgeServer` of `tests/fakes/http_server.py`.
 """
 
@@ -31,10 +40,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from tests.fakes.git_http import GitHttp, MergeConflict, MergeImpossible
 from tests.fakes.http_server import (
     Answer,
     Clock,
@@ -131,9 +143,15 @@ class FakeGitHub(ForgeServer):
         page_size: int = 100,
         prefix: str = "",
         rate_limit: int = 5000,
+        git_root: Path | None = None,
     ) -> None:
         super().__init__()
         self.token = token
+        self.git = (
+            GitHttp(git_root, realm="GitHub", authorize=self._git_authorized)
+            if git_root is not None
+            else None
+        )
         self.login = login
         self.scopes = scopes  # None: no X-OAuth-Scopes header (fine-grained tokens)
         self.page_size = page_size
@@ -168,7 +186,10 @@ class FakeGitHub(ForgeServer):
         branches: tuple[str, ...] = ("main",),
         collaborators: tuple[str, ...] | list[str] = (),
         merge_methods: tuple[str, ...] = ("merge", "squash", "rebase"),
+        files: Mapping[str, str | bytes] | None = None,
     ) -> GhRepo:
+        """A repository; with `git_root`, also a served git repository holding `files`
+        (default: a README) on every branch."""
         owner, name = full_name.split("/")
         repo = GhRepo(
             owner,
@@ -180,6 +201,8 @@ class FakeGitHub(ForgeServer):
             merge_methods=set(merge_methods),
         )
         self.repos[full_name.lower()] = repo
+        if self.git is not None:
+            self.git.create(full_name, files or {"README.md": f"# {name}\n"}, branches=branches)
         return repo
 
     def repo(self, full_name: str) -> GhRepo:
@@ -264,8 +287,9 @@ class FakeGitHub(ForgeServer):
     def merge(
         self, full_name: str, number: int, *, by: str = "maintainer", method: str = "merge"
     ) -> str:
-        pull = self.pull(full_name, number)
-        return self._merge(pull, by, method, None, None)
+        return self._merge(
+            self.repo(full_name), self.pull(full_name, number), by, method, None, None
+        )
 
     def close(self, full_name: str, number: int) -> None:
         pull = self.pull(full_name, number)
@@ -283,6 +307,8 @@ class FakeGitHub(ForgeServer):
     # -- the API --
 
     async def handle(self, request: RecordedRequest) -> Answer:
+        if self.git is not None and self.git.handles(request.path):
+            return await self.git.serve(request)
         path = request.path
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
@@ -317,6 +343,9 @@ class FakeGitHub(ForgeServer):
         if self.echo_token:
             message = f"Bad credentials: {presented.strip()} is not a valid token"
         return Answer(401, _error(message, "authentication"))
+
+    def _git_authorized(self, username: str, password: str) -> bool:
+        return bool(username) and password == self.token
 
     def _rate_limited(self) -> Answer | None:
         if self.secondary_retry_after is not None:
@@ -424,24 +453,20 @@ class FakeGitHub(ForgeServer):
                 return _invalid("PullRequest", name, "missing_field")
         head, base = str(body["head"]), str(body["base"])
         branch = head.split(":", 1)[-1]
-        if base not in repo.branches:
+        git = self.git if self.git is not None and self.git.has(repo.full_name) else None
+        if base not in repo.branches and (
+            git is None or git.branch_sha(repo.full_name, base) is None
+        ):
             return _invalid("PullRequest", "base", "invalid")
         if branch == base:
-            return Answer(
-                422,
-                {
-                    "message": "Validation Failed",
-                    "errors": [
-                        {
-                            "resource": "PullRequest",
-                            "code": "custom",
-                            "message": f"No commits between {base} and {branch}",
-                        }
-                    ],
-                    "documentation_url": _DOCS + "pulls/pulls#create-a-pull-request",
-                    "status": "422",
-                },
-            )
+            return _no_commits(base, branch)
+        head_sha: str | None = None
+        if git is not None:
+            head_sha = git.branch_sha(repo.full_name, branch)
+            if head_sha is None:  # the branch was never pushed
+                return _invalid("PullRequest", "head", "invalid")
+            if git.is_ancestor(repo.full_name, head_sha, f"refs/heads/{base}"):
+                return _no_commits(base, branch)
         for other in repo.pulls.values():
             if other.state == "open" and other.head == branch and other.base == base:
                 return Answer(
@@ -465,6 +490,8 @@ class FakeGitHub(ForgeServer):
             repo, branch, base, str(body["title"]), str(body.get("body") or ""), self.login
         )
         pull = repo.pulls[number]
+        if head_sha is not None:
+            pull.head_sha = head_sha
         return Answer(
             201,
             self._pull_json(repo, pull),
@@ -539,6 +566,7 @@ class FakeGitHub(ForgeServer):
                 405,
                 _error(f"{label[method]} are not allowed on this repository.", "pulls/pulls"),
             )
+        self._refresh_head(repo, pull)
         if body.get("sha") and body["sha"] != pull.head_sha:
             return Answer(
                 409,
@@ -546,13 +574,17 @@ class FakeGitHub(ForgeServer):
             )
         title = body.get("commit_title")
         message = body.get("commit_message")
-        sha = self._merge(
-            pull,
-            self.login,
-            method,
-            title if isinstance(title, str) else None,
-            message if isinstance(message, str) else None,
-        )
+        try:
+            sha = self._merge(
+                repo,
+                pull,
+                self.login,
+                method,
+                title if isinstance(title, str) else None,
+                message if isinstance(message, str) else None,
+            )
+        except (MergeConflict, MergeImpossible):
+            return Answer(405, _error("Pull Request is not mergeable", "pulls/pulls#merge"))
         return Answer(
             200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
         )
@@ -577,9 +609,29 @@ class FakeGitHub(ForgeServer):
         return number
 
     def _merge(
-        self, pull: GhPull, by: str, method: str, title: str | None, message: str | None
+        self,
+        repo: GhRepo,
+        pull: GhPull,
+        by: str,
+        method: str,
+        title: str | None,
+        message: str | None,
     ) -> str:
-        sha = self._sha()
+        """Mark `pull` merged; in a served repository, merge its head into its base first
+        (`MergeConflict` / `MergeImpossible` if that cannot be done: nothing changes)."""
+        if self.git is not None and self.git.has(repo.full_name):
+            self._refresh_head(repo, pull)
+            subject = title or f"Merge pull request #{pull.number} from {repo.owner}/{pull.head}"
+            text = message if message is not None else (pull.title if title is None else "")
+            sha = self.git.merge(
+                repo.full_name,
+                pull.head,
+                pull.base,
+                message=f"{subject}\n\n{text}".strip() + "\n",
+                method="merge" if method == "merge" else "squash",  # rebase: one new commit
+            )
+        else:
+            sha = self._sha()
         stamp = self._stamp()
         pull.state = "closed"
         pull.merged = True
@@ -591,6 +643,13 @@ class FakeGitHub(ForgeServer):
         pull.merge_title = title
         pull.merge_message = message
         return sha
+
+    def _refresh_head(self, repo: GhRepo, pull: GhPull) -> None:
+        """An open pull request's head is its branch's tip in the served repository."""
+        if pull.state == "open" and self.git is not None and self.git.has(repo.full_name):
+            sha = self.git.branch_sha(repo.full_name, pull.head)
+            if sha is not None:
+                pull.head_sha = sha
 
     def _next(self, kind: str) -> int:
         self._ids[kind] += 1
@@ -662,6 +721,7 @@ class FakeGitHub(ForgeServer):
         }
 
     def _pull_json(self, repo: GhRepo, pull: GhPull) -> dict[str, Any]:
+        self._refresh_head(repo, pull)
         api = f"{self.base_url}/repos/{repo.full_name}"
 
         def ref(branch: str, sha: str) -> dict[str, Any]:
@@ -756,6 +816,24 @@ _DOCS = "https://docs.github.com/rest/"
 
 def _error(message: str, doc: str) -> dict[str, Any]:
     return {"message": message, "documentation_url": _DOCS + doc}
+
+
+def _no_commits(base: str, branch: str) -> Answer:
+    return Answer(
+        422,
+        {
+            "message": "Validation Failed",
+            "errors": [
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"No commits between {base} and {branch}",
+                }
+            ],
+            "documentation_url": _DOCS + "pulls/pulls#create-a-pull-request",
+            "status": "422",
+        },
+    )
 
 
 def _invalid(resource: str, field_name: str, code: str) -> Answer:

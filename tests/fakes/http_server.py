@@ -3,9 +3,9 @@
 Hand-written on asyncio streams, so it is listening as soon as `async with` returns
 (nothing to poll for). `LoopbackServer` accepts connections (keep-alive), parses each
 request (request line, headers, a `Content-Length` or chunked body: JSON, else its
-text), records it in `requests` (`wait_for_requests` blocks on that, `mark`/`since`
-slice it), answers it and, on exit, hangs up on every client and waits for their
-handlers to end.
+text; its bytes and the request target as sent are kept too), records it in `requests`
+(`wait_for_requests` blocks on that, `mark`/`since` slice it), answers it and, on exit,
+hangs up on every client and waits for their handlers to end.
 
 A fake subclasses one of:
 
@@ -46,6 +46,8 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-case names
     body: Any  # parsed JSON, the raw text if it is not JSON, or None
     status: int = 0  # what the fake answered
+    target: str = ""  # the request target exactly as sent (path and query, not decoded)
+    raw: bytes = field(default=b"", repr=False)  # the body's bytes (de-chunked, as sent)
 
     @property
     def conditional(self) -> bool:
@@ -289,7 +291,13 @@ class LoopbackServer:
                 body = data.decode("utf-8", "replace")
         split = urlsplit(target)
         request = self.request_type(
-            method.upper(), unquote(split.path), dict(parse_qsl(split.query)), headers, body
+            method.upper(),
+            unquote(split.path),
+            dict(parse_qsl(split.query)),
+            headers,
+            body,
+            target=target,
+            raw=data,
         )
         async with self._arrived:
             self.requests.append(request)

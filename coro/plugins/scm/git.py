@@ -28,6 +28,7 @@ own index is never written, and no object is added to the repository.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import shutil
@@ -103,6 +104,7 @@ _DROPPED_ENV = frozenset(
         "GIT_SEQUENCE_EDITOR",
     }
 )
+_TRACE_PREFIXES = ("GIT_TRACE", "GIT_CURL_VERBOSE")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_REF_LENGTH = 256
@@ -209,10 +211,17 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def _git_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in command_env().items() if k not in _DROPPED_ENV}
+    # Tracing (GIT_TRACE_CURL, GIT_TRACE2_ENV_VARS, …) would copy the Authorization
+    # header or the askpass variables into stderr, and from there into error messages.
+    env = {
+        k: v
+        for k, v in command_env().items()
+        if k not in _DROPPED_ENV and not k.startswith(_TRACE_PREFIXES)
+    }
     env.update(
         {
             "GIT_TERMINAL_PROMPT": "0",
+            "GIT_TRACE_REDACT": "1",
             "GIT_ASKPASS": "",  # empty: no askpass (and no SSH_ASKPASS fallback)
             "GIT_PAGER": "cat",
             "GIT_OPTIONAL_LOCKS": "0",
@@ -242,7 +251,11 @@ def _askpass(credentials: GitCredentials | None) -> Iterator[dict[str, str]]:
 
 
 def _secrets(credentials: GitCredentials | None) -> tuple[str, ...]:
-    return () if credentials is None else (credentials.password,)
+    """What must never leave a git error: the password, and the Basic header made of it."""
+    if credentials is None:
+        return ()
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return (credentials.password, base64.b64encode(pair).decode("ascii"))
 
 
 def _check_arg(value: str, what: str) -> str:
