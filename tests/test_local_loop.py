@@ -232,3 +232,36 @@ async def test_a_tracking_phase_ends_when_its_pull_request_is_merged(
     assert "[tracking] Every pull request is merged or declined" in result.texts()
     assert job["prMappings"][0]["mergedAt"] is not None
     assert show(bare, "main:greeting.py") == GREETING
+
+
+async def test_the_completion_gate_waits_for_an_open_pull_request(
+    api_factory: ApiFactory, tmp_path: Path
+) -> None:
+    config = CoroConfig.model_validate(
+        {"llm": {"defaultProvider": "script"}, "polling": MANUAL_POLLING}
+    )
+    async with api_factory(config) as api:
+        bare = await shop_repo(api, tmp_path)
+        workflow = write_workflow(api.home, "forgetful", [{"name": "change", "agent": None}])
+        script = {
+            "change": [
+                [  # opens a PR and ends its turn as if done
+                    step("scm_clone_repo", repo="shop"),
+                    step("file_write", path="shop/greeting.py", content=GREETING),
+                    step("scm_create_pr", title="Add greet()"),
+                ],
+                [step("scm_merge_pr", prId=1)],  # the corrective run merges it
+            ]
+        }
+        job_id = await api.create(workflow, script, repo="shop")
+        result = await api.finish(job_id)
+        job = await api.job(job_id)
+    assert result.done == "complete"
+    blocked = [t for t in result.texts() if t.startswith("[completion-gate]")]
+    assert blocked == [
+        "[completion-gate] Blocking job completion (1 unfinished: PR #1 in shop (open)). "
+        "Re-running phase 'change' (attempt 1/5)."
+    ]
+    corrective = [p for p in user_prompts(job) if "[completion-gate]" in p]
+    assert len(corrective) == 1 and "1 pull request(s) are still open" in corrective[0]
+    assert show(bare, "main:greeting.py") == GREETING
