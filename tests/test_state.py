@@ -540,3 +540,17 @@ def test_sqlite_migrations_produce_the_schema_the_queries_use(tmp_path: Path) ->
 
     assert diff == []
     assert "WITHOUT ROWID" in ddl
+
+
+async def test_status_totals_count_jobs_and_add_up_their_cost(backend: StateBackend) -> None:
+    from coro.state.backend import StatusTotal
+
+    assert await backend.status_totals() == {}
+    for n, (status, cost) in enumerate([("complete", 0.5), ("complete", 0.25), ("coding", 0)]):
+        job = make_job(f"job-{n}", status=status)
+        job.token_usage.total_cost_usd = cost
+        await backend.create_job(job)
+    assert await backend.status_totals() == {
+        "complete": StatusTotal(jobs=2, cost_usd=0.75),
+        "coding": StatusTotal(jobs=1, cost_usd=0.0),
+    }

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stream
+from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stats, stream
 from coro.api.security import SecurityMiddleware
 from coro.engine.service import (
     Conflict,
@@ -118,6 +118,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
 
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(stats.router)
     app.include_router(intelligence.router)
     app.include_router(intake.router)
     app.include_router(plugins.router)

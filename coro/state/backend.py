@@ -44,6 +44,12 @@ class JobQuery:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class StatusTotal:
+    jobs: int
+    cost_usd: float
+
+
 class StateBackend(Protocol):
     async def open(self) -> None:
         """Create/migrate storage. Called once before any other method."""
@@ -67,6 +73,9 @@ class StateBackend(Protocol):
 
     async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
         """Every job whose status is in `statuses`, oldest first (used by recovery)."""
+
+    async def status_totals(self) -> dict[str, StatusTotal]:
+        """For each status in use: how many jobs have it and what they cost in all."""
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         """Durably append already-timestamped lines; returns them with their indexes."""

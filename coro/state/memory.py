@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from coro.engine.models import Job, LogEntry, iso_now
-from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery
+from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 
 
 class MemoryStateBackend:
@@ -55,6 +55,15 @@ class MemoryStateBackend:
             for i in self._order
             if self._jobs[i].status in statuses
         ]
+
+    async def status_totals(self) -> dict[str, StatusTotal]:
+        totals: dict[str, StatusTotal] = {}
+        for job in self._jobs.values():
+            seen = totals.get(job.status, StatusTotal(0, 0.0))
+            totals[job.status] = StatusTotal(
+                seen.jobs + 1, seen.cost_usd + job.token_usage.total_cost_usd
+            )
+        return totals
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         log = self._logs.setdefault(job_id, [])

@@ -63,7 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from coro.engine.models import Job, LogEntry, iso_now
-from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery
+from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 from coro.state.schema import job_logs, jobs
 
 if TYPE_CHECKING:
@@ -564,6 +564,13 @@ class SqliteStateBackend:
         async with self._require_engine().connect() as conn:
             docs = (await conn.scalars(statement)).all()
         return [_load(doc) for doc in docs]
+
+    async def status_totals(self) -> dict[str, StatusTotal]:
+        cost = func.json_extract(jobs.c.doc, "$.tokenUsage.totalCostUsd")
+        statement = select(jobs.c.status, func.count(), func.total(cost)).group_by(jobs.c.status)
+        async with self._require_engine().connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {status: StatusTotal(int(count), float(spent)) for status, count, spent in rows}
 
     # -- logs --------------------------------------------------------------------------
 
