@@ -145,6 +145,10 @@ class IntakeService:
                     },
                     "turns": budget.turns,
                     "sessionTokens": budget.tokens,
+                    "limits": {
+                        "maxTurns": self.limits.max_turns,
+                        "maxSessionTokens": self.limits.max_session_tokens,
+                    },
                 }
             )
         except RateLimited as exc:

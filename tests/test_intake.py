@@ -81,6 +81,7 @@ async def test_tokens_stream_in_order_then_done_with_usage(api_factory: ApiFacto
         "usage": {"inputTokens": 90, "outputTokens": 10, "totalTokens": 100},
         "turns": 1,
         "sessionTokens": 100,
+        "limits": {"maxTurns": 8, "maxSessionTokens": 30_000},
     }
     (call,) = fake.calls
     assert call["maxTokens"] == 4096
