@@ -1,0 +1,100 @@
+// The dashboard shell: navigation, a hash router, the token prompt, runner health.
+//
+// Each page module exports `render(main, params)`, which fills `main` and may return a
+// cleanup function (closing streams, timers) called when the user navigates away.
+
+import * as api from "./api.js";
+import { clear, h } from "./ui.js";
+
+const ROUTES = [
+  { pattern: /^#\/runs\/([^/]+)$/, page: "run", nav: "runs" },
+  { pattern: /^#\/new$/, page: "new-run", nav: "new" },
+  { pattern: /^#\/intelligence$/, page: "intelligence", nav: "intelligence" },
+  { pattern: /^#\/settings$/, page: "settings", nav: "settings" },
+  { pattern: /^#\/(runs)?$/, page: "runs", nav: "runs" },
+];
+
+const main = document.getElementById("main");
+let cleanup = null;
+let generation = 0;
+
+async function route() {
+  const hash = location.hash || "#/runs";
+  const match = ROUTES.find((r) => r.pattern.test(hash)) || ROUTES[ROUTES.length - 1];
+  const params = hash.match(match.pattern).slice(1).map((p) => (p ? decodeURIComponent(p) : p));
+  for (const link of document.querySelectorAll("nav a[data-nav]")) {
+    if (link.dataset.nav === match.nav) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (cleanup) cleanup();
+  cleanup = null;
+  const mine = ++generation;
+  clear(main, h("p", { class: "muted" }, "Loading…"));
+  try {
+    const module = await import(`./pages/${match.page}.js`);
+    if (mine !== generation) return;
+    clear(main);
+    const result = await module.render(main, params);
+    if (mine !== generation) {
+      if (typeof result === "function") result();
+      return;
+    }
+    cleanup = typeof result === "function" ? result : null;
+  } catch (error) {
+    if (mine === generation) {
+      clear(main, h("h1", {}, "Something went wrong"), h("p", { role: "alert" }, error.message));
+    }
+  }
+  main.focus({ preventScroll: true });
+}
+
+function askForToken() {
+  if (document.getElementById("token-dialog")) return;
+  const input = h("input", {
+    id: "token-input",
+    type: "password",
+    autocomplete: "off",
+    required: true,
+  });
+  const dialog = h(
+    "dialog",
+    { id: "token-dialog", "aria-labelledby": "token-title" },
+    h("h2", { id: "token-title" }, "API token"),
+    h(
+      "p",
+      {},
+      "This runner requires its apiToken (from config.json). It is kept for this tab only.",
+    ),
+    h(
+      "form",
+      { method: "dialog" },
+      h("label", { for: "token-input" }, "Token"),
+      input,
+      h("div", { class: "row end" }, h("button", { type: "submit", class: "primary" }, "Use token")),
+    ),
+  );
+  dialog.addEventListener("close", () => {
+    api.setToken(input.value.trim());
+    dialog.remove();
+    route();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+async function health() {
+  const target = document.getElementById("runner-health");
+  try {
+    const info = await api.get("/health");
+    target.textContent = `runner ${info.version} · ${info.mode}`;
+    target.className = "health ok";
+  } catch {
+    target.textContent = "runner unreachable";
+    target.className = "health bad";
+  }
+}
+
+api.onUnauthorized.add(askForToken);
+window.addEventListener("hashchange", route);
+route();
+health();
