@@ -19,6 +19,10 @@ from tests.sse import frames
 WAIT_LIMIT = 60  # a guard against hangs, not a timing assertion
 
 
+#: The browser fixture (`chromium`) for the dashboard tests.
+pytest_plugins = ("tests.browser",)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CoroHome:
     root = tmp_path / "coro-home"

@@ -13,7 +13,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from coro.config import CoroConfig
-from tests.browser import Dashboard, chromium, dashboard_page  # noqa: F401 (fixture)
+from tests.browser import Dashboard, dashboard_page
 from tests.conftest import Api, ApiFactory, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, text
 
@@ -158,11 +158,12 @@ async def test_a_run_is_created_from_the_form(api_factory: ApiFactory, chromium:
         job_id = page.url.split("#/runs/")[1]
         await expect(page.get_by_role("heading", name=job_id)).to_be_visible()
         job = await api.job(job_id)
+        assert ui.errors == []
+        await page.close()  # before the runner stops under the page's feet
     assert job["params"]["description"] == "Add a health endpoint"
     assert job["params"]["repo"] == "acme/api"
     assert job["triggerSource"] == "dashboard"
     assert job["interactive"] is False
-    assert ui.errors == []
 
 
 async def test_plan_mode_chat_turns_a_brief_into_a_run(
@@ -206,11 +207,10 @@ async def test_plan_mode_chat_turns_a_brief_into_a_run(
             request = fake.message_requests[-1]
             assert [m["role"] for m in request.messages] == ["user", "assistant", "user"]
             assert ui.errors == []
+            await page.close()
 
 
-async def test_plan_mode_without_a_provider_points_to_the_form(
-    api: Api, chromium: object
-) -> None:
+async def test_plan_mode_without_a_provider_points_to_the_form(api: Api, chromium: object) -> None:
     ui = await board(chromium, api)
     await ui.open("#/new")
     page = ui.page
