@@ -58,9 +58,11 @@ async def chromium() -> AsyncIterator[object]:
             await browser.close()
 
 
-async def dashboard_page(browser: object, base_url: str, *, dark: bool = False) -> Dashboard:
+async def dashboard_page(
+    browser: object, base_url: str, *, dark: bool = False, width: int = 1280
+) -> Dashboard:
     context = await browser.new_context(  # type: ignore[attr-defined]
-        viewport={"width": 1280, "height": 900}, color_scheme="dark" if dark else "light"
+        viewport={"width": width, "height": 900}, color_scheme="dark" if dark else "light"
     )
     page = await context.new_page()
     page.set_default_timeout(20_000)

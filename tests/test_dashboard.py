@@ -221,3 +221,34 @@ async def test_plan_mode_without_a_provider_points_to_the_form(api: Api, chromiu
     await expect(page.get_by_role("form", name="Run details")).to_be_visible()
     # The 503 is expected here; it is the only console message allowed.
     assert all("503" in error for error in ui.errors)
+
+
+async def test_the_pages_fit_a_phone_and_work_from_the_keyboard(api: Api, chromium: object) -> None:
+    workflow = write_workflow(api.home, "reviewed", REVIEWED)
+    job_id = await api.create(workflow, DRAFT_SCRIPT, interactive=True)
+    await api.wait_for_line(job_id, "Job parked")
+    ui = await board(chromium, api, width=390)
+    page = ui.page
+    for route in ("#/runs", f"#/runs/{job_id}", "#/new"):
+        await ui.open(route)
+        await expect(page.locator("main h1")).to_be_visible()
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{route} scrolls sideways by {overflow}px"
+    await ui.shot("new-run-narrow")
+
+    await ui.open("#/runs")
+    await expect(page.get_by_role("link", name=job_id)).to_be_visible()
+    # Each page takes the focus, so Tab goes on to the page's first control.
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="New run").last).to_be_focused()
+    await page.get_by_role("link", name=job_id).focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name=job_id)).to_be_visible()
+    approve = page.get_by_role("button", name="Approve")
+    await approve.focus()
+    await page.keyboard.press("Enter")
+    result = await api.finish(job_id)
+    assert result.done == "complete"
+    assert ui.errors == []

@@ -23,6 +23,8 @@ export async function render(main) {
     { id: "run-workflow" },
     workflows.map((wf) => h("option", { value: wf.workflowPath }, `${wf.name} — ${wf.workflowPath}`)),
   );
+  const standard = workflows.find((wf) => wf.workflowPath === "workflows/job/workflow.md");
+  if (standard) workflow.value = standard.workflowPath;
   const repo = h("input", { id: "run-repo", placeholder: "org/api (or a local repository name)" });
   const service = h("input", { id: "run-service" });
   const description = h("textarea", { id: "run-description", rows: 8, required: true });
