@@ -231,7 +231,7 @@ async def test_the_pages_fit_a_phone_and_work_from_the_keyboard(api: Api, chromi
     page = ui.page
     for route in ("#/runs", f"#/runs/{job_id}", "#/new"):
         await ui.open(route)
-        await expect(page.locator("main h1")).to_be_visible()
+        await expect(page.locator("main h1").first).to_be_visible()
         overflow = await page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )

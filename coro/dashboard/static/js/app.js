@@ -32,13 +32,15 @@ async function route() {
   clear(main, h("p", { class: "muted" }, "Loading…"));
   try {
     const module = await import(`./pages/${match.page}.js`);
-    if (mine !== generation) return;
-    clear(main);
-    const result = await module.render(main, params);
+    // Each visit renders into its own container: a slower, superseded visit can then
+    // never write into the page the user has moved on to.
+    const view = h("div", { class: "view" });
+    const result = await module.render(view, params);
     if (mine !== generation) {
       if (typeof result === "function") result();
       return;
     }
+    clear(main, view);
     cleanup = typeof result === "function" ? result : null;
   } catch (error) {
     if (mine === generation) {
