@@ -6,10 +6,12 @@ runner) can isolate itself by pointing `CORO_HOME` somewhere else.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -106,6 +108,18 @@ class PluginsConfig(_Section):
     installed: dict[str, PluginSlot] = Field(default_factory=dict)
 
 
+class IntelligenceConfig(_Section):
+    """Where the tenant intelligence layer comes from besides `paths.intelligenceDir`:
+    an optional git remote, cloned under `$CORO_HOME/cache/` and refreshed on demand."""
+
+    #: https://, ssh://, git@host:path, file:// or a local path; never a password in it
+    tenant_git_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    #: the branch to follow (default: the remote's HEAD)
+    tenant_branch: str | None = Field(default=None, min_length=1, max_length=255)
+    #: a refresh is attempted at most this often (phase starts, API reads)
+    refresh_seconds: float = Field(default=300.0, ge=0, le=86_400)
+
+
 #: Server ids become part of tool names (`mcp__<id>__<tool>`); `coro` is Coro's own.
 MCP_SERVER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_MCP_SERVER_IDS = frozenset({"coro"})
@@ -181,6 +195,7 @@ class CoroConfig(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
     coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
+    intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("host")
@@ -285,3 +300,124 @@ class CoroHome:
 
 def _expand(raw: str) -> Path:
     return Path(raw).expanduser().resolve()
+
+
+# --- secrets in config.json, and section-aware updates (GET/PUT /config) -------------------
+
+#: Keys whose string values are secrets wherever they appear (`apiKey`, `token`,
+#: `apiToken`, `bearerToken`, `appPassword`, `webhookSecret`, ...).
+SECRET_KEY_PATTERN = re.compile(
+    r"token|secret|passw(or)?d|api[_-]?key|credential|authorization|private[_-]?key", re.I
+)
+#: Maps whose every value is a secret (an MCP server's environment and HTTP headers).
+SECRET_VALUE_MAPS = frozenset({"env", "headers"})
+#: Where a PUT replaces an entry whole instead of merging into it (`*`: any key).
+REPLACED_WHOLE: tuple[tuple[str, ...], ...] = (("mcpServers", "*"), ("llm", "aliases", "*"))
+_LOOKS_MASKED = re.compile(r"^\S{4}\.\.\.\S{4}$")
+
+ConfigPath = tuple[str, ...]
+
+
+def is_secret_path(
+    path: ConfigPath, secret_keys: Mapping[str, Iterable[str]] | None = None
+) -> bool:
+    """Whether the string at `path` in config.json is a secret.
+
+    By name (`SECRET_KEY_PATTERN`), as a value of an `env`/`headers` map, or, for
+    `plugins.installed.<id>.config.<key>`, because the plugin's schema says so
+    (`secret_keys`: plugin id -> keys).
+    """
+    if not path:
+        return False
+    if SECRET_KEY_PATTERN.search(path[-1]):
+        return True
+    if len(path) >= 2 and path[-2] in SECRET_VALUE_MAPS:
+        return True
+    if secret_keys and len(path) == 5 and path[:2] == ("plugins", "installed"):
+        return path[3] == "config" and path[4] in set(secret_keys.get(path[2], ()))
+    return False
+
+
+def mask_config(
+    data: dict[str, Any], secret_keys: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, Any]:
+    """A copy of config JSON with every secret masked (`coro.secrets.mask_secret`)."""
+    from coro.secrets import mask_secret
+
+    def walk(node: Any, path: ConfigPath) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(value, (*path, str(key))) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item, path) for item in node]
+        if isinstance(node, str) and is_secret_path(path, secret_keys):
+            return mask_secret(node)
+        return node
+
+    masked: dict[str, Any] = walk(data, ())
+    return masked
+
+
+def _replaced_whole(path: ConfigPath) -> bool:
+    return any(
+        len(path) == len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path, strict=True))
+        for pattern in REPLACED_WHOLE
+    )
+
+
+def merge_config(
+    stored: dict[str, Any], patch: dict[str, Any], path: ConfigPath = ()
+) -> dict[str, Any]:
+    """A PUT body merged into config JSON: JSON Merge Patch (RFC 7386: objects merge key
+    by key, `null` removes, anything else replaces) except that `REPLACED_WHOLE` entries
+    (an MCP server, a model alias) are replaced as a whole."""
+    result = copy.deepcopy(stored)
+    for key, value in patch.items():
+        here = (*path, str(key))
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            base = current if isinstance(current, dict) and not _replaced_whole(here) else {}
+            result[key] = merge_config(base, value, here)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def apply_config_patch(
+    stored: dict[str, Any],
+    patch: dict[str, Any],
+    secret_keys: Mapping[str, Iterable[str]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """`merge_config`, where a secret sent back exactly as `mask_config` shows it means
+    "unchanged". Returns the merged JSON and issues for masked-looking secrets that match
+    nothing stored (saving them would overwrite a secret with its mask)."""
+    from coro.secrets import MASKED
+
+    masked = mask_config(stored, secret_keys)
+    merged = merge_config(stored, patch)
+    issues: list[dict[str, str]] = []
+
+    def restore(
+        sent: dict[str, Any], into: dict[str, Any], old: Any, shown: Any, path: ConfigPath
+    ) -> None:
+        for key, value in sent.items():
+            here = (*path, str(key))
+            before = old.get(key) if isinstance(old, dict) else None
+            seen = shown.get(key) if isinstance(shown, dict) else None
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                restore(value, into[key], before, seen, here)
+            elif isinstance(value, str) and is_secret_path(here, secret_keys):
+                if isinstance(before, str) and value == seen and seen != before:
+                    into[key] = before
+                elif value == MASKED or _LOOKS_MASKED.match(value):
+                    issues.append(
+                        {
+                            "path": ".".join(here),
+                            "message": "looks like a masked secret but matches no stored "
+                            "value: send the real value",
+                        }
+                    )
+
+    restore(patch, merged, stored, masked, ())
+    return merged, issues

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
 from coro import __version__
 from coro.config import CoroConfig, CoroHome
+from coro.engine.campaigns import CampaignService
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport
@@ -29,12 +32,36 @@ from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
-from coro.plugins.registry import LOCAL_SCM, PluginSet
+from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
 from coro.tools import ToolRegistry, builtin_tools
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: config.json keys a running runner cannot take over (they are read at start).
+RESTART_REQUIRED_KEYS = ("host", "port", "apiToken", "paths", "mcpServers")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadResult:
+    """What a config reload changed: plugin ids added, rebuilt, removed, or failing."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    restart_required: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "failed": self.failed,
+            "restartRequired": self.restart_required,
+        }
 
 
 class Runner:
@@ -52,11 +79,15 @@ class Runner:
         self.config = config if config is not None else home.load_config()
         self.backend = backend or SqliteStateBackend(home.state_db)
         self.store = JobStore(self.backend, LogBus())
-        self.plugins = PluginSet(self.config, PluginContext(home))
+        #: drop-in plugins installed under `$CORO_HOME/plugins/site`
+        self.dropins = dropin_catalog(home)
+        self.plugins = PluginSet(self.config, PluginContext(home), self.dropins)
+        self._own_executors = executors is None
         self.env = EngineEnv(
             store=self.store,
-            layers=IntelligenceLayers(home.intelligence_dir(self.config)),
-            executors=executors or build_executors(self.config),
+            layers=IntelligenceLayers.from_config(home, self.config),
+            executors=executors
+            or build_executors(self.config, catalog=self.dropins, context=PluginContext(home)),
             tools=tools or builtin_tools(),
             config=self.config,
             work_root=home.work_dir(self.config),
@@ -64,10 +95,19 @@ class Runner:
         )
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
+        self.campaigns = CampaignService(self.env, self.dispatcher, self.jobs)
+        self.env.campaigns = self.campaigns
+        self.dispatcher.on_run_end.append(self.campaigns.on_run_end)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
         self.transport = transport or self._poller()
         self.version = __version__
+        #: held by whoever reads, changes and reloads config.json (PUT /config, installs)
+        self.config_lock = asyncio.Lock()
+        #: plugins and executors replaced by a reload, with the runs still using them
+        self._retired: list[tuple[set[str], list[Any]]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.dispatcher.on_run_end.append(self._run_ended)
 
     def _poller(self) -> PollingTransport:
         polling = self.config.polling
@@ -87,20 +127,93 @@ class Runner:
     def mode(self) -> str:
         return "local"
 
+    async def reload_config(self, new: CoroConfig) -> ReloadResult:
+        """Take over `new` without a restart: config, plugins and executors.
+
+        Plugins and executors whose settings did not change are kept; the others are
+        rebuilt. A phase already running keeps the executor and plugins it started with
+        (they are closed once the runs using them end); the next phase gets the new ones.
+        Never raises for a broken plugin: it is reported in `failed`. Callers that also
+        change config.json hold `config_lock` around the change and the reload.
+        """
+        context = PluginContext(self.home)
+        old_config, old_plugins, old_executors = self.config, self.plugins, self.env.executors
+        plugins = PluginSet(new, context, self.dropins, previous=old_plugins)
+        executors = old_executors  # an injected registry (tests) is kept as it is
+        if self._own_executors:
+            executors = build_executors(
+                new, catalog=self.dropins, context=context, previous=old_executors
+            )
+        self.config = self.env.config = new
+        self.plugins = self.env.plugins = plugins
+        self.env.executors = executors
+        self.intake.limits = new.intake
+        self.mcp.http.contexts.plugins = plugins
+        if isinstance(self.transport, PollingTransport):
+            self.transport.plugins = plugins
+            self.transport.interval = new.polling.interval_seconds
+            self.transport.failure_threshold = new.polling.failure_threshold
+            self.transport.change_delay = new.polling.local_change_delay_seconds
+            local = plugins.get("scm", LOCAL_SCM)
+            if local is not None and local is not old_plugins.get("scm", LOCAL_SCM):
+                local.add_listener(self.transport.poll_soon)
+        before = {**old_plugins.instances(), **old_executors.instances()}
+        after = {**plugins.instances(), **executors.instances()}
+        failures = {**plugins.failed, **executors.failed}
+        old_json, new_json = old_config.to_json(), new.to_json()
+        result = ReloadResult(
+            added=sorted(after.keys() - before.keys()),
+            updated=sorted(k for k in after.keys() & before.keys() if after[k] is not before[k]),
+            removed=sorted(before.keys() - after.keys()),
+            failed=[{"id": k, "error": v} for k, v in sorted(failures.items())],
+            restart_required=[
+                k for k in RESTART_REQUIRED_KEYS if old_json.get(k) != new_json.get(k)
+            ],
+        )
+        kept = {id(obj) for obj in after.values()}
+        await self._retire([obj for obj in before.values() if id(obj) not in kept])
+        return result
+
+    async def _retire(self, objects: list[Any]) -> None:
+        """Close replaced plugins now, or when the runs that may still use them end."""
+        busy = set(self.dispatcher.running_ids)
+        if not objects:
+            return
+        if busy:
+            self._retired.append((busy, objects))
+        else:
+            await _close_all(objects)
+
+    def _run_ended(self, job_id: str) -> None:
+        for busy, objects in list(self._retired):
+            busy.discard(job_id)
+            if not busy:
+                self._retired.remove((busy, objects))
+                task = asyncio.create_task(_close_all(objects))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
     async def start(self) -> None:
         self.home.ensure()
         self.env.work_root.mkdir(parents=True, exist_ok=True)
         await self.backend.open()
         await self.transport.connect(self.dispatcher.deliver)
         await self.mcp.start()  # external MCP tools, before any job runs
+        self.mcp.http.contexts.campaigns = self.campaigns
         await self.dispatcher.recover()
+        await self.campaigns.recover()
 
     async def stop(self) -> None:
         await self.transport.disconnect()
         await self.dispatcher.close()
+        await self.campaigns.close()
         await self.mcp.stop()
         await self.env.executors.aclose()
         await self.plugins.aclose()
+        retired, self._retired = self._retired, []
+        await _close_all([obj for _, objects in retired for obj in objects])
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.backend.close()
 
     @contextlib.asynccontextmanager
@@ -110,6 +223,17 @@ class Runner:
             yield self
         finally:
             await self.stop()
+
+
+async def _close_all(objects: list[Any]) -> None:
+    for obj in objects:
+        close = getattr(obj, "aclose", None)
+        if close is None:
+            continue
+        try:
+            await close()
+        except Exception:
+            logger.exception("closing a replaced plugin failed")
 
 
 def check_bind(host: str, config: CoroConfig) -> None:

@@ -252,3 +252,29 @@ async def test_the_pages_fit_a_phone_and_work_from_the_keyboard(api: Api, chromi
     result = await api.finish(job_id)
     assert result.done == "complete"
     assert ui.errors == []
+
+
+async def test_a_campaign_child_is_skipped_from_its_graph(
+    api_factory: ApiFactory, chromium: object
+) -> None:
+    from tests.test_campaigns import config, register, start_campaign
+
+    async with api_factory(config(parallel=1)) as api:
+        parent = await start_campaign(api, [register("schema"), register("api", ["schema"])])
+        await api.wait_for_line(parent, 'Dispatched child "schema"')
+        ui = await board(chromium, api)
+        await ui.open(f"#/runs/{parent}")
+        page = ui.page
+        await page.get_by_role("tab", name="Campaign").click()
+        graph = page.get_by_role("list", name="Campaign children by dependency depth")
+        api_child = graph.locator('[data-child="api"]')
+        await expect(api_child).to_contain_text("pending")
+        await expect(api_child).to_contain_text("after schema")
+        await expect(graph.locator('[data-child="schema"]')).to_contain_text("dispatched")
+        await ui.shot("campaign")
+        await api_child.get_by_role("button", name="skip").click()
+        await expect(api_child).to_contain_text("skipped")
+        children = (await api.client.get(f"/jobs/{parent}/children")).json()["children"]
+        assert {c["name"]: c["status"] for c in children}["api"] == "skipped"
+        assert ui.errors == []
+        await page.close()

@@ -118,3 +118,24 @@ async def test_setting_work_items_again_keeps_the_progress_of_known_ones(api: Ap
         {"name": "docs", "status": "complete", "loopCount": 0},
         {"name": "fix-typo", "status": "complete", "loopCount": 0},
     ]
+
+
+async def test_a_new_session_requested_mid_turn_is_not_written_back(api: Api) -> None:
+    workflow = write_workflow(
+        api.home, "fresh", [{"name": "first", "agent": None}, {"name": "second", "agent": None}]
+    )
+    script = {
+        "first": [
+            {"text": "long exploration"},
+            {"tool": "request_new_session", "input": {"reason": "context is noisy"}},
+            {"text": "wrapping up"},
+        ],
+        "second": [{"text": "starting clean"}],
+    }
+    job_id = await api.create(workflow, script)
+    assert (await api.finish(job_id)).done == "complete"
+    history = (await api.job(job_id))["conversationHistory"]
+    contents = [m.get("content") or "" for m in history]
+    assert not any("long exploration" in c for c in contents)
+    assert history[0]["role"] == "user" and "Begin phase **second**" in history[0]["content"]
+    assert any("starting clean" in c for c in contents)

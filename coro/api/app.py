@@ -12,7 +12,11 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coro.api.routes import campaigns as campaign_routes
+from coro.api.routes import config as config_routes
+from coro.api.routes import insights as insight_routes
 from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stats, stream
+from coro.api.routes import proposals as proposal_routes
 from coro.api.security import SecurityMiddleware
 from coro.engine.service import (
     Conflict,
@@ -116,12 +120,16 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     async def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
+    app.include_router(insight_routes.router)
     app.include_router(jobs.router)
+    app.include_router(campaign_routes.router)
     app.include_router(stream.router)
     app.include_router(stats.router)
     app.include_router(intelligence.router)
+    app.include_router(proposal_routes.router)
     app.include_router(intake.router)
     app.include_router(plugins.router)
+    app.include_router(config_routes.router)
     app.include_router(mcp.router)
     app.include_router(scm_local.router)
     static_dir = files("coro.dashboard") / "static"

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from coro.cli.campaign import campaign_app
 from coro.cli.client import (
     LogLine,
     RunnerClient,
@@ -31,6 +32,7 @@ from coro.cli.client import (
     connect,
     report_error,
 )
+from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ app = typer.Typer(
 )
 app.add_typer(pr_app)
 app.add_typer(repo_app)
+app.add_typer(campaign_app)
+app.add_typer(plugin_app)
 
 DEFAULT_WORKFLOW = "workflows/job/workflow.md"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coro.config import CoroConfig
 from coro.engine.models import Job
@@ -13,6 +14,9 @@ from coro.executors import ExecutorRegistry
 from coro.intelligence.layers import IntelligenceLayers
 from coro.plugins.registry import PluginSet
 from coro.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from coro.engine.campaigns import CampaignService
 
 
 @dataclass
@@ -24,6 +28,8 @@ class EngineEnv:
     config: CoroConfig
     work_root: Path
     plugins: PluginSet
+    #: set by the runner once built (tools reach the coordinator through it)
+    campaigns: CampaignService | None = None
 
     def workdir(self, job_id: str) -> Path:
         return self.work_root / job_id

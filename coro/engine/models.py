@@ -175,6 +175,29 @@ class Insight(CamelModel):
     suggested_layer: Literal["tenant", "repo"] | None = None
     user_layer: Literal["tenant", "repo"] | None = None
     created_at: str | None = None
+    #: developer curation (`PATCH`/`DELETE /jobs/:id/insights/:insightId`): edits are kept
+    #: beside the agent's text and win wherever the insight is shown
+    edited_summary: str | None = None
+    edited_detail: str | None = None
+    edited_suggestion: str | None = None
+    edited_by: str | None = None
+    edited_at: str | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    #: soft delete: status `rejected` and hidden from listings
+    deleted_at: str | None = None
+
+    @property
+    def shown_summary(self) -> str:
+        return self.edited_summary or self.summary
+
+    @property
+    def shown_detail(self) -> str:
+        return self.edited_detail or self.detail
+
+    @property
+    def shown_suggestion(self) -> str | None:
+        return self.edited_suggestion or self.suggestion
 
 
 class TokenUsage(CamelModel):
@@ -267,6 +290,46 @@ class ConversationMessage(CamelModel):
 
 TriggerSource = Literal["cli", "dashboard", "jira", "webhook", "internal"]
 
+# --- campaigns ------------------------------------------------------------------------
+
+CampaignChildStatus = Literal[
+    "pending", "ready", "dispatched", "complete", "failed", "escalated", "skipped", "cancelled"
+]
+
+
+class CampaignTrackerRef(CamelModel):
+    """The tracker ticket a campaign child implements."""
+
+    provider: str
+    key: str
+    url: str | None = None
+
+
+class CampaignChild(CamelModel):
+    """One unit of a campaign: a child job created when its dependencies are satisfied."""
+
+    name: str
+    description: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    tracker_ref: CampaignTrackerRef | None = None
+    job_id: str | None = None
+    status: CampaignChildStatus = "pending"
+    started_at: str | None = None
+    completed_at: str | None = None
+
+
+class WorkflowSwitch(CamelModel):
+    """One lane switch (`switch_workflow` / `convert_to_campaign`)."""
+
+    at: str
+    from_path: str = Field(alias="from")
+    to_path: str = Field(alias="to")
+    from_phase: str
+    to_phase: str
+    reason: str
+    by: Literal["switch_workflow", "convert_to_campaign"] = "switch_workflow"
+
 
 class Job(CamelModel):
     id: str
@@ -300,8 +363,11 @@ class Job(CamelModel):
     session_id: str | None = None
     conversation_history: list[ConversationMessage] = Field(default_factory=list)
     phase_model_overrides: dict[str, PhaseModelOverride] = Field(default_factory=dict)
-    campaign_children: list[dict[str, Any]] | None = None
+    campaign_children: list[CampaignChild] | None = None
     campaign_parent_id: str | None = None
+    #: insights of finished children, passed on to the children dispatched after them
+    campaign_aggregated_insights: list[Insight] = Field(default_factory=list)
+    workflow_path_history: list[WorkflowSwitch] = Field(default_factory=list)
     created_at: str
     updated_at: str
 
@@ -335,6 +401,9 @@ class Job(CamelModel):
 
     def unfinished_work_items(self) -> list[WorkItem]:
         return [w for w in self.work_items if w.status not in ("complete", "escalated")]
+
+    def find_child(self, name: str) -> CampaignChild | None:
+        return next((c for c in self.campaign_children or [] if c.name == name), None)
 
 
 class LogEntry(CamelModel):

@@ -51,6 +51,7 @@ from coro.executors.base import (
     ThinkingEvent,
     UsageEvent,
 )
+from coro.intelligence.job import prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
 from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
 
@@ -171,10 +172,17 @@ class PhaseLoop:
         if not started:
             await self._note_boundary_stop(job, "phase start")
             return False
+        # Re-resolve the job's layers (base → tenant → repo) and materialise them.
+        intel = await prepare_phase(self.env.layers, job, self.env.workdir(self.job_id), workflow)
+        for note in intel.notes:
+            await self.log(f"[intelligence] {note}")
+        workflow, phase = intel.workflow, intel.workflow.phase(job.phase) or phase
+        await self._snapshot_phases(job, workflow)
         if _waits_for_events(phase):
-            # A runner-only phase (PR tracking): it ends once every PR of the job is
-            # merged or declined; until then the job waits for their events.
-            if job.pr_mappings and not job.open_prs():
+            # A runner-only phase: PR tracking ends once every PR of the job is merged
+            # or declined; others (a campaign's coordinating) are ended by their owner.
+            tracking = phase.status == AWAITING_PR_MERGE
+            if tracking and job.pr_mappings and not job.open_prs():
                 await self.log(f"[{phase.name}] Every pull request is merged or declined")
                 return await self._after_turn(job, workflow, phase, PhaseSignals())
             label = f"phase-{phase.name}-event"
@@ -191,7 +199,7 @@ class PhaseLoop:
         prompt = taken[0] or prompts.kickoff(job, phase.name)
         history = list(job.conversation_history)
         history.append(ConversationMessage(role="user", content=prompt))
-        agent_md = self.env.layers.read_agent(phase.agent) if phase.agent else None
+        agent_md = intel.agent_markdown
         if phase.agent and agent_md is None:
             await self.log(f"[warning] Agent file {phase.agent} not found; running without a role")
         model_note = f" model={choice.model}" if choice.model else ""
@@ -210,6 +218,8 @@ class PhaseLoop:
             signals=signals,
             phase_names=workflow.phase_names,
             plugins=self.env.plugins,
+            layers=self.env.layers,
+            campaigns=self.env.campaigns,
         )
         usage = PhaseUsage(
             phase=phase.name,
@@ -246,7 +256,7 @@ class PhaseLoop:
                     ],
                 )
             )
-            await self._save_transcript(history)
+            await self._save_transcript(history, signals)
             return result
 
         request = PhaseRequest(
@@ -292,11 +302,11 @@ class PhaseLoop:
                 if request.stop_requested:
                     break
         except RateLimited as exc:
-            await self._end_turn(usage, started_at, history, session_id)
+            await self._end_turn(usage, started_at, history, session_id, signals)
             await self._park_rate_limited(exc)
             return False
         except ExecutorError as exc:
-            current = await self._end_turn(usage, started_at, history, session_id)
+            current = await self._end_turn(usage, started_at, history, session_id, signals)
             message = f"Executor {choice.provider} failed in phase {phase.name}: {exc}"
             if not is_running(current.status):
                 await self._note_boundary_stop(current, "executor stop")
@@ -308,7 +318,7 @@ class PhaseLoop:
         finally:
             await stream.aclose()
             self.handle.in_turn = False
-        job = await self._end_turn(usage, started_at, history, session_id)
+        job = await self._end_turn(usage, started_at, history, session_id, signals)
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
             return False
@@ -320,8 +330,12 @@ class PhaseLoop:
         started_at: float,
         history: list[ConversationMessage],
         session_id: str | None,
+        signals: PhaseSignals,
     ) -> Job:
-        """Record usage and transcript; live messages nobody read wait for the next turn."""
+        """Record usage and transcript; live messages nobody read wait for the next turn.
+        A turn that asked for a new session leaves no transcript or session behind."""
+        if signals.new_session:
+            history, session_id = [], None
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
         leftover = []
         while not self.handle.developer_messages.empty():
@@ -339,10 +353,12 @@ class PhaseLoop:
         job, _ = await self.store.update(self.job_id, apply, note=note)
         return job
 
-    async def _save_transcript(self, history: list[ConversationMessage]) -> None:
+    async def _save_transcript(
+        self, history: list[ConversationMessage], signals: PhaseSignals
+    ) -> None:
         """Persist the transcript after each tool call, so a phase interrupted by a
         restart continues the same conversation without repeating finished calls."""
-        snapshot = list(history)
+        snapshot = [] if signals.new_session else list(history)
 
         def apply(j: Job) -> None:
             j.conversation_history = snapshot

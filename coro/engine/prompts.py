@@ -29,10 +29,10 @@ def system_prompt(job: Job, workflow: Workflow, phase: Phase, agent_markdown: st
         lines = ["## Insights from Upstream Agents", ""]
         for n, insight in enumerate(insights, 1):
             lines.append(f"### {n}. [{insight.phase}] {insight.category}")
-            lines.append(f"**Summary:** {insight.summary}")
-            lines.append(f"**Detail:** {insight.detail}")
-            if insight.suggestion:
-                lines.append(f"**Suggestion:** {insight.suggestion}")
+            lines.append(f"**Summary:** {insight.shown_summary}")
+            lines.append(f"**Detail:** {insight.shown_detail}")
+            if insight.shown_suggestion:
+                lines.append(f"**Suggestion:** {insight.shown_suggestion}")
             lines.append("")
         sections.append("\n".join(lines).rstrip())
     return SECTION_SEPARATOR.join(sections)

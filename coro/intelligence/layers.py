@@ -1,41 +1,87 @@
-"""Intelligence layers: where workflow and agent markdown is looked up (SPEC §4.8).
+"""Intelligence layers: where workflow, agent and memory markdown is looked up (SPEC §4.8).
 
-Two layers are searched, highest first:
+Layers, lowest priority first:
 
-- **tenant** — the user's directory (`$CORO_HOME/intelligence` or a checkout of a git
-  remote), editable;
-- **base** — the markdown shipped inside this package, read-only.
+- **base** — the markdown shipped inside this package; read-only.
+- **remote** — the tenant's git remote (`intelligence.tenantGitUrl`), a cached clone
+  under `$CORO_HOME/cache/` (see `coro.intelligence.tenant`); read-only here (change it
+  by pushing to the remote). Present only when configured.
+- **tenant** — the user's directory (`paths.intelligenceDir`, default
+  `$CORO_HOME/intelligence`); editable through the API. It sits above the remote so a
+  local edit (or an approved proposal) overrides the team's shared files.
+- **repo:<slug>** — `<job dir>/<slug>/.coro/` of each repository the job cloned (in
+  clone order); only for a job. Written by the agent, so it is *confined*: no symlink
+  below the job directory is ever followed, and files that are not regular are skipped.
 
-For any relative path the highest layer that has the file wins. Paths come from job
-records, API requests and workflow files, so they are checked before use: a path must
-be relative, must not climb out with `..`, and must still be inside its layer once
-symlinks are resolved.
+For a replace-kind path the highest layer that has the file wins; `.claude/CLAUDE.md`
+and `memory/**/*.md` are instead appended in layer order when a job's layers are
+materialised (`coro.intelligence.materialise`).
+
+Paths come from job records, API requests and workflow files, so they are checked
+before use: a path must be relative, must not climb out with `..`, and (in the trusted
+layers) must still be inside its layer once symlinks are resolved.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from coro.engine.workflows import Workflow, WorkflowError, load_workflow_file, strip_front_matter
+from coro.engine.workflows import (
+    Workflow,
+    WorkflowError,
+    load_workflow_file,
+    parse_workflow,
+    strip_front_matter,
+)
+
+if TYPE_CHECKING:
+    from coro.config import CoroConfig, CoroHome
+    from coro.engine.models import Job
+    from coro.intelligence.tenant import TenantRemote
 
 BASE_LAYER_DIR = Path(__file__).parent / "base"
 
-TENANT = "tenant"
-BASE = "base"
+LayerKind = Literal["base", "remote", "tenant", "repo"]
+BASE: LayerKind = "base"
+REMOTE: LayerKind = "remote"
+TENANT: LayerKind = "tenant"
+REPO: LayerKind = "repo"
+#: the directory of a checkout that holds its layer
+REPO_LAYER_DIR = ".coro"
+
+#: What a layer may contribute; anything else in a layer root (proposals, notes, a
+#: `.git` directory) is not intelligence.
+LAYOUT = (".claude", "agents", "workflows", "memory", "snippets")
+SKIPPED_NAMES = frozenset({".DS_Store", ".git"})
+#: Files above this size are skipped (a layer is prose, not data).
+MAX_FILE_BYTES = 1024 * 1024
+#: A layer with more files than this is cut off (reported as a warning).
+MAX_LAYER_FILES = 5000
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class WorkflowNotFound(Exception):
     """No layer has a file at the requested workflow path."""
 
-    def __init__(self, workflow_path: str) -> None:
+    def __init__(self, workflow_path: str, layers: Sequence[str] = ("tenant", "base")) -> None:
         self.workflow_path = workflow_path
+        where = ", ".join(layers) if layers else "any"
         super().__init__(
-            f"workflow '{workflow_path}' was not found in the tenant or the base intelligence "
-            "layer (expected a file such as 'workflows/job/workflow.md')"
+            f"workflow '{workflow_path}' was not found in the intelligence layers ({where}); "
+            "expected a file such as 'workflows/job/workflow.md'"
         )
 
 
@@ -70,7 +116,7 @@ def check_relative_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _within(root: Path, relative: str) -> Path:
+def within_root(root: Path, relative: str) -> Path:
     """`root/relative` with symlinks resolved; ValueError when that leaves the root."""
     try:
         real_root = root.resolve()
@@ -80,6 +126,270 @@ def _within(root: Path, relative: str) -> Path:
     if not target.is_relative_to(real_root):
         raise ValueError(f"path '{relative}' resolves outside its layer ({root})")
     return target
+
+
+def agent_file(agent: str) -> str:
+    """`coder` → `agents/coder.md`; a path is returned unchanged."""
+    if "/" not in agent and not agent.endswith(".md"):
+        return f"agents/{agent}.md"
+    return agent
+
+
+def safe_segment(name: str) -> bool:
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and len(name) <= MAX_SEGMENT_LENGTH
+    )
+
+
+# --- confined reads ---------------------------------------------------------------------
+
+
+def _open_dir_nofollow(anchor: Path, parts: Sequence[str]) -> int:
+    """A descriptor of `anchor/parts...`, refusing a symlink at every step below `anchor`.
+
+    Raises OSError (ELOOP/ENOTDIR for a symlink, ENOENT when missing)."""
+    fd = os.open(anchor, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for part in parts:
+            if not safe_segment(part):
+                raise OSError(errno.EINVAL, f"unsafe path segment {part!r}")
+            following = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = following
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_fd_file(dir_fd: int, name: str, limit: int) -> bytes | None:
+    """A regular file's bytes, opened without following a symlink; None otherwise."""
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        return None if len(data) > limit else data
+    finally:
+        os.close(fd)
+
+
+# --- layers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: a directory with the layout of `LAYOUT`."""
+
+    name: str
+    kind: LayerKind
+    root: Path
+    writable: bool = False
+    #: agent-controlled: read below `anchor` without following any symlink
+    confined: bool = False
+    anchor: Path | None = None
+    #: how the layer's files are named in banners and errors (a path or a URL)
+    origin: str = ""
+    #: the commit of a git-backed layer, when known
+    revision: str | None = None
+
+    def describe(self, relative: str) -> str:
+        """Where `relative` of this layer comes from, for people."""
+        base = self.origin or str(self.root)
+        return f"{base.rstrip('/')}/{relative}"
+
+    def _confined_parts(self) -> tuple[Path, tuple[str, ...]]:
+        assert self.anchor is not None
+        return self.anchor, self.root.relative_to(self.anchor).parts
+
+    def exists(self) -> bool:
+        if not self.confined:
+            return self.root.is_dir()
+        anchor, parts = self._confined_parts()
+        try:
+            os.close(_open_dir_nofollow(anchor, parts))
+        except OSError:
+            return False
+        return True
+
+    def read_bytes(self, relative: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
+        """The file's bytes, or None when this layer has no (readable, regular) file there.
+
+        A trusted layer raises ValueError when a symlink leads out of it; a confined
+        layer treats any symlink as absent."""
+        relative = check_relative_path(relative)
+        if self.confined:
+            anchor, parts = self._confined_parts()
+            *folders, name = relative.split("/")
+            try:
+                fd = _open_dir_nofollow(anchor, (*parts, *folders))
+            except OSError:
+                return None
+            try:
+                return _read_fd_file(fd, name, limit)
+            finally:
+                os.close(fd)
+        if not self.root.is_dir():
+            return None
+        target = within_root(self.root, relative)
+        try:
+            if not target.is_file() or target.stat().st_size > limit:
+                return None
+            return target.read_bytes()
+        except OSError:
+            return None
+
+    def file_path(self, relative: str) -> Path | None:
+        """The real path of the file (trusted layers), or `root/relative` when a confined
+        layer has a regular file there; None when absent."""
+        relative = check_relative_path(relative)
+        if self.confined:
+            return self.root / relative if self.read_bytes(relative) is not None else None
+        if not self.root.is_dir():
+            return None
+        target = within_root(self.root, relative)
+        return target if target.is_file() else None
+
+    def files(self, warnings: list[str] | None = None) -> list[str]:
+        """Every file of the layer's layout as a sorted relative POSIX path.
+
+        Trusted layers follow symlinks that stay inside the layer; confined layers
+        list symlinks (they are skipped when read) but never descend through one."""
+        found: list[str] = []
+        if not self.exists():
+            return found
+        for top in LAYOUT:
+            for relative in self._walk(top):
+                if len(found) >= MAX_LAYER_FILES:
+                    if warnings is not None:
+                        warnings.append(
+                            f"layer {self.name} has more than {MAX_LAYER_FILES} files; "
+                            "the rest are ignored"
+                        )
+                    return sorted(found)
+                found.append(relative)
+        return sorted(found)
+
+    def _walk(self, top: str) -> Iterator[str]:
+        if self.confined:
+            anchor, parts = self._confined_parts()
+            try:
+                root_fd = _open_dir_nofollow(anchor, parts)
+            except OSError:
+                return
+            try:
+                try:
+                    info = os.stat(top, dir_fd=root_fd, follow_symlinks=False)
+                except OSError:
+                    return
+                if not stat.S_ISDIR(info.st_mode):
+                    return
+                for dirpath, dirnames, filenames, _fd in os.fwalk(
+                    top, dir_fd=root_fd, follow_symlinks=False
+                ):
+                    dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_NAMES)
+                    for name in sorted(filenames):
+                        if name not in SKIPPED_NAMES:
+                            yield f"{dirpath}/{name}"
+            except OSError:
+                return  # changed while being read: what was listed so far stands
+            finally:
+                os.close(root_fd)
+            return
+        real_root = self.root.resolve()
+        start = real_root / top
+        if not start.is_dir():
+            return
+        seen: set[tuple[int, int]] = set()
+        for dirpath, dirnames, filenames in os.walk(start, followlinks=True):
+            here = Path(dirpath)
+            try:
+                info = here.stat()
+                if (info.st_dev, info.st_ino) in seen or not here.resolve().is_relative_to(
+                    real_root
+                ):
+                    dirnames[:] = []
+                    continue
+            except OSError:
+                dirnames[:] = []
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_NAMES)
+            rel_dir = here.relative_to(real_root).as_posix()
+            for name in sorted(filenames):
+                if name in SKIPPED_NAMES:
+                    continue
+                relative = f"{rel_dir}/{name}"
+                try:
+                    if within_root(self.root, relative).is_file():
+                        yield relative
+                except ValueError:
+                    continue
+
+    def entries(self, folder: str) -> list[str]:
+        """Names directly inside `folder` (a relative directory), sorted; [] if none."""
+        folder = check_relative_path(folder)
+        try:
+            if self.confined:
+                anchor, parts = self._confined_parts()
+                fd = _open_dir_nofollow(anchor, (*parts, *folder.split("/")))
+                try:
+                    return sorted(os.listdir(fd))
+                finally:
+                    os.close(fd)
+            target = within_root(self.root, folder)
+            return sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+        except (OSError, ValueError):
+            return []
+
+    def load_workflow(self, relative: str) -> Workflow | None:
+        """This layer's workflow at `relative`; None when it has no such file.
+        Raises WorkflowError when the file is invalid."""
+        relative = check_relative_path(relative)
+        if self.confined:
+            data = self.read_bytes(relative)
+            if data is None:
+                return None
+            source = self.describe(relative)
+            return parse_workflow(decode_markdown(data, source), source=source, path=relative)
+        target = self.file_path(relative)
+        if target is None:
+            return None
+        return load_workflow_file(target, relative)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "writable": self.writable,
+            "confined": self.confined,
+            "origin": self.origin or str(self.root),
+        }
+
+
+def decode_markdown(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise WorkflowError(source, line, "file is not valid UTF-8") from None
 
 
 def summarize_workflow(workflow: Workflow, layer: str) -> dict[str, Any]:
@@ -107,31 +417,226 @@ def summarize_workflow(workflow: Workflow, layer: str) -> dict[str, Any]:
     }
 
 
-class IntelligenceLayers:
-    """Lookups through the tenant layer, then the base layer."""
+@dataclass
+class LayerStack:
+    """An ordered set of layers, lowest priority first."""
 
-    def __init__(self, tenant_dir: Path, base_dir: Path = BASE_LAYER_DIR) -> None:
+    layers: tuple[Layer, ...]
+    warnings: list[str] = field(default_factory=list)
+
+    def highest_first(self) -> list[Layer]:
+        return list(reversed(self.layers))
+
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def get(self, name: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    def of_kind(self, kind: str) -> list[Layer]:
+        return [layer for layer in self.layers if layer.kind == kind]
+
+    def with_file(self, path: str) -> list[Layer]:
+        """The layers that have a file at `path`, highest first."""
+        relative = check_relative_path(path)
+        return [layer for layer in self.highest_first() if layer.file_path(relative)]
+
+    def locate(self, path: str) -> tuple[Layer, Path] | None:
+        """The winning layer and file for `path`, or None when no layer has it."""
+        relative = check_relative_path(path)
+        for layer in self.highest_first():
+            target = layer.file_path(relative)
+            if target is not None:
+                return layer, target
+        return None
+
+    def read(self, path: str) -> tuple[Layer, str] | None:
+        """The winning layer and the file's text (undecodable bytes replaced)."""
+        relative = check_relative_path(path)
+        for layer in self.highest_first():
+            data = layer.read_bytes(relative)
+            if data is not None:
+                return layer, data.decode("utf-8-sig", errors="replace")
+        return None
+
+    def load_workflow(self, workflow_path: str) -> Workflow:
+        """Parse the winning workflow file. A higher file wins even when it is invalid,
+        so the person who wrote it sees their error instead of a silent fallback."""
+        relative = check_relative_path(workflow_path)
+        for layer in self.highest_first():
+            workflow = layer.load_workflow(relative)
+            if workflow is not None:
+                return workflow
+        raise WorkflowNotFound(workflow_path, [layer.name for layer in self.highest_first()])
+
+    def read_agent_from(self, agent_path: str) -> tuple[Layer, str] | None:
+        """The winning layer and prose of an agent file (`agents/<name>.md` or `<name>`),
+        front matter removed; None when no layer has it."""
+        found = self.read(agent_file(agent_path))
+        if found is None:
+            return None
+        return found[0], strip_front_matter(found[1])
+
+    def read_agent(self, agent_path: str) -> str | None:
+        found = self.read_agent_from(agent_path)
+        return found[1] if found else None
+
+    def list_workflows(
+        self, kind: str | None = None, *, detail: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every usable `workflows/<id>/workflow.md`, the highest layer winning per path,
+        sorted by name. An invalid higher file still shadows a lower one (that is the
+        file a job would load), and invalid files are left out. With `detail`, each
+        entry also names the lower layers it overrides (`overrides`)."""
+        seen: set[str] = set()
+        entries: list[dict[str, Any]] = []
+        ordered = self.highest_first()
+        for index, layer in enumerate(ordered):
+            for workflow_id in layer.entries("workflows"):
+                if not safe_segment(workflow_id):
+                    continue
+                key = PurePosixPath("workflows", workflow_id, "workflow.md").as_posix()
+                if key in seen:
+                    continue
+                try:
+                    workflow = layer.load_workflow(key)
+                except (WorkflowError, ValueError):
+                    seen.add(key)  # it shadows lower layers: a job would load it
+                    continue
+                if workflow is None:
+                    continue
+                seen.add(key)
+                if kind is not None and workflow.kind != kind:
+                    continue
+                entry = summarize_workflow(workflow, layer.name)
+                if detail:
+                    entry["overrides"] = [
+                        lower.name for lower in ordered[index + 1 :] if _has(lower, key)
+                    ]
+                entries.append(entry)
+        entries.sort(key=lambda entry: (str(entry["name"]).lower(), entry["workflowPath"]))
+        return entries
+
+
+def _has(layer: Layer, relative: str) -> bool:
+    try:
+        return layer.file_path(relative) is not None
+    except ValueError:
+        return False
+
+
+def repo_layers(job: Job, workdir: Path) -> list[Layer]:
+    """`<job dir>/<slug>/.coro/` of each checkout of the job, in clone order."""
+    layers: list[Layer] = []
+    seen: set[str] = set()
+    for checkout in job.checkouts:
+        slug = checkout.slug
+        if not safe_segment(slug) or slug in seen:
+            continue
+        seen.add(slug)
+        layers.append(
+            Layer(
+                name=f"{REPO}:{slug}",
+                kind=REPO,
+                root=workdir / slug / REPO_LAYER_DIR,
+                confined=True,
+                anchor=workdir,
+                origin=f"{slug}/{REPO_LAYER_DIR}",
+            )
+        )
+    return layers
+
+
+class IntelligenceLayers:
+    """The runner's layers: base, the tenant's remote (optional) and the tenant's
+    directory; `for_job()` adds the job's repository layers."""
+
+    def __init__(
+        self,
+        tenant_dir: Path,
+        base_dir: Path = BASE_LAYER_DIR,
+        *,
+        remote: TenantRemote | None = None,
+    ) -> None:
         self.tenant_dir = tenant_dir
         self.base_dir = base_dir
+        self.remote = remote
+
+    @classmethod
+    def from_config(cls, home: CoroHome, config: CoroConfig) -> IntelligenceLayers:
+        from coro.intelligence.tenant import TenantRemote
+
+        settings = config.intelligence
+        remote = None
+        if settings.tenant_git_url:
+            remote = TenantRemote(
+                settings.tenant_git_url,
+                home.root / "cache" / "tenant-intelligence",
+                branch=settings.tenant_branch,
+                refresh_seconds=settings.refresh_seconds,
+            )
+        return cls(home.intelligence_dir(config), remote=remote)
+
+    # --- the stacks -----------------------------------------------------------------
+
+    def base_layer(self) -> Layer:
+        return Layer(name=BASE, kind=BASE, root=self.base_dir)
+
+    def tenant_layer(self) -> Layer:
+        return Layer(name=TENANT, kind=TENANT, root=self.tenant_dir, writable=True)
+
+    def remote_layer(self) -> Layer | None:
+        if self.remote is None:
+            return None
+        origin = self.remote.display_url + (f"#{self.remote.branch}" if self.remote.branch else "")
+        return Layer(
+            name=REMOTE,
+            kind=REMOTE,
+            root=self.remote.checkout,
+            origin=origin,
+            revision=self.remote.status.revision,
+        )
+
+    def stack(self) -> LayerStack:
+        """base → remote (if configured) → tenant. On a runner that never cloned the
+        remote this clones it first (synchronously, once per refresh interval)."""
+        layers = [self.base_layer()]
+        remote = self.remote_layer()
+        if remote is not None:
+            assert self.remote is not None
+            if self.remote.needs_first_clone():
+                _run_in_thread(self.remote.ensure_cloned)
+            layers.append(remote)
+        layers.append(self.tenant_layer())
+        warnings = []
+        if self.remote is not None and self.remote.status.error:
+            warnings.append(f"tenant remote {self.remote.display_url}: {self.remote.status.error}")
+        return LayerStack(tuple(layers), warnings)
+
+    def for_job(self, job: Job, workdir: Path) -> LayerStack:
+        """The job's layers: `stack()` plus its repositories' `.coro/` directories."""
+        stack = self.stack()
+        return LayerStack((*stack.layers, *repo_layers(job, workdir)), stack.warnings)
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Refresh the tenant remote if one is configured and due; never raises."""
+        if self.remote is not None:
+            await self.remote.refresh(force=force)
+
+    # --- lookups through base → remote → tenant ------------------------------------------
 
     @property
     def layers(self) -> list[tuple[str, Path]]:
         """`(name, root)` pairs, highest priority first."""
-        return [(TENANT, self.tenant_dir), (BASE, self.base_dir)]
+        return [(layer.name, layer.root) for layer in self.stack().highest_first()]
 
     def locate(self, path: str) -> tuple[str, Path] | None:
         """`(layer name, real file path)` of the winning file, or None when no layer has it.
 
         Raises ValueError for an unsafe path or one that a symlink leads out of its layer.
         """
-        relative = check_relative_path(path)
-        for name, root in self.layers:
-            if not root.is_dir():
-                continue
-            target = _within(root, relative)
-            if target.is_file():
-                return name, target
-        return None
+        found = self.stack().locate(path)
+        return (found[0].name, found[1]) if found else None
 
     def resolve(self, path: str) -> Path | None:
         """The real path of the winning file for `path`, or None."""
@@ -139,52 +644,25 @@ class IntelligenceLayers:
         return found[1] if found else None
 
     def load_workflow(self, workflow_path: str) -> Workflow:
-        """Parse the winning workflow file. The tenant file wins even when it is invalid,
-        so the person who wrote it sees their error instead of a silent fallback."""
-        relative = check_relative_path(workflow_path)
-        found = self.locate(relative)
-        if found is None:
-            raise WorkflowNotFound(workflow_path)
-        return load_workflow_file(found[1], relative)
+        return self.stack().load_workflow(workflow_path)
 
     def read_agent(self, agent_path: str) -> str | None:
-        """The prose of an agent file (`agents/<name>.md`, or just `<name>`), front matter
-        removed; None when no layer has it or it cannot be read."""
-        if "/" not in agent_path and not agent_path.endswith(".md"):
-            agent_path = f"agents/{agent_path}.md"
-        found = self.locate(agent_path)
-        if found is None:
-            return None
-        try:
-            text = found[1].read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return None
-        return strip_front_matter(text)
+        return self.stack().read_agent(agent_path)
 
     def list_workflows(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Every usable `workflows/<id>/workflow.md`, tenant first (it wins per path),
-        sorted by name. An invalid tenant file still shadows the base file of the same
-        path (that is the one a job would load), and invalid files are left out."""
-        seen: set[str] = set()
-        entries: list[dict[str, Any]] = []
-        for layer, root in self.layers:
-            workflows_dir = root / "workflows"
-            if not workflows_dir.is_dir():
-                continue
-            for candidate in sorted(workflows_dir.glob("*/workflow.md")):
-                relative = PurePosixPath("workflows", candidate.parent.name, "workflow.md")
-                key = relative.as_posix()
-                if key in seen:
-                    continue
-                seen.add(key)
-                try:
-                    target = _within(root, key)
-                    if not target.is_file():
-                        continue
-                    workflow = load_workflow_file(target, key)
-                except (ValueError, WorkflowError):
-                    continue
-                if kind is None or workflow.kind == kind:
-                    entries.append(summarize_workflow(workflow, layer))
-        entries.sort(key=lambda entry: (str(entry["name"]).lower(), entry["workflowPath"]))
-        return entries
+        return self.stack().list_workflows(kind)
+
+
+def _run_in_thread(function: Callable[[], None]) -> None:
+    """Run a blocking function that starts its own event loop from any thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="coro-intelligence") as pool:
+        pool.submit(function).result()
+
+
+def walk_layers(stack: LayerStack, warnings: list[str] | None = None) -> dict[str, list[Layer]]:
+    """Every relative path of every layer → the layers having it, lowest first."""
+    files: dict[str, list[Layer]] = {}
+    for layer in stack.layers:
+        for relative in layer.files(warnings):
+            files.setdefault(relative, []).append(layer)
+    return files

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
     from mcp.server.lowlevel.server import Server
 
+    from coro.engine.campaigns import CampaignService
+
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "coro"
@@ -69,6 +71,8 @@ class JobContexts:
         self.work_root = work_root
         self.layers = layers
         self.plugins = plugins
+        #: the runner's campaign coordinator, when served by a runner
+        self.campaigns: CampaignService | None = None
 
     async def __call__(self, job_id: str) -> ToolContext:
         job = await self.store.get(job_id)  # JobNotFound for an unknown id
@@ -86,6 +90,8 @@ class JobContexts:
             store=self.store,
             phase_names=phase_names,
             plugins=self.plugins,
+            layers=self.layers,
+            campaigns=self.campaigns,
         )
 
 

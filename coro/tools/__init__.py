@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coro.tools import files, job_control, scm, shell
+from coro.tools import campaign, files, intelligence, job_control, scm, shell
 from coro.tools.registry import (
     PhaseSignals,
     Tool,
@@ -20,6 +20,8 @@ def builtin_tools() -> ToolRegistry:
     files.register(registry)
     shell.register(registry)
     scm.register(registry)
+    intelligence.register(registry)
+    campaign.register(registry)
     return registry
 
 

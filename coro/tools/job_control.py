@@ -210,6 +210,7 @@ def register(registry: ToolRegistry) -> None:
             job.conversation_history = []
 
         await ctx.store.update(ctx.job_id, apply)
+        ctx.signals.new_session = True  # so the end of this turn does not write it back
         await ctx.log(f"[session-reset] {args.reason}")
         return {"newSession": True, "reason": args.reason}
 

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
+    from coro.engine.campaigns import CampaignService
     from coro.engine.store import JobStore
+    from coro.intelligence.layers import IntelligenceLayers
     from coro.plugins.registry import PluginSet
 
 MCP_PREFIX = "mcp__coro__"
@@ -44,6 +46,8 @@ class PhaseSignals:
     awaiting_pr_id: int | None = None
     escalated: bool = False
     escalation_reason: str | None = None
+    #: the next turn starts without this conversation (request_new_session, lane switch)
+    new_session: bool = False
 
     @property
     def any(self) -> bool:
@@ -62,6 +66,10 @@ class ToolContext:
     phase_names: tuple[str, ...] = ()
     #: source-control and tracker plugins (the `scm_*` / `tracker_*` tools)
     plugins: PluginSet | None = None
+    #: the intelligence layers (`read_memory`, `propose_change`)
+    layers: IntelligenceLayers | None = None
+    #: the campaign coordinator (`campaign_*_child` controls); None outside a runner
+    campaigns: CampaignService | None = None
     shell_timeout_default: float = 120.0
     shell_timeout_max: float = 600.0
     output_cap_bytes: int = 64 * 1024

@@ -95,25 +95,11 @@ async def list_jobs(
 @router.get("/jobs/{job_id}")
 async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
     job = await runner.jobs.get(job_id)
-    return job.to_json()
+    # a campaign's children carry their job's summary, plus campaign totals
+    return await runner.campaigns.snapshot(job)
 
 
-@router.get("/jobs/{job_id}/insights")
-async def list_insights(
-    runner: RunnerDep,
-    job_id: str,
-    include_inherited: Annotated[bool, Query(alias="includeInherited")] = False,
-) -> dict[str, Any]:
-    job = await runner.jobs.get(job_id)
-    inherited = [i for i in job.insights if i.source_child_name]
-    shown = (
-        job.insights if include_inherited else [i for i in job.insights if not i.source_child_name]
-    )
-    return {
-        "jobId": job.id,
-        "insights": [i.to_json() for i in shown],
-        "inheritedCount": len(inherited),
-    }
+# `/jobs/{job_id}/insights` (list, PATCH, DELETE): coro/api/routes/insights.py
 
 
 @router.post("/jobs/{job_id}/resume")

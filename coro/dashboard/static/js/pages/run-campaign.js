@@ -2,7 +2,7 @@
 // controls: skip, rerun, cancel, abandon, resume (with a note) and start.
 
 import * as api from "../api.js";
-import { busy, confirmDialog, cost, h, statusBadge } from "../ui.js";
+import { busy, confirmDialog, cost, h, statusBadge, tokens } from "../ui.js";
 
 const ACTIONS = {
   pending: ["skip", "cancel"],
@@ -50,7 +50,7 @@ export function renderCampaign(job, reload, where) {
       ? h(
           "p",
           { class: "muted" },
-          `Children: ${children.length} · cost ${cost(totals.totalCostUsd)} · PRs ${totals.pullRequests ?? 0}`,
+          `Children: ${children.length} · child jobs ${totals.childJobCount} · tokens ${tokens(totals.inputTokens)} in / ${tokens(totals.outputTokens)} out · cost ${cost(totals.totalCostUsd)} · PRs ${totals.prCount} (${totals.mergedPrCount} merged)`,
         )
       : null,
     h(

@@ -28,13 +28,13 @@ function insightCard(jobId, insight, reload, where) {
       : h("input", { id: `${insight.id}-${name}`, value: value || "" });
     return [h("label", { for: `${insight.id}-${name}` }, label), input];
   };
-  const [summaryLabel, summary] = field("summary", "Summary", insight.summary);
-  const [detailLabel, detail] = field("detail", "Detail", insight.detail, true);
-  const [suggestionLabel, suggestion] = field("suggestion", "Suggestion", insight.suggestion, true);
+  const [summaryLabel, summary] = field("summary", "Summary", insight.editedSummary || insight.summary);
+  const [detailLabel, detail] = field("detail", "Detail", insight.editedDetail || insight.detail, true);
+  const [suggestionLabel, suggestion] = field("suggestion", "Suggestion", insight.editedSuggestion || insight.suggestion, true);
   const layer = h(
     "select",
     { id: `${insight.id}-layer` },
-    LAYERS.map((value) => h("option", { value, selected: (insight.suggestedLayer || "") === value }, value || "no layer")),
+    LAYERS.map((value) => h("option", { value, selected: (insight.userLayer || insight.suggestedLayer || "") === value }, value || "no layer")),
   );
   const act = (button, body) =>
     busy(button, where, async () => {
@@ -48,10 +48,10 @@ function insightCard(jobId, insight, reload, where) {
   const save = h("button", { type: "button" }, "Save edits");
   save.onclick = () =>
     act(save, {
-      summary: summary.value,
-      detail: detail.value,
-      suggestion: suggestion.value || null,
-      suggestedLayer: layer.value || null,
+      editedSummary: summary.value,
+      editedDetail: detail.value,
+      editedSuggestion: suggestion.value || null,
+      userLayer: layer.value || null,
     });
   const remove = h("button", { type: "button", class: "danger" }, "Delete");
   remove.onclick = async () => {
@@ -88,8 +88,8 @@ function insightCard(jobId, insight, reload, where) {
       h("strong", {}, `[${insight.phase}] ${insight.category}`),
       h("span", { class: "tag" }, insight.status || "pending"),
     ),
-    h("p", {}, insight.summary),
-    insight.detail ? h("p", { class: "muted" }, insight.detail) : null,
+    h("p", {}, insight.editedSummary || insight.summary),
+    h("p", { class: "muted" }, insight.editedDetail || insight.detail),
     h("div", { class: "row" }, approve, reject, toggle, remove),
     form,
   );

@@ -1,0 +1,105 @@
+"""A job's intelligence at a phase boundary: refresh, materialise, re-read (SPEC §4.3).
+
+At every phase start the phase loop calls `prepare_phase()`, which
+
+1. refreshes the tenant remote if one is configured and its interval has passed
+   (failures become notes, never exceptions);
+2. builds the job's layer stack (base → remote → tenant → each checkout's `.coro/`)
+   and materialises it into `work/<jobId>/_intelligence/`;
+3. re-reads the job's workflow through that stack, so a repository's `.coro/` can
+   override it once cloned — unless the new file is unusable or no longer declares
+   the current phase, in which case the workflow loaded before is kept (with a note);
+4. reads the phase's agent markdown through the same stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coro.engine.models import Job
+from coro.engine.workflows import Workflow, WorkflowError
+from coro.intelligence.layers import IntelligenceLayers, LayerStack, WorkflowNotFound
+from coro.intelligence.materialise import INTELLIGENCE_DIRNAME, Materialised, materialise
+
+
+@dataclass
+class PhaseIntelligence:
+    stack: LayerStack
+    workflow: Workflow
+    materialised: Materialised | None
+    #: the layer the phase's agent markdown came from, and the markdown
+    agent_layer: str | None = None
+    agent_markdown: str | None = None
+    #: lines for the job log (warnings first, then a one-line summary)
+    notes: list[str] = field(default_factory=list)
+
+
+async def prepare_phase(
+    layers: IntelligenceLayers, job: Job, workdir: Path, workflow: Workflow
+) -> PhaseIntelligence:
+    """The intelligence for the phase `job.phase` is about to run (see module doc)."""
+    await layers.refresh()
+    return await asyncio.to_thread(_prepare, layers, job, workdir, workflow)
+
+
+def _prepare(
+    layers: IntelligenceLayers, job: Job, workdir: Path, workflow: Workflow
+) -> PhaseIntelligence:
+    stack = layers.for_job(job, workdir)
+    notes: list[str] = []
+    materialised: Materialised | None = None
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        materialised = materialise(stack, workdir / INTELLIGENCE_DIRNAME)
+        notes.extend(materialised.warnings)
+    except OSError as exc:
+        notes.extend(stack.warnings)
+        notes.append(f"could not materialise the layers into {INTELLIGENCE_DIRNAME}/: {exc}")
+
+    current = workflow
+    workflow_layer: str | None = None
+    try:
+        reloaded = stack.load_workflow(job.workflow_path)
+    except (WorkflowError, WorkflowNotFound, ValueError) as exc:
+        notes.append(f"kept the workflow loaded earlier: {exc}")
+    else:
+        if reloaded.phase(job.phase) is None:
+            notes.append(
+                f"kept the workflow loaded earlier: {reloaded.source} does not declare "
+                f"phase {job.phase!r}"
+            )
+        else:
+            current = reloaded
+            workflow_layer = _winning_layer(stack, job.workflow_path)
+
+    result = PhaseIntelligence(stack=stack, workflow=current, materialised=materialised)
+    phase = current.phase(job.phase)
+    if phase is not None and phase.agent:
+        try:
+            found = stack.read_agent_from(phase.agent)
+        except ValueError as exc:
+            notes.append(f"agent {phase.agent} refused: {exc}")
+            found = None
+        if found is not None:
+            result.agent_layer, result.agent_markdown = found[0].name, found[1]
+
+    summary = "Layers " + " → ".join(stack.names())
+    if materialised is not None:
+        summary += f"; {len(materialised.sources)} files in {INTELLIGENCE_DIRNAME}/"
+    if workflow_layer:
+        summary += f"; workflow from {workflow_layer}"
+    if result.agent_layer and phase is not None:
+        summary += f"; {phase.agent} from {result.agent_layer}"
+    notes.append(summary)
+    result.notes = notes
+    return result
+
+
+def _winning_layer(stack: LayerStack, path: str) -> str | None:
+    try:
+        found = stack.locate(path)
+    except ValueError:
+        return None
+    return found[0].name if found else None

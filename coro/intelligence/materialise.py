@@ -1,0 +1,199 @@
+"""A job's layers merged into one directory: `work/<jobId>/_intelligence/` (SPEC §4.8).
+
+Merge rules per relative path:
+
+* **append** — `.claude/CLAUDE.md` and `memory/**/*.md`: every layer's file, in layer
+  order (lowest first), each part preceded by a provenance banner
+  `<!-- ─── coro layer: <name> (<where the file came from>) ─── -->`;
+* **replace** — everything else: the highest layer's file wins, copied whole.
+
+The directory is rebuilt from scratch in a fresh temporary sibling and swapped in by
+renames, so a reader never sees half a tree and nothing the agent left in the job
+directory (a symlink named `_intelligence`, files inside it) can make the runner write
+anywhere else: the old entry is renamed away (a symlink is moved, not followed) and
+deleted without following links. `.provenance.json` records which layer gave each file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from coro.intelligence.layers import MAX_FILE_BYTES, Layer, LayerStack, check_relative_path
+
+INTELLIGENCE_DIRNAME = "_intelligence"
+PROVENANCE_FILE = ".provenance.json"
+INSTRUCTIONS_FILE = ".claude/CLAUDE.md"
+_SWAP_ATTEMPTS = 3
+
+MergeMode = Literal["append", "replace"]
+
+
+def merge_mode(relative: str) -> MergeMode:
+    """`append` for `.claude/CLAUDE.md` and markdown under `memory/`, else `replace`."""
+    if relative == INSTRUCTIONS_FILE:
+        return "append"
+    if relative.startswith("memory/") and relative.endswith(".md"):
+        return "append"
+    return "replace"
+
+
+def banner(layer: Layer, relative: str) -> str:
+    where = layer.describe(relative).replace("-->", "--&gt;")
+    return f"<!-- ─── coro layer: {layer.name} ({where}) ─── -->"
+
+
+def append_part(existing: str | None, layer: Layer, relative: str, content: str) -> str:
+    """`existing` followed by `content` under its layer's banner."""
+    part = f"{banner(layer, relative)}\n\n{content.strip(chr(10))}\n"
+    if existing is None:
+        return part
+    return f"{existing.rstrip(chr(10))}\n\n{part}"
+
+
+@dataclass
+class Materialised:
+    """What `materialise()` wrote."""
+
+    directory: Path
+    layers: list[dict[str, Any]]
+    #: relative path → the layers that contributed (append: all, in order; replace: the
+    #: winner only)
+    sources: dict[str, list[str]]
+    warnings: list[str] = field(default_factory=list)
+
+    def winner(self, relative: str) -> str | None:
+        names = self.sources.get(relative)
+        return names[-1] if names else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "layers": self.layers,
+            "files": {path: self.sources[path] for path in sorted(self.sources)},
+            "warnings": self.warnings,
+        }
+
+
+def merge(stack: LayerStack, warnings: list[str]) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The merged files (relative path → bytes) and provenance of `stack`."""
+    contributions: dict[str, list[tuple[Layer, bytes]]] = {}
+    layer_info: list[dict[str, Any]] = []
+    for layer in stack.layers:
+        count = 0
+        for relative in layer.files(warnings):
+            try:
+                relative = check_relative_path(relative)
+                data = layer.read_bytes(relative)
+            except ValueError as exc:
+                warnings.append(f"layer {layer.name}: skipped {relative}: {exc}")
+                continue
+            if data is None:
+                warnings.append(
+                    f"layer {layer.name}: skipped {relative} (a symlink, not a regular "
+                    f"file, or larger than {MAX_FILE_BYTES} bytes)"
+                )
+                continue
+            contributions.setdefault(relative, []).append((layer, data))
+            count += 1
+        info: dict[str, Any] = {**layer.to_json(), "fileCount": count}
+        if layer.revision:
+            info["revision"] = layer.revision
+        layer_info.append(info)
+
+    files: dict[str, bytes] = {}
+    sources: dict[str, list[str]] = {}
+    for relative, parts in sorted(contributions.items()):
+        if merge_mode(relative) == "append":
+            text: str | None = None
+            for layer, data in parts:
+                text = append_part(text, layer, relative, data.decode("utf-8", "replace"))
+            files[relative] = (text or "").encode("utf-8")
+            sources[relative] = [layer.name for layer, _ in parts]
+        else:
+            layer, data = parts[-1]
+            files[relative] = data
+            sources[relative] = [layer.name]
+    provenance = {"layers": layer_info, "files": sources}
+    return files, provenance
+
+
+def materialise(stack: LayerStack, target: Path) -> Materialised:
+    """Rebuild `target` (normally `work/<jobId>/_intelligence`) from `stack`.
+
+    The parent of `target` must exist. Raises OSError when the directory cannot be
+    written; problems with single files are reported in `warnings`."""
+    warnings = list(stack.warnings)
+    files, provenance = merge(stack, warnings)
+    provenance = {
+        "recordedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        **provenance,
+        "warnings": warnings,
+    }
+    parent = target.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=parent))
+    try:
+        for relative, data in files.items():
+            _write_new(staging, relative, data)
+        _write_new(staging, PROVENANCE_FILE, json.dumps(provenance, indent=2).encode() + b"\n")
+        os.chmod(staging, 0o755)
+        _swap_in(staging, target)
+    finally:
+        _remove_tree(staging)
+    return Materialised(
+        directory=target,
+        layers=provenance["layers"],
+        sources=provenance["files"],
+        warnings=warnings,
+    )
+
+
+def _write_new(root: Path, relative: str, data: bytes) -> None:
+    """Create `root/relative` (and its folders); nothing there may exist already."""
+    folder = root
+    *folders, name = relative.split("/")
+    for part in folders:
+        folder = folder / part
+        try:
+            os.mkdir(folder, 0o755)
+        except FileExistsError:
+            if folder.is_symlink() or not folder.is_dir():
+                raise
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(folder / name, flags, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace whatever is at `target` (a directory, a file, a symlink) by `staging`."""
+    for attempt in range(_SWAP_ATTEMPTS):
+        old: Path | None = None
+        if os.path.lexists(target):
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.rename(target, old / "previous")  # moves a symlink itself, never its target
+        try:
+            os.rename(staging, target)
+            return
+        except OSError:
+            if attempt == _SWAP_ATTEMPTS - 1:
+                raise
+        finally:
+            if old is not None:
+                _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete `path` without following symlinks inside (or at) it."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,429 @@
+"""Drop-in plugins: Python distributions installed into `$CORO_HOME/plugins/site`.
+
+A drop-in is any distribution that declares an entry point in the `coro.plugins` group:
+
+    [project.entry-points."coro.plugins"]
+    acme-tracker = "acme_tracker"          # or "acme_tracker.plugin:PLUGIN"
+
+The entry point's name is the plugin id. What it names carries a `MANIFEST` (a dict or a
+`PluginManifest`; or it *is* the manifest) and a factory `create(settings, context)`
+(or the manifest's `entry: "module:attr"` names it). The factory returns an object
+shaped like the built-ins of its kind (`ScmPlugin`, `TrackerPlugin`, `Executor`) whose
+`id` is the plugin id.
+
+Distributions are installed with `pip install --target` into the isolated site directory
+and found with `importlib.metadata` on that path alone: nothing is installed into the
+runner's own environment. The site directory is *appended* to `sys.path`, so a
+dependency a plugin brought along never shadows the runner's own packages. A plugin that
+fails to import, has a bad manifest or wants another plugin API is listed with its
+error; the rest of the runner keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import Distribution, EntryPoint, distributions
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from coro.plugins.errors import PluginConfigError
+from coro.plugins.manifest import (
+    PluginLoadError,
+    PluginManifest,
+    parse_manifest,
+    resolve_entry,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "coro.plugins"
+SITE_DIRNAME = "site"
+PIP_TIMEOUT_SECONDS = 600.0
+#: How much of pip's output an error carries.
+OUTPUT_TAIL_CHARS = 4000
+
+_serials = itertools.count(1)
+#: Every site directory a catalog of this process has used (tests run many homes).
+_KNOWN_SITES: set[str] = set()
+
+
+class InstallError(Exception):
+    """pip failed, timed out, or what it installed is not a Coro plugin."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@dataclass
+class Dropin:
+    """One `coro.plugins` entry point found in the site directory."""
+
+    id: str
+    distribution: str
+    dist_version: str
+    entry_point: str
+    manifest: PluginManifest | None = None
+    factory: Callable[..., Any] | None = None
+    error: str | None = None
+    #: the kind the entry claims even when its manifest is invalid (for listings)
+    claimed_kind: str | None = None
+    #: differs between two loads of the same plugin (instances are not reused across)
+    serial: int = field(default_factory=lambda: next(_serials))
+
+    @property
+    def kind(self) -> str | None:
+        return self.manifest.kind if self.manifest is not None else self.claimed_kind
+
+    @property
+    def loaded(self) -> bool:
+        return self.error is None and self.factory is not None and self.manifest is not None
+
+    def create(self, settings: dict[str, Any], context: Any) -> Any:
+        """A plugin instance; `PluginConfigError` for settings its schema refuses,
+        `PluginLoadError` for everything else that goes wrong."""
+        if not self.loaded or self.manifest is None or self.factory is None:
+            raise PluginLoadError(f"{self.id} is not loaded: {self.error}")
+        issues = self.manifest.config_issues(settings)
+        if issues:
+            raise PluginConfigError("; ".join(f"{i['path']}: {i['message']}" for i in issues))
+        try:
+            plugin = self.factory(settings, context)
+        except PluginConfigError:
+            raise
+        except Exception as exc:
+            said = _scrub(_said(exc), settings, self.manifest.secret_keys())
+            raise PluginLoadError(f"{self.id}: creating the plugin failed: {said}") from None
+        made_id = getattr(plugin, "id", None)
+        if made_id != self.id:
+            raise PluginLoadError(
+                f"{self.id}: its factory made a plugin whose id is {made_id!r}, not {self.id!r}"
+            )
+        return plugin
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    #: (name, version) of each distribution pip added or replaced
+    distributions: list[tuple[str, str]]
+    #: the plugins those distributions provide (loaded or with their error)
+    plugins: list[Dropin]
+    output: str
+
+
+class DropinCatalog:
+    """The drop-ins of one site directory; `load()` (re)discovers them."""
+
+    def __init__(self, site: Path, *, reserved: Iterable[str] = ()) -> None:
+        self.site = site
+        #: ids a drop-in may not take (the built-ins)
+        self.reserved = frozenset(reserved)
+        self.entries: list[Dropin] = []
+        self._lock = asyncio.Lock()
+
+    # --- discovery --------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Forget imported plugin modules and discover every entry point again."""
+        _activate_site(self.site)
+        entries: list[Dropin] = []
+        seen: set[str] = set()
+        for dist in _site_distributions(self.site):
+            for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
+                entry = _load_entry(dist, ep)
+                if entry.id in self.reserved:
+                    entry.error = f"the id {entry.id!r} belongs to a built-in plugin"
+                    entry.factory = None
+                elif entry.id in seen:
+                    entry.error = f"another installed distribution already provides {entry.id!r}"
+                    entry.factory = None
+                seen.add(entry.id)
+                if entry.error:
+                    logger.warning("drop-in plugin %s not loaded: %s", entry.id, entry.error)
+                entries.append(entry)
+        self.entries = entries
+
+    def get(self, plugin_id: str) -> Dropin | None:
+        """The entry for an id (the one that loaded, if several claim it)."""
+        matches = [e for e in self.entries if e.id == plugin_id]
+        return next((e for e in matches if e.loaded), matches[0] if matches else None)
+
+    def loaded(self, kind: str | None = None) -> list[Dropin]:
+        return [e for e in self.entries if e.loaded and (kind is None or e.kind == kind)]
+
+    # --- install / uninstall ----------------------------------------------------------
+
+    async def install(
+        self, spec: str, *, timeout_seconds: float = PIP_TIMEOUT_SECONDS
+    ) -> InstallOutcome:
+        """`pip install --target <site> --upgrade <spec>`, then rediscover.
+
+        A requirement, a local wheel or a project directory. What pip installs without a
+        `coro.plugins` entry point is removed again (it is not a plugin).
+        """
+        spec = spec.strip()
+        if not spec or spec.startswith("-"):
+            raise InstallError("Expected a package requirement, a wheel or a directory")
+        async with self._lock:
+            self.site.mkdir(parents=True, exist_ok=True)
+            before = _dist_info_snapshot(self.site)
+            output = await run_pip(
+                ["install", "--target", str(self.site), "--upgrade", "--no-input", spec],
+                timeout_seconds=timeout_seconds,
+            )
+            after = _dist_info_snapshot(self.site)
+            fresh = [name for name, key in after.items() if before.get(name) != key]
+            _drop_replaced(self.site, before, fresh)
+            installed = [_name_version(self.site / name) for name in fresh]
+            names = {canonicalize_name(n) for n, _ in installed}
+            self.load()
+            plugins = [e for e in self.entries if canonicalize_name(e.distribution) in names]
+            if not plugins:
+                # only what this install added: a dependency it upgraded may serve others
+                existed = {_project_of(name) for name in before}
+                for dirname in fresh:
+                    if _project_of(dirname) not in existed:
+                        _remove_distribution(self.site, Distribution.at(self.site / dirname))
+                self.load()
+                what = ", ".join(f"{n} {v}" for n, v in installed) or "nothing"
+                raise InstallError(
+                    f"pip installed {what}, which declares no {ENTRY_POINT_GROUP!r} entry "
+                    "point: not a Coro plugin (what it added was removed again)",
+                    output=_tail(output),
+                )
+            return InstallOutcome(distributions=installed, plugins=plugins, output=_tail(output))
+
+    async def uninstall(self, plugin_id: str) -> list[str]:
+        """Remove the distribution that provides `plugin_id`; the ids it provided."""
+        async with self._lock:
+            entry = self.get(plugin_id)
+            if entry is None:
+                raise LookupError(plugin_id)
+            wanted = canonicalize_name(entry.distribution)
+            removed = sorted(
+                e.id for e in self.entries if canonicalize_name(e.distribution) == wanted
+            )
+            for dist in _site_distributions(self.site):
+                if canonicalize_name(dist.metadata["Name"] or "") == wanted:
+                    _remove_distribution(self.site, dist)
+            self.load()
+            return removed
+
+
+# --- pip ----------------------------------------------------------------------------------
+
+
+async def run_pip(args: list[str], *, timeout_seconds: float = PIP_TIMEOUT_SECONDS) -> str:
+    """Run `python -m pip <args>` (this interpreter's pip); its output, or `InstallError`."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pip",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # a timeout ends pip's build subprocesses too
+    )
+    try:
+        raw, _ = await asyncio.wait_for(process.communicate(), timeout_seconds)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise InstallError(f"pip did not finish within {timeout_seconds:g} s (stopped)") from None
+    output = raw.decode("utf-8", errors="replace")
+    if process.returncode != 0:
+        raise InstallError(
+            f"pip install failed (exit {process.returncode}): {_summary(output)}",
+            output=_tail(output),
+        )
+    return output
+
+
+def _summary(output: str) -> str:
+    """pip's `ERROR:` lines, else its last lines."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    chosen = errors or lines[-3:]
+    return " ".join(chosen)[:1000] or "no output"
+
+
+def _tail(output: str) -> str:
+    return output[-OUTPUT_TAIL_CHARS:]
+
+
+# --- discovery helpers --------------------------------------------------------------------
+
+
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip()
+    text = text if len(text) <= 500 else text[:497] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _scrub(text: str, settings: dict[str, Any], secret_keys: set[str]) -> str:
+    """A plugin's error message without the secrets of its settings (it may echo them)."""
+    from coro.config import SECRET_KEY_PATTERN
+    from coro.secrets import MASKED
+
+    for key, value in settings.items():
+        secret = key in secret_keys or SECRET_KEY_PATTERN.search(key)
+        if secret and isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, MASKED)
+    return text
+
+
+def _site_distributions(site: Path) -> list[Distribution]:
+    if not site.is_dir():
+        return []
+    found = [d for d in distributions(path=[str(site)]) if d.metadata["Name"]]
+    return sorted(found, key=lambda d: canonicalize_name(d.metadata["Name"] or ""))
+
+
+def _load_entry(dist: Distribution, ep: EntryPoint) -> Dropin:
+    entry = Dropin(
+        id=ep.name,
+        distribution=dist.metadata["Name"] or "?",
+        dist_version=dist.version,
+        entry_point=ep.value,
+    )
+    try:
+        target = ep.load()
+    except (Exception, SystemExit) as exc:
+        entry.error = f"importing {ep.value} failed: {_said(exc)}"
+        return entry
+    raw = getattr(target, "MANIFEST", target)
+    if isinstance(raw, dict) and isinstance(raw.get("kind"), str):
+        entry.claimed_kind = raw["kind"]
+    try:
+        manifest = parse_manifest(raw)
+        if manifest.id != ep.name:
+            raise PluginLoadError(
+                f"the entry point is named {ep.name!r} but the manifest id is {manifest.id!r}"
+            )
+        entry.manifest = manifest
+        manifest.check_compatible()
+    except PluginLoadError as exc:
+        entry.error = str(exc)
+        return entry
+    if manifest.entry:
+        try:
+            factory = resolve_entry(manifest.entry)
+        except (Exception, SystemExit) as exc:
+            entry.error = f"resolving the factory {manifest.entry} failed: {_said(exc)}"
+            return entry
+    else:
+        factory = getattr(target, "create", None)
+        if factory is None:
+            entry.error = (
+                f"{ep.value} has no create(settings, context) and the manifest names no entry"
+            )
+            return entry
+    if not callable(factory):
+        entry.error = f"the factory of {ep.name} is not callable"
+        return entry
+    entry.factory = factory
+    return entry
+
+
+def _under(path: str | None, roots: Iterable[str]) -> bool:
+    if not path:
+        return False
+    return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+
+def _activate_site(site: Path) -> None:
+    """Make `site` the one plugin directory on `sys.path`; forget modules from any."""
+    current = str(site)
+    roots = _KNOWN_SITES | {current}
+    for module_name, module in list(sys.modules.items()):
+        locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
+        if any(_under(location, roots) for location in locations if isinstance(location, str)):
+            del sys.modules[module_name]
+    for other in _KNOWN_SITES - {current}:
+        while other in sys.path:
+            sys.path.remove(other)
+    _KNOWN_SITES.add(current)
+    if site.is_dir() and current not in sys.path:
+        sys.path.append(current)
+    importlib.invalidate_caches()
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _dist_info_snapshot(site: Path) -> dict[str, tuple[int, int]]:
+    """`*.dist-info` directory name → (inode, mtime): pip replacing one changes both."""
+    snapshot: dict[str, tuple[int, int]] = {}
+    if not site.is_dir():
+        return snapshot
+    for child in site.iterdir():
+        if child.name.endswith(".dist-info") and child.is_dir():
+            stat = child.stat()
+            snapshot[child.name] = (stat.st_ino, stat.st_mtime_ns)
+    return snapshot
+
+
+def _project_of(dist_info_name: str) -> str:
+    stem = dist_info_name.removesuffix(".dist-info")
+    return canonicalize_name(stem.rsplit("-", 1)[0])
+
+
+def _drop_replaced(site: Path, before: dict[str, Any], fresh: list[str]) -> None:
+    """An upgrade leaves the old version's `.dist-info` behind: remove it."""
+    fresh_projects = {_project_of(name) for name in fresh}
+    for name in before:
+        if name not in fresh and _project_of(name) in fresh_projects:
+            shutil.rmtree(site / name, ignore_errors=True)
+
+
+def _name_version(dist_info: Path) -> tuple[str, str]:
+    dist = Distribution.at(dist_info)
+    return (dist.metadata["Name"] or _project_of(dist_info.name), dist.version)
+
+
+def _remove_distribution(site: Path, dist: Distribution) -> None:
+    """What `pip uninstall` would do, for a `--target` directory: the files in RECORD
+    (never outside `site`), the metadata, then directories left empty."""
+    root = site.resolve()
+    touched: set[Path] = set()
+    for item in dist.files or []:
+        path = Path(str(dist.locate_file(item))).resolve()
+        if root not in path.parents:
+            continue
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            touched.add(path.parent)
+    info = getattr(dist, "_path", None)  # the .dist-info directory
+    if isinstance(info, Path) and root in info.resolve().parents:
+        shutil.rmtree(info, ignore_errors=True)
+    for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
+        _prune(directory, root)
+
+
+def _prune(directory: Path, root: Path) -> None:
+    """Remove `directory` and its parents up to `root` while they hold nothing but
+    bytecode caches."""
+    while directory != root and root in directory.parents and directory.is_dir():
+        children = list(directory.iterdir())
+        if any(child.name != "__pycache__" for child in children):
+            return
+        shutil.rmtree(directory, ignore_errors=True)
+        directory = directory.parent
