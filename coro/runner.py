@@ -39,7 +39,7 @@ from coro.tools import ToolRegistry, builtin_tools
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: config.json keys a running runner cannot take over (they are read at start).
-RESTART_REQUIRED_KEYS = ("host", "port", "apiToken", "paths", "mcpServers")
+RESTART_REQUIRED_KEYS = ("host", "port", "paths", "mcpServers", "intelligence")
 
 logger = logging.getLogger(__name__)
 

@@ -330,3 +330,40 @@ def test_masks_and_their_round_trip(stored: str, shown: str) -> None:
     assert masked["plugins"]["installed"]["p"]["config"] == {"secretish": shown, "other": 5}
     merged, issues = apply_config_patch(data, masked, {"p": {"secretish"}})
     assert merged == data and issues == []
+
+
+async def test_a_rotated_api_token_is_enforced_at_once(api_factory: ApiFactory) -> None:
+    old, new = "old-token-" + "o" * 24, "new-token-" + "n" * 24
+    config = CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "apiToken": old})
+    async with api_factory(config) as api:
+        before = await api.client.get("/jobs", headers={"Authorization": f"Bearer {old}"})
+        rotated = await api.client.put(
+            "/config", json={"apiToken": new}, headers={"Authorization": f"Bearer {old}"}
+        )
+        with_old = await api.client.get("/jobs", headers={"Authorization": f"Bearer {old}"})
+        with_new = await api.client.get("/jobs", headers={"Authorization": f"Bearer {new}"})
+    assert before.status_code == 200
+    assert rotated.status_code == 200, rotated.text
+    assert new not in rotated.text and old not in rotated.text
+    assert with_old.status_code == 401
+    assert with_new.status_code == 200
+
+
+async def test_a_public_runner_cannot_drop_its_api_token(home: Any) -> None:
+    import httpx
+
+    from coro.runner import Runner, serve
+
+    token = "public-token-" + "p" * 24
+    config = CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "apiToken": token})
+    home.save_config(config)
+    async with (
+        serve(Runner(home, config), "0.0.0.0", 0) as served,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=30) as client,
+    ):
+        refused = await client.put(
+            "/config", json={"apiToken": None}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert refused.status_code == 400
+    assert [i["path"] for i in refused.json()["issues"]] == ["apiToken"]
+    assert json.loads(home.config_file.read_text())["apiToken"] == token

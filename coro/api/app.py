@@ -62,6 +62,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
         redoc_url=None,
     )
     app.state.runner = runner
+    app.state.bind_host = host
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,6 +139,6 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
         SecurityMiddleware,
         bind_host=host,
         port=port,
-        api_token=runner.config.api_token,
+        api_token=lambda: runner.config.api_token,
     )
     return app

@@ -22,7 +22,7 @@ class CreateJobBody(Body):
     service_name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=100_000)
     reviewers: list[str] | None = Field(default=None, max_length=50)
-    git_provider: Literal["github", "bitbucket", "local"] | None = None
+    git_provider: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     jira_ticket_id: str | None = Field(default=None, max_length=100)
     interactive: bool | None = None
     trigger_source: TriggerSource | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +36,7 @@ class SecurityMiddleware:
         *,
         bind_host: str,
         port: int,
-        api_token: str | None,
+        api_token: Callable[[], str | None],
         extra_hosts: Iterable[str] = (),
         max_body: int = MAX_BODY_BYTES,
     ) -> None:
@@ -63,9 +63,10 @@ class SecurityMiddleware:
         if method in STATE_CHANGING and origin is not None and not self._same_origin(origin):
             await _error(send, 403, "Cross-origin requests are not allowed")
             return
-        if self.api_token and not path.startswith(PUBLIC_PREFIXES) and path != "/":
+        token = self.api_token()  # read per request: PUT /config can rotate it
+        if token and not path.startswith(PUBLIC_PREFIXES) and path != "/":
             supplied = headers.get("authorization", "")
-            expected = f"Bearer {self.api_token}"
+            expected = f"Bearer {token}"
             if not hmac.compare_digest(supplied.encode(), expected.encode()):
                 await _error(send, 401, "Missing or invalid API token")
                 return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ from coro.config import (
     validation_issues,
 )
 from coro.plugins.registry import BUILTIN_IDS, builtin_settings_issues
+from coro.runner import LOOPBACK_HOSTS
 
 router = APIRouter(tags=["config"])
 
@@ -83,7 +84,7 @@ async def get_config(runner: RunnerDep) -> dict[str, Any]:
 
 @router.put("/config", response_model=None)
 async def put_config(
-    runner: RunnerDep, body: Annotated[dict[str, Any], Body()]
+    runner: RunnerDep, request: Request, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any] | JSONResponse:
     async with runner.config_lock:
         stored, _ = _stored(runner)
@@ -95,6 +96,10 @@ async def put_config(
             issues += validation_issues(exc)
         else:
             issues += _plugin_issues(runner, body, config)
+            bound = request.app.state.bind_host
+            if bound not in LOOPBACK_HOSTS and not config.api_token:
+                message = f"required while the runner listens on {bound} (beyond loopback)"
+                issues.append({"path": "apiToken", "message": message})
         if issues:
             return JSONResponse(
                 {"error": "Invalid configuration", "issues": issues}, status_code=400
