@@ -278,3 +278,116 @@ async def test_a_campaign_child_is_skipped_from_its_graph(
         assert {c["name"]: c["status"] for c in children}["api"] == "skipped"
         assert ui.errors == []
         await page.close()
+
+
+async def test_an_intelligence_file_is_edited_with_live_preflight(
+    api: Api, chromium: object
+) -> None:
+    ui = await board(chromium, api)
+    await ui.open("#/intelligence")
+    page = ui.page
+    files = page.get_by_role("navigation", name="Intelligence files")
+    await files.get_by_role("link", name="agents/coder.md").click()
+    panel = page.locator("#file-panel")
+    await expect(panel.get_by_role("heading", name="agents/coder.md")).to_be_visible()
+    await expect(panel).to_contain_text("winning layer base")
+    await ui.shot("intelligence")
+    await panel.get_by_role("button", name="Override in tenant layer").click()
+    editor = panel.get_by_label("Edit agents/coder.md")
+    save = panel.get_by_role("button", name="Save to tenant layer")
+    await editor.fill("no heading here, just text")
+    await expect(panel.get_by_role("alert")).to_be_visible()
+    await expect(save).to_be_disabled()
+    await ui.shot("intelligence-preflight")
+    await editor.fill("# Coder\n\nThe team's own coder instructions.\n")
+    await expect(panel.locator("#preflight")).to_contain_text("Preflight passed")
+    await expect(save).to_be_enabled()
+    await save.click()
+    await expect(panel).to_contain_text("winning layer tenant")
+    tenant_file = api.home.root / "intelligence" / "agents" / "coder.md"
+    assert "The team's own coder" in tenant_file.read_text()
+    await panel.get_by_role("tab", name="Diff against lower layer").click()
+    await expect(panel.locator(".diff .add").first).to_be_visible()
+    await panel.get_by_role("button", name="Revert to lower layer").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Revert").click()
+    await expect(panel).to_contain_text("winning layer base")
+    assert not tenant_file.exists()
+    assert ui.errors == []
+
+
+async def test_settings_are_saved_and_no_secret_reaches_the_page(
+    api_factory: ApiFactory, chromium: object
+) -> None:
+    secret = "sk-ant-settings-" + "s" * 40
+    token = "ghp_SettingsTokenZq8mW3nR5tY7uI9oP1aSdF"
+    config = CoroConfig.model_validate(
+        {
+            "llm": {"defaultProvider": "script"},
+            "plugins": {
+                "installed": {
+                    "anthropic": {"config": {"apiKey": secret}},
+                    "github": {"config": {"token": token}},
+                }
+            },
+        }
+    )
+    async with api_factory(config) as api:
+        ui = await board(chromium, api)
+        bodies: list[str] = []
+
+        async def keep(response: Any) -> None:
+            if "/dashboard/" not in response.url:
+                bodies.append(await response.text())
+
+        ui.page.on("response", keep)
+        await ui.open("#/settings")
+        page = ui.page
+        anthropic = page.locator('details[data-plugin="anthropic"]')
+        await anthropic.locator("summary").click()
+        await anthropic.get_by_label("defaultModel").fill("claude-test-model")
+        await anthropic.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("status").first).to_contain_text("settings saved")
+        await page.get_by_role("button", name="Add alias").click()
+        row = page.get_by_role("table", name="Model aliases").locator("tbody tr").last
+        await row.get_by_label("Alias name").fill("tier:coding")
+        await row.get_by_label("Alias provider").fill("anthropic")
+        await row.get_by_label("Alias model").fill("claude-coding")
+        await page.get_by_role("button", name="Save aliases").click()
+        await expect(page.get_by_role("status").first).to_contain_text("Aliases saved")
+        await ui.shot("settings")
+        html = await page.content()
+        stored = api.home.config_file.read_text()
+        assert ui.errors == []
+        await page.close()
+    for seen in [html, *bodies]:
+        assert secret not in seen and token not in seen
+    saved = CoroConfig.model_validate_json(stored)
+    anthropic_config = saved.plugins.installed["anthropic"].config
+    assert anthropic_config["apiKey"] == secret  # the masked value meant "unchanged"
+    assert anthropic_config["defaultModel"] == "claude-test-model"
+    assert saved.plugins.installed["github"].config["token"] == token
+    assert saved.llm.aliases["tier:coding"].model == "claude-coding"
+
+
+async def test_a_proposal_is_approved_from_the_settings_page(api: Api, chromium: object) -> None:
+    workflow = write_workflow(api.home, "learns", [{"name": "work", "agent": None}])
+    proposal = {
+        "type": "memory-update",
+        "title": "Remember the test command",
+        "rationale": "Every job looked for it.",
+        "description": "Adds the project's test command to memory.",
+        "files": [{"path": "memory/testing.md", "content": "# Testing\n\nRun `make test`.\n"}],
+    }
+    job_id = await api.create(workflow, {"work": [{"tool": "propose_change", "input": proposal}]})
+    await api.finish(job_id)
+    ui = await board(chromium, api)
+    await ui.open("#/settings")
+    page = ui.page
+    card = page.locator("article[data-proposal]")
+    await expect(card).to_contain_text("Remember the test command")
+    await expect(card).to_contain_text("pending")
+    await card.get_by_role("button", name="Approve").click()
+    await expect(card).to_contain_text("approved")
+    memory = api.home.root / "intelligence" / "memory" / "testing.md"
+    assert "make test" in memory.read_text()
+    assert ui.errors == []
