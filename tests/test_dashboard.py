@@ -391,3 +391,34 @@ async def test_a_proposal_is_approved_from_the_settings_page(api: Api, chromium:
     memory = api.home.root / "intelligence" / "memory" / "testing.md"
     assert "make test" in memory.read_text()
     assert ui.errors == []
+
+
+async def test_insights_are_curated_from_the_run_page(api: Api, chromium: object) -> None:
+    workflow = write_workflow(api.home, "insightful", [{"name": "work", "agent": None}])
+    learned = {
+        "category": "testing",
+        "summary": "Tests need the DB",
+        "detail": "Start PostgreSQL before pytest.",
+        "suggestedLayer": "repo",
+    }
+    job_id = await api.create(workflow, {"work": [{"tool": "add_insight", "input": learned}]})
+    await api.finish(job_id)
+    ui = await board(chromium, api)
+    await ui.open(f"#/runs/{job_id}")
+    page = ui.page
+    await page.get_by_role("tab", name="Insights").click()
+    card = page.locator("article[data-insight]")
+    await expect(card).to_contain_text("Tests need the DB")
+    await card.get_by_role("button", name="Edit").click()
+    await card.get_by_label("Summary").fill("Tests need PostgreSQL running")
+    await card.get_by_label("Layer to record it in").select_option("tenant")
+    await card.get_by_role("button", name="Save edits").click()
+    await expect(card.locator("p").first).to_have_text("Tests need PostgreSQL running")
+    await card.get_by_role("button", name="Approve").click()
+    await expect(card.locator(".tag")).to_have_text("approved")
+    await ui.shot("insights")
+    (insight,) = (await api.client.get(f"/jobs/{job_id}/insights")).json()["insights"]
+    assert insight["status"] == "approved"
+    assert insight["editedSummary"] == "Tests need PostgreSQL running"
+    assert insight["userLayer"] == "tenant"
+    assert ui.errors == []

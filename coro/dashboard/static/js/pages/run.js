@@ -418,7 +418,13 @@ export async function render(main, [jobId]) {
     if (tab === "work") clear(tabBody, workView());
     if (tab === "diff") await diffView();
     if (tab === "campaign") clear(tabBody, renderCampaign(job, load, message));
-    if (tab === "insights") clear(tabBody, await renderInsights(job, load, message));
+    if (tab === "insights") {
+      const refresh = async () => {
+        await load();
+        await drawTab();
+      };
+      clear(tabBody, await renderInsights(job, refresh, message));
+    }
     if (tab === "diagnostics") clear(tabBody, diagnosticsView());
   }
 
