@@ -238,6 +238,15 @@ def test_claude_md_and_memory_are_appended_in_layer_order_with_banners(tmp_path:
     assert not (out / "stray.txt").exists()
     assert [p.name for p in workdir.iterdir() if p.name.startswith(".")] == []
 
+    # Nothing changed: the directory is left as it is (phase boundaries stay cheap)…
+    before = (out / "agents" / "a.md").stat().st_ino
+    materialise(stack, out)
+    assert (out / "agents" / "a.md").stat().st_ino == before
+    # …but an agent's edit of the runner's copy is undone at the next boundary.
+    (out / "agents" / "a.md").write_text("# A\n\ntampered\n")
+    materialise(stack, out)
+    assert (out / "agents" / "a.md").read_text() == "# A\n\ntenant a\n"
+
 
 def test_repo_layer_symlinks_are_never_followed(tmp_path: Path) -> None:
     _, _, workdir, layers = three_layers(tmp_path)

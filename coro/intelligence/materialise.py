@@ -87,12 +87,9 @@ def merge(stack: LayerStack, warnings: list[str]) -> tuple[dict[str, bytes], dic
     layer_info: list[dict[str, Any]] = []
     for layer in stack.layers:
         count = 0
-        for relative in layer.files(warnings):
-            try:
-                relative = check_relative_path(relative)
-                data = layer.read_bytes(relative)
-            except ValueError as exc:
-                warnings.append(f"layer {layer.name}: skipped {relative}: {exc}")
+        for relative, data in _contents(layer, warnings):
+            if isinstance(data, ValueError):
+                warnings.append(f"layer {layer.name}: skipped {relative}: {data}")
                 continue
             if data is None:
                 warnings.append(
@@ -124,6 +121,26 @@ def merge(stack: LayerStack, warnings: list[str]) -> tuple[dict[str, bytes], dic
     return files, provenance
 
 
+#: The base layer is package data that cannot change while the runner runs: read once.
+_BASE_CONTENTS: dict[Path, list[tuple[str, bytes | ValueError | None]]] = {}
+
+
+def _contents(layer: Layer, warnings: list[str]) -> list[tuple[str, bytes | ValueError | None]]:
+    """Every file of `layer` with its bytes (None: unreadable; ValueError: refused)."""
+    if layer.kind == "base" and layer.root in _BASE_CONTENTS:
+        return _BASE_CONTENTS[layer.root]
+    contents: list[tuple[str, bytes | ValueError | None]] = []
+    for relative in layer.files(warnings):
+        try:
+            relative = check_relative_path(relative)
+            contents.append((relative, layer.read_bytes(relative)))
+        except ValueError as exc:
+            contents.append((relative, exc))
+    if layer.kind == "base":
+        _BASE_CONTENTS[layer.root] = contents
+    return contents
+
+
 def materialise(stack: LayerStack, target: Path) -> Materialised:
     """Rebuild `target` (normally `work/<jobId>/_intelligence`) from `stack`.
 
@@ -131,6 +148,14 @@ def materialise(stack: LayerStack, target: Path) -> Materialised:
     written; problems with single files are reported in `warnings`."""
     warnings = list(stack.warnings)
     files, provenance = merge(stack, warnings)
+    if _already_there(target, files, provenance):
+        # Most phase boundaries change nothing: leave the directory as it is.
+        return Materialised(
+            directory=target,
+            layers=provenance["layers"],
+            sources=provenance["files"],
+            warnings=warnings,
+        )
     provenance = {
         "recordedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         **provenance,
@@ -152,6 +177,42 @@ def materialise(stack: LayerStack, target: Path) -> Materialised:
         sources=provenance["files"],
         warnings=warnings,
     )
+
+
+def _already_there(target: Path, files: dict[str, bytes], provenance: dict[str, Any]) -> bool:
+    """Whether `target` holds exactly these files and this provenance (and nothing else,
+    no symlink): then rewriting it would change nothing."""
+    if target.is_symlink() or not target.is_dir():
+        return False
+    seen: dict[str, str] = {}
+    pending = [(str(target), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                relative = f"{prefix}{entry.name}"
+                if entry.is_symlink():
+                    return False
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, f"{relative}/"))
+                elif entry.is_file(follow_symlinks=False):
+                    seen[relative] = entry.path
+                else:
+                    return False
+    if seen.keys() != {*files, PROVENANCE_FILE}:
+        return False
+    try:
+        with open(seen[PROVENANCE_FILE], "rb") as handle:
+            recorded = json.loads(handle.read())
+        if {k: recorded.get(k) for k in ("layers", "files")} != provenance:
+            return False
+        for relative, data in files.items():
+            with open(seen[relative], "rb") as handle:
+                if handle.read() != data:
+                    return False
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _write_new(root: Path, relative: str, data: bytes) -> None:
