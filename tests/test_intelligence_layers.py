@@ -133,6 +133,11 @@ async def test_repo_agent_overrides_tenant_which_overrides_base(
     after_clone = executor.prompts[(job_id, "code")]
     assert "TENANT CODER ROLE" in before_clone and BASE_CODER_TITLE not in before_clone
     assert "REPO CODER ROLE" in after_clone and "TENANT CODER ROLE" not in after_clone
+    # The merged CLAUDE.md reaches the agent as its project instructions.
+    assert "# Project Instructions" in before_clone and "Tenant rule: be brief." in before_clone
+    assert "Repo rule: run make check." not in before_clone
+    assert "Tenant rule" in after_clone and "Repo rule: run make check." in after_clone
+    assert "# Project Instructions" not in executor.prompts[(plain, "clone")]
     assert any("agents/coder.md from tenant" in line for line in log)
     assert any("agents/coder.md from repo:shop" in line for line in log)
 

@@ -263,7 +263,7 @@ class PhaseLoop:
             job_id=self.job_id,
             phase=phase.name,
             visit=usage.visit,
-            system_prompt=prompts.system_prompt(job, workflow, phase, agent_md),
+            system_prompt=prompts.system_prompt(job, workflow, phase, agent_md, intel.instructions),
             prompt=prompt,
             history=history[:-1],
             model=choice.model,

@@ -19,10 +19,21 @@ if TYPE_CHECKING:
 SECTION_SEPARATOR = "\n\n---\n\n"
 
 
-def system_prompt(job: Job, workflow: Workflow, phase: Phase, agent_markdown: str | None) -> str:
+def system_prompt(
+    job: Job,
+    workflow: Workflow,
+    phase: Phase,
+    agent_markdown: str | None,
+    instructions: str | None = None,
+) -> str:
     sections = [f"# Current Workflow\n*Source: {workflow.path}*\n\n{workflow.body}"]
     if agent_markdown:
         sections.append(f"# Your Role This Phase\n*Source: {phase.agent}*\n\n{agent_markdown}")
+    if instructions and instructions.strip():
+        sections.append(
+            "# Project Instructions\n*Source: .claude/CLAUDE.md of the intelligence layers "
+            f"(in _intelligence/)*\n\n{instructions.strip()}"
+        )
     sections.append(_job_section(job))
     insights = [i for i in job.insights if i.status != "rejected"]
     if insights:

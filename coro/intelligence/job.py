@@ -32,6 +32,8 @@ class PhaseIntelligence:
     #: the layer the phase's agent markdown came from, and the markdown
     agent_layer: str | None = None
     agent_markdown: str | None = None
+    #: the merged `.claude/CLAUDE.md` (every layer's part under its banner), if any
+    instructions: str | None = None
     #: lines for the job log (warnings first, then a one-line summary)
     notes: list[str] = field(default_factory=list)
 
@@ -75,6 +77,8 @@ def _prepare(
             workflow_layer = _winning_layer(stack, job.workflow_path)
 
     result = PhaseIntelligence(stack=stack, workflow=current, materialised=materialised)
+    if materialised is not None:
+        result.instructions = _read_capped(materialised.directory / ".claude" / "CLAUDE.md")
     phase = current.phase(job.phase)
     if phase is not None and phase.agent:
         try:
@@ -95,6 +99,20 @@ def _prepare(
     notes.append(summary)
     result.notes = notes
     return result
+
+
+#: Project instructions beyond this are cut (a runaway CLAUDE.md must not eat the context).
+MAX_INSTRUCTIONS_BYTES = 64 * 1024
+
+
+def _read_capped(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_INSTRUCTIONS_BYTES + 1)
+    except OSError:
+        return None
+    text = data[:MAX_INSTRUCTIONS_BYTES].decode("utf-8", "replace")
+    return text + "\n[… cut]" if len(data) > MAX_INSTRUCTIONS_BYTES else text
 
 
 def _winning_layer(stack: LayerStack, path: str) -> str | None:
