@@ -327,11 +327,8 @@ class ProposalService:
     # -- repo --
 
     def _scm_for(self, job: Job, repo: str) -> ScmPlugin:
-        checkout = next((c for c in job.checkouts if c.repo == repo), None)
-        provider = job.params.get("gitProvider")
-        wanted = checkout.plugin_id if checkout else provider if isinstance(provider, str) else None
         try:
-            plugin: ScmPlugin = self.env.plugins.resolve("scm", wanted)
+            plugin: ScmPlugin = self.env.plugins.resolve("scm", job.scm_plugin_id(repo=repo))
         except PluginResolutionError as exc:
             raise PluginRequired("scm", str(exc)) from exc
         return plugin

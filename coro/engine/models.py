@@ -390,6 +390,17 @@ class Job(CamelModel):
         self.escalation_message = None
         self.rate_limit_info = None
 
+    def scm_plugin_id(self, explicit: str | None = None, repo: str | None = None) -> str | None:
+        """The SCM plugin the job names for `repo`: `explicit`, else the plugin its checkout
+        of `repo` came from, else `params.gitProvider`; None leaves it to the defaults."""
+        if explicit:
+            return explicit
+        checkout = next((c for c in self.checkouts if repo in (c.repo, c.slug)), None)
+        if checkout is not None:
+            return checkout.plugin_id
+        provider = self.params.get("gitProvider")
+        return provider if isinstance(provider, str) and provider else None
+
     def open_prs(self) -> list[PrMapping]:
         return [p for p in self.pr_mappings if p.is_open]
 

@@ -168,10 +168,8 @@ class PollingTransport:
         return targets
 
     def _plugin(self, job: Job, plugin_id: str | None) -> ScmPlugin | None:
-        provider = job.params.get("gitProvider")
-        wanted = plugin_id or (provider if isinstance(provider, str) else None)
         try:
-            plugin: ScmPlugin = self.plugins.resolve("scm", wanted)
+            plugin: ScmPlugin = self.plugins.resolve("scm", job.scm_plugin_id(plugin_id))
         except PluginResolutionError as exc:
             logger.warning("job %s: cannot poll its PRs: %s", job.id, exc)
             return None

@@ -9,9 +9,9 @@ layers. The child controls (`campaign_skip_child`, `campaign_rerun_child`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -92,6 +92,29 @@ def _lanes(ctx: ToolContext) -> IntelligenceLayers:
     return ctx.layers
 
 
+ChildAction = Literal["skip", "rerun", "cancel"]
+#: The child controls agents may use, by action (the developer has all six).
+CHILD_CONTROL_TOOLS: dict[ChildAction, str] = {
+    "skip": "Skip a child that has not finished (its dependants proceed); a failed or "
+    "escalated child is abandoned (cancelled) instead.",
+    "rerun": "Reset a finished child to pending: a new child job is created when its "
+    "dependencies allow (the campaign must be back in its coordinating phase).",
+    "cancel": "Cancel a child that has not finished, and its job if it is still going; its "
+    "dependants proceed.",
+}
+
+
+def _child_control(action: ChildAction) -> Callable[[ToolContext, ChildControlInput], Any]:
+    async def control(ctx: ToolContext, args: ChildControlInput) -> Any:
+        from coro.engine import campaigns
+
+        with _as_tool_errors():
+            child = await getattr(_coordinator(ctx), action)(ctx.job_id, args.name, args.reason)
+        return {"ok": True, "action": action, "child": campaigns.child_view(child)}
+
+    return control
+
+
 def register(registry: ToolRegistry) -> None:
     from coro.engine import campaigns
 
@@ -158,35 +181,8 @@ def register(registry: ToolRegistry) -> None:
         with _as_tool_errors():
             return await campaigns.status_report(ctx.store, ctx.job_id)
 
-    @registry.tool(
-        "campaign_skip_child",
-        "Skip a child that has not finished (its dependants proceed); a failed or escalated "
-        "child is abandoned (cancelled) instead.",
-    )
-    async def campaign_skip_child(ctx: ToolContext, args: ChildControlInput) -> Any:
-        with _as_tool_errors():
-            child = await _coordinator(ctx).skip(ctx.job_id, args.name, args.reason)
-        return {"ok": True, "action": "skip", "child": campaigns.child_view(child)}
-
-    @registry.tool(
-        "campaign_rerun_child",
-        "Reset a finished child to pending: a new child job is created when its "
-        "dependencies allow (the campaign must be back in its coordinating phase).",
-    )
-    async def campaign_rerun_child(ctx: ToolContext, args: ChildControlInput) -> Any:
-        with _as_tool_errors():
-            child = await _coordinator(ctx).rerun(ctx.job_id, args.name, args.reason)
-        return {"ok": True, "action": "rerun", "child": campaigns.child_view(child)}
-
-    @registry.tool(
-        "campaign_cancel_child",
-        "Cancel a child that has not finished, and its job if it is still going; its "
-        "dependants proceed.",
-    )
-    async def campaign_cancel_child(ctx: ToolContext, args: ChildControlInput) -> Any:
-        with _as_tool_errors():
-            child = await _coordinator(ctx).cancel(ctx.job_id, args.name, args.reason)
-        return {"ok": True, "action": "cancel", "child": campaigns.child_view(child)}
+    for action, description in CHILD_CONTROL_TOOLS.items():
+        registry.tool(f"campaign_{action}_child", description)(_child_control(action))
 
     @registry.tool(
         "switch_workflow",

@@ -101,10 +101,7 @@ def _plugin(ctx: ToolContext, kind: PluginKind, plugin_id: str | None) -> Any:
 
 
 def _scm(ctx: ToolContext, job: Job, plugin_id: str | None) -> ScmPlugin:
-    provider = job.params.get("gitProvider")
-    plugin: ScmPlugin = _plugin(
-        ctx, "scm", plugin_id or (provider if isinstance(provider, str) else None)
-    )
+    plugin: ScmPlugin = _plugin(ctx, "scm", job.scm_plugin_id(plugin_id))
     return plugin
 
 
