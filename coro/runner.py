@@ -98,6 +98,7 @@ class Runner:
         self.campaigns = CampaignService(self.env, self.dispatcher, self.jobs)
         self.env.campaigns = self.campaigns
         self.dispatcher.on_run_end.append(self.campaigns.on_run_end)
+        self.jobs.on_cancelled.append(self.campaigns.cancel_children)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
         self.transport = transport or self._poller()

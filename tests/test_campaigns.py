@@ -651,3 +651,21 @@ async def test_every_action_answers_json_never_500(api: Api, action: str) -> Non
     response = await api.client.post(f"/jobs/{parent}/children/held/{action}", json={})
     assert response.status_code in (200, 409), response.text
     await api.client.post(f"/jobs/{parent}/cancel", json={})
+
+
+async def test_cancelling_a_campaign_cancels_its_unfinished_children(
+    api_factory: ApiFactory,
+) -> None:
+    async with api_factory(config(parallel=1)) as api:
+        parent = await start_campaign(api, [register("first"), register("second", ["first"])])
+        first = await child_job(api, parent, "first")
+        await api.wait_for_line(first, "Job parked")
+        cancelled = await api.client.post(f"/jobs/{parent}/cancel", json={"reason": "not now"})
+        assert cancelled.status_code == 200, cancelled.text
+        children = (await api.client.get(f"/jobs/{parent}/children")).json()["children"]
+        first_job = await api.job(first)
+    assert {c["name"]: c["status"] for c in children} == {
+        "first": "cancelled",
+        "second": "cancelled",
+    }
+    assert first_job["status"] == "cancelled"

@@ -914,6 +914,26 @@ class CampaignService:
         except Conflict as exc:  # it completed in the meantime
             raise Conflict(f'Child "{child.name}" cannot be cancelled: {exc}') from exc
 
+    async def cancel_children(self, parent: Job, reason: str | None = None) -> None:
+        """A cancelled campaign takes its unfinished children (and their jobs) with it."""
+        why = reason or "the campaign was cancelled"
+        async with self._lock(parent.id):
+            for child in parent.campaign_children or []:
+                if child.status in TERMINAL_CHILD:
+                    continue
+                try:
+                    await self._cancel_child_job(parent.id, child, why)
+                except Conflict as exc:  # it finished meanwhile: keep what it reached
+                    logger.info("campaign %s: child %s: %s", parent.id, child.name, exc)
+                    continue
+                await self._set_status(
+                    parent.id,
+                    child.name,
+                    "cancelled",
+                    allowed=("pending", "ready", "dispatched"),
+                    note=f'[campaign] Cancelled child "{child.name}" with the campaign',
+                )
+
     async def abandon(self, parent_id: str, name: str, reason: str | None = None) -> CampaignChild:
         """Cancel, idempotently: a child already cancelled or skipped stays as it is."""
         job = await self._campaign(parent_id)

@@ -8,6 +8,7 @@ a running loop is told, so every control is safe against the loop's own writes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 import mimetypes
 import re
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class JobService:
         self.env = env
         self.store = env.store
         self.dispatcher = dispatcher
+        #: called after a job is cancelled (a campaign then cancels its children)
+        self.on_cancelled: list[Callable[[Job, str | None], Awaitable[None]]] = []
 
     # --- create & read ----------------------------------------------------------------
 
@@ -253,6 +256,8 @@ class JobService:
         self.dispatcher.withdraw(job_id)
         self.dispatcher.drop_events(job_id)
         self.dispatcher.interrupt(job_id)
+        for hook in self.on_cancelled:
+            await hook(job, reason)
         return job
 
     async def pause(self, job_id: str, reason: str | None = None) -> Job:
