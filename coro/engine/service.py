@@ -8,9 +8,9 @@ a running loop is told, so every control is safe against the loop's own writes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 import mimetypes
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
