@@ -144,7 +144,10 @@ async def test_repo_agent_overrides_tenant_which_overrides_base(
     # The job's materialised directory holds the merged layers.
     merged = api.runner.env.workdir(job_id) / INTELLIGENCE_DIRNAME
     assert (merged / "agents" / "coder.md").read_text() == REPO_CODER
-    assert (merged / "workflows" / "job" / "workflow.md").is_file()  # from base
+    # Only what the job uses: its own workflow and agents, instructions and memory.
+    assert (merged / "workflows" / "layered" / "workflow.md").is_file()
+    assert not (merged / "workflows" / "job" / "workflow.md").exists()  # another lane
+    assert not (merged / "agents" / "planner.md").exists()  # not named by this workflow
     claude = (merged / ".claude" / "CLAUDE.md").read_text()
     assert claude.index("coro layer: tenant") < claude.index("Tenant rule")
     assert claude.index("Tenant rule") < claude.index("coro layer: repo:shop (shop/.coro/")

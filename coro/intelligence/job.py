@@ -15,12 +15,18 @@ At every phase start the phase loop calls `prepare_phase()`, which
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coro.engine.models import Job
 from coro.engine.workflows import Workflow, WorkflowError
-from coro.intelligence.layers import IntelligenceLayers, LayerStack, WorkflowNotFound
+from coro.intelligence.layers import (
+    IntelligenceLayers,
+    LayerStack,
+    WorkflowNotFound,
+    agent_file,
+)
 from coro.intelligence.materialise import INTELLIGENCE_DIRNAME, Materialised, materialise
 
 
@@ -51,15 +57,6 @@ def _prepare(
 ) -> PhaseIntelligence:
     stack = layers.for_job(job, workdir)
     notes: list[str] = []
-    materialised: Materialised | None = None
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        materialised = materialise(stack, workdir / INTELLIGENCE_DIRNAME)
-        notes.extend(materialised.warnings)
-    except OSError as exc:
-        notes.extend(stack.warnings)
-        notes.append(f"could not materialise the layers into {INTELLIGENCE_DIRNAME}/: {exc}")
-
     current = workflow
     workflow_layer: str | None = None
     try:
@@ -75,6 +72,17 @@ def _prepare(
         else:
             current = reloaded
             workflow_layer = _winning_layer(stack, job.workflow_path)
+
+    materialised: Materialised | None = None
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        materialised = materialise(
+            stack, workdir / INTELLIGENCE_DIRNAME, _used_by(current, job.workflow_path)
+        )
+        notes.extend(materialised.warnings)
+    except OSError as exc:
+        notes.extend(stack.warnings)
+        notes.append(f"could not materialise the layers into {INTELLIGENCE_DIRNAME}/: {exc}")
 
     result = PhaseIntelligence(stack=stack, workflow=current, materialised=materialised)
     if materialised is not None:
@@ -99,6 +107,22 @@ def _prepare(
     notes.append(summary)
     result.notes = notes
     return result
+
+
+#: Materialised for every job: instructions, memory, snippets and skills (under .claude/).
+SHARED_PREFIXES = (".claude/", "memory/", "snippets/")
+
+
+def _used_by(workflow: Workflow, workflow_path: str) -> Callable[[str], bool]:
+    """Which files a job's `_intelligence/` holds: the shared ones, its own workflow and
+    the agents that workflow names (other lanes' files are not the job's concern, and
+    writing them for every job would make each phase start slow)."""
+    own = {workflow_path, workflow.path}
+    for phase in workflow.phases:
+        if phase.agent:
+            own.add(agent_file(phase.agent))
+        own.update(agent_file(sub.agent) for sub in phase.subagents if sub.agent)
+    return lambda relative: relative in own or relative.startswith(SHARED_PREFIXES)
 
 
 #: Project instructions beyond this are cut (a runaway CLAUDE.md must not eat the context).

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,13 +142,18 @@ def _contents(layer: Layer, warnings: list[str]) -> list[tuple[str, bytes | Valu
     return contents
 
 
-def materialise(stack: LayerStack, target: Path) -> Materialised:
+def materialise(
+    stack: LayerStack, target: Path, wanted: Callable[[str], bool] | None = None
+) -> Materialised:
     """Rebuild `target` (normally `work/<jobId>/_intelligence`) from `stack`.
 
     The parent of `target` must exist. Raises OSError when the directory cannot be
     written; problems with single files are reported in `warnings`."""
     warnings = list(stack.warnings)
     files, provenance = merge(stack, warnings)
+    if wanted is not None:
+        files = {relative: data for relative, data in files.items() if wanted(relative)}
+        provenance["files"] = {k: v for k, v in provenance["files"].items() if k in files}
     if _already_there(target, files, provenance):
         # Most phase boundaries change nothing: leave the directory as it is.
         return Materialised(
@@ -164,9 +170,12 @@ def materialise(stack: LayerStack, target: Path) -> Materialised:
     parent = target.parent
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=parent))
     try:
+        made: set[str] = set()
         for relative, data in files.items():
-            _write_new(staging, relative, data)
-        _write_new(staging, PROVENANCE_FILE, json.dumps(provenance, indent=2).encode() + b"\n")
+            _write_new(staging, relative, data, made)
+        _write_new(
+            staging, PROVENANCE_FILE, json.dumps(provenance, indent=2).encode() + b"\n", made
+        )
         os.chmod(staging, 0o755)
         _swap_in(staging, target)
     finally:
@@ -215,17 +224,22 @@ def _already_there(target: Path, files: dict[str, bytes], provenance: dict[str, 
     return True
 
 
-def _write_new(root: Path, relative: str, data: bytes) -> None:
-    """Create `root/relative` (and its folders); nothing there may exist already."""
+def _write_new(root: Path, relative: str, data: bytes, made: set[str]) -> None:
+    """Create `root/relative` (and its folders, remembered in `made`); nothing there may
+    exist already."""
     folder = root
     *folders, name = relative.split("/")
-    for part in folders:
+    for depth, part in enumerate(folders, 1):
         folder = folder / part
+        key = "/".join(folders[:depth])
+        if key in made:
+            continue
         try:
             os.mkdir(folder, 0o755)
         except FileExistsError:
             if folder.is_symlink() or not folder.is_dir():
                 raise
+        made.add(key)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(folder / name, flags, 0o644)
     with os.fdopen(fd, "wb") as handle:
