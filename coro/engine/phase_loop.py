@@ -115,7 +115,6 @@ class PhaseLoop:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
             return
         await self._snapshot_phases(job, workflow)
-        self.env.workdir(self.job_id).mkdir(parents=True, exist_ok=True)
         await self.log(f"Runner started — phase: {job.phase}")
         while await self._run_phase(workflow):
             job = await self.store.get(self.job_id)

@@ -25,6 +25,7 @@ layers) must still be inside its layer once symlinks are resolved.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat
@@ -116,10 +117,16 @@ def check_relative_path(path: str) -> str:
     return "/".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def _real_root(root: Path) -> Path:
+    """A layer root with symlinks resolved (roots do not move while the runner runs)."""
+    return root.resolve()
+
+
 def within_root(root: Path, relative: str) -> Path:
     """`root/relative` with symlinks resolved; ValueError when that leaves the root."""
     try:
-        real_root = root.resolve()
+        real_root = _real_root(root)
         target = (real_root / relative).resolve()
     except (OSError, RuntimeError) as exc:  # symlink loops end up here
         raise ValueError(f"path '{relative}' cannot be resolved in {root}: {exc}") from None

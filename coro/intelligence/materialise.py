@@ -167,25 +167,43 @@ def materialise(
         **provenance,
         "warnings": warnings,
     }
-    parent = target.parent
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=parent))
+    record = json.dumps(provenance, indent=2).encode() + b"\n"
     try:
-        made: set[str] = set()
-        for relative, data in files.items():
-            _write_new(staging, relative, data, made)
-        _write_new(
-            staging, PROVENANCE_FILE, json.dumps(provenance, indent=2).encode() + b"\n", made
-        )
-        os.chmod(staging, 0o755)
-        _swap_in(staging, target)
-    finally:
-        _remove_tree(staging)
+        # First materialisation of a job (nothing there yet): write in place.
+        os.mkdir(target, 0o755)
+    except FileExistsError:
+        _rebuild(target, files, record)
+    else:
+        try:
+            _write_all(target, files, record)
+        except BaseException:
+            _remove_tree(target)
+            raise
     return Materialised(
         directory=target,
         layers=provenance["layers"],
         sources=provenance["files"],
         warnings=warnings,
     )
+
+
+def _write_all(root: Path, files: dict[str, bytes], record: bytes) -> None:
+    made: set[str] = set()
+    for relative, data in files.items():
+        _write_new(root, relative, data, made)
+    _write_new(root, PROVENANCE_FILE, record, made)
+
+
+def _rebuild(target: Path, files: dict[str, bytes], record: bytes) -> None:
+    """Build the new directory aside, then swap it in: whatever was at `target` (an
+    older copy, something an agent left, a symlink) is replaced, never written through."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
+    try:
+        _write_all(staging, files, record)
+        os.chmod(staging, 0o755)
+        _swap_in(staging, target)
+    finally:
+        _remove_tree(staging)
 
 
 def _already_there(target: Path, files: dict[str, bytes], provenance: dict[str, Any]) -> bool:
