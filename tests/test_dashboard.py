@@ -422,3 +422,36 @@ async def test_insights_are_curated_from_the_run_page(api: Api, chromium: object
     assert insight["editedSummary"] == "Tests need PostgreSQL running"
     assert insight["userLayer"] == "tenant"
     assert ui.errors == []
+
+
+async def test_with_an_api_token_the_dashboard_asks_for_it_and_streams_with_it(
+    api_factory: ApiFactory, chromium: object
+) -> None:
+    token = "dashboard-token-" + "t" * 24
+    config = CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "apiToken": token})
+    async with api_factory(config) as api:
+        headers = {"Authorization": f"Bearer {token}"}
+        workflow = write_workflow(api.home, "guarded", [{"name": "work", "agent": None}])
+        script = {"work": [[{"text": "guarded line"}, {"sleep": 600}], [{"text": "after"}]]}
+        created = await api.client.post(
+            "/jobs",
+            json={"workflowPath": workflow, "params": {"script": script}},
+            headers=headers,
+        )
+        job_id = created.json()["jobId"]
+        ui = await board(chromium, api)
+        await ui.open(f"#/runs/{job_id}")
+        page = ui.page
+        dialog = page.get_by_role("dialog", name="API token")
+        await dialog.get_by_label("Token").fill(token)
+        await dialog.get_by_role("button", name="Use token").click()
+        log = page.get_by_role("log", name="Live log")
+        await expect(log).to_contain_text("guarded line")
+        await expect(page.locator("#log-connection")).to_have_text("live")
+        await page.get_by_label("Message to the agent").fill("go on")
+        await page.get_by_role("button", name="Send", exact=True).click()
+        await page.get_by_role("button", name="Pause").click()
+        await expect(log).to_contain_text("paused")
+        # Only the first, token-less requests were refused.
+        assert all("401" in error for error in ui.errors)
+        await page.close()
