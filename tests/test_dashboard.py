@@ -455,3 +455,44 @@ async def test_with_an_api_token_the_dashboard_asks_for_it_and_streams_with_it(
         # Only the first, token-less requests were refused.
         assert all("401" in error for error in ui.errors)
         await page.close()
+
+
+async def test_work_items_prs_diff_and_a_phase_override_are_shown(
+    api: Api, chromium: object, tmp_path: Any
+) -> None:
+    from tests.test_local_loop import GREETING, shop_repo, step
+
+    await shop_repo(api, tmp_path)
+    workflow = write_workflow(api.home, "shown", [{"name": "work", "agent": None}])
+    script = {
+        "work": [
+            [
+                step("set_work_items", workItems=["add-greeting"]),
+                step("update_work_item", name="add-greeting", status="in-progress"),
+                step("scm_clone_repo", repo="shop"),
+                step("file_write", path="shop/greeting.py", content=GREETING),
+                step("scm_create_pr", title="Add greet()"),
+                step("file_write", path="shop/notes.txt", content="work in progress\n"),
+                step("await_event", eventName="pr:review", prId=1),
+            ]
+        ]
+    }
+    job_id = await api.create(workflow, script, repo="shop")
+    await api.wait_for_line(job_id, "Job parked")
+    ui = await board(chromium, api)
+    await ui.open(f"#/runs/{job_id}")
+    page = ui.page
+    await page.get_by_role("tab", name="Work items & PRs").click()
+    items = page.get_by_role("table", name="Work items")
+    await expect(items).to_contain_text("add-greeting")
+    await expect(items).to_contain_text("#1 (open)")
+    await page.get_by_role("tab", name="Diff").click()
+    diff = page.get_by_label("Diff", exact=True)
+    await expect(diff).to_contain_text("+work in progress")
+    await ui.shot("diff")
+    await page.get_by_label("Model override").fill("a-pinned-model")
+    await page.get_by_role("button", name="Set").click()
+    await expect(page.get_by_label("Model override")).to_have_value("a-pinned-model")
+    job = await api.job(job_id)
+    assert job["phaseModelOverrides"]["work"]["model"] == "a-pinned-model"
+    assert ui.errors == []
