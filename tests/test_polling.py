@@ -223,3 +223,26 @@ async def test_the_memory_transport_hands_events_over_as_one_batch() -> None:
     assert collected.batches == [[first, second]]
     await transport.disconnect()
     assert not transport.is_connected
+
+
+async def test_changes_wait_for_a_job_that_is_not_waiting_on_its_prs(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    job_id = await parked_job(store, pr_id, seen=PrSeen())
+
+    def escalate(job: Job) -> None:
+        job.status = "escalated"
+
+    await store.update(job_id, escalate)
+    github.approve(REPO, pr_id, "alice")
+    poller, _ = await poller_for(store, plugins)
+    assert await poller.poll_once() == []  # not polled: nothing is consumed meanwhile
+    assert (await store.get(job_id)).pr_mappings[0].seen == PrSeen()
+
+    def park_again(job: Job) -> None:
+        job.status = AWAITING_PR_MERGE
+
+    await store.update(job_id, park_again)
+    events = await poller.poll_once()
+    assert [e.event_key for e in events] == ["pullrequest:approved"]

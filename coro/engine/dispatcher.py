@@ -20,13 +20,11 @@ from coro.engine import prompts
 from coro.engine.env import EngineEnv
 from coro.engine.events import InboundEvent
 from coro.engine.models import (
-    AWAITING_DEVELOPER_INPUT,
-    AWAITING_PLAN_APPROVAL,
-    AWAITING_PR_MERGE,
     AWAITING_RATE_LIMIT,
     PARKING,
     QUEUED,
     TERMINAL,
+    WAITING_FOR_EVENTS,
     Job,
     is_running,
     is_terminal,
@@ -37,8 +35,6 @@ from coro.state.backend import JobNotFound, JobQuery
 logger = logging.getLogger(__name__)
 
 RECOVERY_LIMIT = 1_000_000
-#: parked statuses an inbound event ends (the others wait for a developer or a timer)
-WAKES_ON_EVENT = frozenset({AWAITING_PR_MERGE, AWAITING_DEVELOPER_INPUT, AWAITING_PLAN_APPROVAL})
 
 
 class Dispatcher:
@@ -130,7 +126,7 @@ class Dispatcher:
             self._arm_timer(job)
         if job.status in TERMINAL:
             self._events.pop(job_id, None)
-        elif self._events.get(job_id) and job.status in WAKES_ON_EVENT and not job.paused:
+        elif self._events.get(job_id) and job.status in WAITING_FOR_EVENTS and not job.paused:
             await self._wake_with_events(job_id)
             return
         if job_id in self._rerun_after:
@@ -205,7 +201,7 @@ class Dispatcher:
                     repo = event.ref.repo_key if event.ref is not None else None
                     await self.store.mark_pr(job_id, event.pr_id, repo, outcome)
             self._events.setdefault(job_id, []).extend(batch)
-            if job_id in self._active or job.paused or job.status not in WAKES_ON_EVENT:
+            if job_id in self._active or job.paused or job.status not in WAITING_FOR_EVENTS:
                 continue
             await self._wake_with_events(job_id)
 

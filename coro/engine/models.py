@@ -38,6 +38,10 @@ PARKING = frozenset(
         FAILED,
     }
 )
+#: parked statuses an inbound event ends (the others wait for a developer or a timer)
+WAITING_FOR_EVENTS = frozenset(
+    {AWAITING_PR_MERGE, AWAITING_DEVELOPER_INPUT, AWAITING_PLAN_APPROVAL}
+)
 PAUSE_LABEL = "developer-input: paused by developer"
 CHECKPOINT_LABEL_PREFIX = "developer-input: approval after "
 

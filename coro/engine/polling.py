@@ -1,9 +1,9 @@
 """The local runner's event source: it polls the pull requests of parked jobs (SPEC §4.4).
 
 Every cycle looks at each open PR (`prMappings` entry neither merged nor declined, or a
-legacy `awaitingPrId`) of every parked job, asks its SCM plugin for the PR's status
-(`poll_pr`, which uses ETags where the forge has them and answers None for "unchanged"),
-and compares it with what was last seen:
+legacy `awaitingPrId`) of every job parked waiting for events (not paused), asks its SCM
+plugin for the PR's status (`poll_pr`, which uses ETags where the forge has them and
+answers None for "unchanged"), and compares it with what was last seen:
 
 * state changed → `pullrequest:fulfilled` (merged), `pullrequest:rejected` (declined)
   or `pullrequest:updated`;
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coro.engine.events import EventHandler, InboundEvent
-from coro.engine.models import PARKING, ExternalRef, Job, PrMapping, PrSeen
+from coro.engine.models import WAITING_FOR_EVENTS, ExternalRef, Job, PrMapping, PrSeen
 from coro.engine.store import JobStore
 from coro.plugins.errors import PluginError, PluginRateLimited
 from coro.plugins.registry import PluginResolutionError, PluginSet
@@ -135,7 +135,11 @@ class PollingTransport:
         """Poll every open PR of every parked job once; deliver and return the events."""
         async with self._lock:
             events: list[InboundEvent] = []
-            for job in await self.store.backend.jobs_with_status(PARKING):
+            # Only jobs an event would wake: for the others (paused, escalated, failed,
+            # out of budget) what changed stays unseen until they wait on their PRs again.
+            for job in await self.store.backend.jobs_with_status(WAITING_FOR_EVENTS):
+                if job.paused:
+                    continue
                 for target in self._targets(job):
                     events.extend(await self._poll(target))
             if events and self._handler is not None:
