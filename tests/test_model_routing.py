@@ -58,3 +58,49 @@ async def test_phase_model_tier_alias_and_override_resolution(api_factory: ApiFa
             f"/jobs/{job_id}/phase-overrides", json={"phase": "code", "clear": True}
         )
         assert cleared.json()["phaseModelOverrides"] == {}
+
+
+async def test_an_aliases_reasoning_effort_reaches_the_openai_request(
+    api_factory: ApiFactory,
+) -> None:
+    from tests.fakes.openai_server import FakeOpenAI, Reply
+
+    key = "sk-test-effort-Zq8mW3nR5tY7uI9oP1aS"
+    async with FakeOpenAI(api_key=key) as fake:
+        config = CoroConfig.model_validate(
+            {
+                "llm": {
+                    "defaultProvider": "openai",
+                    "aliases": {
+                        "tier:coding": {
+                            "provider": "openai",
+                            "model": "o-reasoner",
+                            "reasoningEffort": "high",
+                        }
+                    },
+                },
+                "plugins": {
+                    "installed": {
+                        "openai": {
+                            "config": {
+                                "apiKey": key,
+                                "baseUrl": fake.base_url,
+                                "defaultModel": "plain-model",
+                            }
+                        }
+                    }
+                },
+            }
+        )
+        fake.queue(Reply(text="planned"), Reply(text="coded"))
+        phases = [
+            {"name": "plan", "agent": None},
+            {"name": "code", "agent": None, "tier": "coding"},
+        ]
+        async with api_factory(config) as api:
+            workflow = write_workflow(api.home, "effort", phases)
+            job_id = await api.create(workflow)
+            assert (await api.finish(job_id)).done == "complete"
+    plan, code = fake.chat_requests
+    assert "reasoning_effort" not in plan.body and plan.body["model"] == "plain-model"
+    assert code.body["reasoning_effort"] == "high" and code.body["model"] == "o-reasoner"

@@ -44,6 +44,7 @@ class ModelChoice:
     provider: str
     model: str | None
     source: str  # "override", "phase", "alias:<name>", "default"
+    reasoning_effort: str | None = None  # from the alias, for providers that take it
 
 
 def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
@@ -52,6 +53,7 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
     override = job.phase_model_overrides.get(phase.name)
     provider: str | None = phase.provider
     model: str | None = None
+    effort: str | None = None
     source = "default"
     if override is not None:
         model, source = override.model, "override"
@@ -60,14 +62,14 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
         alias = llm.aliases.get(phase.model)
         if alias is not None:
             model, source = alias.model, f"alias:{phase.model}"
-            provider = provider or alias.provider
+            provider, effort = provider or alias.provider, alias.reasoning_effort
         else:
             model, source = phase.model, "phase"
     elif phase.tier:
         alias = llm.aliases.get(f"tier:{phase.tier}")
         if alias is not None:
             model, source = alias.model, f"alias:tier:{phase.tier}"
-            provider = provider or alias.provider
+            provider, effort = provider or alias.provider, alias.reasoning_effort
     provider = provider or llm.default_provider
     if provider is None:
         raise NoExecutor(
@@ -79,4 +81,4 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
             f"phase {phase.name!r} needs executor {provider!r}, which is not installed "
             f"(available: {', '.join(env.executors.ids())})"
         )
-    return ModelChoice(provider=provider, model=model, source=source)
+    return ModelChoice(provider=provider, model=model, source=source, reasoning_effort=effort)

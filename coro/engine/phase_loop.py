@@ -276,6 +276,7 @@ class PhaseLoop:
             developer_messages=self.handle.developer_messages,
             session_id=job.session_id,
             allowed_tools=phase.tools,
+            reasoning_effort=choice.reasoning_effort,
         )
         session_id: str | None = job.session_id
         started_at = time.monotonic()

@@ -111,6 +111,7 @@ class PhaseRequest:
     max_turns: int = 200
     session_id: str | None = None  # the provider session to resume, when it keeps one
     allowed_tools: list[str] | None = None  # the phase's raw `tools` allow-list
+    reasoning_effort: str | None = None  # low | medium | high, from the model alias
 
     @property
     def stop_requested(self) -> bool:

@@ -35,6 +35,7 @@ from openai.types.chat import (
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageParam,
 )
+from openai.types.shared import ReasoningEffort
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -518,6 +519,7 @@ class OpenAIChatExecutor:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         max_tokens: int | None,
+        reasoning_effort: str | None = None,
     ) -> AsyncStream[ChatCompletionChunk]:
         # OpenAI's reasoning models only take `max_completion_tokens`; compatible
         # servers widely understand only the older `max_tokens`.
@@ -530,6 +532,7 @@ class OpenAIChatExecutor:
             stream_options={"include_usage": True},
             max_completion_tokens=limit if self.official else omit,
             max_tokens=omit if self.official else limit,
+            reasoning_effort=cast(ReasoningEffort, reasoning_effort) if reasoning_effort else omit,
         )
 
     # -- phases --
@@ -612,7 +615,8 @@ class OpenAIChatExecutor:
         while True:
             try:
                 finished, reply = await _race(
-                    self._stream_reply(model, messages, tools), request.interrupt
+                    self._stream_reply(model, messages, tools, request.reasoning_effort),
+                    request.interrupt,
                 )
                 return reply if finished else None
             except Exception as exc:
@@ -627,9 +631,15 @@ class OpenAIChatExecutor:
                 return None
 
     async def _stream_reply(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        reasoning_effort: str | None,
     ) -> _Reply:
-        stream = await self._create_stream(model, messages, tools, self.settings.max_tokens)
+        stream = await self._create_stream(
+            model, messages, tools, self.settings.max_tokens, reasoning_effort
+        )
         accumulator = _Accumulator()
         async with stream:
             async for chunk in stream:
