@@ -299,6 +299,20 @@ class ProposalService:
         await self._note(proposal.job_id, f"[proposal] {proposal.id} rejected by {who}{suffix}")
         return proposal
 
+    async def _approved(
+        self, proposal: Proposal, who: str, note: str | None, **fields: Any
+    ) -> Proposal:
+        """Record the approval (and what applying it produced) on the stored proposal."""
+        return await asyncio.to_thread(
+            self.store.update,
+            proposal,
+            status="approved",
+            reviewed_by=who,
+            review_note=(note or "").strip() or None,
+            decided_at=iso_now(),
+            **fields,
+        )
+
     # -- tenant --
 
     async def _approve_tenant(self, proposal: Proposal, who: str, note: str | None) -> Proposal:
@@ -307,16 +321,7 @@ class ProposalService:
             written = await asyncio.to_thread(write_files_atomically, root, proposal.files)
         except OSError as exc:
             raise Conflict(f"Could not write the tenant layer ({root}): {exc}") from exc
-        now = iso_now()
-        proposal = await asyncio.to_thread(
-            self.store.update,
-            proposal,
-            status="approved",
-            reviewed_by=who,
-            review_note=(note or "").strip() or None,
-            decided_at=now,
-            applied_at=now,
-        )
+        proposal = await self._approved(proposal, who, note, applied_at=iso_now())
         await self._note(
             proposal.job_id,
             f"[proposal] {proposal.id} approved by {who}: wrote {len(written)} file(s) to the "
@@ -348,15 +353,11 @@ class ProposalService:
             branch, pr = await self._open_pr(proposal, job, repo, plugin)
         except PluginError as exc:  # git and provider failures: nothing was decided
             raise UpstreamFailed(f"{plugin.id}: {exc}") from exc
-        now = iso_now()
         # The PR exists: the decision is recorded whatever happens to the tracking job.
-        proposal = await asyncio.to_thread(
-            self.store.update,
+        proposal = await self._approved(
             proposal,
-            status="approved",
-            reviewed_by=who,
-            review_note=(note or "").strip() or None,
-            decided_at=now,
+            who,
+            note,
             repo=repo,
             plugin_id=plugin.id,
             branch=branch,
