@@ -103,6 +103,9 @@ async def test_run_detail_streams_the_log_and_drives_the_controls(
 
     await page.get_by_label("Show").select_option("tools")
     await expect(log.get_by_text("resumed after the message")).to_be_hidden()
+    await page.get_by_label("Show").select_option("agent")
+    await expect(log.get_by_text("resumed after the message")).to_be_visible()
+    await expect(log.get_by_text("Runner started", exact=False).first).to_be_hidden()
     await page.get_by_label("Show").select_option("all")
 
     await page.get_by_role("button", name="Cancel").click()

@@ -8,7 +8,10 @@ import { renderInsights } from "./run-insights.js";
 
 const CHECKPOINT = "developer-input: approval after ";
 const TOOL_LINE = /^\S+ (→ |\[tool-error\])/;
-const AGENT_LINE = /^\S+ (?!→ |\[)/;
+// The runner's own lines are tagged `[…]` or are one of its few phase-boundary notes;
+// everything else is the agent speaking.
+const RUNNER_LINE =
+  /^\S+ (\[|Runner started|Phase \S+ \(visit|Phase advanced|Job parked|All phases complete|Job failed)/;
 const EDITABLE = /\.(md|txt|ya?ml|json)$/i;
 const MAX_LOG_LINES = 5000;
 
@@ -60,8 +63,7 @@ export async function render(main, [jobId]) {
 
   function kind(text) {
     if (TOOL_LINE.test(text)) return "tools";
-    if (AGENT_LINE.test(text)) return "agent";
-    return "runner";
+    return RUNNER_LINE.test(text) ? "runner" : "agent";
   }
 
   function visible(node) {
