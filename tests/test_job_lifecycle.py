@@ -139,3 +139,21 @@ async def test_a_new_session_requested_mid_turn_is_not_written_back(api: Api) ->
     assert not any("long exploration" in c for c in contents)
     assert history[0]["role"] == "user" and "Begin phase **second**" in history[0]["content"]
     assert any("starting clean" in c for c in contents)
+
+
+async def test_the_transcript_is_stored_beside_the_job_and_shown_with_it(api: Api) -> None:
+    import json
+    import sqlite3
+
+    workflow = write_workflow(api.home, "talky", [{"name": "work", "agent": None}])
+    script = {"work": [{"tool": "log", "input": {"message": f"step {n}"}} for n in range(3)]}
+    job_id = await api.create(workflow, script)
+    assert (await api.finish(job_id)).done == "complete"
+    shown = (await api.job(job_id))["conversationHistory"]
+    with sqlite3.connect(api.home.state_db) as db:
+        (doc,) = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        (rows,) = db.execute(
+            "SELECT COUNT(*) FROM job_transcripts WHERE job_id = ?", (job_id,)
+        ).fetchone()
+    assert "conversationHistory" not in json.loads(doc)
+    assert rows == len(shown) == 7  # the prompt, then a call and its result per step

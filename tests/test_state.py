@@ -554,3 +554,74 @@ async def test_status_totals_count_jobs_and_add_up_their_cost(backend: StateBack
         "complete": StatusTotal(jobs=2, cost_usd=0.75),
         "coding": StatusTotal(jobs=1, cost_usd=0.0),
     }
+
+
+async def test_a_transcript_is_kept_apart_from_its_job(backend: StateBackend) -> None:
+    from coro.engine.models import ConversationMessage
+
+    await backend.create_job(make_job("job-1"))
+    first = [
+        ConversationMessage(role="user", content="Begin"),
+        ConversationMessage(role="assistant", content="On it"),
+    ]
+    await backend.append_transcript("job-1", first)
+    await backend.append_transcript("job-1", [])
+    await backend.append_transcript("job-1", [ConversationMessage(role="user", content="More")])
+
+    def touch(job: Job) -> None:
+        job.phase = "coding"
+
+    await backend.update_job("job-1", touch)
+    assert [m.content for m in await backend.read_transcript("job-1")] == [
+        "Begin",
+        "On it",
+        "More",
+    ]
+    stored = await backend.get_job("job-1")
+    assert stored is not None and stored.conversation_history == []
+    await backend.clear_transcript("job-1")
+    assert await backend.read_transcript("job-1") == []
+    assert await backend.read_transcript("job-2") == []
+
+
+def test_migration_moves_transcripts_out_of_job_documents(tmp_path: Path) -> None:
+    import json
+
+    from alembic import command
+    from sqlalchemy import create_engine, event
+
+    from coro.state.sqlite import alembic_config, configure_sqlite_connection
+
+    path = tmp_path / "state.db"
+    engine = create_engine(f"sqlite:///{path}")
+    event.listen(engine, "connect", configure_sqlite_connection)
+    job = make_job("job-1")
+    doc = json.loads(job.model_dump_json(by_alias=True))
+    doc["conversationHistory"] = [
+        {"role": "user", "content": "Begin"},
+        {"role": "assistant", "content": "Done"},
+    ]
+    try:
+        with engine.begin() as connection:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0002")  # a database written before this migration
+            connection.exec_driver_sql(
+                "INSERT INTO jobs (id, type, status, workflow_path, search_text, created_at, "
+                "updated_at, version, doc) VALUES (?, 'job', 'planning', ?, '', ?, ?, 1, ?)",
+                ("job-1", job.workflow_path, job.created_at, job.updated_at, json.dumps(doc)),
+            )
+    finally:
+        engine.dispose()
+
+    upgrade_sqlite(path)
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT seq, message FROM job_transcripts WHERE job_id = 'job-1' ORDER BY seq"
+        ).fetchall()
+        (stored_doc,) = connection.execute("SELECT doc FROM jobs WHERE id = 'job-1'").fetchone()
+    assert [(seq, json.loads(message)["content"]) for seq, message in rows] == [
+        (0, "Begin"),
+        (1, "Done"),
+    ]
+    assert "conversationHistory" not in json.loads(stored_doc)

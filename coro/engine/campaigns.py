@@ -1153,6 +1153,7 @@ async def switch_workflow(
     _, written = await store.update(job_id, apply)
     if not written:
         raise Conflict("The job stopped before the switch could be recorded")
+    await store.backend.clear_transcript(job_id)  # the new lane starts a fresh session
     entry = switched[0]
     await store.log(
         job_id,

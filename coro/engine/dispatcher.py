@@ -173,12 +173,13 @@ class Dispatcher:
                 j.phase = phase
             if fresh_session:
                 j.session_id = None
-                j.conversation_history = []
             if extra is not None:
                 extra(j)
             return True
 
         job, woken = await self.store.update(job_id, apply)
+        if woken and fresh_session:
+            await self.store.backend.clear_transcript(job_id)
         if woken:
             self.cancel_timer(job_id)
             self.submit(job_id)

@@ -40,6 +40,7 @@ from coro.engine.models import (
     is_running,
     is_terminal,
 )
+from coro.engine.store import JobStore
 from coro.engine.workflows import Phase, Workflow, WorkflowError
 from coro.executors.base import (
     ExecutorError,
@@ -82,6 +83,30 @@ def park_status(label: str) -> str:
 def _waits_for_events(phase: Phase) -> bool:
     """A phase without an agent whose status is a parking one: the runner parks there."""
     return phase.agent is None and phase.status in PARKING
+
+
+class _Transcript:
+    """Saves a turn's conversation as it grows: only the messages not saved yet, so a
+    long phase appends rows instead of rewriting everything after each tool call."""
+
+    def __init__(self, store: JobStore, job_id: str, *, saved: int) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.saved = saved
+        self.dropped = False
+
+    async def save(self, history: list[ConversationMessage], signals: PhaseSignals) -> None:
+        """Persist what is new, so a phase interrupted by a restart continues the same
+        conversation without repeating finished calls. After a new session was asked for
+        (the tool already cleared the stored one) nothing more of this turn is kept."""
+        if self.dropped:
+            return
+        if signals.new_session:
+            self.dropped = True
+            await self.store.backend.clear_transcript(self.job_id)
+            return
+        await self.store.backend.append_transcript(self.job_id, history[self.saved :])
+        self.saved = len(history)
 
 
 class PhaseLoop:
@@ -195,8 +220,9 @@ class PhaseLoop:
             return False
         executor = self.env.executors.get(choice.provider)
         assert executor is not None  # select_model checked it
-        prompt = taken[0] or prompts.kickoff(job, phase.name)
-        history = list(job.conversation_history)
+        history = await self.store.backend.read_transcript(self.job_id)
+        transcript = _Transcript(self.store, self.job_id, saved=len(history))
+        prompt = taken[0] or prompts.kickoff(job, phase.name, continuing=bool(history))
         history.append(ConversationMessage(role="user", content=prompt))
         agent_md = intel.agent_markdown
         if phase.agent and agent_md is None:
@@ -255,7 +281,7 @@ class PhaseLoop:
                     ],
                 )
             )
-            await self._save_transcript(history, signals)
+            await transcript.save(history, signals)
             return result
 
         request = PhaseRequest(
@@ -302,11 +328,13 @@ class PhaseLoop:
                 if request.stop_requested:
                     break
         except RateLimited as exc:
-            await self._end_turn(usage, started_at, history, session_id, signals)
+            await self._end_turn(usage, started_at, transcript, history, session_id, signals)
             await self._park_rate_limited(exc)
             return False
         except ExecutorError as exc:
-            current = await self._end_turn(usage, started_at, history, session_id, signals)
+            current = await self._end_turn(
+                usage, started_at, transcript, history, session_id, signals
+            )
             message = f"Executor {choice.provider} failed in phase {phase.name}: {exc}"
             if not is_running(current.status):
                 await self._note_boundary_stop(current, "executor stop")
@@ -318,7 +346,7 @@ class PhaseLoop:
         finally:
             await stream.aclose()
             self.handle.in_turn = False
-        job = await self._end_turn(usage, started_at, history, session_id, signals)
+        job = await self._end_turn(usage, started_at, transcript, history, session_id, signals)
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
             return False
@@ -328,14 +356,16 @@ class PhaseLoop:
         self,
         usage: PhaseUsage,
         started_at: float,
+        transcript: _Transcript,
         history: list[ConversationMessage],
         session_id: str | None,
         signals: PhaseSignals,
     ) -> Job:
         """Record usage and transcript; live messages nobody read wait for the next turn.
         A turn that asked for a new session leaves no transcript or session behind."""
+        await transcript.save(history, signals)
         if signals.new_session:
-            history, session_id = [], None
+            session_id = None
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
         leftover = []
         while not self.handle.developer_messages.empty():
@@ -344,7 +374,6 @@ class PhaseLoop:
         def apply(j: Job) -> None:
             j.phase_usage.append(usage)
             j.token_usage.add(usage)
-            j.conversation_history = history
             j.session_id = session_id
             for message in leftover:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
@@ -352,18 +381,6 @@ class PhaseLoop:
         note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
         job, _ = await self.store.update(self.job_id, apply, note=note)
         return job
-
-    async def _save_transcript(
-        self, history: list[ConversationMessage], signals: PhaseSignals
-    ) -> None:
-        """Persist the transcript after each tool call, so a phase interrupted by a
-        restart continues the same conversation without repeating finished calls."""
-        snapshot = [] if signals.new_session else list(history)
-
-        def apply(j: Job) -> None:
-            j.conversation_history = snapshot
-
-        await self.store.update(self.job_id, apply)
 
     async def _after_turn(
         self, job: Job, workflow: Workflow, phase: Phase, signals: PhaseSignals

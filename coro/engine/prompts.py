@@ -72,8 +72,9 @@ def _job_section(job: Job) -> str:
     )
 
 
-def kickoff(job: Job, phase: str) -> str:
-    if job.conversation_history:
+def kickoff(job: Job, phase: str, *, continuing: bool) -> str:
+    """The first prompt of a phase; `continuing` when the conversation goes on."""
+    if continuing:
         return (
             f"You are now in phase **{phase}**. Your role for this phase is in the system "
             'prompt under "Your Role This Phase". Continue the job: do what the phase '

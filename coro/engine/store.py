@@ -67,6 +67,12 @@ class JobStore:
             await self.log(job_id, f"[scm] PR #{pr_id} {state}")
         return changed
 
+    async def with_transcript(self, job_id: str) -> Job:
+        """The job with its conversation filled in (what `GET /jobs/:id` shows)."""
+        job = await self.get(job_id)
+        job.conversation_history = await self.backend.read_transcript(job_id)
+        return job
+
     async def log(self, job_id: str, text: str) -> LogEntry:
         entries = await self.log_many(job_id, [text])
         return entries[0]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from coro.engine.models import Job, LogEntry
+from coro.engine.models import ConversationMessage, Job, LogEntry
 
 #: A job mutation: change the job in place; return False to leave it unwritten.
 #: Backends may call it more than once (optimistic retries), so it must not have
@@ -76,6 +76,15 @@ class StateBackend(Protocol):
 
     async def status_totals(self) -> dict[str, StatusTotal]:
         """For each status in use: how many jobs have it and what they cost in all."""
+
+    async def append_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        """Add messages at the end of the job's conversation (kept apart from the job:
+        `get_job` returns it with an empty `conversationHistory`)."""
+
+    async def read_transcript(self, job_id: str) -> list[ConversationMessage]: ...
+
+    async def clear_transcript(self, job_id: str) -> None:
+        """Forget the job's conversation (its next turn starts a fresh session)."""
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         """Durably append already-timestamped lines; returns them with their indexes."""

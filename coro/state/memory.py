@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coro.engine.models import Job, LogEntry, iso_now
+from coro.engine.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 
 
@@ -13,6 +13,7 @@ class MemoryStateBackend:
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # creation order
         self._logs: dict[str, list[str]] = {}
+        self._transcripts: dict[str, list[ConversationMessage]] = {}
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -25,7 +26,7 @@ class MemoryStateBackend:
         async with self._lock:
             if job.id in self._jobs:
                 raise JobExists(job.id)
-            self._jobs[job.id] = job.model_copy(deep=True)
+            self._jobs[job.id] = _stored(job)
             self._order.append(job.id)
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -41,7 +42,7 @@ class MemoryStateBackend:
             if mutate(draft) is False:
                 return stored.model_copy(deep=True), False
             draft.updated_at = iso_now()
-            self._jobs[job_id] = draft
+            self._jobs[job_id] = _stored(draft)
             return draft.model_copy(deep=True), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -64,6 +65,15 @@ class MemoryStateBackend:
                 seen.jobs + 1, seen.cost_usd + job.token_usage.total_cost_usd
             )
         return totals
+
+    async def append_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        self._transcripts.setdefault(job_id, []).extend(m.model_copy(deep=True) for m in messages)
+
+    async def read_transcript(self, job_id: str) -> list[ConversationMessage]:
+        return [m.model_copy(deep=True) for m in self._transcripts.get(job_id, [])]
+
+    async def clear_transcript(self, job_id: str) -> None:
+        self._transcripts.pop(job_id, None)
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         log = self._logs.setdefault(job_id, [])
@@ -102,3 +112,8 @@ def _matches(job: Job, query: JobQuery) -> bool:
         if needle not in haystack:
             return False
     return True
+
+
+def _stored(job: Job) -> Job:
+    """The job as kept: a copy without its transcript (that has its own store)."""
+    return job.model_copy(deep=True, update={"conversation_history": []})

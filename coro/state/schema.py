@@ -33,6 +33,18 @@ jobs = Table(
     Index("ix_jobs_campaign_parent_id", "campaign_parent_id"),
 )
 
+#: One row per message of a job's conversation (`ConversationMessage` JSON); `seq` is its
+#: 0-based position. Kept apart from the job document so that saving the transcript after
+#: each tool call appends a row instead of rewriting an ever larger document.
+job_transcripts = Table(
+    "job_transcripts",
+    metadata,
+    Column("job_id", Text, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("message", Text, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 #: One row per log line; `seq` is the line's 0-based index within its job. Clustered on
 #: the primary key (WITHOUT ROWID) so a job's lines are read back in one range scan.
 job_logs = Table(

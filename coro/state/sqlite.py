@@ -62,9 +62,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coro.engine.models import Job, LogEntry, iso_now
+from coro.engine.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
-from coro.state.schema import job_logs, jobs
+from coro.state.schema import job_logs, job_transcripts, jobs
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -174,7 +174,8 @@ def _columns(job: Job, doc: str) -> dict[str, Any]:
 
 
 def _dump(job: Job) -> str:
-    return job.model_dump_json(by_alias=True)
+    # The transcript has its own table (`append_transcript`): never in the document.
+    return job.model_dump_json(by_alias=True, exclude={"conversation_history"})
 
 
 def _load(doc: str) -> Job:
@@ -198,6 +199,20 @@ _UPDATE_JOB = _sql(
 )
 _SELECT_JOB = _sql(select(jobs.c.doc, jobs.c.version).where(jobs.c.id == bindparam("id")))
 _INSERT_LOG = _sql(insert(job_logs))
+_INSERT_MESSAGE = _sql(insert(job_transcripts))
+_LAST_MESSAGE = _sql(
+    select(func.coalesce(func.max(job_transcripts.c.seq), literal_column("-1"))).where(
+        job_transcripts.c.job_id == bindparam("job_id")
+    )
+)
+_READ_TRANSCRIPT = _sql(
+    select(job_transcripts.c.message)
+    .where(job_transcripts.c.job_id == bindparam("job_id"))
+    .order_by(job_transcripts.c.seq)
+)
+_CLEAR_TRANSCRIPT = _sql(
+    job_transcripts.delete().where(job_transcripts.c.job_id == bindparam("job_id"))
+)
 _LAST_SEQ = _sql(select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == bindparam("job_id")))
 _READ_LOGS = _sql(
     select(job_logs.c.seq, job_logs.c.line)
@@ -418,6 +433,23 @@ def _select_job(job_id: str, conn: sqlite3.Connection) -> tuple[str, int] | None
     return row
 
 
+def _append_messages(job_id: str, messages: list[str], conn: sqlite3.Connection) -> None:
+    (last,) = conn.execute(_LAST_MESSAGE, {"job_id": job_id}).fetchone()
+    rows = [
+        {"job_id": job_id, "seq": last + 1 + n, "message": message}
+        for n, message in enumerate(messages)
+    ]
+    conn.executemany(_INSERT_MESSAGE, rows)
+
+
+def _read_messages(job_id: str, conn: sqlite3.Connection) -> list[str]:
+    return [message for (message,) in conn.execute(_READ_TRANSCRIPT, {"job_id": job_id})]
+
+
+def _clear_messages(job_id: str, conn: sqlite3.Connection) -> None:
+    conn.execute(_CLEAR_TRANSCRIPT, {"job_id": job_id})
+
+
 def _read_logs(
     job_id: str, after: int, limit: int, conn: sqlite3.Connection
 ) -> list[tuple[int, str]]:
@@ -571,6 +603,20 @@ class SqliteStateBackend:
         async with self._require_engine().connect() as conn:
             rows = (await conn.execute(statement)).all()
         return {status: StatusTotal(int(count), float(spent)) for status, count, spent in rows}
+
+    # -- transcripts -------------------------------------------------------------------
+
+    async def append_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        if messages:
+            encoded = [m.model_dump_json(by_alias=True) for m in messages]
+            await self._write(partial(_append_messages, job_id, encoded))
+
+    async def read_transcript(self, job_id: str) -> list[ConversationMessage]:
+        rows: list[str] = await self._read(partial(_read_messages, job_id))
+        return [ConversationMessage.model_validate_json(row) for row in rows]
+
+    async def clear_transcript(self, job_id: str) -> None:
+        await self._write(partial(_clear_messages, job_id))
 
     # -- logs --------------------------------------------------------------------------
 

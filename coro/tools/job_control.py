@@ -207,10 +207,10 @@ def register(registry: ToolRegistry) -> None:
     async def request_new_session(ctx: ToolContext, args: ReasonInput) -> Any:
         def apply(job: Job) -> None:
             job.session_id = None
-            job.conversation_history = []
 
         await ctx.store.update(ctx.job_id, apply)
-        ctx.signals.new_session = True  # so the end of this turn does not write it back
+        await ctx.store.backend.clear_transcript(ctx.job_id)
+        ctx.signals.new_session = True  # so the rest of this turn is not written back
         await ctx.log(f"[session-reset] {args.reason}")
         return {"newSession": True, "reason": args.reason}
 

@@ -94,7 +94,7 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
-    job = await runner.jobs.get(job_id)
+    job = await runner.store.with_transcript(job_id)
     # a campaign's children carry their job's summary, plus campaign totals
     return await runner.campaigns.snapshot(job)
 
