@@ -363,7 +363,7 @@ class PhaseLoop:
     ) -> Job:
         """Record usage and transcript; live messages nobody read wait for the next turn.
         A turn that asked for a new session leaves no transcript or session behind."""
-        await transcript.save(history, signals)
+        saving = asyncio.ensure_future(transcript.save(history, signals))
         if signals.new_session:
             session_id = None
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
@@ -379,7 +379,8 @@ class PhaseLoop:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
 
         note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
-        job, _ = await self.store.update(self.job_id, apply, note=note)
+        # Both writes in flight at once: the state store commits them together.
+        (job, _), _ = await asyncio.gather(self.store.update(self.job_id, apply, note=note), saving)
         return job
 
     async def _after_turn(
