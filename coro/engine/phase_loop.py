@@ -116,6 +116,8 @@ class PhaseLoop:
         self.job_id = job_id
         self.handle = handle
         self.gate_blocks = 0
+        #: the conversation as this run last saved it (None: read it from the store)
+        self._history: list[ConversationMessage] | None = None
 
     async def log(self, text: str) -> None:
         await self.store.log(self.job_id, text)
@@ -153,6 +155,15 @@ class PhaseLoop:
                 await self.log(f"[workflow-reload] {workflow.path} → {switched.path}")
                 workflow = switched
                 await self._snapshot_phases(job, workflow)
+
+    async def _conversation(self, job: Job) -> list[ConversationMessage]:
+        """The conversation so far: kept from this run's last turn, empty on a job's very
+        first phase visit (nothing can have been said yet), else read from the store."""
+        if self._history is not None:
+            return list(self._history)
+        if sum(job.phase_visits.values()) == 1:
+            return []
+        return await self.store.backend.read_transcript(self.job_id)
 
     async def _snapshot_phases(self, job: Job, workflow: Workflow) -> None:
         summary = workflow.phase_summaries()
@@ -220,7 +231,7 @@ class PhaseLoop:
             return False
         executor = self.env.executors.get(choice.provider)
         assert executor is not None  # select_model checked it
-        history = await self.store.backend.read_transcript(self.job_id)
+        history = await self._conversation(job)
         transcript = _Transcript(self.store, self.job_id, saved=len(history))
         prompt = taken[0] or prompts.kickoff(job, phase.name, continuing=bool(history))
         history.append(ConversationMessage(role="user", content=prompt))
@@ -364,6 +375,7 @@ class PhaseLoop:
         """Record usage and transcript; live messages nobody read wait for the next turn.
         A turn that asked for a new session leaves no transcript or session behind."""
         saving = asyncio.ensure_future(transcript.save(history, signals))
+        self._history = [] if signals.new_session else list(history)
         if signals.new_session:
             session_id = None
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
