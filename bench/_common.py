@@ -132,6 +132,13 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def save(name: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write a benchmark's result (`<name>-<backend>.json` off SQLite) and say where."""
+    path = write_result(name if args.backend == "sqlite" else f"{name}-{args.backend}", result)
+    if not args.quiet:
+        print(f"  → {path}")
+
+
 def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
     """rows: (metric, value, target/verdict)."""
     width = max([len(r[0]) for r in rows] + [6])

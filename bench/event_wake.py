@@ -20,10 +20,10 @@ from bench._common import (
     make_backend,
     ms,
     print_table,
+    save,
     summarize,
     temp_home,
     verdict,
-    write_result,
     write_workflow,
 )
 from coro.config import CoroConfig
@@ -146,9 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(jobs=args.jobs, backend=args.backend))
     report(result)
-    path = write_result(NAME if args.backend == "sqlite" else f"{NAME}-{args.backend}", result)
-    if not args.quiet:
-        print(f"  → {path}")
+    save(NAME, args, result)
 
 
 if __name__ == "__main__":

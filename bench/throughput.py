@@ -28,9 +28,9 @@ from bench._common import (
     base_parser,
     make_runner,
     print_table,
+    save,
     temp_home,
     verdict,
-    write_result,
     write_workflow,
 )
 from coro.engine.models import COMPLETE
@@ -227,9 +227,7 @@ def main() -> None:
         )
     )
     report(result)
-    path = write_result(NAME if args.backend == "sqlite" else f"{NAME}-{args.backend}", result)
-    if not args.quiet:
-        print(f"  → {path}")
+    save(NAME, args, result)
 
 
 if __name__ == "__main__":

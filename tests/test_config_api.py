@@ -122,7 +122,7 @@ async def test_put_of_masked_values_keeps_the_stored_secrets(api_factory: ApiFac
         )
         stale = await api.client.put(
             "/config",
-            json={"plugins": {"installed": {"github": {"config": {"token": "ghp_...XXXX"}}}}},
+            json={"plugins": {"installed": {"github": {"config": {"token": "ghp_...zzzz"}}}}},
             headers=headers(),
         )
         running = api.runner.config

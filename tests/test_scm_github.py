@@ -20,7 +20,7 @@ from coro.plugins.scm.github import WEBHOOK, GitHubPlugin, create, parse_setting
 from tests.fakes.github_server import Answer, FakeGitHub
 
 TOKEN = "ghp_TestTokenZq8mW3nR5tY7uI9oP1aSdF4gH6"
-WRONG = "ghp_WrongTokenXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+WRONG = "ghp_WrongTokenwwwwwwwwwwwwwwwwwwwwwwwwwww"
 REPO = "acme/svc"
 NOW = 1_900_000_000.0
 
