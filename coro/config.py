@@ -53,6 +53,10 @@ class ModelAlias(_Section):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    #: tokens the model can take, when the catalogue does not know it (a local model)
+    context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
+    #: how the `openai` executor offers tools (the others ignore it)
+    tool_calling: Literal["native", "prompted", "auto"] | None = None
 
 
 class LlmConfig(_Section):

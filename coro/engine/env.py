@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coro.config import CoroConfig
+from coro.config import CoroConfig, ModelAlias
 from coro.engine.models import Job
 from coro.engine.store import JobStore
 from coro.engine.workflows import Phase
 from coro.executors import ExecutorRegistry
+from coro.executors.base import ToolCalling
 from coro.intelligence.layers import IntelligenceLayers
 from coro.plugins.registry import PluginSet
 from coro.tools.registry import ToolRegistry
@@ -45,6 +46,8 @@ class ModelChoice:
     model: str | None
     source: str  # "override", "phase", "alias:<name>", "default"
     reasoning_effort: str | None = None  # from the alias, for providers that take it
+    context_window: int | None = None  # the alias's `contextWindow`
+    tool_calling: ToolCalling | None = None  # the alias's `toolCalling` (openai)
 
 
 def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
@@ -53,7 +56,7 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
     override = job.phase_model_overrides.get(phase.name)
     provider: str | None = phase.provider
     model: str | None = None
-    effort: str | None = None
+    chosen: ModelAlias | None = None
     source = "default"
     if override is not None:
         model, source = override.model, "override"
@@ -62,14 +65,14 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
         alias = llm.aliases.get(phase.model)
         if alias is not None:
             model, source = alias.model, f"alias:{phase.model}"
-            provider, effort = provider or alias.provider, alias.reasoning_effort
+            provider, chosen = provider or alias.provider, alias
         else:
             model, source = phase.model, "phase"
     elif phase.tier:
         alias = llm.aliases.get(f"tier:{phase.tier}")
         if alias is not None:
             model, source = alias.model, f"alias:tier:{phase.tier}"
-            provider, effort = provider or alias.provider, alias.reasoning_effort
+            provider, chosen = provider or alias.provider, alias
     provider = provider or llm.default_provider
     if provider is None:
         raise NoExecutor(
@@ -81,4 +84,11 @@ def select_model(job: Job, phase: Phase, env: EngineEnv) -> ModelChoice:
             f"phase {phase.name!r} needs executor {provider!r}, which is not installed "
             f"(available: {', '.join(env.executors.ids())})"
         )
-    return ModelChoice(provider=provider, model=model, source=source, reasoning_effort=effort)
+    return ModelChoice(
+        provider=provider,
+        model=model,
+        source=source,
+        reasoning_effort=chosen.reasoning_effort if chosen else None,
+        context_window=chosen.context_window if chosen else None,
+        tool_calling=chosen.tool_calling if chosen else None,
+    )

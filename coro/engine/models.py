@@ -290,6 +290,8 @@ class ConversationMessage(CamelModel):
     content: str = ""
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     tool_results: list[ToolResultRecord] = Field(default_factory=list)
+    #: set on the summary a context condensation left: how many earlier messages it replaced
+    condensed: int | None = None
 
 
 TriggerSource = Literal["cli", "dashboard", "jira", "webhook", "internal"]

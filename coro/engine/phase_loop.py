@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coro.engine import prompts
+from coro.engine.condense import Condenser
 from coro.engine.env import EngineEnv, NoExecutor, select_model
 from coro.engine.models import (
     AWAITING_BUDGET,
@@ -106,6 +107,13 @@ class _Transcript:
             await self.store.backend.clear_transcript(self.job_id)
             return
         await self.store.backend.append_transcript(self.job_id, history[self.saved :])
+        self.saved = len(history)
+
+    async def replace(self, history: list[ConversationMessage]) -> None:
+        """Store `history` instead of what was saved (a condensed conversation)."""
+        if self.dropped:
+            return
+        await self.store.backend.replace_transcript(self.job_id, history)
         self.saved = len(history)
 
 
@@ -295,6 +303,18 @@ class PhaseLoop:
             await transcript.save(history, signals)
             return result
 
+        condense = Condenser(
+            executors=self.env.executors,
+            aliases=self.env.config.llm.aliases,
+            provider=choice.provider,
+            model=choice.model,
+            history=history,
+            task_index=len(history) - 1,
+            rewrite=transcript.replace,
+            log=self.log,
+            on_usage=lambda event: _add_usage(usage, event),
+            interrupt=self.handle.interrupt,
+        )
         request = PhaseRequest(
             job_id=self.job_id,
             phase=phase.name,
@@ -314,6 +334,9 @@ class PhaseLoop:
             session_id=job.session_id,
             allowed_tools=phase.tools,
             reasoning_effort=choice.reasoning_effort,
+            context_window=choice.context_window,
+            tool_calling=choice.tool_calling,
+            condense=condense,
         )
         session_id: str | None = job.session_id
         started_at = time.monotonic()

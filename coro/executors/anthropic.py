@@ -41,6 +41,7 @@ from coro.executors.base import (
     ChatDelta,
     ChatEvent,
     ChatUsage,
+    ContextOverflow,
     ExecutorError,
     ExecutorEvent,
     Health,
@@ -51,6 +52,8 @@ from coro.executors.base import (
     TextEvent,
     ThinkingEvent,
     UsageEvent,
+    estimate_tokens,
+    nearly_full,
     wait_interruptible,
 )
 from coro.executors.common import parse_settings, turn_limit_reached
@@ -101,6 +104,8 @@ class AnthropicSettings(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
+    #: tokens the models take, where the catalogue says otherwise (or does not know)
+    context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
 
     @field_validator("api_key")
     @classmethod
@@ -193,15 +198,25 @@ class AnthropicExecutor:
 
     # -- phases --
 
+    def context_window(self, request: PhaseRequest, model: str) -> int | None:
+        """The alias's `contextWindow`, else this plugin's, else the catalogue's."""
+        if request.context_window or self.settings.context_window:
+            return request.context_window or self.settings.context_window
+        known = pricing.lookup(PROVIDER, model)
+        return known.context_window if known else None
+
     async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
         model = request.model or self.settings.default_model
         tools = tool_params(request.tools)
         system = system_param(request.system_prompt)
         messages = build_messages(request.history, request.prompt, tools_available=bool(tools))
+        window = self.context_window(request, model)
         cap = request.max_turns
         if self.settings.max_turns is not None:
             cap = min(cap, self.settings.max_turns)
         client = self._client()
+        reported = (0, 0)  # (tokens the API last counted, messages then)
+        retrying = False  # after a context overflow: this round trip was condensed once
         turn = 0
         while True:
             for text in request.take_developer_messages():
@@ -211,6 +226,15 @@ class AnthropicExecutor:
                 return
             if turn >= cap:
                 raise turn_limit_reached(request.phase, cap)
+            used = _size(reported, messages, system, tools)
+            if request.condense is not None and not retrying and nearly_full(used, window):
+                condensed = await request.condense(
+                    reason=f"The conversation nears the context window ({used} of {window} tokens)",
+                    context_window=window,
+                )
+                if condensed is not None:
+                    messages = build_messages(condensed, "", tools_available=bool(tools))
+                    reported = (0, 0)
             turn += 1
             outcome = _RoundTrip()
             params: dict[str, Any] = {
@@ -222,8 +246,21 @@ class AnthropicExecutor:
                 params["system"] = system
             if tools:
                 params["tools"] = tools
-            async for event in self._round_trip(client, params, request.interrupt, outcome):
-                yield event
+            try:
+                async for event in self._round_trip(client, params, request.interrupt, outcome):
+                    yield event
+            except ContextOverflow:
+                condensed = None
+                if request.condense is not None and not retrying:
+                    condensed = await request.condense(
+                        reason="The provider refused the conversation as too long",
+                        context_window=window,
+                    )
+                if condensed is None:
+                    raise
+                messages = build_messages(condensed, "", tools_available=bool(tools))
+                reported, retrying = (0, 0), True
+                continue
             if outcome.message is None:  # interrupted (cancel, pause) mid-call
                 if outcome.partial is not None:
                     yield self._usage_event(outcome.partial, model)
@@ -232,12 +269,25 @@ class AnthropicExecutor:
             yield self._usage_event(message, model)
             append_blocks(messages, "assistant", assistant_blocks(message.content))
             if message.stop_reason == "model_context_window_exceeded":
-                raise ExecutorError(
-                    f"The conversation is too long for model {model}: it filled the context "
-                    "window. Start a new session for this phase or use a model with a larger "
-                    "context window.",
-                    escalate=True,
-                )
+                condensed = None
+                if request.condense is not None and not retrying:
+                    condensed = await request.condense(
+                        reason="The reply filled the context window", context_window=window
+                    )
+                if condensed is None:
+                    raise ExecutorError(
+                        f"The conversation is too long for model {model}: it filled the "
+                        "context window. Start a new session for this phase or use a model "
+                        "with a larger context window.",
+                        escalate=True,
+                    )
+                # The cut-off reply is in the condensed history (as text); its tool calls,
+                # if any, never ran.
+                messages = build_messages(condensed, CUT_OFF_NOTE, tools_available=bool(tools))
+                reported, retrying = (0, 0), True
+                continue
+            retrying = False
+            reported = (_counted(message), len(messages))
             calls = [block for block in message.content if block.type == "tool_use"]
             if message.stop_reason != "tool_use" or not calls:
                 return
@@ -387,9 +437,11 @@ class AnthropicExecutor:
                 "phase's model, the llm aliases or the plugin's defaultModel."
             )
         elif status == 413 or kind == "request_too_large" or _CONTEXT_OVERFLOW.search(said):
-            message = (
-                f"The conversation is too long for model {model} ({label}): {said}. Start a "
-                "new session for this phase or use a model with a larger context window."
+            return _Failure(
+                ContextOverflow(
+                    f"The conversation is too long for model {model} ({label}): {said}. Start "
+                    "a new session for this phase or use a model with a larger context window."
+                )
             )
         else:
             message = f"Anthropic rejected the request ({label}): {said}"
@@ -503,6 +555,34 @@ class AnthropicExecutor:
                 return f"Anthropic refused the API key (403): {said}"
             return f"Anthropic API at {where} answered {exc.status_code}: {said}"
         return f"Anthropic API error: {self.scrub(str(exc))}"
+
+
+# --- the conversation's size -------------------------------------------------------------
+
+CUT_OFF_NOTE = (
+    "(Your last reply was cut off because the context window was full; the conversation "
+    "has been condensed. Continue from where you were.)"
+)
+
+
+def _counted(message: Message) -> int:
+    """The tokens of the conversation as of this reply, as the API counted them."""
+    usage = message.usage
+    return (
+        (usage.input_tokens or 0)
+        + (usage.cache_read_input_tokens or 0)
+        + (usage.cache_creation_input_tokens or 0)
+        + (usage.output_tokens or 0)
+    )
+
+
+def _size(reported: tuple[int, int], messages: list[Msg], system: Any, tools: Any) -> int:
+    """The API's last count plus an estimate of the messages added since; before any
+    count, an estimate of the whole request."""
+    tokens, at = reported
+    if not tokens:
+        return estimate_tokens([system, tools, messages])
+    return tokens + estimate_tokens(messages[at:])
 
 
 # --- building requests ------------------------------------------------------------------

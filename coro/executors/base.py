@@ -9,6 +9,7 @@ the developer cancelled / paused / interrupted the job).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,16 @@ class ExecutorError(Exception):
         self.escalate = escalate
 
 
+class ContextOverflow(ExecutorError):
+    """The provider refused the conversation as too long for the model's context window.
+
+    Executors with a `request.condense` callback condense once and retry; past that it
+    escalates like any other `ExecutorError(escalate=True)`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, escalate=True)
+
+
 class RateLimited(ExecutorError):
     """The provider asked us to wait (`rate-limit`) or kept failing (`overloaded`): the
     job parks and resumes by itself after `retry_after` seconds."""
@@ -89,6 +100,37 @@ class RateLimited(ExecutorError):
 
 
 ToolCaller = Callable[[str, dict[str, Any], str | None], Awaitable[ToolResult]]
+
+ToolCalling = Literal["native", "prompted", "auto"]
+
+#: Condense once the conversation fills this share of the context window.
+CONDENSE_AT = 0.8
+#: A rough size of text in tokens when the provider reported none (or not yet).
+CHARS_PER_TOKEN = 4
+
+
+class Condense(Protocol):
+    """The phase loop's condensation of the conversation (see `coro.engine.condense`).
+
+    Summarises the older part of the phase's provider-neutral history into one message
+    and returns the whole new history (this turn's task prompt included, so the executor
+    rebuilds its wire messages from it alone), or None when nothing could be condensed.
+    """
+
+    async def __call__(
+        self, *, reason: str, context_window: int | None
+    ) -> list[ConversationMessage] | None: ...
+
+
+def estimate_tokens(payload: Any) -> int:
+    """A rough token count of a request payload (JSON-encoded), for servers that report
+    no usage and for what was appended since the last reported count."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    return len(text) // CHARS_PER_TOKEN
+
+
+def nearly_full(used_tokens: int, context_window: int | None) -> bool:
+    return context_window is not None and used_tokens >= CONDENSE_AT * context_window
 
 
 @dataclass
@@ -112,6 +154,13 @@ class PhaseRequest:
     session_id: str | None = None  # the provider session to resume, when it keeps one
     allowed_tools: list[str] | None = None  # the phase's raw `tools` allow-list
     reasoning_effort: str | None = None  # low | medium | high, from the model alias
+    #: the model alias's `contextWindow` (the executor falls back to its own setting,
+    #: then the model catalogue)
+    context_window: int | None = None
+    #: the model alias's `toolCalling` (None: the executor's setting or default)
+    tool_calling: ToolCalling | None = None
+    #: shrinks the conversation when it nears the context window (None: never)
+    condense: Condense | None = None
 
     @property
     def stop_requested(self) -> bool:

@@ -45,6 +45,7 @@ from coro.executors.base import (
     ChatDelta,
     ChatEvent,
     ChatUsage,
+    ContextOverflow,
     ExecutorError,
     ExecutorEvent,
     Health,
@@ -54,11 +55,15 @@ from coro.executors.base import (
     RateLimited,
     TextEvent,
     ThinkingEvent,
+    ToolCalling,
     UsageEvent,
+    estimate_tokens,
+    nearly_full,
     wait_interruptible,
 )
 from coro.executors.common import parse_settings, turn_limit_reached
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
+from coro.executors.prompted import call_block, convention, parse_calls, results_text
 from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, parse_retry_after
 
@@ -79,7 +84,7 @@ HEALTHCHECK_TIMEOUT_SECONDS = 15.0
 _CONFIG_PATH = "plugins.installed.openai.config"
 _CONTEXT_OVERFLOW = re.compile(
     r"maximum context length|context length|context window|too many tokens|"
-    r"prompt is too long|exceeds the context",
+    r"prompt is too long|exceeds the context|context size",
     re.IGNORECASE,
 )
 T = TypeVar("T")
@@ -101,6 +106,12 @@ class OpenAISettings(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     max_retries: int = Field(default=3, ge=0, le=10)
+    #: tokens the models take, for models the catalogue does not know (a local model)
+    context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
+    #: "native" (the API's tools), "prompted" (tools described in the system prompt,
+    #: calls read from the text) or "auto" (native, plus calls written as text);
+    #: default: auto for a compatible server, native for api.openai.com
+    tool_calling: ToolCalling | None = None
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -226,15 +237,20 @@ def tool_message(call_id: str, output: str, is_error: bool) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": wire_call_id(call_id), "content": content}
 
 
-def history_messages(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
+def history_messages(
+    history: Sequence[ConversationMessage], *, prompted: bool = False
+) -> list[dict[str, Any]]:
     """The provider-neutral transcript as Chat Completions messages.
 
     Consecutive assistant entries (text, then each recorded tool call) become one
     assistant message; consecutive user entries are joined. Every tool call is answered
     by a `tool` message before the conversation goes on (a call the transcript has no
     result for gets an error result) and results without their call are dropped — the
-    API refuses both shapes.
+    API refuses both shapes. `prompted`: calls and results as prompted tool calls write
+    them instead (see `prompted_history_messages`).
     """
+    if prompted:
+        return prompted_history_messages(history)
     merged: list[dict[str, Any]] = []
     for entry in history:
         last = merged[-1] if merged else None
@@ -275,6 +291,38 @@ def history_messages(history: Sequence[ConversationMessage]) -> list[dict[str, A
                 tool_message(r.tool_call_id, r.output, r.is_error) for r in entry.tool_results
             )
     return _pair_tool_results(merged)
+
+
+def prompted_history_messages(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
+    """The transcript for a server without tool calling: each recorded call becomes the
+    fenced JSON block the model writes, each result a user message naming its tool —
+    only `user` and `assistant` messages, same-role neighbours joined."""
+    merged: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+
+    def add(role: str, text: str) -> None:
+        if not text.strip():
+            return
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["content"] = f"{merged[-1]['content']}\n\n{text}"
+        else:
+            merged.append({"role": role, "content": text})
+
+    for entry in history:
+        if entry.role == "user":
+            add("user", entry.content)
+        elif entry.role == "assistant":
+            add("assistant", entry.content)
+            for call in entry.tool_calls:
+                names[call.id] = call.name
+                add("assistant", call_block(call.name, call.input))
+        else:
+            results = [
+                (names.get(r.tool_call_id, "tool"), r.output, r.is_error)
+                for r in entry.tool_results
+            ]
+            add("user", results_text(results))
+    return merged
 
 
 def _pair_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -430,6 +478,21 @@ class _Accumulator:
         return self.reply
 
 
+@dataclass
+class _Size:
+    """The conversation's size in tokens: the count the server last reported (when the
+    conversation had `at` messages) plus an estimate of what came since; an estimate of
+    everything before any count (or from a server that reports none)."""
+
+    tokens: int = 0
+    at: int = 0
+
+    def of(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
+        if not self.tokens:
+            return estimate_tokens(messages) + (estimate_tokens(tools) if tools else 0)
+        return self.tokens + (estimate_tokens(messages[self.at :]) if messages[self.at :] else 0)
+
+
 # --- errors -------------------------------------------------------------------------
 
 
@@ -537,22 +600,55 @@ class OpenAIChatExecutor:
 
     # -- phases --
 
+    def tool_calling(self, request: PhaseRequest) -> ToolCalling:
+        """The alias's mode, else this plugin's, else `auto` for a compatible server (a
+        local model may write its calls as text) and `native` for OpenAI."""
+        default: ToolCalling = "native" if self.official else "auto"
+        return request.tool_calling or self.settings.tool_calling or default
+
+    def context_window(self, request: PhaseRequest, model: str) -> int | None:
+        """The alias's `contextWindow`, else this plugin's, else the catalogue's."""
+        if request.context_window or self.settings.context_window:
+            return request.context_window or self.settings.context_window
+        known = pricing.lookup(PROVIDER, model)
+        return known.context_window if known else None
+
     async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
         model = self._model(request.model)
-        messages: list[dict[str, Any]] = [{"role": "system", "content": request.system_prompt}]
-        messages += history_messages(request.history)
+        mode = self.tool_calling(request)
+        prompted = mode == "prompted" and bool(request.tools)
+        window = self.context_window(request, model)
+        system = request.system_prompt
+        if prompted:
+            section = convention(request.tools)
+            system = f"{system}\n\n{section}" if system.strip() else section
+
+        def wire(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
+            return [
+                {"role": "system", "content": system},
+                *history_messages(history, prompted=prompted),
+            ]
+
+        messages = wire(request.history)
         _append_user(messages, request.prompt)
-        tools = [
-            {
-                "type": "function",
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": tool.input_schema,
-                },
-            }
-            for tool in request.tools
-        ]
+        tools = (
+            []
+            if prompted
+            else [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.input_schema,
+                    },
+                }
+                for tool in request.tools
+            ]
+        )
+        known = {tool.name for tool in request.tools}
+        size = _Size()
+        retrying = False  # after a context overflow: this round trip was condensed once
         round_trips = 0
         while True:
             for text in request.take_developer_messages():
@@ -562,14 +658,40 @@ class OpenAIChatExecutor:
                 return
             if round_trips >= request.max_turns:
                 raise turn_limit_reached(request.phase, request.max_turns)
+            used = size.of(messages, tools)
+            if request.condense is not None and not retrying and nearly_full(used, window):
+                condensed = await request.condense(
+                    reason=f"The conversation nears the context window ({used} of {window} tokens)",
+                    context_window=window,
+                )
+                if condensed is not None:
+                    messages, size = wire(condensed), _Size()
             round_trips += 1
-            reply = await self._round_trip(request, model, messages, tools)
+            try:
+                reply = await self._round_trip(request, model, messages, tools)
+            except ContextOverflow:
+                condensed = None
+                if request.condense is not None and not retrying:
+                    condensed = await request.condense(
+                        reason="The provider refused the conversation as too long",
+                        context_window=window,
+                    )
+                if condensed is None:
+                    raise
+                messages, size, retrying = wire(condensed), _Size(), True
+                continue
+            retrying = False
             if reply is None:  # interrupted (cancel, pause)
                 return
             if reply.reasoning:
                 yield ThinkingEvent(reply.reasoning)
-            if reply.text:
-                yield TextEvent(reply.text)
+            parsed = None
+            if not reply.calls and mode != "native" and known and reply.text:
+                parsed = parse_calls(reply.text, known, strict=prompted)
+            written = parsed.calls if parsed is not None else []
+            shown = parsed.text if parsed is not None else reply.text
+            if shown:
+                yield TextEvent(shown)
             cached = min(reply.cached_tokens, reply.prompt_tokens)
             uncached = reply.prompt_tokens - cached
             priced = reply.model if pricing.lookup(PROVIDER, reply.model or "") else model
@@ -582,6 +704,23 @@ class OpenAIChatExecutor:
                 turns=1,
             )
             messages.append(reply.message())
+            size = _Size(reply.prompt_tokens + reply.completion_tokens, len(messages))
+            if written:
+                # Calls written as text: run in order, answered in one user message (a
+                # server without tool calling refuses `role: tool`).
+                results: list[tuple[str, str, bool]] = []
+                for written_call in written:
+                    if request.stop_requested:
+                        return
+                    if written_call.problem is not None:
+                        results.append((written_call.name, written_call.problem, True))
+                        continue
+                    result = await request.call_tool(
+                        written_call.name, written_call.arguments, None
+                    )
+                    results.append((written_call.name, result.text(), result.is_error))
+                messages.append({"role": "user", "content": results_text(results)})
+                continue
             # Tool calls continue the loop whatever `finish_reason` says: some compatible
             # servers report "stop" for a message that calls tools.
             if not reply.calls:
@@ -722,11 +861,10 @@ class OpenAIChatExecutor:
             )
         if status in (400, 413, 422):
             if code == "context_length_exceeded" or _CONTEXT_OVERFLOW.search(message):
-                return ExecutorError(
+                return ContextOverflow(
                     f"The conversation is too long for model {model!r} "
                     f"({status} context_length_exceeded): {message}. Re-run the phase "
-                    "with a fresh session or choose a model with a larger context window.",
-                    escalate=True,
+                    "with a fresh session or choose a model with a larger context window."
                 )
             return ExecutorError(
                 f"{self._who} rejected the request ({status}): {message}", escalate=True

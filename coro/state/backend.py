@@ -86,6 +86,10 @@ class StateBackend(Protocol):
     async def clear_transcript(self, job_id: str) -> None:
         """Forget the job's conversation (its next turn starts a fresh session)."""
 
+    async def replace_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        """Store `messages` as the job's whole conversation, in one write (a condensed
+        conversation replaces the long one: never neither, never both)."""
+
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         """Durably append already-timestamped lines; returns them with their indexes."""
 

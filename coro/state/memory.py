@@ -75,6 +75,9 @@ class MemoryStateBackend:
     async def clear_transcript(self, job_id: str) -> None:
         self._transcripts.pop(job_id, None)
 
+    async def replace_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        self._transcripts[job_id] = [m.model_copy(deep=True) for m in messages]
+
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
         log = self._logs.setdefault(job_id, [])
         start = len(log)

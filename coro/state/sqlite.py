@@ -450,6 +450,11 @@ def _clear_messages(job_id: str, conn: sqlite3.Connection) -> None:
     conn.execute(_CLEAR_TRANSCRIPT, {"job_id": job_id})
 
 
+def _replace_messages(job_id: str, messages: list[str], conn: sqlite3.Connection) -> None:
+    _clear_messages(job_id, conn)
+    _append_messages(job_id, messages, conn)
+
+
 def _read_logs(
     job_id: str, after: int, limit: int, conn: sqlite3.Connection
 ) -> list[tuple[int, str]]:
@@ -617,6 +622,10 @@ class SqliteStateBackend:
 
     async def clear_transcript(self, job_id: str) -> None:
         await self._write(partial(_clear_messages, job_id))
+
+    async def replace_transcript(self, job_id: str, messages: list[ConversationMessage]) -> None:
+        encoded = [m.model_dump_json(by_alias=True) for m in messages]
+        await self._write(partial(_replace_messages, job_id, encoded))
 
     # -- logs --------------------------------------------------------------------------
 
