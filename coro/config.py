@@ -69,10 +69,25 @@ class BudgetConfig(_Section):
     max_tokens: int | None = Field(default=None, gt=0)
 
 
+class StuckConfig(_Section):
+    """Stuck detection in the phase loop (see `coro.engine.stuck`)."""
+
+    enabled: bool = True
+    #: the same call with the same result this many times in a row is a loop
+    repeat_threshold: int = Field(default=3, ge=2, le=100)
+    #: the same error text this many times in a row is a loop
+    error_threshold: int = Field(default=3, ge=2, le=100)
+    #: two calls taking turns over this many calls is a loop
+    alternation_calls: int = Field(default=6, ge=4, le=100)
+    #: turns in a row without a tool call that escalate (the ones before are re-run)
+    idle_turns: int = Field(default=2, ge=1, le=100)
+
+
 class JobsConfig(_Section):
     max_concurrent: int = Field(default=4, ge=1, le=1000)
     completion_gate_max_retries: int = Field(default=5, ge=0, le=100)
     default_budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    stuck: StuckConfig = Field(default_factory=StuckConfig)
 
 
 class IntakeConfig(_Section):

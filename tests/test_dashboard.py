@@ -80,7 +80,12 @@ async def test_run_detail_streams_the_log_and_drives_the_controls(
     workflow = write_workflow(api.home, "slow", [{"name": "work", "agent": None}])
     script = {
         "work": [
-            [{"text": "first visit, waiting"}, {"sleep": 600}],
+            [
+                {"usage": {"inputTokens": 1200, "outputTokens": 300, "costUsd": 0.25}},
+                {"text": "first visit, waiting"},
+                {"usage": {"inputTokens": 800, "outputTokens": 100, "costUsd": 0.25}},
+                {"sleep": 600},
+            ],
             [{"text": "resumed after the message"}, {"sleep": 600}],
         ]
     }
@@ -90,6 +95,9 @@ async def test_run_detail_streams_the_log_and_drives_the_controls(
     page = ui.page
     log = page.get_by_role("log", name="Live log")
     await expect(log).to_contain_text("first visit, waiting")
+    # The running phase's usage shows before the phase ends.
+    phases = page.get_by_role("list", name="Phases")
+    await expect(phases).to_contain_text("1 visit(s) · 2,000 in / 400 out · $0.50 · running")
     await expect(page.locator("#log-connection")).to_have_text("live")
     await ui.shot("run-detail-dark")
 

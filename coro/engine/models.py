@@ -165,6 +165,8 @@ class Artifact(CamelModel):
     created_at: str
     edited_at: str | None = None
     edited_by: str | None = None
+    #: when the agent posted it again (same kind, title and path) and its data was replaced
+    updated_at: str | None = None
 
 
 class Insight(CamelModel):
@@ -232,6 +234,8 @@ class PhaseUsage(CamelModel):
     num_turns: int = 0
     model: str | None = None
     provider: str | None = None
+    #: the visit is still running: the counts so far, updated after each round trip
+    in_progress: bool = False
 
 
 class Budget(CamelModel):

@@ -14,9 +14,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coro.config import StuckConfig
 from coro.engine import prompts
 from coro.engine.condense import Condenser
 from coro.engine.env import EngineEnv, NoExecutor, select_model
@@ -42,6 +44,14 @@ from coro.engine.models import (
     is_terminal,
 )
 from coro.engine.store import JobStore
+from coro.engine.stuck import (
+    StuckDetector,
+    Thresholds,
+    Verdict,
+    idle_reason,
+    idle_reminder,
+    is_idle_turn,
+)
 from coro.engine.workflows import Phase, Workflow, WorkflowError
 from coro.executors.base import (
     ExecutorError,
@@ -124,6 +134,8 @@ class PhaseLoop:
         self.job_id = job_id
         self.handle = handle
         self.gate_blocks = 0
+        #: turns in a row that ended without a tool call (stuck detection)
+        self.idle_turns = 0
         #: the conversation as this run last saved it (None: read it from the store)
         self._history: list[ConversationMessage] | None = None
 
@@ -273,6 +285,9 @@ class PhaseLoop:
             provider=choice.provider,
         )
         call_counter = [0]
+        live = _LiveUsage(usage)
+        stuck = self.env.config.jobs.stuck
+        detector = StuckDetector(_thresholds(stuck)) if stuck.enabled else None
 
         async def call_tool(
             name: str, raw_input: dict[str, Any], call_id: str | None
@@ -284,6 +299,13 @@ class PhaseLoop:
             result = await self.env.tools.call(name, raw_input, ctx, phase.tools)
             if result.is_error:
                 await self.log(f"[tool-error] {name}: {_clip(result.text(), 500)}")
+            verdict = None
+            if detector is not None:
+                verdict = detector.observe(name, raw_input, result.text(), result.is_error)
+            if verdict is not None:
+                # The note rides on the result, the one thing every executor passes back
+                # to its model (claude-code included).
+                result = ToolResult(f"{result.text()}\n\n{verdict.note}", is_error=result.is_error)
             history.append(
                 ConversationMessage(
                     role="assistant",
@@ -301,6 +323,8 @@ class PhaseLoop:
                 )
             )
             await transcript.save(history, signals)
+            if verdict is not None:
+                await self._on_loop(verdict, signals)
             return result
 
         condense = Condenser(
@@ -352,6 +376,8 @@ class PhaseLoop:
                     await self.log(f"[thinking] {_clip(event.text, LOG_CHUNK)}")
                 elif isinstance(event, UsageEvent):
                     _add_usage(usage, event)
+                    usage.duration_ms = int((time.monotonic() - started_at) * 1000)
+                    await self._record_usage(live, event)
                     over_budget = job.budget.exceeded(job.token_usage, usage)
                     if over_budget:
                         break
@@ -362,12 +388,12 @@ class PhaseLoop:
                 if request.stop_requested:
                     break
         except RateLimited as exc:
-            await self._end_turn(usage, started_at, transcript, history, session_id, signals)
+            await self._end_turn(live, started_at, transcript, history, session_id, signals)
             await self._park_rate_limited(exc)
             return False
         except ExecutorError as exc:
             current = await self._end_turn(
-                usage, started_at, transcript, history, session_id, signals
+                live, started_at, transcript, history, session_id, signals
             )
             message = f"Executor {choice.provider} failed in phase {phase.name}: {exc}"
             if not is_running(current.status):
@@ -380,15 +406,77 @@ class PhaseLoop:
         finally:
             await stream.aclose()
             self.handle.in_turn = False
-        job = await self._end_turn(usage, started_at, transcript, history, session_id, signals)
+        job = await self._end_turn(live, started_at, transcript, history, session_id, signals)
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
             return False
-        return await self._after_turn(job, workflow, phase, signals)
+        idle = stuck.enabled and is_idle_turn(
+            tool_calls=call_counter[0],
+            model_turns=usage.num_turns,
+            has_agent=phase.agent is not None,
+            has_tools=bool(request.tools),
+        )
+        return await self._after_turn(job, workflow, phase, signals, idle=idle)
+
+    async def _record_usage(self, live: _LiveUsage, event: UsageEvent) -> None:
+        """After each round trip the job shows the running visit's usage (and a log line
+        says what it cost), instead of only when the phase ends."""
+        u = live.usage
+        note = (
+            f"[usage] Phase {u.phase}: +{event.input_tokens:,} in / {event.output_tokens:,} "
+            f"out — phase {u.input_tokens:,} in / {u.output_tokens:,} out, ${u.cost_usd:.4f}"
+        )
+        await self.store.update(self.job_id, live.mutation(final=False), note=note)
+        live.saved()
+
+    async def _on_loop(self, verdict: Verdict, signals: PhaseSignals) -> None:
+        """A loop was found: the first time the note on the result corrects the agent;
+        after that the job escalates and the signal stops the executor."""
+        if not verdict.escalate:
+            await self.log(verdict.log_line)
+        elif await self._escalate_stuck(verdict.reason):
+            signals.escalated = True
+            signals.escalation_reason = verdict.reason
+
+    async def _escalate_stuck(self, reason: str) -> bool:
+        def apply(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.status = ESCALATED
+            j.escalation_message = reason
+            return True
+
+        _, escalated = await self.store.update(self.job_id, apply, note=f"[stuck] {reason}")
+        return escalated
+
+    async def _idle_turn(self, phase: Phase) -> bool:
+        """The agent ended its turn without acting: run the phase again with a reminder,
+        or escalate once that has happened `idleTurns` times in a row."""
+        self.idle_turns += 1
+        limit = self.env.config.jobs.stuck.idle_turns
+        if self.idle_turns >= limit:
+            await self._escalate_stuck(idle_reason(phase.name, self.idle_turns))
+            return False
+        reminder = idle_reminder(phase.name, self.idle_turns, limit)
+
+        def rerun(j: Job) -> bool:
+            if not is_running(j.status):
+                return False
+            j.pending_prompt = prompts.append_prompt(j.pending_prompt, reminder)
+            return True
+
+        note = (
+            f"[stuck] Phase {phase.name}: the turn ended without a tool call — running it "
+            f"again with a reminder ({self.idle_turns}/{limit})"
+        )
+        job, ok = await self.store.update(self.job_id, rerun, note=note)
+        if not ok:
+            await self._note_boundary_stop(job, "idle turn")
+        return ok
 
     async def _end_turn(
         self,
-        usage: PhaseUsage,
+        live: _LiveUsage,
         started_at: float,
         transcript: _Transcript,
         history: list[ConversationMessage],
@@ -401,14 +489,16 @@ class PhaseLoop:
         self._history = [] if signals.new_session else list(history)
         if signals.new_session:
             session_id = None
+        usage = live.usage
         usage.duration_ms = int((time.monotonic() - started_at) * 1000)
         leftover = []
         while not self.handle.developer_messages.empty():
             leftover.append(self.handle.developer_messages.get_nowait())
 
+        record = live.mutation(final=True)
+
         def apply(j: Job) -> None:
-            j.phase_usage.append(usage)
-            j.token_usage.add(usage)
+            record(j)
             j.session_id = session_id
             for message in leftover:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
@@ -419,7 +509,13 @@ class PhaseLoop:
         return job
 
     async def _after_turn(
-        self, job: Job, workflow: Workflow, phase: Phase, signals: PhaseSignals
+        self,
+        job: Job,
+        workflow: Workflow,
+        phase: Phase,
+        signals: PhaseSignals,
+        *,
+        idle: bool = False,
     ) -> bool:
         if not is_running(job.status):
             if not signals.escalated:
@@ -430,6 +526,9 @@ class PhaseLoop:
             # did not finish, so run it again (with the message) instead of advancing.
             await self.log(f"[control] Turn interrupted — running phase {phase.name} again")
             return True
+        if idle:
+            return await self._idle_turn(phase)
+        self.idle_turns = 0
         if signals.awaiting_event:
             # An agent asking for approval at a checkpoint phase gets the same "approve
             # and advance" resume as the runner's own checkpoint park.
@@ -591,6 +690,69 @@ class PhaseLoop:
             await self.log(f"[control] Stopped at a safe boundary ({boundary}): job cancelled")
         elif job.paused:
             await self.log(f"[control] Stopped at a safe boundary ({boundary}): job paused")
+
+
+class _LiveUsage:
+    """The running visit's usage and what of it the stored job already holds: every
+    write adds only what is new, so the end of the turn never counts a round trip twice."""
+
+    def __init__(self, usage: PhaseUsage) -> None:
+        self.usage = usage
+        self.stored = PhaseUsage(phase=usage.phase)
+        self.listed = False  # the job's phaseUsage has an in-progress entry for this visit
+
+    def mutation(self, *, final: bool) -> Callable[[Job], None]:
+        entry = self.usage.model_copy(update={"in_progress": not final})
+        delta = _difference(self.usage, self.stored)
+        listed = self.listed
+
+        def apply(j: Job) -> None:
+            running = None
+            if listed:
+                running = next(
+                    (
+                        i
+                        for i, u in enumerate(j.phase_usage)
+                        if u.in_progress and (u.phase, u.visit) == (entry.phase, entry.visit)
+                    ),
+                    None,
+                )
+            for u in j.phase_usage:
+                u.in_progress = False  # only one visit runs; others were cut off by a crash
+            if running is None:
+                j.phase_usage.append(entry)
+            else:
+                j.phase_usage[running] = entry
+            j.token_usage.add(delta)
+
+        return apply
+
+    def saved(self) -> None:
+        """The last mutation was written."""
+        self.stored = self.usage.model_copy()
+        self.listed = True
+
+
+def _difference(now: PhaseUsage, before: PhaseUsage) -> PhaseUsage:
+    return PhaseUsage(
+        phase=now.phase,
+        input_tokens=now.input_tokens - before.input_tokens,
+        output_tokens=now.output_tokens - before.output_tokens,
+        cache_read_input_tokens=now.cache_read_input_tokens - before.cache_read_input_tokens,
+        cache_creation_input_tokens=(
+            now.cache_creation_input_tokens - before.cache_creation_input_tokens
+        ),
+        cost_usd=round(now.cost_usd - before.cost_usd, 6),
+    )
+
+
+def _thresholds(settings: StuckConfig) -> Thresholds:
+    return Thresholds(
+        repeat=settings.repeat_threshold,
+        errors=settings.error_threshold,
+        alternation=settings.alternation_calls,
+        idle_turns=settings.idle_turns,
+    )
 
 
 def _add_usage(usage: PhaseUsage, event: UsageEvent) -> None:

@@ -85,6 +85,20 @@ def _stamp_id(prefix: str) -> str:
     return f"{prefix}-{int(utcnow().timestamp() * 1000)}-{random_suffix(6)}"
 
 
+def _same_artifact(artifacts: list[Artifact], args: PostArtifactInput) -> Artifact | None:
+    """The artefact a post repeats: the same kind, title and `data.path`. Without a path
+    only an identical post is a repeat (two notes may share a title)."""
+    path = args.data.get("path")
+    for artifact in artifacts:
+        if artifact.kind != args.kind or artifact.title != args.title:
+            continue
+        if path is not None and artifact.data.get("path") == path:
+            return artifact
+        if path is None and artifact.data == args.data:
+            return artifact
+    return None
+
+
 def register(registry: ToolRegistry) -> None:
     @registry.tool("log", "Append a progress message to the job log the developer watches.")
     async def log(ctx: ToolContext, args: LogInput) -> Any:
@@ -217,16 +231,25 @@ def register(registry: ToolRegistry) -> None:
     @registry.tool(
         "post_artifact",
         "Publish an artefact for the developer (data.path = a file relative to the job "
-        "directory, data.url = a link).",
+        "directory, data.url = a link). Posting one with the same kind, title and data.path "
+        "again updates that artefact instead of adding a copy.",
     )
     async def post_artifact(ctx: ToolContext, args: PostArtifactInput) -> Any:
         path = args.data.get("path")
         if path is not None and not isinstance(path, str):
             raise ToolError("data.path must be a string")
-        created: list[Artifact] = []
+        posted: list[tuple[Artifact, bool]] = []
 
         def apply(job: Job) -> None:
             phase = args.phase or ctx.phase
+            existing = _same_artifact(job.artifacts, args)
+            if existing is not None:
+                # A repeated post (an agent retrying, or looping) revises the one the
+                # developer already sees rather than piling up identical copies.
+                existing.data = args.data
+                existing.updated_at = iso_now()
+                posted[:] = [(existing, True)]
+                return
             by = f"{ctx.phase}:{job.current_work_item}" if job.current_work_item else ctx.phase
             artifact = Artifact(
                 id=_stamp_id("art"),
@@ -238,12 +261,16 @@ def register(registry: ToolRegistry) -> None:
                 created_at=iso_now(),
             )
             job.artifacts.append(artifact)
-            created[:] = [artifact]
+            posted[:] = [(artifact, False)]
 
         await ctx.store.update(ctx.job_id, apply)
-        art = created[0]
+        art, updated = posted[0]
+        answer = {"id": art.id, "phase": art.phase, "kind": art.kind, "title": art.title}
+        if updated:
+            await ctx.log(f"[artifact] updated {art.phase}/{art.kind}: {art.title}")
+            return {**answer, "updated": f"updated artefact {art.id} (same kind, title and path)"}
         await ctx.log(f"[artifact] {art.phase}/{art.kind}: {art.title}")
-        return {"id": art.id, "phase": art.phase, "kind": art.kind, "title": art.title}
+        return answer
 
     @registry.tool("get_artifacts", "Artefacts of this job, optionally of one phase.")
     async def get_artifacts(ctx: ToolContext, args: GetArtifactsInput) -> Any:

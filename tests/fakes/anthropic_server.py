@@ -236,6 +236,9 @@ class FakeAnthropic(LoopbackServer):
         self.release = asyncio.Event()  # lets held streams go on
         self.holding = asyncio.Event()  # set while a stream is held after message_start
         self._script: list[Scripted] = []
+        #: the answer to every message request once the queue is empty (a model that
+        #: repeats itself forever); None: a 500 saying nothing is left
+        self.fallback: Scripted | None = None
         self._counter = 0
 
     # -- test API --
@@ -320,9 +323,10 @@ class FakeAnthropic(LoopbackServer):
             return self._error(invalid_request("model: Field required"))
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return self._error(invalid_request("messages: Field required"))
-        if not self._script:
+        if not self._script and self.fallback is None:
             return self._error(ErrorReply(500, "api_error", "fake server: no scripted reply left"))
-        step = self._script.pop(0)
+        step = self._script.pop(0) if self._script else self.fallback
+        assert step is not None
         if not isinstance(step, Reply | ErrorReply):
             assert isinstance(request, RecordedRequest)
             step = step(request)

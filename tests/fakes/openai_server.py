@@ -175,6 +175,9 @@ class FakeOpenAI(LoopbackServer):
         self.models_error: ErrorReply | None = None
         self.release = asyncio.Event()  # lets held streams finish
         self._script: list[Scripted] = []
+        #: the answer to every chat request once the queue is empty (a model that repeats
+        #: itself forever); None: an error saying nothing is left
+        self.fallback: Scripted | None = None
         self._counter = 0
 
     # -- test API --
@@ -239,9 +242,10 @@ class FakeOpenAI(LoopbackServer):
             return _error_answer(ErrorReply(404, f"Invalid URL ({method} {path})", code=None))
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return _error_answer(bad_request("'model' and 'messages' are required"))
-        if not self._script:
+        if not self._script and self.fallback is None:
             return _error_answer(bad_request("fake server: no scripted reply left"))
-        step = self._script.pop(0)
+        step = self._script.pop(0) if self._script else self.fallback
+        assert step is not None
         if isinstance(step, ErrorReply):
             return _error_answer(step)
         self._counter += 1

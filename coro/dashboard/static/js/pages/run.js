@@ -121,9 +121,12 @@ export async function render(main, [jobId]) {
     // Sections with inputs are redrawn only when what they show changed, so a reply
     // being typed or a model being chosen survives the live refreshes.
     redraw("controls", [job.status, job.paused, job.interactive, job.phase], drawControls);
-    const edits = (job.artifacts || []).map((a) => `${a.id}@${a.editedAt || ""}`);
+    const edits = (job.artifacts || []).map((a) => `${a.id}@${a.editedAt || ""}@${a.updatedAt || ""}`);
     redraw("attention", [job.status, job.paused, job.awaitingEvent, job.escalationMessage, edits], drawAttention);
     redraw("phases", [job.phase, job.workflowPhases, job.phaseUsage?.length, job.phaseModelOverrides], drawPhases);
+    // A running phase's usage changes after every round trip: only its text is updated,
+    // so a model override being typed survives.
+    drawPhaseUsage();
     if (tab === "work" || tab === "diagnostics") drawTab();
     if (tab === "campaign") redraw("campaign", [job.campaignChildren, job.status], drawTab);
   }
@@ -328,19 +331,37 @@ export async function render(main, [jobId]) {
   }
 
   // --- phases ---------------------------------------------------------------------
-  function drawPhases() {
+  function phaseUsageTotals() {
     const usage = {};
     for (const u of job.phaseUsage || []) {
-      const sum = (usage[u.phase] ||= { inputTokens: 0, outputTokens: 0, costUsd: 0, visits: 0 });
+      const sum = (usage[u.phase] ||= { inputTokens: 0, outputTokens: 0, costUsd: 0, visits: 0, running: false });
       sum.inputTokens += u.inputTokens || 0;
       sum.outputTokens += u.outputTokens || 0;
       sum.costUsd += u.costUsd || 0;
       sum.visits += 1;
+      sum.running ||= Boolean(u.inProgress);
     }
+    return usage;
+  }
+
+  function usageText(used) {
+    if (!used) return "not run yet";
+    const running = used.running ? " · running" : "";
+    return `${used.visits} visit(s) · ${tokens(used.inputTokens)} in / ${tokens(used.outputTokens)} out · ${cost(used.costUsd)}${running}`;
+  }
+
+  function drawPhaseUsage() {
+    const usage = phaseUsageTotals();
+    for (const node of phases.querySelectorAll("[data-usage-of]")) {
+      const text = usageText(usage[node.dataset.usageOf]);
+      if (node.textContent !== text) node.textContent = text;
+    }
+  }
+
+  function drawPhases() {
     clear(
       phases,
       (job.workflowPhases || []).map((phase) => {
-        const used = usage[phase.name];
         const override = job.phaseModelOverrides?.[phase.name];
         const model = h("input", {
           id: `model-${phase.name}`,
@@ -363,13 +384,7 @@ export async function render(main, [jobId]) {
           "div",
           { class: `phase${phase.name === job.phase ? " current" : ""}`, role: "listitem" },
           h("div", { class: "name" }, phase.name),
-          h(
-            "div",
-            { class: "meta" },
-            used
-              ? `${used.visits} visit(s) · ${tokens(used.inputTokens)} in / ${tokens(used.outputTokens)} out · ${cost(used.costUsd)}`
-              : "not run yet",
-          ),
+          h("div", { class: "meta", dataset: { usageOf: phase.name } }),
           h("label", { for: `model-${phase.name}`, class: "meta" }, "Model override"),
           h("div", { class: "row" }, model, pin, rerun),
         );
@@ -541,7 +556,7 @@ export async function render(main, [jobId]) {
                 h("td", {}, tokens(u.outputTokens)),
                 h("td", {}, tokens(u.cacheReadInputTokens)),
                 h("td", {}, cost(u.costUsd)),
-                h("td", {}, u.durationMs ? `${(u.durationMs / 1000).toFixed(1)}s` : ""),
+                h("td", {}, u.inProgress ? "running" : u.durationMs ? `${(u.durationMs / 1000).toFixed(1)}s` : ""),
               ),
             ),
           ),
