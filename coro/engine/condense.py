@@ -38,6 +38,8 @@ SUMMARY_HEADER = "[Summary of the earlier conversation]"
 SUMMARISER_ALIAS = "tier:mini"
 #: The latest turns kept verbatim (a turn: a message, or a tool call with its result) …
 KEEP_TURNS = 4
+#: … fewer once the provider refused the conversation as too long …
+KEEP_TURNS_ON_OVERFLOW = 2
 #: … as long as they take no more than this share of the context window.
 KEEP_SHARE = 0.3
 #: The transcript given to the summariser takes at most this share of the window.
@@ -204,19 +206,20 @@ class Condenser:
     interrupt: asyncio.Event
 
     async def __call__(
-        self, *, reason: str, context_window: int | None
+        self, *, reason: str, context_window: int | None, overflow: bool = False
     ) -> list[ConversationMessage] | None:
         try:
-            return await self._condense(reason, context_window)
+            return await self._condense(reason, context_window, overflow)
         except Exception as exc:  # a condensation must never be what fails the phase
             logger.exception("condensing the conversation failed")
             await self.log(f"[condense] Could not condense the conversation: {exc}")
             return None
 
     async def _condense(
-        self, reason: str, context_window: int | None
+        self, reason: str, context_window: int | None, overflow: bool
     ) -> list[ConversationMessage] | None:
-        split = plan(self.history, self.task_index, context_window)
+        keep = KEEP_TURNS_ON_OVERFLOW if overflow else KEEP_TURNS
+        split = plan(self.history, self.task_index, context_window, keep_turns=keep)
         if split is None:
             await self.log(f"[condense] {reason}, but there is nothing older to condense")
             return None

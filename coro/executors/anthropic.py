@@ -254,6 +254,7 @@ class AnthropicExecutor:
                 if request.condense is not None and not retrying:
                     condensed = await request.condense(
                         reason="The provider refused the conversation as too long",
+                        overflow=True,
                         context_window=window,
                     )
                 if condensed is None:
@@ -272,7 +273,9 @@ class AnthropicExecutor:
                 condensed = None
                 if request.condense is not None and not retrying:
                     condensed = await request.condense(
-                        reason="The reply filled the context window", context_window=window
+                        reason="The reply filled the context window",
+                        context_window=window,
+                        overflow=True,
                     )
                 if condensed is None:
                     raise ExecutorError(

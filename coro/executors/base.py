@@ -115,10 +115,11 @@ class Condense(Protocol):
     Summarises the older part of the phase's provider-neutral history into one message
     and returns the whole new history (this turn's task prompt included, so the executor
     rebuilds its wire messages from it alone), or None when nothing could be condensed.
+    `overflow`: the provider refused the conversation, so keep less of it verbatim.
     """
 
     async def __call__(
-        self, *, reason: str, context_window: int | None
+        self, *, reason: str, context_window: int | None, overflow: bool = False
     ) -> list[ConversationMessage] | None: ...
 
 

@@ -674,6 +674,7 @@ class OpenAIChatExecutor:
                 if request.condense is not None and not retrying:
                     condensed = await request.condense(
                         reason="The provider refused the conversation as too long",
+                        overflow=True,
                         context_window=window,
                     )
                 if condensed is None:

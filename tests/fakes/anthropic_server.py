@@ -30,6 +30,7 @@ scripts that depend on what was sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from collections.abc import Callable
@@ -235,6 +236,10 @@ class FakeAnthropic(LoopbackServer):
         self.models_error: ErrorReply | None = None  # answer GET /v1/models with this
         self.release = asyncio.Event()  # lets held streams go on
         self.holding = asyncio.Event()  # set while a stream is held after message_start
+        #: a small model's window: a request larger than this (estimated at 4 characters
+        #: a token) is refused as too long, and every reply reports the request's
+        #: estimated size as its `input_tokens`
+        self.context_window: int | None = None
         self._script: list[Scripted] = []
         #: the answer to every message request once the queue is empty (a model that
         #: repeats itself forever); None: a 500 saying nothing is left
@@ -323,6 +328,9 @@ class FakeAnthropic(LoopbackServer):
             return self._error(invalid_request("model: Field required"))
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return self._error(invalid_request("messages: Field required"))
+        used = request_tokens(body)
+        if self.context_window is not None and used > self.context_window:
+            return self._error(prompt_too_long(used, self.context_window))
         if not self._script and self.fallback is None:
             return self._error(ErrorReply(500, "api_error", "fake server: no scripted reply left"))
         step = self._script.pop(0) if self._script else self.fallback
@@ -332,6 +340,10 @@ class FakeAnthropic(LoopbackServer):
             step = step(request)
         if isinstance(step, ErrorReply):
             return self._error(step)
+        if self.context_window is not None:
+            step = dataclasses.replace(
+                step, usage=dataclasses.replace(step.usage, input_tokens=used)
+            )
         if body.get("stream"):
             return step
         message_id, model = self._next_id(), step.model or str(body["model"])
@@ -416,6 +428,12 @@ class FakeAnthropic(LoopbackServer):
     def _error(self, error: ErrorReply) -> Answer:
         headers = {"x-should-retry": "true" if error.status >= 500 else "false", **error.headers}
         return Answer(error.status, _error_body(error, self._request_id()), headers)
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """A request's size in tokens as this fake counts them: 4 characters a token."""
+    parts = [body.get("system", ""), body.get("tools", []), body.get("messages", [])]
+    return len(json.dumps(parts)) // 4
 
 
 def _error_body(error: ErrorReply, request_id: str) -> dict[str, Any]:

@@ -24,8 +24,10 @@ shape `{"error": {message, type, param, code}}` and its statuses and headers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -174,6 +176,15 @@ class FakeOpenAI(LoopbackServer):
         self.model_ids = models
         self.models_error: ErrorReply | None = None
         self.release = asyncio.Event()  # lets held streams finish
+        #: a small model's window: a request larger than this (estimated at 4 characters
+        #: a token) is refused with `context_length_exceeded`, and every reply reports
+        #: the request's estimated size as its `prompt_tokens`
+        self.context_window: int | None = None
+        #: False: a server without tool calling, which refuses `tools` and tool messages
+        self.tool_calling = True
+        #: answers the requests it recognises (None for the rest, which take the next
+        #: queued reply): e.g. a summariser's requests, whenever they come
+        self.route: Callable[[ChatRequest], Scripted | None] | None = None
         self._script: list[Scripted] = []
         #: the answer to every chat request once the queue is empty (a model that repeats
         #: itself forever); None: an error saying nothing is left
@@ -242,12 +253,20 @@ class FakeOpenAI(LoopbackServer):
             return _error_answer(ErrorReply(404, f"Invalid URL ({method} {path})", code=None))
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return _error_answer(bad_request("'model' and 'messages' are required"))
+        refused = self._refuse(body)
+        if refused is not None:
+            return _error_answer(refused)
+        routed = self.route(request) if isinstance(request, ChatRequest) and self.route else None
+        if routed is not None:
+            self._script.insert(0, routed)
         if not self._script and self.fallback is None:
             return _error_answer(bad_request("fake server: no scripted reply left"))
         step = self._script.pop(0) if self._script else self.fallback
         assert step is not None
         if isinstance(step, ErrorReply):
             return _error_answer(step)
+        if self.context_window is not None:
+            step = dataclasses.replace(step, prompt_tokens=request_tokens(body))
         self._counter += 1
         completion_id = f"chatcmpl-fake{self._counter}"
         model = step.model or str(body["model"])
@@ -255,6 +274,21 @@ class FakeOpenAI(LoopbackServer):
             return Answer(200, _completion(step, completion_id, model))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return step, completion_id, model, include_usage
+
+    def _refuse(self, body: dict[str, Any]) -> ErrorReply | None:
+        """What this server's limits make of a request (before any scripted reply)."""
+        messages = body["messages"] if isinstance(body["messages"], list) else []
+        if not self.tool_calling:
+            uses_tools = any(
+                isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls"))
+                for m in messages
+            )
+            if body.get("tools") or uses_tools:
+                return bad_request(f"{body['model']} does not support tools")
+        used = request_tokens(body)
+        if self.context_window is not None and used > self.context_window:
+            return context_length_exceeded(self.context_window, used)
+        return None
 
     def _check_key(self, headers: dict[str, str]) -> ErrorReply | None:
         if self.api_key is None:
@@ -298,6 +332,11 @@ class FakeOpenAI(LoopbackServer):
                 for m in self.model_ids
             ],
         }
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """A request's size in tokens as this fake counts them: 4 characters a token."""
+    return len(json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))) // 4
 
 
 def _error_answer(error: ErrorReply) -> Answer:
