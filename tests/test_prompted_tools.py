@@ -106,6 +106,29 @@ async def test_a_server_without_tool_calling_drives_a_job_to_completion(
     assert calls == ["set_work_items", "file_write", "update_work_item"]
 
 
+async def test_auto_mode_turns_prompted_on_a_server_that_refuses_tools(
+    api_factory: ApiFactory, fake: FakeOpenAI
+) -> None:
+    fake.tool_calling = False
+    fake.queue(
+        Reply(text=block("log", {"message": "planning"})),
+        Reply(text="Planned."),
+        Reply(text=block("file_write", {"path": "b.txt", "content": "prompted"})),
+        Reply(text="Built."),
+    )
+    async with api_factory(config(fake)) as api:  # auto, the default for a compatible server
+        workflow = write_workflow(api.home, "auto-refused", TWO_PHASES)
+        job_id = await api.create(workflow)
+        result = await api.finish(job_id)
+
+    assert result.done == "complete", result.texts()
+    assert (api.home.root / "work" / job_id / "b.txt").read_text() == "prompted"
+    refused, *answered = fake.chat_requests
+    assert refused.status == 400 and refused.tools
+    assert [r.status for r in answered] == [200] * 4, "later phases start prompted"
+    assert all(not r.tools and "# Calling tools" in r.messages[0]["content"] for r in answered)
+
+
 async def test_auto_mode_runs_a_bare_json_reply_but_leaves_other_json_as_text(
     api_factory: ApiFactory, fake: FakeOpenAI
 ) -> None:

@@ -87,6 +87,12 @@ _CONTEXT_OVERFLOW = re.compile(
     r"prompt is too long|exceeds the context|context size",
     re.IGNORECASE,
 )
+#: How servers (Ollama, vLLM, llama.cpp) say a model or the server has no tool calling.
+_TOOLS_UNSUPPORTED = re.compile(
+    r"does not support tools|tools? (is|are) not supported|tool calling is not supported|"
+    r"requires --jinja|enable-auto-tool-choice",
+    re.IGNORECASE,
+)
 T = TypeVar("T")
 
 
@@ -500,6 +506,17 @@ class _Transient(Exception):
     """A failure worth retrying (5xx, connection trouble)."""
 
 
+class _ToolsUnsupported(ExecutorError):
+    """The server or model has no tool calling (`auto` then switches to prompted)."""
+
+
+def _with_convention(request: PhaseRequest) -> str:
+    """The system prompt with the prompted-tools section (tool list and convention)."""
+    section = convention(request.tools)
+    system = request.system_prompt
+    return f"{system}\n\n{section}" if system.strip() else section
+
+
 async def _race(work: Awaitable[T], interrupt: asyncio.Event) -> tuple[bool, T | None]:
     """Run `work` unless `interrupt` fires first: (finished, result)."""
     task = asyncio.ensure_future(work)
@@ -527,6 +544,8 @@ class OpenAIChatExecutor:
         self.base_url = settings.base_url or OPENAI_API_URL
         self._secrets = [api_key] if api_key != KEYLESS_PLACEHOLDER else []
         self._scrubber = Scrubber(self._secrets, min_length=1)
+        #: models that refused `tools` in `auto` mode: their next phases start prompted
+        self._refused_tools: set[str] = set()
         #: First retry delay; doubled per attempt (tests set it to 0).
         self.retry_base_seconds = 0.5
         self._client = AsyncOpenAI(
@@ -616,12 +635,10 @@ class OpenAIChatExecutor:
     async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
         model = self._model(request.model)
         mode = self.tool_calling(request)
-        prompted = mode == "prompted" and bool(request.tools)
+        refused = mode == "auto" and model in self._refused_tools
+        prompted = (mode == "prompted" or refused) and bool(request.tools)
         window = self.context_window(request, model)
-        system = request.system_prompt
-        if prompted:
-            section = convention(request.tools)
-            system = f"{system}\n\n{section}" if system.strip() else section
+        system = _with_convention(request) if prompted else request.system_prompt
 
         def wire(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
             return [
@@ -650,9 +667,12 @@ class OpenAIChatExecutor:
         size = _Size()
         retrying = False  # after a context overflow: this round trip was condensed once
         round_trips = 0
+        early: list[str] = []  # developer messages delivered before the first reply
         while True:
             for text in request.take_developer_messages():
                 _append_user(messages, text)
+                if not round_trips:
+                    early.append(text)
                 yield PromptEvent(text)
             if request.stop_requested:
                 return
@@ -680,6 +700,18 @@ class OpenAIChatExecutor:
                 if condensed is None:
                     raise
                 messages, size, retrying = wire(condensed), _Size(), True
+                continue
+            except _ToolsUnsupported:
+                if mode != "auto" or prompted or round_trips > 1:
+                    raise
+                # `auto` on a server (or model) without tool calling: prompted from now on.
+                self._refused_tools.add(model)
+                prompted, system, tools, size = True, _with_convention(request), [], _Size()
+                said = [request.prompt, *early]
+                messages = wire(
+                    [*request.history, *(ConversationMessage(role="user", content=t) for t in said)]
+                )
+                round_trips = 0
                 continue
             retrying = False
             if reply is None:  # interrupted (cancel, pause)
@@ -859,6 +891,12 @@ class OpenAIChatExecutor:
                 f"{self._who} rate limit (429): {message}",
                 retry_after=_retry_after(exc.response.headers),
                 provider=self.id,
+            )
+        if status in (400, 422, 500, 501) and _TOOLS_UNSUPPORTED.search(message):
+            return _ToolsUnsupported(
+                f"{self._who} refused the tools ({status}): {message}. Set toolCalling to "
+                f'"prompted" on the model alias or in {_CONFIG_PATH}.',
+                escalate=True,
             )
         if status in (400, 413, 422):
             if code == "context_length_exceeded" or _CONTEXT_OVERFLOW.search(message):
