@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from coro.config import ModelAlias
@@ -204,6 +204,7 @@ class Condenser:
     log: Callable[[str], Awaitable[None]]
     on_usage: Callable[[UsageEvent], None]  # the summariser's usage, for the phase
     interrupt: asyncio.Event
+    _said_nothing: bool = field(default=False, init=False)
 
     async def __call__(
         self, *, reason: str, context_window: int | None, overflow: bool = False
@@ -221,7 +222,9 @@ class Condenser:
         keep = KEEP_TURNS_ON_OVERFLOW if overflow else KEEP_TURNS
         split = plan(self.history, self.task_index, context_window, keep_turns=keep)
         if split is None:
-            await self.log(f"[condense] {reason}, but there is nothing older to condense")
+            if not self._said_nothing:  # once: the executor may ask every round trip
+                self._said_nothing = True
+                await self.log(f"[condense] {reason}, but there is nothing older to condense")
             return None
         older = split.older
         try:

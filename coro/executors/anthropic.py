@@ -11,10 +11,12 @@ without repeating finished calls.
 
 Provider errors: 429 → `RateLimited` (the job parks and resumes after `retry-after`);
 overloaded, 5xx and connection failures → a few quick retries with exponential
-backoff, then `RateLimited(kind="overloaded")` (park and retry later); a rejected
-key, an unknown model, a conversation too long for the context window and other
-refused requests → `ExecutorError(escalate=True)` with a readable message. The API
-key never appears in a message: every text that leaves this module is scrubbed.
+backoff, then `RateLimited(kind="overloaded")` (park and retry later); a conversation
+too long for the context window → `request.condense` once and a retry (the
+conversation is also condensed before a round trip once it nears the window), then
+escalation; a rejected key, an unknown model and other refused requests →
+`ExecutorError(escalate=True)` with a readable message. The API key never appears in
+a message: every text that leaves this module is scrubbed.
 """
 
 from __future__ import annotations

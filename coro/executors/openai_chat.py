@@ -9,6 +9,14 @@ back as `role: tool` messages, and the loop continues while the model keeps call
 tools. The SDK's own retries are off: this module decides what a provider error means
 for the job (retry, park on a rate limit, or escalate to the developer).
 
+Models and servers without native tool calling get prompted tool calls
+(`coro.executors.prompted`): `toolCalling: "prompted"` describes the tools in the system
+prompt and reads the calls from the reply's text; `auto` (the default for a compatible
+server) offers native tools, takes calls written as text when a reply has no native
+ones, and turns prompted when the server refuses tools. Near the context window, or
+when the server refuses the conversation as too long (once per round trip), the
+phase's `request.condense` shortens the conversation and the request is rebuilt.
+
 Secrets: the API key is held in memory only; every message built from a provider
 response is scrubbed of it, and it is never part of an error or log line.
 """
