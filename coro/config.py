@@ -201,6 +201,18 @@ McpServerConfig = Annotated[
 ]
 
 
+class ShellToolConfig(_Section):
+    """The `shell` tool. `sandbox`: "bwrap" (the default) runs every command in a
+    bubblewrap sandbox and refuses to run one where bubblewrap cannot work; "off" runs
+    commands unsandboxed, with a warning at every job start (see `coro.tools.sandbox`)."""
+
+    sandbox: Literal["bwrap", "off"] = "bwrap"
+
+
+class ToolsConfig(_Section):
+    shell: ShellToolConfig = Field(default_factory=ShellToolConfig)
+
+
 class CoroConfig(_Section):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
@@ -216,6 +228,7 @@ class CoroConfig(_Section):
     coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
 
     @field_validator("host")
     @classmethod

@@ -36,6 +36,7 @@ from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
 from coro.state.sqlite import SqliteStateBackend
 from coro.tools import ToolRegistry, builtin_tools
+from coro.tools.sandbox import runner_policy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: config.json keys a running runner cannot take over (they are read at start).
@@ -92,6 +93,7 @@ class Runner:
             config=self.config,
             work_root=home.work_dir(self.config),
             plugins=self.plugins,
+            sandbox=runner_policy(home, self.config),
         )
         self.dispatcher = Dispatcher(self.env)
         self.jobs = JobService(self.env, self.dispatcher)
@@ -150,6 +152,7 @@ class Runner:
         self.env.executors = executors
         self.intake.limits = new.intake
         self.mcp.http.contexts.plugins = plugins
+        self.env.sandbox = self.mcp.http.contexts.sandbox = runner_policy(self.home, new)
         if isinstance(self.transport, PollingTransport):
             self.transport.plugins = plugins
             self.transport.interval = new.polling.interval_seconds

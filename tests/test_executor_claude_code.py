@@ -200,27 +200,30 @@ def test_without_the_sdk_create_says_how_to_install_it(monkeypatch: pytest.Monke
     assert "pip install 'coro-runner[claude-code]'" in INSTALL_HINT
 
 
-def test_the_tool_policy_confines_file_built_ins_to_the_job_directory(tmp_path: Path) -> None:
-    tools = builtin_tools().allowed(["file_write", "log"])
-    default = ToolPolicy.for_phase("work", tmp_path, tools, None)
-    assert default.builtins == ("Read", "Write", "Edit", "NotebookEdit", "Glob", "Grep")
-    assert default.check("mcp__coro__log", {}) is None
-    assert default.check("Read", {"file_path": str(tmp_path / "a.txt")}) is None
-    assert default.check("Read", {"file_path": "sub/../a.txt"}) is None
-    assert default.check("Glob", {"pattern": "**/*.py"}) is None
-    assert "outside" in str(default.check("Write", {"file_path": "/etc/passwd"}))
-    assert "outside" in str(default.check("Edit", {"file_path": "../escape.txt"}))
-    assert "not allowed" in str(default.check("Bash", {"command": "ls"}))
-    assert "not allowed" in str(default.check("mcp__coro__shell", {"command": "ls"}))
-
-    listed = ToolPolicy.for_phase("work", tmp_path, tools, ["file_*", "log", "Bash(git:*)"])
-    assert listed.builtins == ("Bash",)
-    assert sorted(listed.allowed_tools) == [
-        "Bash(git:*)",
-        "mcp__coro__file_write",
+def test_the_tool_policy_gives_coro_tools_and_never_a_built_in() -> None:
+    tools = builtin_tools().allowed(["file_read", "shell", "log"])
+    policy = ToolPolicy.for_phase("work", tools)
+    assert sorted(policy.allowed_tools) == [
+        "mcp__coro__file_read",
         "mcp__coro__log",
+        "mcp__coro__shell",
     ]
-    assert "not allowed" in str(listed.check("Read", {"file_path": str(tmp_path / "a")}))
+    assert policy.check("mcp__coro__log", {}) is None
+    assert policy.check("mcp__coro__shell", {"command": "ls"}) is None
+    # Claude Code's own tools would run outside the sandbox: refused, pointing at Coro's.
+    assert "use mcp__coro__shell" in str(policy.check("Bash", {"command": "ls"}))
+    assert "use mcp__coro__file_read" in str(policy.check("Read", {"file_path": "a.txt"}))
+    assert "not allowed" in str(policy.check("Write", {"file_path": "a.txt"}))
+    assert "not allowed" in str(policy.check("WebFetch", {"url": "http://127.0.0.1:3000"}))
+    assert "not allowed" in str(policy.check("mcp__coro__file_write", {"path": "a"}))
+
+
+def test_built_in_names_in_an_allow_list_stand_for_coro_tools() -> None:
+    allowed = ["log", "Read", "Bash(git:*)", "Grep", "WebFetch", "Task"]
+    names = sorted(tool.name for tool in builtin_tools().allowed(allowed))
+    assert names == ["file_grep", "file_read", "log", "shell"]
+    everything = {tool.name for tool in builtin_tools().allowed(None)}
+    assert {"Bash", "Read", "Write", "Edit", "Glob", "Grep"}.isdisjoint(everything)
 
 
 def test_a_fresh_session_gets_the_transcript_so_far() -> None:
@@ -298,45 +301,48 @@ async def test_a_phase_calls_coro_tools_through_the_in_process_mcp_server(
     assert result_text(result) == "File not writable: a.txt"
 
 
-async def test_an_allow_list_naming_built_ins_gives_exactly_those(
+async def test_an_allow_list_naming_built_ins_gives_their_coro_tools(
     fake: FakeAnthropic, tmp_path: Path
 ) -> None:
     fake.queue(Reply([Text("Nothing to do.")]))
-    request = phase_request(tmp_path, Calls(), tools=["file_write"])
-    # The phase's raw allow-list, as the phase loop hands it over.
-    request.allowed_tools = ["file_write", "Read", "Bash(echo:*)"]
+    # The phase's raw allow-list, and the tools the phase loop derives from it.
+    request = phase_request(tmp_path, Calls(), tools=["file_write", "Read", "Bash(echo:*)"])
 
     await run(executor_for(fake, tmp_path), request)
 
     (sent,) = fake.message_requests
-    assert sorted(tool_names(sent)) == ["Bash", "Read", "mcp__coro__file_write"]
+    assert sorted(tool_names(sent)) == [
+        "mcp__coro__file_read",
+        "mcp__coro__file_write",
+        "mcp__coro__shell",
+    ]
 
 
-async def test_a_file_built_in_outside_the_job_directory_is_denied(
+async def test_a_built_in_call_is_denied_and_coro_tools_do_the_work(
     fake: FakeAnthropic, tmp_path: Path
 ) -> None:
-    outside = tmp_path / "outside.txt"
-    outside.write_text("not yours\n")
-    request = phase_request(tmp_path, Calls(), tools=["log"])
-    request.allowed_tools = ["log", "Read"]
-    inside = request.workdir / "notes.txt"
-    inside.write_text("the notes\n")
+    secret = tmp_path / "config.json"
+    secret.write_text('{"apiToken": "not-for-agents"}\n')
+    calls = Calls({"file_read": ToolResult("the notes")})
+    request = phase_request(tmp_path, calls, tools=["log", "Read", "Bash"])
     fake.queue(
-        Reply([ToolUse("Read", {"file_path": str(outside)}, id="toolu_out")]),
-        Reply([ToolUse("Read", {"file_path": str(inside)}, id="toolu_in")]),
+        Reply([ToolUse("Read", {"file_path": str(secret)}, id="toolu_read")]),
+        Reply([ToolUse("Bash", {"command": f"cat {secret}"}, id="toolu_bash")]),
+        Reply([ToolUse("mcp__coro__file_read", {"path": "notes.txt"}, id="toolu_coro")]),
         Reply([Text("Read what I may.")]),
     )
 
     events = await run(executor_for(fake, tmp_path), request)
 
     assert TextEvent("Read what I may.") in events
-    _, second, third = fake.message_requests
-    (denied,) = [r for r in tool_results(second) if r["tool_use_id"] == "toolu_out"]
-    assert denied.get("is_error") is True
-    assert "only use paths inside the job directory" in result_text(denied)
-    assert "not yours" not in said(second)
-    (allowed,) = [r for r in tool_results(third) if r["tool_use_id"] == "toolu_in"]
-    assert "the notes" in result_text(allowed)
+    assert calls.calls == [("file_read", {"path": "notes.txt"}, None)]
+    _, second, third, fourth = fake.message_requests
+    for sent, tool_id in ((second, "toolu_read"), (third, "toolu_bash")):
+        (denied,) = [r for r in tool_results(sent) if r["tool_use_id"] == tool_id]
+        assert denied.get("is_error") is True
+        assert "not-for-agents" not in said(sent)
+    (answered,) = [r for r in tool_results(fourth) if r["tool_use_id"] == "toolu_coro"]
+    assert "the notes" in result_text(answered)
 
 
 async def test_a_developer_message_goes_into_the_live_session(
@@ -568,9 +574,9 @@ async def test_a_job_driven_by_claude_code_calls_coro_tools(
         assert "mcp__coro__file_write" in names
         assert "mcp__coro__log" in names
         assert "mcp__coro__set_work_items" in names
-        # No allow-list: Coro's tools plus the file built-ins (confined to the job dir).
-        builtins = sorted(name for name in names if not name.startswith("mcp__"))
-        assert builtins == ["Edit", "Glob", "Grep", "NotebookEdit", "Read", "Write"]
+        # No allow-list: every Coro tool, the sandboxed shell included, and no built-in.
+        assert "mcp__coro__shell" in names
+        assert [name for name in names if not name.startswith("mcp__")] == []
     results = tool_results(requests[1])
     assert len(results) == 2
     assert not any(r.get("is_error") for r in results)

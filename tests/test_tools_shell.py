@@ -1,4 +1,10 @@
-"""The shell tool through `ToolRegistry.call`: exit codes, caps, timeouts, no orphans."""
+"""The shell tool through `ToolRegistry.call`: exit codes, caps, timeouts, no orphans.
+
+Each behaviour is checked unsandboxed and inside bubblewrap (the default); the two
+tests that follow a background child by its PID run unsandboxed (inside the sandbox
+the child's PID is its namespace's: tests/test_sandbox.py checks the sandbox's
+teardown by namespace instead).
+"""
 
 # Blocking file-system calls are fine in tests: they set up and inspect the job dir.
 # ruff: noqa: ASYNC240
@@ -16,6 +22,9 @@ import pytest
 
 from coro.tools import shell
 from coro.tools.registry import ToolContext, ToolRegistry
+from coro.tools.sandbox import SandboxPolicy
+
+UNSANDBOXED = SandboxPolicy(mode="off")
 
 
 class FakeStore:
@@ -43,13 +52,34 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path / "work"
 
 
-def make_ctx(workdir: Path, store: FakeStore, **overrides: Any) -> ToolContext:
-    return ToolContext(job_id="j1", phase="coding", workdir=workdir, store=store, **overrides)  # type: ignore[arg-type]
+@pytest.fixture(
+    params=[pytest.param(UNSANDBOXED, id="unsandboxed"), pytest.param(SandboxPolicy(), id="bwrap")]
+)
+def policy(request: pytest.FixtureRequest) -> SandboxPolicy:
+    return request.param  # type: ignore[no-any-return]
+
+
+def make_ctx(
+    workdir: Path, store: FakeStore, policy: SandboxPolicy, **overrides: Any
+) -> ToolContext:
+    return ToolContext(
+        job_id="j1",
+        phase="coding",
+        workdir=workdir,
+        store=store,  # type: ignore[arg-type]
+        sandbox=policy,
+        **overrides,
+    )
 
 
 @pytest.fixture
-def ctx(workdir: Path, store: FakeStore) -> ToolContext:
-    return make_ctx(workdir, store)
+def ctx(workdir: Path, store: FakeStore, policy: SandboxPolicy) -> ToolContext:
+    return make_ctx(workdir, store, policy)
+
+
+@pytest.fixture
+def unsandboxed(workdir: Path, store: FakeStore) -> ToolContext:
+    return make_ctx(workdir, store, UNSANDBOXED)
 
 
 async def run(registry: ToolRegistry, ctx: ToolContext, command: str, **extra: Any) -> Any:
@@ -97,9 +127,9 @@ async def test_stdin_is_empty(registry: ToolRegistry, ctx: ToolContext) -> None:
 
 
 async def test_timeout_kills_the_process_group(
-    registry: ToolRegistry, ctx: ToolContext, store: FakeStore
+    registry: ToolRegistry, unsandboxed: ToolContext, store: FakeStore
 ) -> None:
-    out = await run(registry, ctx, "sleep 30 & echo $!; sleep 30", timeoutSeconds=1)
+    out = await run(registry, unsandboxed, "sleep 30 & echo $!; sleep 30", timeoutSeconds=1)
     assert out["timedOut"] is True
     assert out["exitCode"] == 128 + 9
     child = int(out["stdout"].split()[0])
@@ -108,12 +138,12 @@ async def test_timeout_kills_the_process_group(
 
 
 async def test_timeout_is_capped_and_defaulted(
-    registry: ToolRegistry, workdir: Path, store: FakeStore
+    registry: ToolRegistry, workdir: Path, store: FakeStore, policy: SandboxPolicy
 ) -> None:
-    capped = make_ctx(workdir, store, shell_timeout_max=1.0)
+    capped = make_ctx(workdir, store, policy, shell_timeout_max=1.0)
     out = await run(registry, capped, "sleep 30", timeoutSeconds=10_000)
     assert out["timedOut"] is True
-    defaulted = make_ctx(workdir, store, shell_timeout_default=1.0)
+    defaulted = make_ctx(workdir, store, policy, shell_timeout_default=1.0)
     out = await run(registry, defaulted, "sleep 30")
     assert out["timedOut"] is True
 
@@ -127,14 +157,14 @@ async def test_non_positive_timeout_is_refused(
 
 
 async def test_cancellation_kills_the_process_group(
-    registry: ToolRegistry, ctx: ToolContext, tmp_path: Path
+    registry: ToolRegistry, unsandboxed: ToolContext, tmp_path: Path
 ) -> None:
     # The background child does not hold the tool's pipes, so only killing the
     # process group ends it early; a pidfd tells when it has exited.
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
     command = f"sleep 300 >/dev/null 2>&1 & echo $! > {fifo}; wait"
-    task = asyncio.create_task(registry.call("shell", {"command": command}, ctx))
+    task = asyncio.create_task(registry.call("shell", {"command": command}, unsandboxed))
     child = int(await asyncio.to_thread(fifo.read_text))  # blocks until the command writes
     pidfd = os.pidfd_open(child)
     try:
@@ -151,8 +181,10 @@ async def test_cancellation_kills_the_process_group(
             os.kill(child, signal.SIGKILL)
 
 
-async def test_output_is_capped(registry: ToolRegistry, workdir: Path, store: FakeStore) -> None:
-    small = make_ctx(workdir, store, output_cap_bytes=1000)
+async def test_output_is_capped(
+    registry: ToolRegistry, workdir: Path, store: FakeStore, policy: SandboxPolicy
+) -> None:
+    small = make_ctx(workdir, store, policy, output_cap_bytes=1000)
     out = await run(registry, small, "yes | head -c 200000; echo tail >&2")
     assert out["truncated"] is True
     assert len(out["stdout"]) == 1000
@@ -169,6 +201,9 @@ async def test_secret_env_vars_are_hidden(
     monkeypatch.setenv("GITHUB_TOKEN", "sekrit2")
     monkeypatch.setenv("db_password", "sekrit3")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sekrit4")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sekrit5")
+    monkeypatch.setenv("CORO_API_TOKEN", "sekrit6")
+    monkeypatch.setenv("DEPLOY_PRIVATE_KEY", "sekrit7")
     monkeypatch.setenv("CORO_HARMLESS", "visible")
     out = await run(registry, ctx, "env")
     assert "sekrit" not in out["stdout"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ from coro.executors.base import ToolCalling
 from coro.intelligence.layers import IntelligenceLayers
 from coro.plugins.registry import PluginSet
 from coro.tools.registry import ToolRegistry
+from coro.tools.sandbox import SandboxPolicy
 
 if TYPE_CHECKING:
     from coro.engine.campaigns import CampaignService
@@ -31,6 +32,8 @@ class EngineEnv:
     plugins: PluginSet
     #: set by the runner once built (tools reach the coordinator through it)
     campaigns: CampaignService | None = None
+    #: how the `shell` tool confines commands (the runner's: `runner_policy`)
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
 
     def workdir(self, job_id: str) -> Path:
         return self.work_root / job_id

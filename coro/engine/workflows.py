@@ -141,6 +141,8 @@ class Phase(_Strict):
     provider: _NonEmpty | None = None
     interactive_checkpoint: bool = False
     tools: list[_NonEmpty] | None = None
+    #: `shell` commands get outbound networking (the host's loopback stays closed)
+    network: bool = False
     subagents: list[SubagentSpec] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -7,13 +7,15 @@ named `coro`: the model sees `mcp__coro__<tool>` for every tool of `request.tool
 each call runs through `request.call_tool` — the one tool path shared by every executor,
 which logs the call, enforces the phase's allow-list and records it in the transcript.
 
-The allow-list. Claude Code's own tools are off unless the phase allows them:
-- no allow-list: the Coro tools plus the file built-ins (`Read`, `Write`, `Edit`,
-  `NotebookEdit`, `Glob`, `Grep`), every path confined to the job directory;
-- an allow-list: the Coro tools it permits, plus the built-ins it names (capitalised
-  entries such as `Read`, `Bash` or a permission rule like `Bash(git:*)`); the file
-  built-ins stay confined to the job directory, `Bash` runs in it but is not confined.
-Only those tools are sent to the model (`tools`, `allowed_tools`, `strict_mcp_config`,
+Tools. The session gets no Claude Code built-in at all (`tools=[]`): `Bash`, `Read`,
+`Write`, `Edit`, `Glob`, `Grep`, `WebFetch` and the rest would run in the CLI's own
+process, outside the shell sandbox, where `Read` could open `$CORO_HOME/config.json`
+and `Bash` or `WebFetch` could reach the runner's API on 127.0.0.1. A phase's
+capitalised allow-list entries stand for Coro's tools instead (`BUILTIN_ALIASES`:
+`Bash`/`Bash(...)` → `shell`, `Read` → `file_read`, `Write` → `file_write`, `Edit` →
+`file_edit`, `Glob` → `file_glob`, `Grep` → `file_grep`; the phase loop applies them),
+which run sandboxed or confined to the job directory; other built-ins allow nothing.
+Only Coro's tools are sent to the model (`tools`, `allowed_tools`, `strict_mcp_config`,
 no settings files loaded), and a `PreToolUse` hook — which runs for every call, fails
 closed, and also stops further calls once the phase is stopping — denies anything else.
 
@@ -85,7 +87,7 @@ from coro.executors.base import (
 from coro.executors.common import parse_settings
 from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, clamp_wait
-from coro.tools.registry import MCP_PREFIX, Tool, ToolResult
+from coro.tools.registry import BUILTIN_ALIASES, MCP_PREFIX, Tool, ToolResult
 
 if TYPE_CHECKING:
     from claude_agent_sdk import (
@@ -124,21 +126,6 @@ TRANSCRIPT_LIMIT_CHARS = 60_000
 TRANSCRIPT_RESULT_CHARS = 2_000
 STDERR_TAIL_LINES = 20
 
-#: Built-ins a phase without an allow-list gets (all confined to the job directory).
-DEFAULT_BUILTINS: tuple[str, ...] = ("Read", "Write", "Edit", "NotebookEdit", "Glob", "Grep")
-#: The input field holding the path each file built-in acts on.
-PATH_FIELDS: dict[str, str] = {
-    "Read": "file_path",
-    "Write": "file_path",
-    "Edit": "file_path",
-    "MultiEdit": "file_path",
-    "NotebookEdit": "notebook_path",
-    "NotebookRead": "notebook_path",
-    "Glob": "path",
-    "Grep": "path",
-    "LS": "path",
-}
-
 #: The CLI's environment for an unattended, quiet, self-contained session.
 QUIET_ENV: dict[str, str] = {
     "DISABLE_TELEMETRY": "1",
@@ -153,8 +140,6 @@ QUIET_ENV: dict[str, str] = {
 }
 
 _KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
-#: A Claude Code built-in in a phase allow-list: `Read`, `Bash`, `Bash(git:*)`.
-_BUILTIN_ENTRY = re.compile(r"^([A-Z][A-Za-z0-9]*)(\(.*\))?$")
 _SYNTHETIC_MODEL = "<synthetic>"
 #: How the SDK words "the CLI process is gone" when it notices on a write.
 _DIED = re.compile(r"terminated process|exited|process stdin|exit code", re.IGNORECASE)
@@ -234,72 +219,31 @@ def create(settings: dict[str, Any]) -> ClaudeCodeExecutor:
 
 @dataclass(frozen=True)
 class ToolPolicy:
-    """What a phase's session may call: Coro's tools (by MCP name) and Claude Code
-    built-ins, file built-ins confined to the job directory."""
+    """What a phase's session may call: Coro's tools (by MCP name), never a Claude Code
+    built-in (see the module docstring)."""
 
     phase: str
-    workdir: Path
     coro_tools: tuple[str, ...]  # `mcp__coro__<name>`
-    builtins: tuple[str, ...]  # the built-in tools the model is given
-    builtin_rules: tuple[str, ...]  # their `allowed_tools` entries (`Bash(git:*)` …)
 
     @classmethod
-    def for_phase(
-        cls, phase: str, workdir: Path, tools: Sequence[Tool[Any]], allow_list: Sequence[str] | None
-    ) -> ToolPolicy:
-        coro = tuple(f"{MCP_PREFIX}{tool.name}" for tool in tools)
-        if allow_list is None:
-            return cls(phase, workdir, coro, DEFAULT_BUILTINS, DEFAULT_BUILTINS)
-        names: list[str] = []
-        rules: list[str] = []
-        for entry in allow_list:
-            match = _BUILTIN_ENTRY.match(entry.strip())
-            if match is None:
-                continue  # a Coro tool name or glob: already applied to `tools`
-            if match.group(1) not in names:
-                names.append(match.group(1))
-            if entry.strip() not in rules:
-                rules.append(entry.strip())
-        return cls(phase, workdir, coro, tuple(names), tuple(rules))
+    def for_phase(cls, phase: str, tools: Sequence[Tool[Any]]) -> ToolPolicy:
+        """`tools`: the phase's Coro tools, its allow-list already applied (built-in
+        names included, as `BUILTIN_ALIASES`)."""
+        return cls(phase, tuple(f"{MCP_PREFIX}{tool.name}" for tool in tools))
 
     @property
     def allowed_tools(self) -> list[str]:
         """Pre-approved tools: the session never stops to ask about them."""
-        return [*self.coro_tools, *self.builtin_rules]
+        return list(self.coro_tools)
 
     def check(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
         """None if the call may go ahead, else why it may not (shown to the model)."""
         if tool_name in self.coro_tools:
             return None
-        if tool_name not in self.builtins:
-            return f"Tool {tool_name} is not allowed in phase {self.phase}"
-        path_field = PATH_FIELDS.get(tool_name)
-        if path_field is None:
-            return None
-        raw = tool_input.get(path_field)
-        if raw is None or raw == "":
-            return None  # Glob / Grep default to the working directory
-        if not isinstance(raw, str) or not self.inside_workdir(raw):
-            return (
-                f"{tool_name} may only use paths inside the job directory "
-                f"({self.workdir}); {raw!s} is outside it"
-            )
-        return None
-
-    def inside_workdir(self, raw: str) -> bool:
-        root = self.workdir.resolve()
-        candidate = Path(raw).expanduser()
-        if not candidate.is_absolute():
-            candidate = root / candidate
-        try:
-            return candidate.resolve().is_relative_to(root)
-        except (OSError, RuntimeError):
-            return False
-
-
-def phase_allow_list(request: PhaseRequest) -> list[str] | None:
-    """The phase's raw `tools` allow-list (None: no allow-list)."""
-    return None if request.allowed_tools is None else list(request.allowed_tools)
+        instead = BUILTIN_ALIASES.get(tool_name)
+        if instead is not None and f"{MCP_PREFIX}{instead}" in self.coro_tools:
+            return f"Tool {tool_name} is not available: use {MCP_PREFIX}{instead}"
+        return f"Tool {tool_name} is not allowed in phase {self.phase}"
 
 
 # --- the executor ---------------------------------------------------------------------
@@ -455,9 +399,7 @@ class ClaudeCodeExecutor:
 
         cli = self._require_cli()
         model = request.model or self.settings.default_model
-        policy = ToolPolicy.for_phase(
-            request.phase, request.workdir, request.tools, phase_allow_list(request)
-        )
+        policy = ToolPolicy.for_phase(request.phase, request.tools)
         resume = self.resumable(request)
         prompt = request.prompt if resume else with_transcript(request.history, request.prompt)
         stop = asyncio.Event()
@@ -540,7 +482,7 @@ class ClaudeCodeExecutor:
             stderr.append(self.scrub(line))
 
         return sdk.ClaudeAgentOptions(
-            tools=list(policy.builtins),
+            tools=[],  # no built-in: they would run outside the sandbox
             allowed_tools=policy.allowed_tools,
             system_prompt={"type": "custom", "prompt": request.system_prompt, "snapshot": False},
             mcp_servers={SERVER_NAME: server},

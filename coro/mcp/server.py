@@ -38,6 +38,7 @@ from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
 from coro.state.backend import JobNotFound
 from coro.tools.registry import ToolContext, ToolRegistry, ToolResult
+from coro.tools.sandbox import SandboxPolicy, runner_policy
 
 if TYPE_CHECKING:
     import mcp_types
@@ -66,11 +67,14 @@ class JobContexts:
         work_root: Path,
         layers: IntelligenceLayers | None = None,
         plugins: PluginSet | None = None,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.store = store
         self.work_root = work_root
         self.layers = layers
         self.plugins = plugins
+        #: how `shell` confines commands (MCP calls never get a phase's `network: true`)
+        self.sandbox = sandbox if sandbox is not None else SandboxPolicy()
         #: the runner's campaign coordinator, when served by a runner
         self.campaigns: CampaignService | None = None
 
@@ -92,6 +96,7 @@ class JobContexts:
             plugins=self.plugins,
             layers=self.layers,
             campaigns=self.campaigns,
+            sandbox=self.sandbox,
         )
 
 
@@ -220,6 +225,7 @@ async def _serve_stdio(
             home.work_dir(config),
             IntelligenceLayers(home.intelligence_dir(config)),
             plugins,
+            runner_policy(home, config),
         )
 
         async def resolve(_ctx: ServerRequestContext[Any, Any]) -> ToolContext:

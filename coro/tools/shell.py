@@ -1,10 +1,16 @@
-"""The `shell` tool: `bash -c` in the job directory, with a timeout and output caps.
+"""The `shell` tool: `bash -c` in the job directory, sandboxed, with a timeout and caps.
+
+The command runs inside bubblewrap (see `coro.tools.sandbox`: the job directory is the
+only writable place, the runner's files and the user's secrets are not there, and there
+is no network unless the phase has `network: true`), unless config.json says
+`tools.shell.sandbox: "off"`.
 
 The command runs in its own session (and so its own process group): a timeout, or the
 cancellation of the task running the tool, kills the whole group with SIGKILL, so no
-background child outlives it. stdout and stderr are read to the end even past the cap
-(the excess is discarded) so the child never blocks on a full pipe. Environment
-variables whose names look secret are not passed on.
+background child outlives it (inside the sandbox, bwrap's death takes its whole PID
+namespace with it). stdout and stderr are read to the end even past the cap (the excess
+is discarded) so the child never blocks on a full pipe. Environment variables whose
+names look secret are not passed on.
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ import os
 import re
 import signal
 from asyncio.subprocess import Process
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from coro.tools import sandbox
 from coro.tools.files import job_root
 from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
 
 #: names of environment variables never passed to commands
-SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|APIKEY|CREDENTIAL", re.IGNORECASE)
+SECRET_ENV_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL", re.IGNORECASE
+)
 #: how long to wait for a killed process group to close its pipes and be reaped
 KILL_GRACE_SECONDS = 5.0
 _CHUNK = 64 * 1024
@@ -94,17 +104,33 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
         raise ToolError("timeoutSeconds must be greater than 0")
     timeout = min(timeout, ctx.shell_timeout_max)
     cwd = await asyncio.to_thread(job_root, ctx)
+    try:
+        launch = await sandbox.prepare(
+            ctx.sandbox, cwd, ["bash", "-c", args.command], network=ctx.network
+        )
+    except sandbox.SandboxError as exc:
+        raise ToolError(str(exc)) from None
+    try:
+        return await _run(ctx, args, launch, cwd, timeout)
+    except sandbox.SandboxError as exc:
+        raise ToolError(str(exc)) from None
+    finally:
+        await launch.aclose()
+
+
+async def _run(
+    ctx: ToolContext, args: ShellInput, launch: sandbox.Launch, cwd: Path, limit: float
+) -> dict[str, Any]:
     spawn = asyncio.create_task(
         asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            args.command,
+            *launch.argv,
             cwd=cwd,
             env=command_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            pass_fds=launch.pass_fds,
         )
     )
     try:
@@ -116,7 +142,15 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
             await kill_and_reap(await spawn, set())
         raise
     except OSError as exc:
-        raise ToolError(f"could not start bash: {exc}") from exc
+        raise ToolError(f"could not start {launch.argv[0]}: {exc}") from exc
+    finally:
+        launch.spawned()
+
+    try:
+        await launch.connect()
+    except BaseException:
+        await kill_and_reap(proc, set())
+        raise
 
     stdout = CappedReader(proc.stdout, ctx.output_cap_bytes)
     stderr = CappedReader(proc.stderr, ctx.output_cap_bytes)
@@ -130,7 +164,7 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
     timed_out = False
     settled = False
     try:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        _, pending = await asyncio.wait(tasks, timeout=limit)
         if pending:
             timed_out = True
             await kill_and_reap(proc, pending)
@@ -141,7 +175,7 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
 
     if timed_out:
         await ctx.log(
-            f"[shell] timed out after {timeout:g}s, process group killed: {_brief(args.command)}"
+            f"[shell] timed out after {limit:g}s, process group killed: {_brief(args.command)}"
         )
     return {
         "exitCode": _exit_code(proc.returncode),
