@@ -26,7 +26,9 @@ OPENAI_KEY = "sk-test-Stuck0000detector1111"
 ANTHROPIC_KEY = "sk-ant-test-stuck-0123456789abcdef"
 ONE_PHASE = [{"name": "work", "agent": None}]
 #: A phase whose agent must act (the base layer's coder) with a few tools.
-AGENT_PHASE = [{"name": "work", "agent": "agents/coder.md", "tools": ["file_*", "log"]}]
+AGENT_PHASE = [
+    {"name": "work", "agent": "agents/coder.md", "tools": ["file_*", "log", "update_work_item"]}
+]
 WRITE = {"path": "notes.md", "content": "# Notes\n"}
 
 
@@ -115,15 +117,29 @@ def test_a_second_loop_in_the_same_turn_escalates_even_after_a_break() -> None:
     assert verdict is not None and verdict.escalate
 
 
-def test_an_idle_turn_needs_an_agent_with_tools_and_exactly_one_model_answer() -> None:
-    assert is_idle_turn(tool_calls=0, model_turns=1, has_agent=True, has_tools=True)
-    assert not is_idle_turn(tool_calls=1, model_turns=2, has_agent=True, has_tools=True)
-    assert not is_idle_turn(tool_calls=0, model_turns=0, has_agent=True, has_tools=True)
-    assert not is_idle_turn(tool_calls=0, model_turns=1, has_agent=False, has_tools=True)
-    assert not is_idle_turn(tool_calls=0, model_turns=1, has_agent=True, has_tools=False)
-    # Several model turns without a Coro tool call: tools Coro does not see (Claude Code's
-    # own Write, Bash) were used.
-    assert not is_idle_turn(tool_calls=0, model_turns=3, has_agent=True, has_tools=True)
+def test_an_idle_turn_is_one_model_answer_without_a_tool_call_when_the_agent_had_to_act() -> None:
+    def idle(**changes: Any) -> bool:
+        turn: dict[str, Any] = {
+            "tool_calls": 0,
+            "model_turns": 1,
+            "has_agent": True,
+            "has_tools": True,
+            "said_something": True,
+            "work_pending": True,
+        }
+        return is_idle_turn(**(turn | changes))
+
+    assert idle()
+    assert idle(said_something=False, work_pending=False)  # an empty answer
+    # Words alone once the work is done: a spec, a review, an evaluation.
+    assert not idle(work_pending=False)
+    assert not idle(tool_calls=1, model_turns=2)
+    assert not idle(model_turns=0)  # no model was asked (a script without usage steps)
+    assert not idle(has_agent=False)
+    assert not idle(has_tools=False)
+    # Several model turns without a Coro tool call: the agent used tools Coro does not
+    # see (Claude Code's own Write, Bash).
+    assert not idle(model_turns=3)
 
 
 # --- through the runner: the script executor ------------------------------------------------
@@ -294,33 +310,43 @@ async def test_a_model_repeating_one_tool_call_forever_is_corrected_then_escalat
     assert all(OPENAI_KEY not in line for line in result.lines)
 
 
-async def test_an_idle_turn_is_run_again_with_a_reminder(
+async def test_talking_while_work_is_pending_is_run_again_with_a_reminder(
     api_factory: ApiFactory, openai_fake: FakeOpenAI
 ) -> None:
+    item = {"name": "notes", "status": "complete"}
     openai_fake.queue(
+        # plan (no agent): register the work
+        Reply(tool_calls=[ToolCall("set_work_items", {"workItems": ["notes"]})]),
+        Reply(text="Planned."),
+        # work: only talks, then acts after the reminder
         Reply(text="I would write the notes now."),
-        Reply(tool_calls=[ToolCall("file_write", WRITE)]),
+        Reply(tool_calls=[ToolCall("file_write", WRITE), ToolCall("update_work_item", item)]),
         Reply(text="Written."),
     )
     async with api_factory(openai_config(openai_fake)) as api:
-        workflow = write_workflow(api.home, "idle-once", AGENT_PHASE)
+        workflow = write_workflow(api.home, "idle-once", [{"name": "plan"}, *AGENT_PHASE])
         job_id = await api.create(workflow)
         result = await api.finish(job_id)
         workdir = api.runner.env.workdir(job_id)
 
-    assert result.done == "complete", result.texts()
+    assert result.done == "complete", "\n".join(result.texts())
     assert (workdir / "notes.md").read_text() == WRITE["content"]
     (line,) = stuck_lines(result.texts())
-    assert "the turn ended without a tool call — running it again with a reminder" in line
-    second = openai_fake.chat_requests[1].messages[-1]
-    assert second["role"] == "user"
-    assert "ended without calling any tool" in second["content"]
+    assert line == (
+        "[stuck] Phase work: the turn ended without a tool call — running it again with a "
+        "reminder (1/2)"
+    )
+    reminded = openai_fake.chat_requests[3].messages[-1]
+    assert reminded["role"] == "user"
+    assert (
+        "Your last turn in phase **work** ended without calling any tool" in (reminded["content"])
+    )
 
 
-async def test_idle_turns_in_a_row_escalate(
+async def test_empty_answers_in_a_row_escalate(
     api_factory: ApiFactory, openai_fake: FakeOpenAI
 ) -> None:
-    openai_fake.fallback = Reply(text="Thinking about it.")
+    openai_fake.fallback = Reply(text="")
     async with api_factory(openai_config(openai_fake)) as api:
         workflow = write_workflow(api.home, "idle", AGENT_PHASE)
         job_id = await api.create(workflow)

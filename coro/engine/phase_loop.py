@@ -66,7 +66,6 @@ from coro.executors.base import (
 from coro.intelligence.job import prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
 from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
-from coro.tools.sandbox import SANDBOX_OFF_WARNING
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +163,6 @@ class PhaseLoop:
             return
         await self._snapshot_phases(job, workflow)
         await self.log(f"Runner started — phase: {job.phase}")
-        if self.env.sandbox.off:
-            await self.log(SANDBOX_OFF_WARNING)
         while await self._run_phase(workflow):
             job = await self.store.get(self.job_id)
             if job.workflow_path != workflow.path:
@@ -279,8 +276,6 @@ class PhaseLoop:
             plugins=self.env.plugins,
             layers=self.env.layers,
             campaigns=self.env.campaigns,
-            sandbox=self.env.sandbox,
-            network=phase.network,
         )
         usage = PhaseUsage(
             phase=phase.name,
@@ -290,6 +285,7 @@ class PhaseLoop:
             provider=choice.provider,
         )
         call_counter = [0]
+        said = [False]  # the agent produced text this turn (stuck detection)
         live = _LiveUsage(usage)
         stuck = self.env.config.jobs.stuck
         detector = StuckDetector(_thresholds(stuck)) if stuck.enabled else None
@@ -377,6 +373,7 @@ class PhaseLoop:
                     for chunk in _chunks(event.text):
                         await self.log(chunk)
                     history.append(ConversationMessage(role="assistant", content=event.text))
+                    said[0] = said[0] or bool(event.text.strip())
                 elif isinstance(event, ThinkingEvent):
                     await self.log(f"[thinking] {_clip(event.text, LOG_CHUNK)}")
                 elif isinstance(event, UsageEvent):
@@ -420,6 +417,8 @@ class PhaseLoop:
             model_turns=usage.num_turns,
             has_agent=phase.agent is not None,
             has_tools=bool(request.tools),
+            said_something=said[0],
+            work_pending=bool(job.unfinished_work_items()),
         )
         return await self._after_turn(job, workflow, phase, signals, idle=idle)
 

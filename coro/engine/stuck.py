@@ -10,8 +10,9 @@ The loops, each counted over consecutive calls of one turn:
 - repeat: the same call (tool name + canonical JSON input) with the same result;
 - error: the same error text, whatever the tool;
 - alternation: two distinct (call, result) pairs taking turns, A-B-A-B-….
-A turn that ended without any tool call although the model answered is *idle*: the
-phase runs again with `idle_reminder()`, and the next idle turn in a row escalates.
+A turn that ended without any tool call although the agent had to act (see
+`is_idle_turn`) is *idle*: the phase runs again with `idle_reminder()`, and the next
+idle turn in a row escalates.
 """
 
 from __future__ import annotations
@@ -189,9 +190,19 @@ class StuckDetector:
         return Loop("alternation", tuple(sorted({first.name, second.name})), size)
 
 
-def is_idle_turn(*, tool_calls: int, model_turns: int, has_agent: bool, has_tools: bool) -> bool:
+def is_idle_turn(
+    *,
+    tool_calls: int,
+    model_turns: int,
+    has_agent: bool,
+    has_tools: bool,
+    said_something: bool,
+    work_pending: bool,
+) -> bool:
     """A turn in which the model answered once and called no tool, in a phase whose agent
-    has tools to act with.
+    has tools to act with — and had to act: it said nothing at all, or work items are
+    still unfinished. (Answering in words alone is what a spec, a review or an evaluation
+    may rightly do once the work is done.)
 
     Exactly one model turn: every LLM executor reports one per round trip, and a round
     trip is only followed by another after tool calls — so more than one means the agent
@@ -199,16 +210,18 @@ def is_idle_turn(*, tool_calls: int, model_turns: int, has_agent: bool, has_tool
     `script` executor reports model turns only for its `usage` steps, so a scripted phase
     without them (or a phase missing from `params.script`) is never idle.
     """
-    return has_agent and has_tools and tool_calls == 0 and model_turns == 1
+    if not (has_agent and has_tools and tool_calls == 0 and model_turns == 1):
+        return False
+    return work_pending or not said_something
 
 
 def idle_reminder(phase: str, count: int, limit: int) -> str:
     """The prompt of the re-run after an idle turn."""
     return (
         f"[coro] Your last turn in phase **{phase}** ended without calling any tool "
-        f"({count} of {limit} allowed before the job is escalated). Text alone does not "
-        "change anything: act through your tools to do the phase's work, record what you "
-        "did, and say when you are finished — or call escalate if you cannot go on."
+        f"(idle turn {count}; at {limit} in a row the job is escalated). Words alone change "
+        "nothing: act through your tools to do the phase's work and record what you did "
+        "(work items, artefacts, log) — or call escalate if you cannot go on."
     )
 
 
