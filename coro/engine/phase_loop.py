@@ -66,6 +66,7 @@ from coro.executors.base import (
 from coro.intelligence.job import prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
 from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
+from coro.tools.sandbox import SANDBOX_OFF_WARNING
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ class PhaseLoop:
             return
         await self._snapshot_phases(job, workflow)
         await self.log(f"Runner started — phase: {job.phase}")
+        if self.env.sandbox.off:
+            await self.log(SANDBOX_OFF_WARNING)
         while await self._run_phase(workflow):
             job = await self.store.get(self.job_id)
             if job.workflow_path != workflow.path:
@@ -276,6 +279,8 @@ class PhaseLoop:
             plugins=self.env.plugins,
             layers=self.env.layers,
             campaigns=self.env.campaigns,
+            sandbox=self.env.sandbox,
+            network=phase.network,
         )
         usage = PhaseUsage(
             phase=phase.name,
