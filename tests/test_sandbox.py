@@ -350,6 +350,17 @@ async def test_network_true_without_slirp4netns_refuses_clearly(
     assert not (ctx.workdir / "ran.txt").exists()
 
 
+async def test_a_network_that_cannot_be_set_up_fails_the_call_and_runs_nothing(
+    registry: ToolRegistry, coro_home: CoroHome
+) -> None:
+    # `false` stands where slirp4netns would be: it exits without saying it is ready.
+    ctx = job_ctx(coro_home, sandbox=SandboxPolicy(slirp4netns="false"), network=True)
+    result = await registry.call("shell", {"command": "echo ran > ran.txt"}, ctx)
+    assert result.is_error
+    assert "network could not be set up (slirp4netns exited with 1" in result.output
+    assert not (ctx.workdir / "ran.txt").exists()
+
+
 # --- teardown ---------------------------------------------------------------------
 
 
@@ -485,6 +496,17 @@ def test_mounts_cover_hidden_places_then_bind_the_job_directory(
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert "--share-net" not in argv
     assert argv[-4:] == ["--", "bash", "-c", "true"]
+
+
+def test_secret_places_named_by_the_environment_are_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest_dir = Path(pytest.__file__).resolve().parent  # real paths outside /tmp
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(pytest_dir))
+    monkeypatch.setenv("KUBECONFIG", f"{Path(json.__file__).resolve()}:relative/ignored")
+    mounts = plan_mounts(SandboxPolicy(), tmp_path / "job")
+    assert str(pytest_dir) in mounts.dirs
+    assert str(Path(json.__file__).resolve()) in mounts.files
 
 
 def test_home_secrets_are_covered_where_they_are(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ What a sandboxed command sees:
   session bus, an ssh-agent — are not there);
 * empty in place of the runner's own places (`SandboxPolicy.hidden`: `$CORO_HOME` with
   `config.json`, `state.db` and the local SCM's repositories, the work root with every
-  other job's directory, the intelligence directory) and of the user's secrets in
-  `$HOME` (`HOME_SECRETS`, and anything named `.claude*`);
+  other job's directory, the intelligence directory) and of the user's secrets: in
+  `$HOME` (`HOME_SECRETS`, and anything named `.claude*`) and wherever the environment
+  says they are (`SECRET_PATH_VARS`: `CLAUDE_CONFIG_DIR`, `KUBECONFIG`, …);
 * its job directory, the only writable place, as its working directory.
 
 It has no network, loopback included: in its own network namespace nothing listens, so
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -45,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from coro.config import CoroConfig, CoroHome
+
+logger = logging.getLogger(__name__)
 
 SandboxMode = Literal["bwrap", "off"]
 SANDBOX_SETTING = "tools.shell.sandbox"
@@ -90,18 +94,34 @@ HOME_SECRETS: tuple[str, ...] = (
 )
 #: `$HOME` entries hidden by prefix (`~/.claude`, `~/.claude.json`, their backups).
 HOME_SECRET_PREFIXES: tuple[str, ...] = (".claude",)
+#: Environment variables naming secret places outside `$HOME` (`KUBECONFIG` may list
+#: several, `:`-separated).
+SECRET_PATH_VARS: tuple[str, ...] = (
+    "CLAUDE_CONFIG_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_RUNTIME_DIR",
+    "GNUPGHOME",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "DOCKER_CONFIG",
+    "KUBECONFIG",
+    "NETRC",
+    "SSH_AUTH_SOCK",
+)
 #: Directories that are fresh and empty inside (plus the runner's temporary directory).
 SCRATCH_DIRS: tuple[str, ...] = ("/tmp", "/var/tmp", "/run")
 #: Plugin settings naming a directory the runner keeps to itself (the local SCM's
 #: `reposDir`, Claude Code's `configDir`).
 PLUGIN_DIR_SETTINGS: tuple[str, ...] = ("reposDir", "configDir")
 
-#: slirp4netns's resolver (it forwards to the host's), used when the phase has network
+#: slirp4netns's DNS forwarder (to the host's resolvers), the resolver of a sandbox with
+#: network
 SLIRP_DNS = "10.0.2.3"
 SLIRP_MTU = 65520
-#: bounds on setting up and tearing down a command's network
-NETWORK_SETUP_SECONDS = 30.0
-NETWORK_STOP_SECONDS = 5.0
+#: bounds on setting up a sandbox (its network included) and on its teardown
+SETUP_SECONDS = 30.0
+TEARDOWN_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 30.0
 _STDERR_TAIL = 2000
 
@@ -187,7 +207,8 @@ async def require_bwrap(policy: SandboxPolicy) -> str:
             f"create its namespaces here ({problem}). Allow unprivileged user namespaces "
             "(sysctl kernel.unprivileged_userns_clone=1; on Ubuntu also "
             "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for "
-            f"bwrap; in a container, run it with user namespaces allowed), {_OFF_HINT}."
+            "bwrap; in a container, run it with user namespaces allowed) and restart the "
+            f"runner, {_OFF_HINT}."
         )
     return found
 
@@ -233,10 +254,12 @@ async def _probe(bwrap: str) -> str | None:
 
 @dataclass(frozen=True)
 class Mounts:
-    """The host paths to cover: directories with an empty tmpfs, files with /dev/null."""
+    """The host paths to cover: directories with an empty tmpfs, files with /dev/null;
+    and where the sandbox's resolv.conf goes when it has a network (None: nowhere)."""
 
     dirs: tuple[str, ...]
     files: tuple[str, ...]
+    resolv_conf: str | None = None
 
 
 def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -> Mounts:
@@ -272,7 +295,14 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
         for entry in entries:
             if entry.name.startswith(HOME_SECRET_PREFIXES):
                 cover(base / entry.name)
-    return Mounts(tuple(map(str, dirs)), tuple(map(str, files)))
+    for var in SECRET_PATH_VARS:
+        for raw in os.environ.get(var, "").split(":"):
+            if raw.strip() and os.path.isabs(raw.strip()):
+                cover(raw.strip())
+    # bwrap can put a file where it exists or inside a tmpfs (a symlink into /run)
+    resolv = Path(os.path.realpath("/etc/resolv.conf"))
+    writable = resolv.exists() or any(resolv.is_relative_to(d) for d in dirs)
+    return Mounts(tuple(map(str, dirs)), tuple(map(str, files)), str(resolv) if writable else None)
 
 
 def bwrap_argv(
@@ -281,7 +311,7 @@ def bwrap_argv(
     mounts: Mounts,
     command: Iterable[str],
     *,
-    network: NetworkFds | None = None,
+    fds: SandboxFds | None = None,
 ) -> list[str]:
     """The bwrap command line running `command` in `jobdir` (mount order matters: the
     read-only root, then what is covered, then the writable job directory)."""
@@ -293,100 +323,136 @@ def bwrap_argv(
         argv += ["--ro-bind", "/dev/null", path]
     argv += ["--bind", job, job, "--chdir", job]
     argv += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if network is not None:
+    if fds is not None:
+        argv += ["--info-fd", str(fds.info_w)]
+    if fds is not None and fds.dns_r is not None and mounts.resolv_conf is not None:
         # slirp4netns's resolver: the host's may be on its loopback, which is closed
-        argv += ["--ro-bind-data", str(network.dns_r), os.path.realpath("/etc/resolv.conf")]
-        argv += ["--info-fd", str(network.info_w), "--block-fd", str(network.block_r)]
-    return [*argv, "--", *command]
+        argv += ["--ro-bind-data", str(fds.dns_r), mounts.resolv_conf]
+    return [*argv, "--", *(fds.waiter(list(command)) if fds is not None else command)]
 
 
 # --- networking for `network: true` ---------------------------------------------------
 
 
 @dataclass
-class NetworkFds:
-    """The pipes between the runner, bwrap and slirp4netns for one command."""
+class SandboxFds:
+    """The pipes between the runner and one sandbox.
+
+    With network, the command is preceded by a waiter inside the sandbox: it says when
+    bwrap has finished setting the sandbox up (bwrap configures loopback itself, and
+    slirp4netns must not configure the namespace at the same time), then waits until
+    slirp4netns is ready. slirp4netns configures the namespace in between.
+    """
 
     info_r: int
     info_w: int  # bwrap writes the sandbox's PID here (JSON)
-    block_r: int  # bwrap waits for EOF here before starting the command
-    block_w: int
-    dns_r: int  # the sandbox's resolv.conf, read by bwrap
+    #: with network only: the waiter writes to `up_w` once it runs, and starts the
+    #: command at EOF on `go_r`; bwrap reads the sandbox's resolv.conf from `dns_r`
+    up_r: int | None = None
+    up_w: int | None = None
+    go_r: int | None = None
+    go_w: int | None = None
+    dns_r: int | None = None
     closed: set[int] = field(default_factory=set)
 
     @classmethod
-    def open(cls) -> NetworkFds:
+    def open(cls, *, network: bool) -> SandboxFds:
         info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
+        if not network:
+            return cls(info_r, info_w)
+        up_r, up_w = os.pipe()
+        go_r, go_w = os.pipe()
         dns_r, dns_w = os.pipe()
         # a few bytes: the pipe holds them until bwrap reads
         os.write(dns_w, f"nameserver {SLIRP_DNS}\n".encode())
         os.close(dns_w)
-        return cls(info_r, info_w, block_r, block_w, dns_r)
+        return cls(info_r, info_w, up_r, up_w, go_r, go_w, dns_r)
+
+    @property
+    def network(self) -> bool:
+        return self.go_w is not None
 
     @property
     def for_child(self) -> tuple[int, ...]:
-        return (self.info_w, self.block_r, self.dns_r)
+        return tuple(fd for fd in (self.info_w, self.up_w, self.go_r, self.dns_r) if fd is not None)
 
-    def close(self, *fds: int) -> None:
+    def waiter(self, command: list[str]) -> list[str]:
+        """`command` preceded by the network waiter (or as it is, without network)."""
+        if self.up_w is None or self.go_r is None:
+            return command
+        up, go = self.up_w, self.go_r
+        script = f'echo >&{up}; exec {up}>&-; read -r -u {go} _; exec "$@" {go}<&-'
+        return ["bash", "-c", script, "coro-network", *command]
+
+    def close(self, *fds: int | None) -> None:
         for fd in fds:
-            if fd not in self.closed:
+            if fd is not None and fd not in self.closed:
                 self.closed.add(fd)
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
     def close_all(self) -> None:
-        self.close(self.info_r, self.info_w, self.block_r, self.block_w, self.dns_r)
+        self.close(self.info_r, self.info_w, self.up_r, self.up_w, self.go_r, self.go_w)
+        self.close(self.dns_r)
 
 
 class Launch:
-    """One command's start: bwrap's argv and fds, and (with network) its slirp4netns.
+    """One command's start and end: the argv and fds of bwrap, the sandbox's PID
+    namespace (held through a pidfd of its init), and its slirp4netns.
 
-    `spawned()` right after the fork, `connect()` before anything else waits on the
-    command, `aclose()` always at the end.
+    `spawned()` right after the fork, `connect()` before anything waits on the command,
+    `aclose()` always at the end: it makes sure nothing of the sandbox is left running.
     """
 
     def __init__(
         self,
         argv: list[str],
-        network: NetworkFds | None = None,
+        fds: SandboxFds | None = None,
         slirp4netns: str | None = None,
     ) -> None:
         self.argv = argv
-        self.network = network
+        self.fds = fds
         self.slirp4netns = slirp4netns
+        self._init_pidfd: int | None = None
         self._slirp: asyncio.subprocess.Process | None = None
         self._slirp_exit_w: int | None = None
         self._slirp_stderr: asyncio.Task[bytes] | None = None
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        return self.network.for_child if self.network is not None else ()
+        return self.fds.for_child if self.fds is not None else ()
 
     def spawned(self) -> None:
         """The child has its copies: the runner's side of them goes."""
-        if self.network is not None:
-            self.network.close(*self.network.for_child)
+        if self.fds is not None:
+            self.fds.close(*self.fds.for_child)
 
     async def connect(self) -> None:
-        """Give the sandbox its network, then let the command start. If bwrap ended
-        before creating the sandbox, nothing is done: its exit status and stderr say why."""
-        fds = self.network
+        """Learn the sandbox's PID; with network, connect it, then let the command start.
+        If bwrap ended before creating the sandbox, nothing is done: its exit status and
+        stderr say why."""
+        fds = self.fds
         if fds is None:
             return
         try:
-            async with asyncio.timeout(NETWORK_SETUP_SECONDS):
+            async with asyncio.timeout(SETUP_SECONDS):
                 info = await _read_to_eof(fds.info_r)
                 fds.close(fds.info_r)
                 pid = _child_pid(info)
                 if pid is not None:
-                    await self._start_slirp(pid)
+                    with contextlib.suppress(ProcessLookupError):  # already over
+                        self._init_pidfd = os.pidfd_open(pid)
+                if pid is not None and fds.up_r is not None:
+                    up = await _read_to_eof(fds.up_r, limit=1)
+                    if up:  # else bwrap failed: its exit status and stderr say why
+                        await self._start_slirp(pid)
         except TimeoutError:
-            raise SandboxError(
-                f"the sandbox's network was not ready within {NETWORK_SETUP_SECONDS:g}s"
-            ) from None
+            raise SandboxError(f"the sandbox was not ready within {SETUP_SECONDS:g}s") from None
         finally:
-            fds.close(fds.block_w)  # EOF: the command starts (or the sandbox is torn down)
+            fds.close(fds.up_r)
+        # EOF: the waiter starts the command. On a failure above this stays open until
+        # `aclose` has taken the sandbox down, so the command never runs.
+        fds.close(fds.go_w)
 
     async def _start_slirp(self, pid: int) -> None:
         assert self.slirp4netns is not None
@@ -431,9 +497,19 @@ class Launch:
             )
 
     async def aclose(self) -> None:
-        """Close every pipe left and stop slirp4netns (closing its exit pipe ends it)."""
-        if self.network is not None:
-            self.network.close_all()
+        """Take down whatever is left of the sandbox (killing its PID namespace's init
+        ends every process in it) and wait until it is gone; then close every pipe left
+        and stop slirp4netns (closing its exit pipe ends it)."""
+        pidfd, self._init_pidfd = self._init_pidfd, None
+        if pidfd is not None:
+            try:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                await _exited(pidfd, TEARDOWN_SECONDS)
+            finally:
+                os.close(pidfd)
+        if self.fds is not None:  # only now: closing the go pipe would start a command
+            self.fds.close_all()
         if self._slirp_exit_w is not None:
             with contextlib.suppress(OSError):
                 os.close(self._slirp_exit_w)
@@ -441,7 +517,7 @@ class Launch:
         slirp, self._slirp = self._slirp, None
         if slirp is not None:
             try:
-                async with asyncio.timeout(NETWORK_STOP_SECONDS):
+                async with asyncio.timeout(TEARDOWN_SECONDS):
                     await slirp.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
@@ -461,8 +537,27 @@ async def prepare(
     bwrap = await require_bwrap(policy)
     slirp = await require_slirp(policy) if network else None
     mounts = await asyncio.to_thread(plan_mounts, policy, jobdir)
-    fds = NetworkFds.open() if network else None
-    return Launch(bwrap_argv(bwrap, jobdir, mounts, command, network=fds), fds, slirp)
+    fds = SandboxFds.open(network=network)
+    return Launch(bwrap_argv(bwrap, jobdir, mounts, command, fds=fds), fds, slirp)
+
+
+async def _exited(pidfd: int, limit: float) -> None:
+    """Wait (at most `limit` seconds) until the process of `pidfd` has exited."""
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        async with asyncio.timeout(limit):
+            await gone
+    except TimeoutError:
+        logger.warning("a sandbox's init did not exit within %gs of SIGKILL", limit)
+    finally:
+        loop.remove_reader(pidfd)
 
 
 def _child_pid(info: bytes) -> int | None:
