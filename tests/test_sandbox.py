@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from pydantic import ValidationError
 
 from coro.config import CoroConfig, CoroHome
@@ -632,16 +633,28 @@ async def test_sandbox_off_runs_commands_unsandboxed_and_warns_at_every_job_star
     assert '"llm"' in json.loads(output)["stdout"]  # the runner's config, readable
 
 
-async def test_mcp_shell_calls_are_sandboxed_too(api: Api) -> None:
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_mcp_shell_calls_are_sandboxed_too(api: Api, transport: str, tmp_path: Path) -> None:
     workflow = write_workflow(api.home, "parked", [{"name": "work", "agent": None}])
     script = {"work": [[{"tool": "await_event", "input": {"eventName": "developer-input: ok?"}}]]}
     job_id = await api.create(workflow, script)
     await api.wait_for_line(job_id, "Job parked")
+    command = f"cat {api.home.config_file}; echo here > mine.txt"
 
-    async with asyncio.timeout(WAIT_LIMIT), Client(f"{api.served.url}/mcp/{job_id}") as client:
-        called = await client.call_tool(
-            "shell", {"command": f"cat {api.home.config_file}; echo here > mine.txt"}
+    params = StdioServerParameters(  # `coro mcp --job`: its own process, reading $CORO_HOME
+        command=PY,
+        args=["-m", "coro", "mcp", "--job", job_id],
+        env={"CORO_HOME": str(api.home.root), "PATH": os.environ["PATH"]},
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    with (tmp_path / "stderr.txt").open("w") as errlog:
+        target: Any = (
+            f"{api.served.url}/mcp/{job_id}"
+            if transport == "http"
+            else stdio_client(params, errlog=errlog)
         )
+        async with asyncio.timeout(WAIT_LIMIT), Client(target) as client:
+            called = await client.call_tool("shell", {"command": command})
     text = "\n".join(getattr(c, "text", "") for c in called.content)
     assert not called.is_error, text
     out = json.loads(text)

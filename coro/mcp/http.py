@@ -44,9 +44,7 @@ class McpEndpointClosed(RuntimeError):
 class McpHttpEndpoint:
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
-        self.contexts = JobContexts(
-            env.store, env.work_root, env.layers, env.plugins, env.sandbox
-        )
+        self.contexts = JobContexts(env.store, env.work_root, env.layers, env.plugins, env.sandbox)
         self._manager: StreamableHTTPSessionManager | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()

@@ -22,7 +22,9 @@ command (it ends when its exit pipe closes, also when the runner dies).
 
 Every namespace is new (`--unshare-all`), every capability dropped, the sandbox dies
 with `bwrap` (`--die-with-parent`), and the command gets the environment the runner
-passes to `bwrap` (already stripped of secret-looking variables).
+passes to `bwrap` (already stripped of secret-looking variables). bwrap reports the
+PID of the sandbox's init (`--info-fd`): when the tool is done, that init is killed if
+still there — which ends every process of the sandbox — and waited for.
 
 Whether bwrap works here is probed once per process and binary (`bwrap … true`, run as a
 subprocess, never blocking the event loop). When it is missing or cannot create
