@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from coro.engine.events import InboundEvent
 from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
@@ -177,15 +176,13 @@ async def test_completion_gate_passes_once_items_are_done(api: Api) -> None:
     assert (await api.finish(job_id)).done == "complete"
 
 
-async def test_concurrency_cap_holds_and_every_job_completes(
-    api_factory: ApiFactory, tmp_path: Path
-) -> None:
-    release = tmp_path / "release"
+async def test_concurrency_cap_holds_and_every_job_completes(api_factory: ApiFactory) -> None:
     async with api_factory(make_config(maxConcurrent=2)) as api:
         workflow = write_workflow(
             api.home, "capped", [{"name": "a", "agent": None}, {"name": "b", "agent": None}]
         )
-        hold = f"while [ ! -f {release} ]; do sleep 0.02; done"
+        # The sandboxed shell sees only the job's own directory, so the gate lives there.
+        hold = "while [ ! -f release ]; do sleep 0.02; done"
         script = {"a": [{"tool": "shell", "input": {"command": hold}}], "b": [{"text": "b"}]}
         dispatcher = api.runner.dispatcher
         peak = 0
@@ -203,7 +200,10 @@ async def test_concurrency_cap_holds_and_every_job_completes(
             await api.wait_for_line(job_id, "→ shell")
         queued = (await api.client.get("/jobs", params={"status": "queued"})).json()
         assert sorted(j["id"] for j in queued["jobs"]) == sorted(ids[2:])
-        release.write_text("")
+        for job_id in ids:
+            workdir = api.runner.env.workdir(job_id)
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "release").write_text("")
         results = await asyncio.gather(*(api.finish(i) for i in ids))
         assert [r.done for r in results] == ["complete"] * 6
         assert peak == 2
