@@ -32,7 +32,7 @@ from coro.plugins.scm.git import (
     find_checkout,
     strip_userinfo,
 )
-from tests.conftest import Api, write_workflow
+from tests.conftest import Api, ApiFactory, make_config, write_workflow
 
 USER = "coro-bot"
 PASSWORD = "pa55-W0rd:with/odd&chars"
@@ -583,7 +583,18 @@ def test_find_checkout_resolves_names_inside_the_job_directory(tmp_path: Path) -
 # --------------------------------------------------------------------------- HTTP API
 
 
-async def test_diff_endpoint_shows_what_the_job_changed(api: Api, origin: Path) -> None:
+async def test_diff_endpoint_shows_what_the_job_changed(
+    api_factory: ApiFactory, origin: Path
+) -> None:
+    # The job clones with plain git from a file:// origin under /tmp, which the sandboxed
+    # shell cannot see; a clone no SCM plugin made is still a checkout the endpoint finds.
+    config = make_config()
+    config.tools.shell.sandbox = "off"
+    async with api_factory(config) as api:
+        await _diff_endpoint_shows_what_the_job_changed(api, origin)
+
+
+async def _diff_endpoint_shows_what_the_job_changed(api: Api, origin: Path) -> None:
     workflow = write_workflow(api.home, "edit-repo", [{"name": "coding", "agent": None}])
     script = {
         "coding": [
