@@ -176,6 +176,34 @@ def test_prose_mentions_only_real_tools(workflow_id: str, tmp_path: Path) -> Non
     assert not unknown, f"{workflow_id} mentions unknown tools {sorted(unknown)}"
 
 
+#: A git command in `shell` that needs a remote: the sandbox has no network and hides the
+#: local SCM's bare repositories, so these fail there (`scm_clone_repo` fetches instead).
+REMOTE_GIT = re.compile(r"\bgit\b(?:\s+-C\s+\S+)?\s+(fetch|pull|push|clone|ls-remote)\b")
+
+
+def remote_git_commands(text: str) -> list[str]:
+    spans = BACKTICKED.findall(FENCED.sub("", text))
+    return [" ".join(span.split()) for span in spans if REMOTE_GIT.search(span)]
+
+
+@pytest.mark.parametrize("workflow_id", all_workflow_ids())
+def test_prose_reaches_remotes_only_through_scm_tools(workflow_id: str, tmp_path: Path) -> None:
+    found = remote_git_commands(load(tmp_path, workflow_id).body)
+    assert not found, f"{workflow_id} tells the agent to run {found} in the sandboxed shell"
+
+
+@pytest.mark.parametrize("workflow_id", all_workflow_ids())
+def test_prose_says_shell_is_sandboxed_without_network(workflow_id: str, tmp_path: Path) -> None:
+    wf = load(tmp_path, workflow_id)
+    runs_shell = any(p.agent and allows(p.tools, "shell") for p in wf.phases)
+    if not runs_shell:
+        assert workflow_id == "self-update"  # the only workflow without an agent phase
+        return
+    body = " ".join(wf.body.split())
+    assert "sandbox" in body, f"{workflow_id} does not say that `shell` is sandboxed"
+    assert "no network" in body and "`network: true`" in body, workflow_id
+
+
 def test_job_workflow_shape(tmp_path: Path) -> None:
     wf = load(tmp_path, "job")
     assert wf.display_name == "Implementation Job"
@@ -359,6 +387,12 @@ def test_agent_park_labels_map_to_the_intended_status(agent: str) -> None:
             # approval (which would advance the phase when the developer replies).
             assert park_status(label) == AWAITING_PR_MERGE, label
             assert not APPROVAL_LABEL.search(label), label
+
+
+@pytest.mark.parametrize("agent", agent_files())
+def test_agent_reaches_remotes_only_through_scm_tools(agent: str) -> None:
+    found = remote_git_commands(agent_text(agent))
+    assert not found, f"{agent} tells the agent to run {found} in the sandboxed shell"
 
 
 def test_coder_contract() -> None:
