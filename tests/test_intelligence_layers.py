@@ -457,6 +457,30 @@ async def test_preflight_reports_bad_yaml_unknown_agent_duplicate_phase_and_unkn
     assert refused.status_code == 400
 
 
+async def test_preflight_accepts_claude_code_builtin_names_for_coro_tools(api: Api) -> None:
+    # `Bash`, `Read`, ... in an allow-list stand for Coro's `shell` and file tools at run
+    # time; preflight must not refuse a workflow the runner would run.
+    content = (
+        "---\n"  # 1
+        "phases:\n"  # 2
+        "  - name: work\n"  # 3
+        "    agent: agents/coder.md\n"  # 4
+        "    tools: [log, Bash, Read, Write, Edit, MultiEdit, Glob, Grep, 'Bash(git:*)',\n"  # 5
+        "            mcp__coro__Read, WebFetch, Teleport]\n"  # 6
+        "---\n# X\n"
+    )
+    response = await api.client.post(
+        "/intelligence/preflight", json={"path": "workflows/x/workflow.md", "content": content}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["ok"] is False
+    assert {(i["line"], i["message"]) for i in body["issues"]} == {
+        (6, "phases[0].tools: unknown tool 'WebFetch'"),
+        (6, "phases[0].tools: unknown tool 'Teleport'"),
+    }
+
+
 def test_preflight_of_agents_skills_and_memory(tmp_path: Path) -> None:
     checker = Checker.create(IntelligenceLayers(tmp_path).stack(), builtin_tools().names())
 

@@ -8,8 +8,9 @@ line when one is known (the opening `---` of the front matter is line 1).
   (bad YAML, unknown keys, wrong types, an `initial_phase` that is not declared...),
   plus — from the YAML itself, so several are reported at once — duplicate phase
   names, agents that no layer has, tools that are not known (a registered tool, a glob
-  matching one, or an `mcp__<server>__<tool>` name), and providers that are not
-  installed (a warning: one may be configured later);
+  matching one, a Claude Code built-in that stands for one — `Bash`, `Read`, ... as
+  `coro.tools.registry.BUILTIN_ALIASES` says — or an `mcp__<server>__<tool>` name), and
+  providers that are not installed (a warning: one may be configured later);
 * **agent** (`agents/<name>.md`): optional front matter must be a YAML mapping (a
   `tools` list in it is checked like a phase's); the prose needs a `# Title` line;
 * **skill** (`.claude/skills/<name>/SKILL.md`): front matter with `name` and
@@ -35,7 +36,7 @@ from coro.intelligence.layers import (
     check_relative_path,
     safe_segment,
 )
-from coro.tools.registry import MCP_PREFIX
+from coro.tools.registry import MCP_PREFIX, allow_pattern
 
 ArtefactKind = Literal["workflow", "agent", "skill", "instructions", "memory"]
 Severity = Literal["error", "warning"]
@@ -166,11 +167,14 @@ class Checker:
             if server and tool:
                 return None  # another MCP server's tool: known only once it connects
             return f"'{entry}' is not a tool name: use mcp__<server>__<tool>"
-        if _GLOB.search(bare):
-            if any(fnmatch.fnmatchcase(name, bare) for name in self.tool_names):
+        # what the runner will match: a Claude Code built-in (`Bash`, `Read(...)`) stands
+        # for the Coro tool that does the same; other capitalised names stay unknown
+        pattern = allow_pattern(entry)
+        if _GLOB.search(pattern):
+            if any(fnmatch.fnmatchcase(name, pattern) for name in self.tool_names):
                 return None
             return f"tool pattern '{entry}' matches no known tool"
-        if bare in self.tool_names:
+        if pattern in self.tool_names:
             return None
         message = f"unknown tool '{entry}'"
         close = difflib.get_close_matches(bare, sorted(self.tool_names), n=1)
