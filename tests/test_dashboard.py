@@ -380,6 +380,63 @@ async def test_settings_are_saved_and_no_secret_reaches_the_page(
     assert saved.llm.aliases["tier:coding"].model == "claude-coding"
 
 
+async def test_model_aliases_keep_their_context_window_and_tool_calling_when_saved(
+    api_factory: ApiFactory, chromium: object
+) -> None:
+    config = CoroConfig.model_validate(
+        {
+            "llm": {
+                "defaultProvider": "script",
+                "aliases": {
+                    "local": {
+                        "provider": "openai",
+                        "model": "smollm2",
+                        "contextWindow": 8192,
+                        "toolCalling": "prompted",
+                    },
+                    "tier:mini": {"provider": "anthropic", "model": "claude-mini"},
+                    "retired": {"provider": "anthropic", "model": "claude-old"},
+                },
+            }
+        }
+    )
+    async with api_factory(config) as api:
+        ui = await board(chromium, api)
+        await ui.open("#/settings")
+        page = ui.page
+        rows = page.get_by_role("table", name="Model aliases").locator("tbody tr")
+        await expect(rows).to_have_count(3)
+        local, mini = rows.nth(0), rows.nth(1)
+        await expect(local.get_by_label("Alias name")).to_have_value("local")
+        await expect(mini.get_by_label("Alias name")).to_have_value("tier:mini")
+        await expect(local.get_by_label("Alias contextWindow")).to_have_value("8192")
+        await expect(local.get_by_label("Alias toolCalling")).to_have_value("prompted")
+        await expect(mini.get_by_label("Alias toolCalling")).to_have_value("")
+
+        await local.get_by_label("Alias model").fill("smollm2-360m")
+        await mini.get_by_label("Alias contextWindow").fill("200000")
+        await mini.get_by_label("Alias toolCalling").select_option("native")
+        await page.get_by_role("button", name="Remove alias retired").click()
+        await page.get_by_role("button", name="Save aliases").click()
+        await expect(page.get_by_role("status").first).to_contain_text("Aliases saved")
+        # the page is drawn again from the saved configuration
+        await expect(rows).to_have_count(2)
+        await expect(local.get_by_label("Alias model")).to_have_value("smollm2-360m")
+        await expect(local.get_by_label("Alias contextWindow")).to_have_value("8192")
+        await expect(mini.get_by_label("Alias toolCalling")).to_have_value("native")
+        await ui.shot("settings-aliases")
+        stored = api.home.config_file.read_text()
+        assert ui.errors == []
+        await page.close()
+    aliases = CoroConfig.model_validate_json(stored).llm.aliases
+    assert set(aliases) == {"local", "tier:mini"}
+    assert aliases["local"].model == "smollm2-360m"
+    assert aliases["local"].context_window == 8192
+    assert aliases["local"].tool_calling == "prompted"
+    assert aliases["tier:mini"].context_window == 200_000
+    assert aliases["tier:mini"].tool_calling == "native"
+
+
 async def test_a_proposal_is_approved_from_the_settings_page(api: Api, chromium: object) -> None:
     workflow = write_workflow(api.home, "learns", [{"name": "work", "agent": None}])
     proposal = {

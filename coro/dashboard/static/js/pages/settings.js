@@ -194,27 +194,67 @@ export async function render(main) {
 
   function drawAliases() {
     const rows = h("tbody");
+    const loaded = config.llm?.aliases || {};
+    // each row's alias as stored, so fields this table does not show survive a save
+    const stored = new WeakMap();
+    // The runner's `toolCalling` modes; a stored value outside them is kept as it is.
+    const TOOL_CALLING = ["native", "prompted", "auto"];
     const addRow = (name = "", alias = {}) => {
-      const cells = ["name", "provider", "model", "reasoningEffort"].map((field) =>
-        h("input", { "aria-label": `Alias ${field}`, value: field === "name" ? name : alias[field] || "", dataset: { field } }),
+      // narrow cells, so the whole row fits beside the defaults panel
+      const text = (field, value, size) => h("input", { "aria-label": `Alias ${field}`, size, value: value || "", dataset: { field } });
+      const windowInput = h("input", {
+        type: "number",
+        min: "1000",
+        step: "1",
+        style: "width:7.5rem",
+        placeholder: "catalogue",
+        "aria-label": "Alias contextWindow",
+        value: alias.contextWindow ? String(alias.contextWindow) : "",
+        dataset: { field: "contextWindow" },
+      });
+      const modes = alias.toolCalling && !TOOL_CALLING.includes(alias.toolCalling) ? [...TOOL_CALLING, alias.toolCalling] : TOOL_CALLING;
+      const calling = h(
+        "select",
+        { "aria-label": "Alias toolCalling", dataset: { field: "toolCalling" } },
+        h("option", { value: "" }, "(default)"),
+        modes.map((mode) => h("option", { value: mode, selected: mode === alias.toolCalling }, mode)),
       );
+      const cells = [
+        text("name", name, 10),
+        text("provider", alias.provider, 8),
+        text("model", alias.model, 14),
+        text("reasoningEffort", alias.reasoningEffort, 6),
+        windowInput,
+        calling,
+      ];
       const drop = h("button", { type: "button", "aria-label": `Remove alias ${name}` }, "Remove");
       const row = h("tr", {}, cells.map((c) => h("td", {}, c)), h("td", {}, drop));
+      stored.set(row, alias);
       drop.onclick = () => row.remove();
       rows.append(row);
     };
-    for (const [name, alias] of Object.entries(config.llm?.aliases || {})) addRow(name, alias);
+    for (const [name, alias] of Object.entries(loaded)) addRow(name, alias);
     const add = h("button", { type: "button", id: "add-alias" }, "Add alias");
     add.onclick = () => addRow();
     const save = h("button", { type: "button", class: "primary", id: "save-aliases" }, "Save aliases");
     save.onclick = () =>
       busy(save, message, () => {
-        const aliases = {};
+        // Aliases merge key by key on the runner: a removed or renamed one is sent as null.
+        const aliases = Object.fromEntries(Object.keys(loaded).map((name) => [name, null]));
         for (const row of rows.children) {
-          const value = Object.fromEntries([...row.querySelectorAll("input")].map((i) => [i.dataset.field, i.value.trim()]));
+          const value = Object.fromEntries([...row.querySelectorAll("[data-field]")].map((i) => [i.dataset.field, i.value.trim()]));
           if (!value.name) continue;
-          aliases[value.name] = { provider: value.provider, model: value.model };
-          if (value.reasoningEffort) aliases[value.name].reasoningEffort = value.reasoningEffort;
+          const alias = { ...stored.get(row), provider: value.provider, model: value.model };
+          const optional = {
+            reasoningEffort: value.reasoningEffort || null,
+            contextWindow: value.contextWindow ? Number(value.contextWindow) : null,
+            toolCalling: value.toolCalling || null,
+          };
+          for (const [field, given] of Object.entries(optional)) {
+            if (given === null) delete alias[field];
+            else alias[field] = given;
+          }
+          aliases[value.name] = alias;
         }
         return saveConfig({ llm: { aliases } }, "Aliases");
       });
@@ -225,8 +265,14 @@ export async function render(main) {
       h(
         "div",
         { class: "table-wrap" },
-        h("table", { "aria-label": "Model aliases" }, h("thead", {}, h("tr", {}, ["Alias", "Provider", "Model", "Reasoning effort", ""].map((c) => h("th", { scope: "col" }, c)))), rows),
+        h(
+          "table",
+          { "aria-label": "Model aliases" },
+          h("thead", {}, h("tr", {}, ["Alias", "Provider", "Model", "Reasoning effort", "Context window", "Tool calling", ""].map((c) => h("th", { scope: "col" }, c)))),
+          rows,
+        ),
       ),
+      h("p", { class: "muted" }, "Context window: the tokens a model takes, when the model catalogue does not know it (a local model). Tool calling: how the openai executor offers tools."),
       h("div", { class: "row", style: "margin-top:.6rem" }, add, save),
     );
   }
