@@ -56,7 +56,7 @@ class ModelAlias(_Section):
     #: tokens the model can take, when the catalogue does not know it (a local model)
     context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
     #: how the `openai` executor offers tools (the others ignore it)
-    tool_calling: Literal["native", "prompted", "auto"] | None = None
+    tool_calling: Literal["native", "prompted", "constrained", "auto"] | None = None
 
 
 class LlmConfig(_Section):

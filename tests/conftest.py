@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 
 from coro.config import CoroConfig, CoroHome
 from coro.runner import Runner, Served, serve
+from tests.real_model import LocalModel, local_model
 from tests.sse import frames
 
 WAIT_LIMIT = 60  # a guard against hangs, not a timing assertion
@@ -156,3 +157,10 @@ async def api(api_factory: ApiFactory) -> AsyncIterator[Api]:
 def user_prompts(job: dict[str, Any]) -> list[str]:
     """The prompts the agent was given, oldest first."""
     return [m["content"] for m in job["conversationHistory"] if m["role"] == "user"]
+
+
+@pytest.fixture(scope="session")
+def real_llm() -> Iterator[LocalModel]:
+    """SmolLM2-135M-Instruct served by llama.cpp on the CPU, once per test worker."""
+    with local_model() as served:
+        yield served

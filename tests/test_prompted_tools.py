@@ -211,3 +211,88 @@ def test_the_shapes_small_models_write_are_read_as_calls() -> None:
         '```json\n{"name": "deploy", "arguments": {}}\n```',
     ):
         assert parse_calls(text, known, strict=False).calls == [], text
+
+
+def bare(name: str, arguments: dict[str, Any]) -> str:
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+async def test_constrained_calls_ask_the_server_for_a_call_and_end_with_end_turn(
+    api_factory: ApiFactory, fake: FakeOpenAI
+) -> None:
+    fake.tool_calling = False
+    write = {"path": "a.txt", "content": "x"}
+    fake.queue(
+        Reply(text=bare("file_write", write)),
+        Reply(text='{"name": "file_write", "arguments": {"path": "a.txt", "content": "xxxxx'),
+        Reply(text=bare("end_turn", {"summary": "Wrote a.txt."})),
+    )
+    settings = {"toolCalling": "constrained", "temperature": 0, "frequencyPenalty": 0.5}
+    async with api_factory(config(fake, **settings)) as api:
+        workflow = write_workflow(
+            api.home, "constrained", [{"name": "work", "agent": None, "tools": ["file_write"]}]
+        )
+        job_id = await api.create(workflow, description="Write a.txt")
+        result = await api.finish(job_id)
+
+    assert result.done == "complete", result.texts()
+    assert (api.home.root / "work" / job_id / "a.txt").read_text() == "x"
+    assert "Wrote a.txt." in result.texts()
+    first, cut_off, last = fake.chat_requests
+    assert not first.tools, "no native tools: the calls are described and constrained"
+    format_ = first.body["response_format"]
+    assert format_["type"] == "json_schema"
+    options = format_["json_schema"]["schema"]["anyOf"]
+    names = [o["properties"]["name"]["const"] for o in options]
+    assert names == ["file_write", "end_turn"]
+    assert options[0]["properties"]["arguments"]["required"] == ["path", "content"]
+    assert first.body["temperature"] == 0 and first.body["frequency_penalty"] == 0.5
+    assert '"end_turn"' in first.messages[0]["content"], "the convention says how to finish"
+    assert "The request:\n> Write a.txt" in last_user(first.messages), "the task is in the turn"
+    # a reply that is not a whole call (cut off) is an error result, not the end of the turn
+    assert last_user(last.messages).startswith("[tool error: reply]")
+    assert "neither a tool call nor end_turn" in last_user(last.messages)
+    assert last_user(cut_off.messages).startswith("[tool result: file_write]")
+
+
+async def test_constrained_calls_withdraw_a_tool_the_agent_was_told_to_stop_repeating(
+    api_factory: ApiFactory, fake: FakeOpenAI
+) -> None:
+    fake.tool_calling = False
+    write = {"path": "a.txt", "content": "x"}
+    fake.queue(*(Reply(text=bare("file_write", write)) for _ in range(3)))
+    fake.queue(Reply(text=bare("end_turn", {"summary": "done"})))
+    async with api_factory(config(fake, toolCalling="constrained")) as api:
+        workflow = write_workflow(
+            api.home, "withdraw", [{"name": "work", "agent": None, "tools": ["file_write"]}]
+        )
+        result = await api.finish(await api.create(workflow))
+
+    assert result.done == "complete", result.texts()
+    requests = fake.chat_requests
+    assert len(requests) == 4
+
+    def offered(request: Any) -> list[str]:
+        options = request.body["response_format"]["json_schema"]["schema"]["anyOf"]
+        return [o["properties"]["name"]["const"] for o in options]
+
+    assert [offered(r) for r in requests] == [["file_write", "end_turn"]] * 3 + [["end_turn"]]
+    assert "[coro] Loop detected" in last_user(requests[3].messages)
+
+
+async def test_the_same_malformed_call_three_times_escalates(
+    api_factory: ApiFactory, fake: FakeOpenAI
+) -> None:
+    fake.tool_calling = False
+    fake.queue(*(Reply(text="I think I should write a file now.") for _ in range(3)))
+    async with api_factory(config(fake, toolCalling="constrained")) as api:
+        workflow = write_workflow(
+            api.home, "rambling", [{"name": "work", "agent": None, "tools": ["file_write"]}]
+        )
+        job_id = await api.create(workflow)
+        result = await api.finish(job_id)
+        job = await api.job(job_id)
+
+    assert result.done == "escalated"
+    assert "same malformed tool call 3 times in a row" in job["escalationMessage"]
+    assert len(fake.chat_requests) == 3

@@ -442,6 +442,7 @@ class PhaseLoop:
         """A loop was found: the first time the note on the result corrects the agent;
         after that the job escalates and the signal stops the executor."""
         if not verdict.escalate:
+            signals.discouraged_tools.update(verdict.loop.tools)
             await self.log(verdict.log_line)
         elif await self._escalate_stuck(verdict.reason):
             signals.escalated = True

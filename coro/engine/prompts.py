@@ -80,11 +80,16 @@ def kickoff(job: Job, phase: str, *, continuing: bool) -> str:
             'prompt under "Your Role This Phase". Continue the job: do what the phase '
             "instructs, then let your turn end (the runner advances automatically)."
         )
-    return (
+    start = (
         f"Begin phase **{phase}** of this {job.type} job. Your role and the full workflow are "
         "in the system prompt. Follow your phase instructions and use the `log` tool to "
         "report progress."
     )
+    request = job.params.get("description")
+    if isinstance(request, str) and request.strip():
+        # The request is also in the system prompt; small models act on the user turn.
+        start += f"\n\nThe request:\n{quote(request.strip())}"
+    return start
 
 
 def quote(text: str) -> str:

@@ -101,7 +101,7 @@ class RateLimited(ExecutorError):
 
 ToolCaller = Callable[[str, dict[str, Any], str | None], Awaitable[ToolResult]]
 
-ToolCalling = Literal["native", "prompted", "auto"]
+ToolCalling = Literal["native", "prompted", "constrained", "auto"]
 
 #: Condense once the conversation fills this share of the context window.
 CONDENSE_AT = 0.8

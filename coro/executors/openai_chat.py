@@ -71,7 +71,14 @@ from coro.executors.base import (
 )
 from coro.executors.common import parse_settings, turn_limit_reached
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
-from coro.executors.prompted import call_block, convention, parse_calls, results_text
+from coro.executors.prompted import (
+    call_block,
+    call_schema,
+    convention,
+    parse_calls,
+    read_constrained,
+    results_text,
+)
 from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, parse_retry_after
 
@@ -120,10 +127,16 @@ class OpenAISettings(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     max_retries: int = Field(default=3, ge=0, le=10)
+    #: sampling temperature; unset leaves it to the server (0 makes a local model repeatable)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    #: penalises tokens already used (keeps a small model from repeating itself)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
     #: tokens the models take, for models the catalogue does not know (a local model)
     context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
     #: "native" (the API's tools), "prompted" (tools described in the system prompt,
-    #: calls read from the text) or "auto" (native, plus calls written as text);
+    #: calls read from the text), "constrained" (prompted, and the server must answer
+    #: with a call: `response_format` with a JSON schema, for very small local models)
+    #: or "auto" (native, plus calls written as text);
     #: default: auto for a compatible server, native for api.openai.com
     tool_calling: ToolCalling | None = None
 
@@ -518,9 +531,22 @@ class _ToolsUnsupported(ExecutorError):
     """The server or model has no tool calling (`auto` then switches to prompted)."""
 
 
-def _with_convention(request: PhaseRequest) -> str:
+#: Replies in a row with the same unusable written calls before the job escalates (they
+#: never reach the tools, so the phase loop's stuck detection cannot see them).
+MALFORMED_LIMIT = 3
+CONSTRAINED_NEXT = (
+    "If the task is done, answer end_turn with a summary; otherwise call the next tool."
+)
+
+
+def _given(value: float | None) -> float | Omit:
+    """A sampling setting, or nothing sent (the server's own default)."""
+    return omit if value is None else value
+
+
+def _with_convention(request: PhaseRequest, *, constrained: bool = False) -> str:
     """The system prompt with the prompted-tools section (tool list and convention)."""
-    section = convention(request.tools)
+    section = convention(request.tools, constrained=constrained)
     system = request.system_prompt
     return f"{system}\n\n{section}" if system.strip() else section
 
@@ -610,6 +636,7 @@ class OpenAIChatExecutor:
         tools: list[dict[str, Any]],
         max_tokens: int | None,
         reasoning_effort: str | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> AsyncStream[ChatCompletionChunk]:
         # OpenAI's reasoning models only take `max_completion_tokens`; compatible
         # servers widely understand only the older `max_tokens`.
@@ -623,6 +650,16 @@ class OpenAIChatExecutor:
             max_completion_tokens=limit if self.official else omit,
             max_tokens=omit if self.official else limit,
             reasoning_effort=cast(ReasoningEffort, reasoning_effort) if reasoning_effort else omit,
+            temperature=_given(self.settings.temperature),
+            frequency_penalty=_given(self.settings.frequency_penalty),
+            response_format=(
+                {
+                    "type": "json_schema",
+                    "json_schema": {"name": "tool_call", "schema": response_schema},
+                }
+                if response_schema is not None
+                else omit
+            ),
         )
 
     # -- phases --
@@ -644,9 +681,14 @@ class OpenAIChatExecutor:
         model = self._model(request.model)
         mode = self.tool_calling(request)
         refused = mode == "auto" and model in self._refused_tools
-        prompted = (mode == "prompted" or refused) and bool(request.tools)
+        prompted = (mode in ("prompted", "constrained") or refused) and bool(request.tools)
+        constrained = prompted and mode == "constrained"
         window = self.context_window(request, model)
-        system = _with_convention(request) if prompted else request.system_prompt
+        system = (
+            _with_convention(request, constrained=constrained)
+            if prompted
+            else request.system_prompt
+        )
 
         def wire(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
             return [
@@ -675,6 +717,8 @@ class OpenAIChatExecutor:
         size = _Size()
         retrying = False  # after a context overflow: this round trip was condensed once
         round_trips = 0
+        # replies in a row whose written calls were all unusable in the same way
+        malformed, last_problems = 0, list[str]()
         early: list[str] = []  # developer messages delivered before the first reply
         while True:
             for text in request.take_developer_messages():
@@ -696,7 +740,13 @@ class OpenAIChatExecutor:
                     messages, size = wire(condensed), _Size()
             round_trips += 1
             try:
-                reply = await self._round_trip(request, model, messages, tools)
+                schema = None
+                if constrained:  # a tool the agent was told to stop repeating is withdrawn
+                    offered = [
+                        t for t in request.tools if t.name not in request.signals.discouraged_tools
+                    ]
+                    schema = call_schema(offered)
+                reply = await self._round_trip(request, model, messages, tools, schema)
             except ContextOverflow:
                 condensed = None
                 if request.condense is not None and not retrying:
@@ -727,7 +777,9 @@ class OpenAIChatExecutor:
             if reply.reasoning:
                 yield ThinkingEvent(reply.reasoning)
             parsed = None
-            if not reply.calls and mode != "native" and known and reply.text:
+            if constrained:
+                parsed = read_constrained(reply.text, known)
+            elif not reply.calls and mode != "native" and known and reply.text:
                 parsed = parse_calls(reply.text, known, strict=prompted)
             written = parsed.calls if parsed is not None else []
             shown = parsed.text if parsed is not None else reply.text
@@ -749,6 +801,18 @@ class OpenAIChatExecutor:
             if written:
                 # Calls written as text: run in order, answered in one user message (a
                 # server without tool calling refuses `role: tool`).
+                problems = [c.problem for c in written if c.problem is not None]
+                if len(problems) == len(written):
+                    malformed = malformed + 1 if problems == last_problems else 1
+                    last_problems = problems
+                    if malformed >= MALFORMED_LIMIT:
+                        raise ExecutorError(
+                            f"The model wrote the same malformed tool call {malformed} times "
+                            f"in a row in phase {request.phase}: {problems[-1]}",
+                            escalate=True,
+                        )
+                else:
+                    malformed, last_problems = 0, []
                 results: list[tuple[str, str, bool]] = []
                 for written_call in written:
                     if request.stop_requested:
@@ -760,7 +824,10 @@ class OpenAIChatExecutor:
                         written_call.name, written_call.arguments, None
                     )
                     results.append((written_call.name, result.text(), result.is_error))
-                messages.append({"role": "user", "content": results_text(results)})
+                answer = results_text(results)
+                if constrained:  # small models repeat a call unless reminded of the way out
+                    answer += f"\n\n{CONSTRAINED_NEXT}"
+                messages.append({"role": "user", "content": answer})
                 continue
             # Tool calls continue the loop whatever `finish_reason` says: some compatible
             # servers report "stop" for a message that calls tools.
@@ -789,13 +856,16 @@ class OpenAIChatExecutor:
         model: str,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        response_schema: dict[str, Any] | None = None,
     ) -> _Reply | None:
         """One streamed completion with bounded retries; None once interrupted."""
         attempt = 0
         while True:
             try:
                 finished, reply = await _race(
-                    self._stream_reply(model, messages, tools, request.reasoning_effort),
+                    self._stream_reply(
+                        model, messages, tools, request.reasoning_effort, response_schema
+                    ),
                     request.interrupt,
                 )
                 return reply if finished else None
@@ -816,9 +886,10 @@ class OpenAIChatExecutor:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         reasoning_effort: str | None,
+        response_schema: dict[str, Any] | None = None,
     ) -> _Reply:
         stream = await self._create_stream(
-            model, messages, tools, self.settings.max_tokens, reasoning_effort
+            model, messages, tools, self.settings.max_tokens, reasoning_effort, response_schema
         )
         accumulator = _Accumulator()
         async with stream:

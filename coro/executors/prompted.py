@@ -6,6 +6,11 @@ nothing but such an object, which small models write too, or a `<tool_call>` ele
 as Qwen and Hermes models are trained to). `parse_calls` finds those calls in a reply;
 the results go back as one user message (servers without tool support refuse
 `role: tool`), each labelled with the tool's name.
+
+Constrained calls go one step further for models too small to follow the convention on
+their own: the server is asked (`response_format` with a JSON schema, which llama.cpp,
+vLLM and Ollama turn into a decoding grammar) to answer with nothing but one call of a
+listed tool, or the `end_turn` object that ends the turn with a summary.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ REMINDER = (
 )
 
 
-def convention(tools: Sequence[Tool[Any]]) -> str:
+END_TURN = "end_turn"
+
+
+def convention(tools: Sequence[Tool[Any]], *, constrained: bool = False) -> str:
     """The system-prompt section that lists the tools and says how to call them."""
     lines = [
         "# Calling tools",
@@ -54,14 +62,128 @@ def convention(tools: Sequence[Tool[Any]]) -> str:
         "- `arguments` is a JSON object matching the tool's input schema below.",
         '- The results come back in the next message, each headed "[tool result: <name>]" '
         'or "[tool error: <name>]". Wait for them before relying on a call\'s outcome.',
-        "- A reply without a tool call block ends your turn.",
+        (
+            f"- When you are done, answer {_end_turn_example()} to end your turn."
+            if constrained
+            else "- A reply without a tool call block ends your turn."
+        ),
         "",
         "## Available tools",
     ]
     for tool in tools:
         schema = json.dumps(tool.input_schema, ensure_ascii=False, separators=(",", ":"))
-        lines += ["", f"### {tool.name}", tool.description.strip(), f"Input schema: {schema}"]
+        lines += [
+            "",
+            f"### {tool.name}",
+            tool.description.strip(),
+            f"Input schema: {schema}",
+            "Call it like this:",
+            call_block(tool.name, example_arguments(tool.input_schema)),
+        ]
     return "\n".join(lines)
+
+
+_PLACEHOLDERS: dict[str, Any] = {
+    "integer": 1,
+    "number": 1,
+    "boolean": True,
+    "array": [],
+    "object": {},
+}
+
+
+def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    """The required arguments of a schema with placeholder values: small models copy the
+    shape of an example far more reliably than they read a JSON schema."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return {}
+    required = [name for name in schema.get("required", []) if name in properties]
+    example: dict[str, Any] = {}
+    for name in required or list(properties)[:1]:
+        spec = properties[name] if isinstance(properties[name], dict) else {}
+        kind = spec.get("type")
+        example[name] = (
+            _PLACEHOLDERS.get(kind, f"<{name}>") if isinstance(kind, str) else (f"<{name}>")
+        )
+    return example
+
+
+def _end_turn_example() -> str:
+    return json.dumps({"name": END_TURN, "arguments": {"summary": "<what you did>"}})
+
+
+def call_schema(tools: Sequence[Tool[Any]]) -> dict[str, Any]:
+    """The JSON schema of a constrained reply: one call of one of `tools` (its arguments
+    as the tool's input schema) or `end_turn`. Each tool's `$defs` move to the root under
+    the tool's name, since a reference inside `anyOf` resolves against the root."""
+    definitions: dict[str, Any] = {}
+    options: list[dict[str, Any]] = []
+    for tool in tools:
+        arguments = _hoist_definitions(tool.name, tool.input_schema, definitions)
+        options.append(_call_option(tool.name, arguments))
+    summary = {"type": "object", "properties": {"summary": {"type": "string"}}}
+    options.append(_call_option(END_TURN, {**summary, "required": ["summary"]}))
+    schema: dict[str, Any] = {"anyOf": options}
+    if definitions:
+        schema["$defs"] = definitions
+    return schema
+
+
+def _call_option(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"name": {"const": name}, "arguments": arguments},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def _hoist_definitions(
+    owner: str, schema: dict[str, Any], definitions: dict[str, Any]
+) -> dict[str, Any]:
+    local = schema.get("$defs")
+    if not isinstance(local, dict) or not local:
+        return schema
+    prefix = f"{owner}__"
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            out = {k: rewrite(v) for k, v in node.items() if k != "$defs"}
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                out["$ref"] = f"#/$defs/{prefix}{ref.removeprefix('#/$defs/')}"
+            return out
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    for name, definition in local.items():
+        definitions[f"{prefix}{name}"] = rewrite(definition)
+    rewritten: dict[str, Any] = rewrite(schema)
+    return rewritten
+
+
+def read_constrained(text: str, known: Collection[str]) -> ParsedReply:
+    """A constrained reply: `end_turn` ends the turn with its summary as the agent's
+    text; anything else is read as prompted calls (a server that ignored the schema). A
+    reply that is neither (cut off at the token limit, say) is a malformed call: the
+    turn goes on with an error result, never ends on a half-written call."""
+    with contextlib.suppress(json.JSONDecodeError):
+        value = json.loads(text)
+        if isinstance(value, dict) and _name(value) == END_TURN:
+            arguments: Any = next((value[k] for k in ARGUMENT_KEYS if k in value), {})
+            summary = arguments.get("summary") if isinstance(arguments, dict) else None
+            return ParsedReply([], summary if isinstance(summary, str) else "")
+    parsed = parse_calls(text, known, strict=True)
+    if parsed.calls:
+        return parsed
+    problem = (
+        "The reply was neither a tool call nor end_turn (was it cut off at the output "
+        f"token limit? keep arguments short). {REMINDER} To finish, answer "
+        f"{_end_turn_example()}."
+    )
+    return ParsedReply([PromptedCall("reply", problem=problem)], "")
 
 
 def call_block(name: str, arguments: dict[str, Any]) -> str:

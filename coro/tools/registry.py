@@ -63,6 +63,9 @@ class PhaseSignals:
     escalation_reason: str | None = None
     #: the next turn starts without this conversation (request_new_session, lane switch)
     new_session: bool = False
+    #: tools the agent was told to stop repeating (a loop): an executor that constrains
+    #: the model's output stops offering them for the rest of the turn
+    discouraged_tools: set[str] = field(default_factory=set)
 
     @property
     def any(self) -> bool:

@@ -198,7 +198,7 @@ export async function render(main) {
     // each row's alias as stored, so fields this table does not show survive a save
     const stored = new WeakMap();
     // The runner's `toolCalling` modes; a stored value outside them is kept as it is.
-    const TOOL_CALLING = ["native", "prompted", "auto"];
+    const TOOL_CALLING = ["native", "prompted", "constrained", "auto"];
     const addRow = (name = "", alias = {}) => {
       // narrow cells, so the whole row fits beside the defaults panel
       const text = (field, value, size) => h("input", { "aria-label": `Alias ${field}`, size, value: value || "", dataset: { field } });
