@@ -211,18 +211,19 @@ async def _drive(runner: Runner, job: Job, limit_seconds: float) -> Job:
 
 
 async def run_task(
-    task: Task, *, base_url: str, model: str, backend: str, limit_seconds: float, max_tokens: int
+    task: Task,
+    *,
+    server: dict[str, Any],
+    backend: str,
+    limit_seconds: float,
+    max_tokens: int,
 ) -> Outcome:
     async with temp_home() as home:
         config = CoroConfig.model_validate(
             {
                 "llm": {"defaultProvider": "openai"},
                 "polling": {"intervalSeconds": 86_400},
-                "plugins": {
-                    "installed": {
-                        "openai": {"config": {"baseUrl": base_url, "defaultModel": model}}
-                    }
-                },
+                "plugins": {"installed": {"openai": {"config": server}}},
             }
         )
         home.save_config(config)
@@ -261,20 +262,29 @@ async def run_task(
 
 
 @contextlib.contextmanager
-def model_server(base_url: str | None, model: str | None) -> Iterator[tuple[str, str]]:
+def model_server(base_url: str | None, model: str | None) -> Iterator[dict[str, Any]]:
+    """The `openai` plugin's settings for the server the tasks run on."""
     if base_url:
-        yield base_url, model or "default"
+        yield {"baseUrl": base_url, "defaultModel": model or "default"}
         return
     from tests.real_model import local_model
 
     with local_model() as served:
-        yield served.base_url, served.model
+        # as the real-model tests drive it: too small to call tools unconstrained
+        yield {
+            "baseUrl": served.base_url,
+            "defaultModel": served.model,
+            "toolCalling": "constrained",
+            "contextWindow": served.context_window,
+            "temperature": 0,
+            "frequencyPenalty": 0.5,
+            "maxTokens": 400,
+        }
 
 
 async def run(
     *,
-    base_url: str,
-    model: str,
+    server: dict[str, Any],
     backend: str,
     tasks: int,
     limit_seconds: float,
@@ -284,16 +294,15 @@ async def run(
     for task in TASKS[:tasks]:
         outcome = await run_task(
             task,
-            base_url=base_url,
-            model=model,
+            server=server,
             backend=backend,
             limit_seconds=limit_seconds,
             max_tokens=max_tokens,
         )
         outcomes.append(outcome)
     return {
-        "model": model,
-        "base_url": base_url,
+        "model": server["defaultModel"],
+        "settings": {k: v for k, v in server.items() if k != "baseUrl"},
         "solved": sum(o.solved for o in outcomes),
         "tasks": [o.__dict__ for o in outcomes],
     }
@@ -325,11 +334,10 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per task")
     parser.add_argument("--max-tokens", type=int, default=400_000, help="token budget per task")
     args = parser.parse_args()
-    with model_server(args.base_url, args.model) as (base_url, model):
+    with model_server(args.base_url, args.model) as server:
         result = asyncio.run(
             run(
-                base_url=base_url,
-                model=model,
+                server=server,
                 backend=args.backend,
                 tasks=args.tasks,
                 limit_seconds=args.time_limit,

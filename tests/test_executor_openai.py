@@ -36,10 +36,8 @@ from coro.executors.openai_chat import (
     RATE_LIMIT_FALLBACK_SECONDS,
     OpenAIChatExecutor,
     create,
-    history_messages,
-    parse_arguments,
-    wire_call_id,
 )
+from coro.executors.openai_messages import history_messages, parse_arguments, wire_call_id
 from coro.plugins.errors import PluginConfigError
 from coro.tools import PhaseSignals, ToolResult, builtin_tools
 from tests.conftest import ApiFactory, write_workflow

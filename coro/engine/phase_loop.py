@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +51,7 @@ from coro.engine.stuck import (
     idle_reminder,
     is_idle_turn,
 )
+from coro.engine.usage import LiveUsage, add_usage
 from coro.engine.workflows import Phase, Workflow, WorkflowError
 from coro.executors.base import (
     ExecutorError,
@@ -291,7 +291,7 @@ class PhaseLoop:
         )
         call_counter = [0]
         said = [False]  # the agent produced text this turn (stuck detection)
-        live = _LiveUsage(usage)
+        live = LiveUsage(usage)
         stuck = self.env.config.jobs.stuck
         detector = StuckDetector(_thresholds(stuck)) if stuck.enabled else None
 
@@ -342,7 +342,7 @@ class PhaseLoop:
             task_index=len(history) - 1,
             rewrite=transcript.replace,
             log=self.log,
-            on_usage=lambda event: _add_usage(usage, event),
+            on_usage=lambda event: add_usage(usage, event),
             interrupt=self.handle.interrupt,
         )
         request = PhaseRequest(
@@ -382,7 +382,7 @@ class PhaseLoop:
                 elif isinstance(event, ThinkingEvent):
                     await self.log(f"[thinking] {_clip(event.text, LOG_CHUNK)}")
                 elif isinstance(event, UsageEvent):
-                    _add_usage(usage, event)
+                    add_usage(usage, event)
                     usage.duration_ms = int((time.monotonic() - started_at) * 1000)
                     await self._record_usage(live, event)
                     over_budget = job.budget.exceeded(job.token_usage, usage)
@@ -427,7 +427,7 @@ class PhaseLoop:
         )
         return await self._after_turn(job, workflow, phase, signals, idle=idle)
 
-    async def _record_usage(self, live: _LiveUsage, event: UsageEvent) -> None:
+    async def _record_usage(self, live: LiveUsage, event: UsageEvent) -> None:
         """After each round trip the job shows the running visit's usage (and a log line
         says what it cost), instead of only when the phase ends."""
         u = live.usage
@@ -486,7 +486,7 @@ class PhaseLoop:
 
     async def _end_turn(
         self,
-        live: _LiveUsage,
+        live: LiveUsage,
         started_at: float,
         transcript: _Transcript,
         history: list[ConversationMessage],
@@ -702,60 +702,6 @@ class PhaseLoop:
             await self.log(f"[control] Stopped at a safe boundary ({boundary}): job paused")
 
 
-class _LiveUsage:
-    """The running visit's usage and what of it the stored job already holds: every
-    write adds only what is new, so the end of the turn never counts a round trip twice."""
-
-    def __init__(self, usage: PhaseUsage) -> None:
-        self.usage = usage
-        self.stored = PhaseUsage(phase=usage.phase)
-        self.listed = False  # the job's phaseUsage has an in-progress entry for this visit
-
-    def mutation(self, *, final: bool) -> Callable[[Job], None]:
-        entry = self.usage.model_copy(update={"in_progress": not final})
-        delta = _difference(self.usage, self.stored)
-        listed = self.listed
-
-        def apply(j: Job) -> None:
-            running = None
-            if listed:
-                running = next(
-                    (
-                        i
-                        for i, u in enumerate(j.phase_usage)
-                        if u.in_progress and (u.phase, u.visit) == (entry.phase, entry.visit)
-                    ),
-                    None,
-                )
-            for u in j.phase_usage:
-                u.in_progress = False  # only one visit runs; others were cut off by a crash
-            if running is None:
-                j.phase_usage.append(entry)
-            else:
-                j.phase_usage[running] = entry
-            j.token_usage.add(delta)
-
-        return apply
-
-    def saved(self) -> None:
-        """The last mutation was written."""
-        self.stored = self.usage.model_copy()
-        self.listed = True
-
-
-def _difference(now: PhaseUsage, before: PhaseUsage) -> PhaseUsage:
-    return PhaseUsage(
-        phase=now.phase,
-        input_tokens=now.input_tokens - before.input_tokens,
-        output_tokens=now.output_tokens - before.output_tokens,
-        cache_read_input_tokens=now.cache_read_input_tokens - before.cache_read_input_tokens,
-        cache_creation_input_tokens=(
-            now.cache_creation_input_tokens - before.cache_creation_input_tokens
-        ),
-        cost_usd=round(now.cost_usd - before.cost_usd, 6),
-    )
-
-
 def _thresholds(settings: StuckConfig) -> Thresholds:
     return Thresholds(
         repeat=settings.repeat_threshold,
@@ -763,16 +709,6 @@ def _thresholds(settings: StuckConfig) -> Thresholds:
         alternation=settings.alternation_calls,
         idle_turns=settings.idle_turns,
     )
-
-
-def _add_usage(usage: PhaseUsage, event: UsageEvent) -> None:
-    usage.input_tokens += event.input_tokens
-    usage.output_tokens += event.output_tokens
-    usage.cache_read_input_tokens += event.cache_read_input_tokens
-    usage.cache_creation_input_tokens += event.cache_creation_input_tokens
-    usage.cost_usd = round(usage.cost_usd + event.cost_usd, 6)
-    usage.num_turns += event.turns
-    usage.model = event.model or usage.model
 
 
 def _clip(text: str, limit: int) -> str:

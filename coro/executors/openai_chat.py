@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import re
-import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -65,14 +61,19 @@ from coro.executors.base import (
     ThinkingEvent,
     ToolCalling,
     UsageEvent,
-    estimate_tokens,
     nearly_full,
     wait_interruptible,
 )
 from coro.executors.common import parse_settings, turn_limit_reached
+from coro.executors.openai_messages import (
+    append_user,
+    history_messages,
+    parse_arguments,
+    tool_message,
+)
+from coro.executors.openai_stream import Accumulator, Reply, RequestSize
 from coro.executors.pricing import CatalogModel, Pricing, Tier, register_models
 from coro.executors.prompted import (
-    call_block,
     call_schema,
     convention,
     parse_calls,
@@ -90,10 +91,6 @@ RATE_LIMIT_FALLBACK_SECONDS = 30.0
 #: Park this long once server errors outlast the retries.
 OVERLOADED_BACKOFF_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 8.0
-#: OpenAI refuses tool call ids longer than this; longer ids (from other providers'
-#: transcripts) are shortened deterministically.
-MAX_TOOL_CALL_ID = 40
-ERROR_PREFIX = "ERROR: "
 HEALTHCHECK_TIMEOUT_SECONDS = 15.0
 
 _CONFIG_PATH = "plugins.installed.openai.config"
@@ -247,277 +244,6 @@ def round_trip_cost(model: str | None, input_tokens: int, cached: int, output: i
         output_tokens=output,
         cache_read_input_tokens=cached,
     )
-
-
-# --- transcript → Chat Completions messages -----------------------------------------
-
-
-def wire_call_id(call_id: str) -> str:
-    """A tool call id OpenAI accepts (≤ 40 chars), stable for the same input."""
-    if len(call_id) <= MAX_TOOL_CALL_ID:
-        return call_id
-    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
-
-
-def tool_message(call_id: str, output: str, is_error: bool) -> dict[str, Any]:
-    content = f"{ERROR_PREFIX}{output}" if is_error else output
-    return {"role": "tool", "tool_call_id": wire_call_id(call_id), "content": content}
-
-
-def history_messages(
-    history: Sequence[ConversationMessage], *, prompted: bool = False
-) -> list[dict[str, Any]]:
-    """The provider-neutral transcript as Chat Completions messages.
-
-    Consecutive assistant entries (text, then each recorded tool call) become one
-    assistant message; consecutive user entries are joined. Every tool call is answered
-    by a `tool` message before the conversation goes on (a call the transcript has no
-    result for gets an error result) and results without their call are dropped — the
-    API refuses both shapes. `prompted`: calls and results as prompted tool calls write
-    them instead (see `prompted_history_messages`).
-    """
-    if prompted:
-        return prompted_history_messages(history)
-    merged: list[dict[str, Any]] = []
-    for entry in history:
-        last = merged[-1] if merged else None
-        if entry.role == "user":
-            if not entry.content:
-                continue
-            if last is not None and last["role"] == "user":
-                last["content"] = f"{last['content']}\n\n{entry.content}"
-            else:
-                merged.append({"role": "user", "content": entry.content})
-        elif entry.role == "assistant":
-            calls = [
-                {
-                    "id": wire_call_id(call.id),
-                    "type": "function",
-                    "function": {
-                        "name": call.name,
-                        "arguments": json.dumps(call.input, ensure_ascii=False),
-                    },
-                }
-                for call in entry.tool_calls
-            ]
-            if not entry.content and not calls:
-                continue
-            if last is not None and last["role"] == "assistant":
-                if entry.content:
-                    text = last.get("content") or ""
-                    last["content"] = f"{text}\n\n{entry.content}" if text else entry.content
-                if calls:
-                    last.setdefault("tool_calls", []).extend(calls)
-            else:
-                message: dict[str, Any] = {"role": "assistant", "content": entry.content or None}
-                if calls:
-                    message["tool_calls"] = calls
-                merged.append(message)
-        else:
-            merged.extend(
-                tool_message(r.tool_call_id, r.output, r.is_error) for r in entry.tool_results
-            )
-    return _pair_tool_results(merged)
-
-
-def prompted_history_messages(history: Sequence[ConversationMessage]) -> list[dict[str, Any]]:
-    """The transcript for a server without tool calling: each recorded call becomes the
-    fenced JSON block the model writes, each result a user message naming its tool —
-    only `user` and `assistant` messages, same-role neighbours joined."""
-    merged: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
-
-    def add(role: str, text: str) -> None:
-        if not text.strip():
-            return
-        if merged and merged[-1]["role"] == role:
-            merged[-1]["content"] = f"{merged[-1]['content']}\n\n{text}"
-        else:
-            merged.append({"role": role, "content": text})
-
-    for entry in history:
-        if entry.role == "user":
-            add("user", entry.content)
-        elif entry.role == "assistant":
-            add("assistant", entry.content)
-            for call in entry.tool_calls:
-                names[call.id] = call.name
-                add("assistant", call_block(call.name, call.input))
-        else:
-            results = [
-                (names.get(r.tool_call_id, "tool"), r.output, r.is_error)
-                for r in entry.tool_results
-            ]
-            add("user", results_text(results))
-    return merged
-
-
-def _pair_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    paired: list[dict[str, Any]] = []
-    open_ids: list[str] = []
-
-    def close_open() -> None:
-        for call_id in open_ids:
-            paired.append(
-                tool_message(call_id, "this tool call did not complete (interrupted)", True)
-            )
-        open_ids.clear()
-
-    for message in messages:
-        if message["role"] == "tool":
-            if message["tool_call_id"] in open_ids:
-                open_ids.remove(message["tool_call_id"])
-                paired.append(message)
-            continue
-        close_open()
-        paired.append(message)
-        if message["role"] == "assistant":
-            open_ids.extend(call["id"] for call in message.get("tool_calls", []))
-    close_open()
-    return paired
-
-
-def _append_user(messages: list[dict[str, Any]], text: str) -> None:
-    last = messages[-1] if messages else None
-    if last is not None and last["role"] == "user" and isinstance(last.get("content"), str):
-        last["content"] = f"{last['content']}\n\n{text}"
-    else:
-        messages.append({"role": "user", "content": text})
-
-
-def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
-    """A tool call's JSON arguments as an object, or why they are not one."""
-    if not raw.strip():
-        return {}, None
-    try:
-        value = json.loads(raw)
-        if isinstance(value, str):  # some models double-encode
-            value = json.loads(value)
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON ({exc.msg} at position {exc.pos})"
-    if not isinstance(value, dict):
-        return None, f"expected a JSON object, got {type(value).__name__}"
-    return value, None
-
-
-# --- one streamed assistant message -------------------------------------------------
-
-
-@dataclass
-class _PartialCall:
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-
-@dataclass
-class _Reply:
-    text: str = ""
-    reasoning: str = ""
-    calls: list[_PartialCall] = field(default_factory=list)
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    model: str | None = None
-
-    def message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
-        if self.calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in self.calls
-            ]
-        return message
-
-
-class _Accumulator:
-    """Folds `chat.completion.chunk`s into one reply (choice 0)."""
-
-    def __init__(self) -> None:
-        self.reply = _Reply()
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
-        self._by_index: dict[int, _PartialCall] = {}
-
-    def add(self, chunk: ChatCompletionChunk) -> str:
-        """Fold one chunk; returns the text it added (for live streaming)."""
-        added = ""
-        if chunk.model:
-            self.reply.model = chunk.model
-        if chunk.usage is not None:
-            usage = chunk.usage
-            self.reply.prompt_tokens = usage.prompt_tokens or 0
-            self.reply.completion_tokens = usage.completion_tokens or 0
-            details = usage.prompt_tokens_details
-            self.reply.cached_tokens = (details.cached_tokens or 0) if details else 0
-        for choice in chunk.choices:
-            if choice.index != 0:
-                continue
-            delta = choice.delta
-            piece = (delta.content or "") + (delta.refusal or "")
-            if piece:
-                self._text.append(piece)
-                added += piece
-            extra = delta.model_extra or {}
-            thought = extra.get("reasoning_content") or extra.get("reasoning")
-            if isinstance(thought, str):
-                self._reasoning.append(thought)
-            for position, fragment in enumerate(delta.tool_calls or []):
-                self._add_call(fragment, position)
-            if choice.finish_reason:
-                self.reply.finish_reason = choice.finish_reason
-        return added
-
-    def _add_call(self, fragment: Any, position: int) -> None:
-        index = getattr(fragment, "index", None)
-        index = index if isinstance(index, int) else position
-        call = self._by_index.get(index)
-        # A server that reuses index 0 for every call (older Ollama) still gives each
-        # call its own id: a new id at a known index is a new call.
-        if call is None or (fragment.id and call.id and fragment.id != call.id):
-            call = _PartialCall()
-            self._by_index[index] = call
-            self.reply.calls.append(call)
-        if fragment.id:
-            call.id = fragment.id
-        function = fragment.function
-        if function is not None:
-            if function.name and not call.name:
-                call.name = function.name
-            if function.arguments:
-                call.arguments += function.arguments
-
-    def finish(self) -> _Reply:
-        self.reply.text = "".join(self._text)
-        self.reply.reasoning = "".join(self._reasoning)
-        for call in self.reply.calls:
-            call.id = wire_call_id(call.id or f"call_{secrets.token_hex(8)}")
-        seen: set[str] = set()
-        for number, call in enumerate(self.reply.calls, start=1):
-            if call.id in seen:  # servers that send the same id twice
-                call.id = f"{call.id[: MAX_TOOL_CALL_ID - 4]}_{number}"
-            seen.add(call.id)
-        return self.reply
-
-
-@dataclass
-class _Size:
-    """The conversation's size in tokens: the count the server last reported (when the
-    conversation had `at` messages) plus an estimate of what came since; an estimate of
-    everything before any count (or from a server that reports none)."""
-
-    tokens: int = 0
-    at: int = 0
-
-    def of(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
-        if not self.tokens:
-            return estimate_tokens(messages) + (estimate_tokens(tools) if tools else 0)
-        return self.tokens + (estimate_tokens(messages[self.at :]) if messages[self.at :] else 0)
 
 
 # --- errors -------------------------------------------------------------------------
@@ -697,7 +423,7 @@ class OpenAIChatExecutor:
             ]
 
         messages = wire(request.history)
-        _append_user(messages, request.prompt)
+        append_user(messages, request.prompt)
         tools = (
             []
             if prompted
@@ -714,7 +440,7 @@ class OpenAIChatExecutor:
             ]
         )
         known = {tool.name for tool in request.tools}
-        size = _Size()
+        size = RequestSize()
         retrying = False  # after a context overflow: this round trip was condensed once
         round_trips = 0
         # replies in a row whose written calls were all unusable in the same way
@@ -722,7 +448,7 @@ class OpenAIChatExecutor:
         early: list[str] = []  # developer messages delivered before the first reply
         while True:
             for text in request.take_developer_messages():
-                _append_user(messages, text)
+                append_user(messages, text)
                 if not round_trips:
                     early.append(text)
                 yield PromptEvent(text)
@@ -737,7 +463,7 @@ class OpenAIChatExecutor:
                     context_window=window,
                 )
                 if condensed is not None:
-                    messages, size = wire(condensed), _Size()
+                    messages, size = wire(condensed), RequestSize()
             round_trips += 1
             try:
                 schema = None
@@ -757,14 +483,14 @@ class OpenAIChatExecutor:
                     )
                 if condensed is None:
                     raise
-                messages, size, retrying = wire(condensed), _Size(), True
+                messages, size, retrying = wire(condensed), RequestSize(), True
                 continue
             except _ToolsUnsupported:
                 if mode != "auto" or prompted or round_trips > 1:
                     raise
                 # `auto` on a server (or model) without tool calling: prompted from now on.
                 self._refused_tools.add(model)
-                prompted, system, tools, size = True, _with_convention(request), [], _Size()
+                prompted, system, tools, size = True, _with_convention(request), [], RequestSize()
                 said = [request.prompt, *early]
                 messages = wire(
                     [*request.history, *(ConversationMessage(role="user", content=t) for t in said)]
@@ -797,7 +523,7 @@ class OpenAIChatExecutor:
                 turns=1,
             )
             messages.append(reply.message())
-            size = _Size(reply.prompt_tokens + reply.completion_tokens, len(messages))
+            size = RequestSize(reply.prompt_tokens + reply.completion_tokens, len(messages))
             if written:
                 # Calls written as text: run in order, answered in one user message (a
                 # server without tool calling refuses `role: tool`).
@@ -857,7 +583,7 @@ class OpenAIChatExecutor:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         response_schema: dict[str, Any] | None = None,
-    ) -> _Reply | None:
+    ) -> Reply | None:
         """One streamed completion with bounded retries; None once interrupted."""
         attempt = 0
         while True:
@@ -887,11 +613,11 @@ class OpenAIChatExecutor:
         tools: list[dict[str, Any]],
         reasoning_effort: str | None,
         response_schema: dict[str, Any] | None = None,
-    ) -> _Reply:
+    ) -> Reply:
         stream = await self._create_stream(
             model, messages, tools, self.settings.max_tokens, reasoning_effort, response_schema
         )
-        accumulator = _Accumulator()
+        accumulator = Accumulator()
         async with stream:
             async for chunk in stream:
                 accumulator.add(chunk)
@@ -1020,7 +746,7 @@ class OpenAIChatExecutor:
                 raise self._gave_up(failure, attempt)
             await asyncio.sleep(self._backoff(attempt))
             attempt += 1
-        accumulator = _Accumulator()
+        accumulator = Accumulator()
         try:
             async with stream:
                 async for chunk in stream:
