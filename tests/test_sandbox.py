@@ -272,6 +272,33 @@ async def test_the_runner_process_and_its_environment_are_not_visible(
     assert int(lines[1]) <= 4  # bwrap's init, bash, and the commands of this pipeline
 
 
+async def test_tools_on_path_and_the_runners_python_stay_usable_inside_tmp(
+    registry: ToolRegistry, coro_home: CoroHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout and its venv under /tmp (as CI's may be): the fresh /tmp would hide the
+    interpreter and the tools on PATH, so those stay visible, read-only; the rest of /tmp
+    does not."""
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    hello = tools / "coro-hello"
+    hello.write_text("#!/bin/sh\necho hello from the toolchain\n")
+    hello.chmod(0o755)
+    (tmp_path / "venv" / "secret.txt").write_text("NOT-ON-PATH\n")
+    (tmp_path / "loose.txt").write_text("LOOSE\n")
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    out = await run(
+        registry,
+        job_ctx(coro_home),
+        f"coro-hello; {shlex.quote(PY)} -c 'print(6 * 7)'; "
+        f"cat {tmp_path / 'loose.txt'} {tmp_path / 'venv' / 'secret.txt'}; "
+        f"touch {tools / 'new'}",
+    )
+    assert out["stdout"].splitlines() == ["hello from the toolchain", "42"]
+    assert "LOOSE" not in out["stdout"] and "NOT-ON-PATH" not in out["stdout"]
+    assert "Read-only file system" in out["stderr"]
+    assert not (tools / "new").exists()
+
+
 async def test_a_command_cannot_write_outside_the_job_directory(
     registry: ToolRegistry, coro_home: CoroHome, user_home: Path, tmp_path: Path
 ) -> None:
@@ -471,7 +498,7 @@ def test_the_runner_policy_hides_the_runner_places(tmp_path: Path) -> None:
 def test_mounts_cover_hidden_places_then_bind_the_job_directory(
     tmp_path: Path, user_home: Path
 ) -> None:
-    elsewhere = Path(pytest.__file__).resolve().parent
+    elsewhere = Path(json.__file__).resolve().parent  # the standard library, outside /tmp
     job = tmp_path / "work" / "j1"
     job.mkdir(parents=True)
     inside = job / "sub"
@@ -502,12 +529,12 @@ def test_mounts_cover_hidden_places_then_bind_the_job_directory(
 def test_secret_places_named_by_the_environment_are_covered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest_dir = Path(pytest.__file__).resolve().parent  # real paths outside /tmp
-    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(pytest_dir))
-    monkeypatch.setenv("KUBECONFIG", f"{Path(json.__file__).resolve()}:relative/ignored")
+    stdlib = Path(json.__file__).resolve().parent  # real paths outside /tmp
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(stdlib))
+    monkeypatch.setenv("KUBECONFIG", f"{Path(os.__file__).resolve()}:relative/ignored")
     mounts = plan_mounts(SandboxPolicy(), tmp_path / "job")
-    assert str(pytest_dir) in mounts.dirs
-    assert str(Path(json.__file__).resolve()) in mounts.files
+    assert str(stdlib) in mounts.dirs
+    assert str(Path(os.__file__).resolve()) in mounts.files
 
 
 def test_home_secrets_are_covered_where_they_are(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -262,6 +263,9 @@ class Mounts:
     dirs: tuple[str, ...]
     files: tuple[str, ...]
     resolv_conf: str | None = None
+    #: directories inside a fresh scratch directory that stay visible, read-only: the
+    #: runner's Python and the directories on PATH (a venv under /tmp, say)
+    toolchain: tuple[str, ...] = ()
 
 
 def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -> Mounts:
@@ -286,8 +290,10 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
         elif path.exists():
             files.append(path)
 
-    for scratch in (*SCRATCH_DIRS, tempfile.gettempdir()):
+    scratch_dirs = [Path(os.path.realpath(d)) for d in (*SCRATCH_DIRS, tempfile.gettempdir())]
+    for scratch in scratch_dirs:
         cover(scratch)
+    scratch_covered = list(dirs)
     for hidden in policy.hidden:
         cover(hidden)
     base = home if home is not None else Path.home()
@@ -304,7 +310,32 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
     # bwrap can put a file where it exists or inside a tmpfs (a symlink into /run)
     resolv = Path(os.path.realpath("/etc/resolv.conf"))
     writable = resolv.exists() or any(resolv.is_relative_to(d) for d in dirs)
-    return Mounts(tuple(map(str, dirs)), tuple(map(str, files)), str(resolv) if writable else None)
+    return Mounts(
+        tuple(map(str, dirs)),
+        tuple(map(str, files)),
+        str(resolv) if writable else None,
+        toolchain=_toolchain(job, scratch_covered, [d for d in dirs if d not in scratch_covered]),
+    )
+
+
+def _toolchain(job: Path, scratch: list[Path], hidden: list[Path]) -> tuple[str, ...]:
+    """The runner's interpreter and the PATH directories that a fresh scratch directory
+    would hide (nothing under a hidden place or the job directory)."""
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    candidates += os.environ.get("PATH", "").split(os.pathsep)
+    kept: list[Path] = []
+    for raw in candidates:
+        if not raw or not os.path.isabs(raw):
+            continue
+        path = Path(os.path.realpath(raw))
+        if not path.is_dir() or path.is_relative_to(job):
+            continue
+        if not any(path.is_relative_to(d) for d in scratch):
+            continue
+        if any(path.is_relative_to(d) for d in hidden) or any(path.is_relative_to(k) for k in kept):
+            continue
+        kept = [k for k in kept if not k.is_relative_to(path)] + [path]
+    return tuple(map(str, kept))
 
 
 def bwrap_argv(
@@ -323,6 +354,8 @@ def bwrap_argv(
         argv += ["--tmpfs", path]
     for path in mounts.files:
         argv += ["--ro-bind", "/dev/null", path]
+    for path in mounts.toolchain:
+        argv += ["--ro-bind", path, path]
     argv += ["--bind", job, job, "--chdir", job]
     argv += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if fds is not None:
