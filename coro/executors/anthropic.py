@@ -252,13 +252,9 @@ class AnthropicExecutor:
                 async for event in self._round_trip(client, params, request.interrupt, outcome):
                     yield event
             except ContextOverflow:
-                condensed = None
-                if request.condense is not None and not retrying:
-                    condensed = await request.condense(
-                        reason="The provider refused the conversation as too long",
-                        overflow=True,
-                        context_window=window,
-                    )
+                condensed = await request.condense_after_overflow(
+                    "The provider refused the conversation as too long", window, retrying=retrying
+                )
                 if condensed is None:
                     raise
                 messages = build_messages(condensed, "", tools_available=bool(tools))
@@ -272,13 +268,9 @@ class AnthropicExecutor:
             yield self._usage_event(message, model)
             append_blocks(messages, "assistant", assistant_blocks(message.content))
             if message.stop_reason == "model_context_window_exceeded":
-                condensed = None
-                if request.condense is not None and not retrying:
-                    condensed = await request.condense(
-                        reason="The reply filled the context window",
-                        context_window=window,
-                        overflow=True,
-                    )
+                condensed = await request.condense_after_overflow(
+                    "The reply filled the context window", window, retrying=retrying
+                )
                 if condensed is None:
                     raise ExecutorError(
                         f"The conversation is too long for model {model}: it filled the "

@@ -167,6 +167,16 @@ class PhaseRequest:
     def stop_requested(self) -> bool:
         return self.signals.any or self.interrupt.is_set()
 
+    async def condense_after_overflow(
+        self, reason: str, context_window: int | None, *, retrying: bool
+    ) -> list[ConversationMessage] | None:
+        """The condensed history after the provider found the conversation too long, or
+        None when there is no condenser or this round trip was already condensed once
+        (the caller then escalates as before)."""
+        if self.condense is None or retrying:
+            return None
+        return await self.condense(reason=reason, context_window=context_window, overflow=True)
+
     def take_developer_messages(self) -> list[str]:
         """Messages the developer sent during this turn, for injection into the next call."""
         messages = []

@@ -474,13 +474,9 @@ class OpenAIChatExecutor:
                     schema = call_schema(offered)
                 reply = await self._round_trip(request, model, messages, tools, schema)
             except ContextOverflow:
-                condensed = None
-                if request.condense is not None and not retrying:
-                    condensed = await request.condense(
-                        reason="The provider refused the conversation as too long",
-                        overflow=True,
-                        context_window=window,
-                    )
+                condensed = await request.condense_after_overflow(
+                    "The provider refused the conversation as too long", window, retrying=retrying
+                )
                 if condensed is None:
                     raise
                 messages, size, retrying = wire(condensed), RequestSize(), True
