@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from coro.engine.models import BudgetTokens, BudgetUsd
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 
@@ -65,8 +67,8 @@ class LlmConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: BudgetUsd | None = None
+    max_tokens: BudgetTokens | None = None
 
 
 class StuckConfig(_Section):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from coro.config import CoroConfig
 from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
 
 PHASES = [{"name": "first", "agent": None}, {"name": "second", "agent": None}]
@@ -66,3 +70,31 @@ async def test_invalid_budgets_are_refused(api: Api) -> None:
     job_id = await api.create(workflow, {})
     patch = await api.client.patch(f"/jobs/{job_id}/budget", json={"maxCostUsd": "lots"})
     assert patch.status_code == 400
+
+
+async def test_infinite_or_absurd_budgets_are_refused_never_stored_as_no_budget(
+    api: Api,
+) -> None:
+    """JSON's 1e999 parses as infinity: a budget of it would silently mean "no limit"."""
+    workflow = write_workflow(api.home, "absurd", PHASES)
+    for budget in ('{"maxCostUsd": 1e999}', '{"maxTokens": 1e40}', '{"maxCostUsd": 1e12}'):
+        body = f'{{"workflowPath": "{workflow}", "budget": {budget}}}'
+        created = await api.client.post(
+            "/jobs", content=body, headers={"content-type": "application/json"}
+        )
+        assert created.status_code == 400, (budget, created.text)
+        assert created.json()["issues"], budget
+    listed = await api.client.get("/jobs")
+    assert listed.json()["total"] == 0, "nothing was created"
+    job_id = await api.create(workflow, {}, budget={"maxCostUsd": 2})
+    for budget in ('{"maxCostUsd": 1e999}', '{"maxTokens": 1e40}'):
+        patched = await api.client.patch(
+            f"/jobs/{job_id}/budget", content=budget, headers={"content-type": "application/json"}
+        )
+        assert patched.status_code == 400, budget
+    assert (await api.job(job_id))["budget"]["maxCostUsd"] == 2
+
+
+def test_an_infinite_default_budget_in_config_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        CoroConfig.model_validate({"jobs": {"defaultBudget": {"maxCostUsd": float("inf")}}})

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from coro.engine.models import Budget, TriggerSource
+from coro.engine.models import Budget, BudgetTokens, BudgetUsd, TriggerSource
 
 
 class Body(BaseModel):
@@ -59,8 +59,8 @@ class RerunBody(Body):
 
 
 class BudgetBody(Body):
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: BudgetUsd | None = None
+    max_tokens: BudgetTokens | None = None
 
 
 class IntakeMessage(Body):

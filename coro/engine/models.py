@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -238,9 +238,15 @@ class PhaseUsage(CamelModel):
     in_progress: bool = False
 
 
+#: A budget's limits: beyond these bounds a number is a mistake, not a limit (and an
+#: infinite one must never be stored as if it meant "no budget").
+BudgetUsd = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+BudgetTokens = Annotated[int, Field(gt=0, le=1_000_000_000_000)]
+
+
 class Budget(CamelModel):
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: BudgetUsd | None = None
+    max_tokens: BudgetTokens | None = None
 
     def exceeded(self, spent: TokenUsage, phase: PhaseUsage | None = None) -> str | None:
         """Why spending (so far, plus the running phase) has reached this budget, or None."""
