@@ -176,6 +176,22 @@ async def test_foreign_origin_on_post_is_refused(api: Api) -> None:
     assert same.status_code == 404  # passed the origin check, then unknown job
 
 
+async def test_a_cross_site_request_without_origin_is_refused(api: Api) -> None:
+    response = await api.client.post(
+        "/jobs",
+        json={"workflowPath": "workflows/demo/workflow.md"},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert response.status_code == 403
+    assert (await api.client.get("/jobs")).json()["total"] == 0
+    # the dashboard's own requests (same-origin) and non-browser clients still pass
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {}):
+        allowed = await api.client.post("/jobs/x/cancel", headers=headers)
+        assert allowed.status_code == 404
+    reads = await api.client.get("/jobs", headers={"Sec-Fetch-Site": "cross-site"})
+    assert reads.status_code == 200, "only state-changing requests are refused"
+
+
 async def test_message_validation(api: Api) -> None:
     workflow = write_workflow(api.home, "msg", ONE_PHASE)
     job_id = await api.create(

@@ -1,7 +1,8 @@
 """Protections of a local server (SPEC §2.8), as one ASGI middleware.
 
 - `Host` must name the bound address or localhost (DNS rebinding).
-- State-changing requests with a foreign `Origin` are refused (CSRF from any web page).
+- State-changing requests with a foreign `Origin`, or from another site by the browser's
+  `Sec-Fetch-Site` and without an `Origin`, are refused (CSRF from any web page).
 - With `apiToken` configured, every API call carries `Authorization: Bearer <token>`.
 - Request bodies are capped and must be JSON; oversize bodies get 413, never a hang.
 """
@@ -60,7 +61,12 @@ class SecurityMiddleware:
             await _error(send, 403, f"Host '{host}' is not allowed")
             return
         origin = headers.get("origin")
-        if method in STATE_CHANGING and origin is not None and not self._same_origin(origin):
+        if method in STATE_CHANGING and (
+            (origin is not None and not self._same_origin(origin))
+            # a browser saying the request comes from another site, without an Origin
+            # to check (privacy settings and extensions strip it)
+            or (origin is None and headers.get("sec-fetch-site") == "cross-site")
+        ):
             await _error(send, 403, "Cross-origin requests are not allowed")
             return
         token = self.api_token()  # read per request: PUT /config can rotate it
