@@ -85,11 +85,12 @@ class Api:
         until: Callable[[str], bool] | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
+        limit: float = WAIT_LIMIT,
     ) -> StreamResult:
         """Read the SSE stream until `until(line)` matches or `event: done` arrives."""
         result = StreamResult()
         async with (
-            asyncio.timeout(WAIT_LIMIT),
+            asyncio.timeout(limit),
             self.client.stream(
                 "GET", f"/jobs/{job_id}/stream", headers=headers or {}, params=params or {}
             ) as response,
@@ -110,8 +111,8 @@ class Api:
     async def wait_for_line(self, job_id: str, text: str) -> StreamResult:
         return await self.follow(job_id, until=lambda line: text in line)
 
-    async def finish(self, job_id: str) -> StreamResult:
-        result = await self.follow(job_id)
+    async def finish(self, job_id: str, limit: float = WAIT_LIMIT) -> StreamResult:
+        result = await self.follow(job_id, limit=limit)
         assert result.done is not None, "stream ended without event: done"
         return result
 

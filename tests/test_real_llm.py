@@ -21,7 +21,9 @@ from coro.config import CoroConfig, CoroHome
 from tests.conftest import Api, ApiFactory, write_workflow
 from tests.real_model import LocalModel
 
-pytestmark = pytest.mark.real_llm
+#: A real model on 2 shared cores: a guard against hangs, not a timing assertion.
+REAL_MODEL_LIMIT = 480
+pytestmark = [pytest.mark.real_llm, pytest.mark.timeout(REAL_MODEL_LIMIT + 60)]
 
 WRITE_REQUEST = "Write the file hello.txt with the content: hello world"
 
@@ -73,7 +75,7 @@ def tool_calls(job: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 
 async def run_job(api: Api, workflow: str) -> tuple[dict[str, Any], list[str]]:
     job_id = await api.create(workflow, description=WRITE_REQUEST)
-    stream = await api.finish(job_id)
+    stream = await api.finish(job_id, limit=REAL_MODEL_LIMIT)
     return await api.job(job_id), stream.texts()
 
 

@@ -248,12 +248,15 @@ async def test_a_command_cannot_read_the_runner_files_other_jobs_or_home_secrets
 async def test_hidden_places_outside_the_scratch_directories_are_empty(
     registry: ToolRegistry, coro_home: CoroHome
 ) -> None:
-    # A directory of the real filesystem (not under /tmp, which is fresh anyway).
-    elsewhere = Path(pytest.__file__).resolve().parent
-    policy = SandboxPolicy(hidden=(elsewhere,))
-    out = await run(registry, job_ctx(coro_home, sandbox=policy), f"ls -A {elsewhere} | wc -l")
-    assert out["stdout"].strip() == "0"
-    assert out["exitCode"] == 0
+    # Directories of the real filesystem: the standard library (not under /tmp, which
+    # is fresh anyway), and pytest's, inside the runner's Python, which stays visible
+    # when it lies under /tmp (a venv there) — a hidden place inside it stays hidden.
+    for elsewhere in (Path(json.__file__).resolve().parent, Path(pytest.__file__).parent):
+        policy = SandboxPolicy(hidden=(elsewhere.resolve(),))
+        command = f"ls -A {elsewhere.resolve()} | wc -l"
+        out = await run(registry, job_ctx(coro_home, sandbox=policy), command)
+        assert out["stdout"].strip() == "0", elsewhere
+        assert out["exitCode"] == 0
 
 
 async def test_the_runner_process_and_its_environment_are_not_visible(

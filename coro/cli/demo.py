@@ -213,7 +213,7 @@ async def _demo(root: Path, console: Console) -> int:
     # The reviewer's approval and comment are made a moment apart; polling a little after
     # the last change hands them to the job together.
     config = CoroConfig.model_validate(
-        {"llm": {"defaultProvider": "script"}, "polling": {"localChangeDelaySeconds": 0.3}}
+        {"llm": {"defaultProvider": "script"}, "polling": {"localChangeDelaySeconds": 1.0}}
     )
     home.save_config(config)
     started = time.monotonic()

@@ -264,8 +264,11 @@ class Mounts:
     files: tuple[str, ...]
     resolv_conf: str | None = None
     #: directories inside a fresh scratch directory that stay visible, read-only: the
-    #: runner's Python and the directories on PATH (a venv under /tmp, say)
+    #: runner's Python and the directories on PATH (a venv under /tmp, say); mounted
+    #: after the scratch directories and before everything else that is covered
     toolchain: tuple[str, ...] = ()
+    #: which of `dirs` are scratch directories
+    scratch: tuple[str, ...] = ()
 
 
 def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -> Mounts:
@@ -279,11 +282,14 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
     dirs: list[Path] = []
     files: list[Path] = []
 
+    toolchain: list[Path] = []
+
     def cover(raw: Path | str) -> None:
         path = Path(os.path.realpath(raw))
         if path == Path("/") or path.is_relative_to(job):
             return
-        if any(path.is_relative_to(d) for d in dirs):
+        covered = any(path.is_relative_to(d) for d in dirs)
+        if covered and not any(path.is_relative_to(t) for t in toolchain):
             return
         if path.is_dir():
             dirs.append(path)
@@ -294,6 +300,8 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
     for scratch in scratch_dirs:
         cover(scratch)
     scratch_covered = list(dirs)
+    hidden_places = [Path(os.path.realpath(h)) for h in policy.hidden]
+    toolchain += _toolchain(job, scratch_covered, hidden_places)
     for hidden in policy.hidden:
         cover(hidden)
     base = home if home is not None else Path.home()
@@ -314,11 +322,12 @@ def plan_mounts(policy: SandboxPolicy, jobdir: Path, home: Path | None = None) -
         tuple(map(str, dirs)),
         tuple(map(str, files)),
         str(resolv) if writable else None,
-        toolchain=_toolchain(job, scratch_covered, [d for d in dirs if d not in scratch_covered]),
+        toolchain=tuple(map(str, toolchain)),
+        scratch=tuple(map(str, scratch_covered)),
     )
 
 
-def _toolchain(job: Path, scratch: list[Path], hidden: list[Path]) -> tuple[str, ...]:
+def _toolchain(job: Path, scratch: list[Path], hidden: list[Path]) -> list[Path]:
     """The runner's interpreter and the PATH directories that a fresh scratch directory
     would hide (nothing under a hidden place or the job directory)."""
     candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
@@ -335,7 +344,7 @@ def _toolchain(job: Path, scratch: list[Path], hidden: list[Path]) -> tuple[str,
         if any(path.is_relative_to(d) for d in hidden) or any(path.is_relative_to(k) for k in kept):
             continue
         kept = [k for k in kept if not k.is_relative_to(path)] + [path]
-    return tuple(map(str, kept))
+    return kept
 
 
 def bwrap_argv(
@@ -350,12 +359,15 @@ def bwrap_argv(
     read-only root, then what is covered, then the writable job directory)."""
     job = os.path.realpath(jobdir)
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for path in mounts.dirs:
+    for path in mounts.scratch:
         argv += ["--tmpfs", path]
+    for path in mounts.toolchain:  # before the hidden places, which may lie inside it
+        argv += ["--ro-bind", path, path]
+    for path in mounts.dirs:
+        if path not in mounts.scratch:
+            argv += ["--tmpfs", path]
     for path in mounts.files:
         argv += ["--ro-bind", "/dev/null", path]
-    for path in mounts.toolchain:
-        argv += ["--ro-bind", path, path]
     argv += ["--bind", job, job, "--chdir", job]
     argv += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if fds is not None:
