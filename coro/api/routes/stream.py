@@ -29,6 +29,10 @@ def _frame(entry: LogEntry) -> ServerSentEvent:
     return ServerSentEvent(data=entry.line, id=str(entry.index), sep="\n")
 
 
+#: the largest line index a client may name (a 64-bit signed integer, as stored)
+MAX_LINE_INDEX = 2**63 - 1
+
+
 @router.get("/jobs/{job_id}/stream", response_class=EventSourceResponse)
 async def stream_job_log(
     runner: RunnerDep,
@@ -45,6 +49,8 @@ async def stream_job_log(
             last_seen = int(raw_last)
         except ValueError as exc:
             raise InvalidRequest("Last-Event-ID must be a line index") from exc
+        if not -1 <= last_seen <= MAX_LINE_INDEX:  # the database's integers end there
+            raise InvalidRequest(f"Last-Event-ID must be a line index from -1 to {MAX_LINE_INDEX}")
     store = runner.store
     subscription = store.bus.subscribe(job_id)
 
