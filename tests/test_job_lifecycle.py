@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.conftest import Api, write_workflow
 
 TWO_PHASES = [
@@ -157,3 +159,11 @@ async def test_the_transcript_is_stored_beside_the_job_and_shown_with_it(api: Ap
         ).fetchone()
     assert "conversationHistory" not in json.loads(doc)
     assert rows == len(shown) == 7  # the prompt, then a call and its result per step
+
+
+async def test_job_ids_carry_a_label_only_when_there_is_one(api: Api) -> None:
+    workflow = write_workflow(api.home, "ids", [{"name": "only", "agent": None}])
+    unlabelled = await api.create(workflow)
+    labelled = await api.create(workflow, serviceName="billing api")
+    assert re.fullmatch(r"job-\d{13}-[a-z0-9]{4}", unlabelled), unlabelled
+    assert re.fullmatch(r"billing-api-job-\d{13}-[a-z0-9]{4}", labelled), labelled

@@ -108,10 +108,13 @@ class NewJob:
 
 
 def new_job_id(label: str, job_type: str) -> str:
+    """`<label>-<type>-<epochMs>-<4 random>`; without a label `<type>-<epochMs>-<4 random>`
+    (not `job-job-…`)."""
     clean = re.sub(r"[^a-zA-Z0-9._-]", "-", re.sub(r"\s+", "-", label.strip()))
-    clean = re.sub(r"-{2,}", "-", clean).strip("-")[:40] or "job"
+    clean = re.sub(r"-{2,}", "-", clean).strip("-")[:40]
     stamp = int(utcnow().timestamp() * 1000)
-    return f"{clean}-{job_type}-{stamp}-{random_suffix(4)}"
+    prefix = f"{clean}-" if clean else ""
+    return f"{prefix}{job_type}-{stamp}-{random_suffix(4)}"
 
 
 class JobService:
