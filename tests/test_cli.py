@@ -543,6 +543,28 @@ async def test_start_serves_the_api_until_sigterm(tmp_path: Path) -> None:
             await proc.wait()
 
 
+def test_demo_without_bubblewrap_still_runs_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh machine without bubblewrap: the demo's own scripted commands run
+    unsandboxed, and the demo says what real agents will need."""
+    from coro.cli import demo
+
+    async def missing() -> bool:
+        return False
+
+    monkeypatch.setattr(demo, "_bubblewrap_works", missing)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert demo.run_demo(keep=True) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bubblewrap is not available here" in out
+    assert "apt-get install bubblewrap" in out
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("coro-demo-")]
+    assert json.loads((kept / "config.json").read_text())["tools"]["shell"]["sandbox"] == "off"
+    (workdir,) = (kept / "work").iterdir()
+    assert (workdir / "greeter-output.txt").read_text() == "Hello, Coro!\nself-check passed\n"
+
+
 async def test_demo_runs_end_to_end_offline(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

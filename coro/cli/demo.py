@@ -205,6 +205,23 @@ def run_demo(*, keep: bool = False) -> int:
     return code
 
 
+NO_SANDBOX_NOTE = (
+    "bubblewrap is not available here, so the demo's own scripted shell commands run "
+    "unsandboxed. Install it (apt-get install bubblewrap) before running real agents: "
+    "their shell tool refuses to run without it."
+)
+
+
+async def _bubblewrap_works() -> bool:
+    from coro.tools.sandbox import SandboxPolicy, SandboxUnavailable, require_bwrap
+
+    try:
+        await require_bwrap(SandboxPolicy())
+    except SandboxUnavailable:
+        return False
+    return True
+
+
 async def _demo(root: Path, console: Console) -> int:
     from coro.config import CoroConfig, CoroHome
     from coro.runner import Runner, serve
@@ -212,9 +229,15 @@ async def _demo(root: Path, console: Console) -> int:
     home = CoroHome(root)
     # The reviewer's approval and comment are made a moment apart; polling a little after
     # the last change hands them to the job together.
-    config = CoroConfig.model_validate(
-        {"llm": {"defaultProvider": "script"}, "polling": {"localChangeDelaySeconds": 1.0}}
-    )
+    settings: dict[str, Any] = {
+        "llm": {"defaultProvider": "script"},
+        "polling": {"localChangeDelaySeconds": 1.0},
+    }
+    sandboxed = await _bubblewrap_works()
+    if not sandboxed:
+        # The demo's commands are its own script, not an agent's: they may run unsandboxed.
+        settings["tools"] = {"shell": {"sandbox": "off"}}
+    config = CoroConfig.model_validate(settings)
     home.save_config(config)
     started = time.monotonic()
     console.rule("[bold]Coro demo")
@@ -224,6 +247,8 @@ async def _demo(root: Path, console: Console) -> int:
         "request → (review) → merge → evaluation, against a git repository kept by the "
         "offline [bold]local[/] SCM. No model, no keys, no network."
     )
+    if not sandboxed:
+        console.print(Text(NO_SANDBOX_NOTE, style="yellow"))
     runner = Runner(home, config)
     local = runner.plugins.get("scm", LOCAL_SCM)
     if local is None:
