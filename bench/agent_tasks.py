@@ -186,8 +186,10 @@ async def _drive(runner: Runner, job: Job, limit_seconds: float) -> Job:
     assert local is not None
     approved: set[int] = set()
     deadline = time.monotonic() + limit_seconds
-    while time.monotonic() < deadline:
-        await runner.dispatcher.wait_idle()
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left):  # a phase may run past the limit
+                await runner.dispatcher.wait_idle()
         job = await runner.jobs.get(job.id)
         if is_terminal(job.status) or job.status in ("failed", "escalated", AWAITING_BUDGET):
             return job
@@ -207,6 +209,7 @@ async def _drive(runner: Runner, job: Job, limit_seconds: float) -> Job:
         else:
             await asyncio.sleep(0.5)  # parked on a rate limit (it resumes by itself)
     await runner.jobs.cancel(job.id, "benchmark time limit")
+    await runner.dispatcher.wait_idle()  # the running phase stops at its next boundary
     return await runner.jobs.get(job.id)
 
 
