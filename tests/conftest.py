@@ -46,6 +46,16 @@ def write_workflow(home: CoroHome, name: str, phases: list[dict[str, Any]], **ex
     return f"workflows/{name}/workflow.md"
 
 
+def provider_config(provider: str, **settings: Any) -> CoroConfig:
+    """A runner whose default executor is `provider`, configured with `settings`."""
+    return CoroConfig.model_validate(
+        {
+            "llm": {"defaultProvider": provider},
+            "plugins": {"installed": {provider: {"config": settings}}},
+        }
+    )
+
+
 def make_config(**jobs: Any) -> CoroConfig:
     return CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "jobs": jobs})
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
-from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow
+from tests.conftest import WAIT_LIMIT, Api, ApiFactory, provider_config, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, Text, ToolUse, Usage
 
 KEY = "sk-ant-test-live-usage-0123456789"
@@ -24,22 +24,7 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 
 
 def anthropic_config(fake: FakeAnthropic) -> CoroConfig:
-    return CoroConfig.model_validate(
-        {
-            "llm": {"defaultProvider": "anthropic"},
-            "plugins": {
-                "installed": {
-                    "anthropic": {
-                        "config": {
-                            "apiKey": KEY,
-                            "baseUrl": fake.base_url,
-                            "retryBackoffSeconds": 0,
-                        }
-                    }
-                }
-            },
-        }
-    )
+    return provider_config("anthropic", apiKey=KEY, baseUrl=fake.base_url, retryBackoffSeconds=0)
 
 
 def counts(usage: dict[str, Any]) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import pytest
 
 from coro.config import CoroConfig
 from coro.executors.prompted import parse_calls
-from tests.conftest import ApiFactory, write_workflow
+from tests.conftest import ApiFactory, provider_config, write_workflow
 from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCall
 
 TWO_PHASES = [
@@ -21,18 +21,7 @@ TWO_PHASES = [
 
 
 def config(fake: FakeOpenAI, **settings: Any) -> CoroConfig:
-    return CoroConfig.model_validate(
-        {
-            "llm": {"defaultProvider": "openai"},
-            "plugins": {
-                "installed": {
-                    "openai": {
-                        "config": {"baseUrl": fake.base_url, "defaultModel": "local", **settings}
-                    }
-                }
-            },
-        }
-    )
+    return provider_config("openai", baseUrl=fake.base_url, defaultModel="local", **settings)
 
 
 def block(name: str, arguments: dict[str, Any]) -> str:

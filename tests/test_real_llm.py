@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from coro.config import CoroConfig, CoroHome
-from tests.conftest import Api, ApiFactory, write_workflow
+from tests.conftest import Api, ApiFactory, provider_config, write_workflow
 from tests.real_model import LocalModel
 
 #: A real model on 2 shared cores: a guard against hangs, not a timing assertion.
@@ -29,25 +29,15 @@ WRITE_REQUEST = "Write the file hello.txt with the content: hello world"
 
 
 def model_config(model: LocalModel) -> CoroConfig:
-    return CoroConfig.model_validate(
-        {
-            "llm": {"defaultProvider": "openai"},
-            "plugins": {
-                "installed": {
-                    "openai": {
-                        "config": {
-                            "baseUrl": model.base_url,
-                            "defaultModel": model.model,
-                            "toolCalling": "constrained",
-                            "contextWindow": model.context_window,
-                            "temperature": 0,
-                            "frequencyPenalty": 0.5,
-                            "maxTokens": 200,
-                        }
-                    }
-                }
-            },
-        }
+    return provider_config(
+        "openai",
+        baseUrl=model.base_url,
+        defaultModel=model.model,
+        toolCalling="constrained",
+        contextWindow=model.context_window,
+        temperature=0,
+        frequencyPenalty=0.5,
+        maxTokens=200,
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from coro.config import CoroConfig
 from coro.engine.stuck import StuckDetector, Thresholds, is_idle_turn
-from tests.conftest import Api, ApiFactory, make_config, write_workflow
+from tests.conftest import Api, ApiFactory, make_config, provider_config, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, RecordedRequest, ToolUse
 from tests.fakes.anthropic_server import Reply as AnthropicReply
 from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCall
@@ -265,21 +265,8 @@ async def openai_fake() -> AsyncIterator[FakeOpenAI]:
 
 
 def openai_config(fake: FakeOpenAI) -> CoroConfig:
-    return CoroConfig.model_validate(
-        {
-            "llm": {"defaultProvider": "openai"},
-            "plugins": {
-                "installed": {
-                    "openai": {
-                        "config": {
-                            "apiKey": OPENAI_KEY,
-                            "baseUrl": fake.base_url,
-                            "defaultModel": "gpt-4o",
-                        }
-                    }
-                }
-            },
-        }
+    return provider_config(
+        "openai", apiKey=OPENAI_KEY, baseUrl=fake.base_url, defaultModel="gpt-4o"
     )
 
 
@@ -371,22 +358,7 @@ async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
 
 
 def claude_code_config(fake: FakeAnthropic) -> CoroConfig:
-    return CoroConfig.model_validate(
-        {
-            "llm": {"defaultProvider": "claude-code"},
-            "plugins": {
-                "installed": {
-                    "claude-code": {
-                        "config": {
-                            "apiKey": ANTHROPIC_KEY,
-                            "baseUrl": fake.base_url,
-                            "maxRetries": 0,
-                        }
-                    }
-                }
-            },
-        }
-    )
+    return provider_config("claude-code", apiKey=ANTHROPIC_KEY, baseUrl=fake.base_url, maxRetries=0)
 
 
 def tool_result_texts(request: RecordedRequest) -> list[str]:
