@@ -51,6 +51,10 @@ class PathsConfig(_Section):
     intelligence_dir: str | None = None
 
 
+#: How an executor offers tools to a model (the `openai` executor; the others ignore it).
+ToolCalling = Literal["native", "prompted", "constrained", "auto"]
+
+
 class ModelAlias(_Section):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
@@ -58,7 +62,7 @@ class ModelAlias(_Section):
     #: tokens the model can take, when the catalogue does not know it (a local model)
     context_window: int | None = Field(default=None, ge=1_000, le=100_000_000)
     #: how the `openai` executor offers tools (the others ignore it)
-    tool_calling: Literal["native", "prompted", "constrained", "auto"] | None = None
+    tool_calling: ToolCalling | None = None
 
 
 class LlmConfig(_Section):

@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coro.config import CoroConfig, ModelAlias
+from coro.config import CoroConfig, ModelAlias, ToolCalling
 from coro.engine.models import Job
 from coro.engine.store import JobStore
 from coro.engine.workflows import Phase
 from coro.executors import ExecutorRegistry
-from coro.executors.base import ToolCalling
 from coro.intelligence.layers import IntelligenceLayers
 from coro.plugins.registry import PluginSet
 from coro.tools.registry import ToolRegistry

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from coro.config import ToolCalling
 from coro.engine.models import ConversationMessage
 from coro.tools.registry import PhaseSignals, Tool, ToolResult
 
@@ -100,8 +101,6 @@ class RateLimited(ExecutorError):
 
 
 ToolCaller = Callable[[str, dict[str, Any], str | None], Awaitable[ToolResult]]
-
-ToolCalling = Literal["native", "prompted", "constrained", "auto"]
 
 #: Condense once the conversation fills this share of the context window.
 CONDENSE_AT = 0.8

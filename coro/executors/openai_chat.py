@@ -43,6 +43,7 @@ from openai.types.shared import ReasoningEffort
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
+from coro.config import ToolCalling
 from coro.engine.models import ConversationMessage
 from coro.executors import pricing
 from coro.executors.base import (
@@ -59,7 +60,6 @@ from coro.executors.base import (
     RateLimited,
     TextEvent,
     ThinkingEvent,
-    ToolCalling,
     UsageEvent,
     nearly_full,
     wait_interruptible,
