@@ -30,7 +30,7 @@ from typing import Any
 
 from bench._common import base_parser, make_backend, print_table, save, temp_home
 from coro.config import CoroConfig
-from coro.engine.models import (
+from coro.domain.models import (
     AWAITING_BUDGET,
     AWAITING_DEVELOPER_INPUT,
     AWAITING_PLAN_APPROVAL,

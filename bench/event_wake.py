@@ -27,12 +27,12 @@ from bench._common import (
     write_workflow,
 )
 from coro.config import CoroConfig
-from coro.engine.logbus import LogBus
-from coro.engine.models import AWAITING_PR_MERGE, COMPLETE, LogEntry
+from coro.domain.models import AWAITING_PR_MERGE, COMPLETE, LogEntry
 from coro.engine.polling import PollingTransport
 from coro.engine.service import NewJob
 from coro.plugins.registry import LOCAL_SCM
 from coro.runner import Runner
+from coro.state.logbus import LogBus
 
 NAME = "event_wake"
 TARGET_P50_MS = 100.0

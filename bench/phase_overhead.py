@@ -30,9 +30,9 @@ from bench._common import (
     verdict,
     write_workflow,
 )
-from coro.engine.logbus import LogBus
-from coro.engine.models import COMPLETE, LogEntry
+from coro.domain.models import COMPLETE, LogEntry
 from coro.engine.service import NewJob
+from coro.state.logbus import LogBus
 
 NAME = "phase_overhead"
 PHASES = 10

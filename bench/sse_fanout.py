@@ -41,9 +41,9 @@ from bench._common import (
     write_result,
     write_workflow,
 )
-from coro.engine.models import is_running
+from coro.api.server import serve
+from coro.domain.models import is_running
 from coro.engine.service import NewJob
-from coro.runner import serve
 
 NAME = "sse_fanout"
 TARGET_P99_MS = 100.0

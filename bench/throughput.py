@@ -33,9 +33,10 @@ from bench._common import (
     verdict,
     write_workflow,
 )
-from coro.engine.models import COMPLETE
+from coro.api.server import serve
+from coro.domain.models import COMPLETE
 from coro.engine.service import NewJob
-from coro.runner import Runner, serve
+from coro.runner import Runner
 from coro.state.backend import JobQuery
 
 NAME = "throughput"

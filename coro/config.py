@@ -28,10 +28,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from coro.engine.models import BudgetTokens, BudgetUsd
+from coro.domain.models import BudgetTokens, BudgetUsd
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
+#: hosts a runner may bind without an API token (nothing beyond this machine reaches them)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(Exception):

@@ -1,44 +1,40 @@
 """The runner: composes state, intelligence, executors, tools and the dispatcher.
 
-`Runner` is the composition root; `serve()` puts its HTTP API on a socket. Tests, the
-demo and `coro start` all go through these two.
+`Runner` is the composition root; `coro.api.server.serve()` puts its HTTP API on a
+socket. Tests, the demo and `coro start` all go through these two.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
-from coro import __version__
 from coro.config import CoroConfig, CoroHome
 from coro.engine.campaigns import CampaignService
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport
-from coro.engine.logbus import LogBus
+from coro.engine.intake import IntakeService
 from coro.engine.polling import PollingTransport
 from coro.engine.service import JobService
-from coro.engine.store import JobStore
+from coro.engine.toolset import engine_tools
 from coro.executors import ExecutorRegistry, build_executors
-from coro.intake import IntakeService
 from coro.intelligence.layers import IntelligenceLayers
 from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
+from coro.state.logbus import LogBus
 from coro.state.sqlite import SqliteStateBackend
-from coro.tools import ToolRegistry, builtin_tools
+from coro.state.store import JobStore
+from coro.tools import ToolRegistry
 from coro.tools.sandbox import runner_policy
+from coro.version import __version__
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: config.json keys a running runner cannot take over (they are read at start).
 RESTART_REQUIRED_KEYS = ("host", "port", "paths", "mcpServers", "intelligence")
 
@@ -89,7 +85,7 @@ class Runner:
             layers=IntelligenceLayers.from_config(home, self.config),
             executors=executors
             or build_executors(self.config, catalog=self.dropins, context=PluginContext(home)),
-            tools=tools or builtin_tools(),
+            tools=tools or engine_tools(),
             config=self.config,
             work_root=home.work_dir(self.config),
             plugins=self.plugins,
@@ -238,83 +234,3 @@ async def _close_all(objects: list[Any]) -> None:
             await close()
         except Exception:
             logger.exception("closing a replaced plugin failed")
-
-
-def check_bind(host: str, config: CoroConfig) -> None:
-    """Off-loopback binds expose the API to the network: refuse them without a token."""
-    if host not in LOOPBACK_HOSTS and not config.api_token:
-        raise SystemExit(
-            f"Refusing to listen on {host}: binding beyond loopback requires apiToken in "
-            "config.json (every API call must then carry 'Authorization: Bearer <token>')."
-        )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Served:
-    runner: Runner
-    host: str
-    port: int
-    server: uvicorn.Server
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-
-@contextlib.asynccontextmanager
-async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
-    """Start the runner and its HTTP API in this event loop; stop both on exit."""
-    from coro.api.app import create_app  # the engine never imports the web layer
-
-    check_bind(host, runner.config)
-    # Bind before starting anything, so a taken port is a plain OSError for the caller.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted connections when
-    # the listening socket says so, and without it Nagle adds ~40 ms to each response.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    port = sock.getsockname()[1]
-    app = create_app(runner, host=host, port=port)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    await runner.start()
-    # Start-up objects live as long as the runner: keep them out of later full
-    # collections, whose pauses otherwise dominate SSE tail latency.
-    gc.collect()
-    gc.freeze()
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task  # surfaces bind errors
-                raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
-            await asyncio.sleep(0.01)
-        yield Served(runner=runner, host=host, port=port, server=server)
-    finally:
-        server.should_exit = True
-        runner.store.bus.close_all()
-        await runner.mcp.close_http()  # open MCP streams would hold up the drain
-        await runner.dispatcher.close()
-        await task
-        await runner.stop()

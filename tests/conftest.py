@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from coro.api.server import Served, serve
 from coro.config import CoroConfig, CoroHome
-from coro.runner import Runner, Served, serve
+from coro.runner import Runner
 from tests.real_model import LocalModel, local_model
 from tests.sse import frames
 

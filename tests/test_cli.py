@@ -22,10 +22,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from coro.api.server import free_port
 from coro.cli.client import LogLine, RunnerClient, StreamDone
 from coro.cli.main import app, parse_params
-from coro.engine.logbus import Subscription
-from coro.runner import free_port
+from coro.state.logbus import Subscription
 from tests.conftest import WAIT_LIMIT, Api, write_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

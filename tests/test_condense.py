@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
+from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from coro.engine.condense import INSTRUCTION, SUMMARY_HEADER, plan
-from coro.engine.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from tests.conftest import ApiFactory, StreamResult, write_workflow
 from tests.fakes import anthropic_server as anthropic_fake
 from tests.fakes.anthropic_server import FakeAnthropic, ToolUse, tools

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
+from coro.api.server import check_bind
 from coro.config import ConfigError, CoroConfig, CoroHome
-from coro.runner import check_bind
 
 
 def test_missing_config_means_defaults(home: CoroHome) -> None:

@@ -352,7 +352,8 @@ async def test_a_rotated_api_token_is_enforced_at_once(api_factory: ApiFactory) 
 async def test_a_public_runner_cannot_drop_its_api_token(home: Any) -> None:
     import httpx
 
-    from coro.runner import Runner, serve
+    from coro.api.server import serve
+    from coro.runner import Runner
 
     token = "public-token-" + "p" * 24
     config = CoroConfig.model_validate({"llm": {"defaultProvider": "script"}, "apiToken": token})

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
-from coro.engine.models import ConversationMessage, ToolCallRecord, ToolResultRecord
+from coro.domain.errors import PluginConfigError
+from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from coro.executors import pricing
 from coro.executors.anthropic import (
     DEFAULT_MODEL,
@@ -39,7 +40,6 @@ from coro.executors.base import (
     ThinkingEvent,
     UsageEvent,
 )
-from coro.plugins.errors import PluginConfigError
 from coro.tools import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow

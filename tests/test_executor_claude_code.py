@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig, CoroHome
-from coro.engine.models import ConversationMessage, ToolCallRecord, ToolResultRecord
+from coro.domain.errors import PluginConfigError
+from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from coro.executors import BUILTIN_EXECUTOR_MODULES, pricing
 from coro.executors.base import (
     ExecutorError,
@@ -37,7 +38,6 @@ from coro.executors.claude_code import (
     create,
     with_transcript,
 )
-from coro.plugins.errors import PluginConfigError
 from coro.tools import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, ApiFactory, write_workflow

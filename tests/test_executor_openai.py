@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
-from coro.engine.models import ConversationMessage, ToolCallRecord, ToolResultRecord
+from coro.domain.errors import PluginConfigError
+from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from coro.executors.base import (
     ChatDelta,
     ChatUsage,
@@ -38,7 +39,6 @@ from coro.executors.openai_chat import (
     create,
 )
 from coro.executors.openai_messages import history_messages, parse_arguments, wire_call_id
-from coro.plugins.errors import PluginConfigError
 from coro.tools import PhaseSignals, ToolResult, builtin_tools
 from tests.conftest import ApiFactory, write_workflow
 from tests.fakes.openai_server import (

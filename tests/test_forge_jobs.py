@@ -25,11 +25,10 @@ from urllib.parse import quote
 import pytest
 
 from coro.config import CoroConfig, CoroHome
+from coro.domain.errors import PluginError
 from coro.engine.polling import PollingTransport
-from coro.plugins.errors import PluginError
-from coro.plugins.scm.base import GitCredentials
-from coro.plugins.scm.git import GitWorkspace
 from coro.plugins.scm.github import create
+from coro.system.git import GitCredentials, GitWorkspace
 from tests.conftest import ApiFactory, user_prompts, write_workflow
 from tests.fakes.bitbucket_server import FakeBitbucket
 from tests.fakes.git_http import GitHttp

@@ -24,9 +24,9 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from coro.plugins.errors import PluginAuthError
-from coro.plugins.scm.base import GitCredentials
-from coro.plugins.scm.git import (
+from coro.domain.errors import PluginAuthError
+from coro.system.git import (
+    GitCredentials,
     GitError,
     GitWorkspace,
     find_checkout,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coro.engine.models import Insight, Job
+from coro.domain.models import Insight, Job
 from coro.engine.prompts import system_prompt
 from tests.conftest import Api, ApiFactory, write_workflow
 from tests.test_proposals import config, run, step, tool_results

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
-from coro.engine.models import Checkout, Job
+from coro.domain.models import Checkout, Job
+from coro.engine.toolset import engine_tools
 from coro.executors import ExecutorEvent, ExecutorRegistry, PhaseRequest, ScriptExecutor
 from coro.intelligence import BASE_LAYER_DIR, IntelligenceLayers
 from coro.intelligence.materialise import INTELLIGENCE_DIRNAME, PROVENANCE_FILE, materialise
 from coro.intelligence.preflight import Checker, preflight
 from coro.plugins.scm.local import LocalScm
-from coro.tools import builtin_tools
 from tests.conftest import Api, ApiFactory, write_workflow
 
 BASE_CODER_TITLE = (BASE_LAYER_DIR / "agents" / "coder.md").read_text().splitlines()[0]
@@ -482,7 +482,7 @@ async def test_preflight_accepts_claude_code_builtin_names_for_coro_tools(api: A
 
 
 def test_preflight_of_agents_skills_and_memory(tmp_path: Path) -> None:
-    checker = Checker.create(IntelligenceLayers(tmp_path).stack(), builtin_tools().names())
+    checker = Checker.create(IntelligenceLayers(tmp_path).stack(), engine_tools().names())
 
     agent = preflight("agents/a.md", "---\ntools: [log, nope]\n---\nno heading here\n", checker)
     assert [(i.line, i.message) for i in agent.errors] == [

@@ -7,8 +7,9 @@ import json
 
 import httpx
 
+from coro.api.server import serve
 from coro.config import CoroConfig, CoroHome
-from coro.runner import Runner, serve
+from coro.runner import Runner
 from tests.conftest import write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, Text, ToolUse, Usage, text, tools
 from tests.sse import frames

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from coro.config import CoroConfig, CoroHome
+from coro.domain.models import AWAITING_PR_MERGE, Job, PrMapping, PrSeen, iso_now
 from coro.engine.events import InboundEvent, MemoryEventTransport
-from coro.engine.models import AWAITING_PR_MERGE, Job, PrMapping, PrSeen, iso_now
 from coro.engine.polling import PollingTransport
-from coro.engine.store import JobStore
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
 from coro.state.sqlite import SqliteStateBackend
+from coro.state.store import JobStore
 from tests.fakes.github_server import FakeGitHub
 
 TOKEN = "ghp_PollTokenZq8mW3nR5tY7uI9oP1aSdF4gH6"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from coro.api.server import free_port
 from coro.config import CoroHome
-from coro.runner import free_port
 from tests.conftest import StreamResult, make_config, write_workflow
 from tests.sse import frames
 
@@ -110,7 +110,8 @@ async def test_sigkill_mid_phase_then_restart_resumes_and_completes(home: CoroHo
 
 
 async def test_rate_limit_timer_is_rearmed_after_a_restart(home: CoroHome) -> None:
-    from coro.runner import Runner, serve
+    from coro.api.server import serve
+    from coro.runner import Runner
 
     config = make_config()
     home.save_config(config)

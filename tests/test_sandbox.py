@@ -28,7 +28,7 @@ from mcp.client.stdio import stdio_client
 from pydantic import ValidationError
 
 from coro.config import CoroConfig, CoroHome
-from coro.engine.workflows import WorkflowError, parse_workflow
+from coro.domain.workflows import WorkflowError, parse_workflow
 from coro.tools import shell
 from coro.tools.registry import ToolContext, ToolRegistry
 from coro.tools.sandbox import (

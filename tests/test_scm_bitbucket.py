@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
-from coro.plugins.errors import (
+from coro.domain.errors import (
     PluginAuthError,
     PluginConfigError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
 )
-from coro.plugins.scm.base import GitCredentials, PrStatus, ScmPlugin
+from coro.plugins.scm.base import PrStatus, ScmPlugin
 from coro.plugins.scm.bitbucket import WEBHOOK, BitbucketPlugin, create, parse_settings
+from coro.system.git import GitCredentials
 from tests.fakes.bitbucket_server import Answer, FakeBitbucket
 
 PASSWORD = "ATBBtestAppPassword0123456789abcdefXY"

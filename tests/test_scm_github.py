@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
-from coro.plugins.errors import (
+from coro.domain.errors import (
     PluginAuthError,
     PluginConfigError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
 )
-from coro.plugins.scm.base import GitCredentials, PrStatus, ScmPlugin
+from coro.plugins.scm.base import PrStatus, ScmPlugin
 from coro.plugins.scm.github import WEBHOOK, GitHubPlugin, create, parse_settings
+from coro.system.git import GitCredentials
 from tests.fakes.github_server import Answer, FakeGitHub
 
 TOKEN = "ghp_TestTokenZq8mW3nR5tY7uI9oP1aSdF4gH6"

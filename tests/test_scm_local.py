@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from coro.config import CoroConfig, CoroHome
+from coro.domain.errors import PluginConfigError, PluginError, PluginNotFoundError
 from coro.plugins.context import PluginContext
-from coro.plugins.errors import PluginConfigError, PluginError, PluginNotFoundError
 from coro.plugins.registry import PluginSet
-from coro.plugins.scm.git import GitWorkspace
 from coro.plugins.scm.local import (
     LocalScm,
     LocalScmConflict,
@@ -29,6 +28,7 @@ from coro.plugins.scm.local import (
     check_repo_name,
     create,
 )
+from coro.system.git import GitWorkspace
 from tests.conftest import Api, ApiFactory
 
 AUTHOR = {"author_name": "Dev", "author_email": "dev@coro.test"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coro.engine.models import Job, WorkItem, iso_now
+from coro.domain.models import Job, WorkItem, iso_now
 from coro.state.backend import JobExists, JobNotFound, JobQuery, StateBackend
 from coro.state.memory import MemoryStateBackend
 from coro.state.sqlite import SqliteStateBackend, current_revision, upgrade_sqlite
@@ -557,7 +557,7 @@ async def test_status_totals_count_jobs_and_add_up_their_cost(backend: StateBack
 
 
 async def test_a_transcript_is_kept_apart_from_its_job(backend: StateBackend) -> None:
-    from coro.engine.models import ConversationMessage
+    from coro.domain.models import ConversationMessage
 
     await backend.create_job(make_job("job-1"))
     first = [

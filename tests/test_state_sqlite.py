@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from coro.engine.models import Job
+from coro.domain.models import Job
 from coro.state import sqlite as sqlite_module
 from coro.state.backend import JobExists
 from coro.state.sqlite import SqliteStateBackend
@@ -227,7 +227,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from coro.engine.models import Job, WorkItem
+    from coro.domain.models import Job, WorkItem
     from coro.state.sqlite import SqliteStateBackend
 
     async def main(path: str, rounds: int) -> None:

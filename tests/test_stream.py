@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from coro.api.routes import stream as stream_module
-from coro.engine.logbus import LogBus, SubscriptionClosed
-from coro.engine.models import LogEntry
+from coro.domain.models import LogEntry
+from coro.state.logbus import LogBus, SubscriptionClosed
 from tests.conftest import Api, write_workflow
 from tests.sse import frames
 

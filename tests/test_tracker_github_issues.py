@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coro.plugins.errors import (
+from coro.domain.errors import (
     PluginAuthError,
     PluginConfigError,
     PluginError,

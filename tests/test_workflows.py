@@ -7,19 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from coro.engine.workflows import (
+from coro.domain.paths import check_relative_path
+from coro.domain.workflows import (
     Workflow,
     WorkflowError,
     load_workflow_file,
     parse_workflow,
     strip_front_matter,
 )
-from coro.intelligence import (
-    BASE_LAYER_DIR,
-    IntelligenceLayers,
-    WorkflowNotFound,
-    check_relative_path,
-)
+from coro.intelligence import BASE_LAYER_DIR, IntelligenceLayers, WorkflowNotFound
 
 PATH = "workflows/sample/workflow.md"
 

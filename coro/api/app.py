@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +27,8 @@ from coro.engine.service import (
     UpstreamFailed,
 )
 from coro.executors import PluginNotFound
+from coro.runner import Runner
 from coro.state.backend import JobNotFound
-
-if TYPE_CHECKING:
-    from coro.runner import Runner
 
 logger = logging.getLogger(__name__)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-if TYPE_CHECKING:
-    from coro.runner import Runner
+from coro.runner import Runner
 
 
 def get_runner(request: Request) -> Runner:
@@ -15,4 +14,4 @@ def get_runner(request: Request) -> Runner:
     return runner
 
 
-RunnerDep = Annotated["Runner", Depends(get_runner)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]

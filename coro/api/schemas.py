@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from coro.engine.models import Budget, BudgetTokens, BudgetUsd, TriggerSource
+from coro.domain.models import Budget, BudgetTokens, BudgetUsd, TriggerSource
 
 
 class Body(BaseModel):

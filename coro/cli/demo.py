@@ -38,7 +38,7 @@ from rich.text import Text
 from coro.cli.client import LogLine, SseParser, StreamDone, StreamItem
 from coro.cli.main import cost, render_line, status_style, status_text
 from coro.plugins.registry import LOCAL_SCM
-from coro.plugins.scm.git import run_git
+from coro.system.git import run_git
 
 DEMO_WORKFLOW = "workflows/demo/workflow.md"
 DEMO_REPO = "greeter"
@@ -223,8 +223,9 @@ async def _bubblewrap_works() -> bool:
 
 
 async def _demo(root: Path, console: Console) -> int:
+    from coro.api.server import serve
     from coro.config import CoroConfig, CoroHome
-    from coro.runner import Runner, serve
+    from coro.runner import Runner
 
     home = CoroHome(root)
     # The reviewer's approval and comment are made a moment apart; polling a little after

@@ -17,7 +17,7 @@ import threading
 import webbrowser
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -34,9 +34,7 @@ from coro.cli.client import (
 )
 from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
-
-if TYPE_CHECKING:
-    from coro.config import CoroConfig, CoroHome
+from coro.config import CoroConfig, CoroHome
 
 app = typer.Typer(
     name="coro",
@@ -210,7 +208,7 @@ def follow_log(
 
 def _version(value: bool) -> None:
     if value:
-        from coro import __version__
+        from coro.version import __version__
 
         typer.echo(f"coro {__version__}")
         raise typer.Exit()
@@ -254,8 +252,9 @@ def _browse_url(url: str, host: str) -> str:
 async def _serve_until_stopped(
     home: CoroHome, config: CoroConfig, host: str, port: int, open_browser: bool
 ) -> int:
-    from coro import __version__
-    from coro.runner import Runner, serve
+    from coro.api.server import serve
+    from coro.runner import Runner
+    from coro.version import __version__
 
     console = out()
     loop = asyncio.get_running_loop()
@@ -316,8 +315,8 @@ def start(
     ] = False,
 ) -> None:
     """Run the runner in the foreground: HTTP API and dashboard, until Ctrl+C."""
+    from coro.api.server import check_bind
     from coro.config import ConfigError, CoroHome
-    from coro.runner import check_bind
 
     home = CoroHome.from_env()
     try:

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from coro.engine.models import (
+from coro.domain.models import (
     AWAITING_CHILDREN,
     AWAITING_DEVELOPER_INPUT,
     CANCELLED,
@@ -49,8 +49,8 @@ from coro.engine.models import (
     is_terminal,
     iso_now,
 )
+from coro.domain.workflows import WorkflowError
 from coro.engine.service import Conflict, InvalidRequest, NewJob
-from coro.engine.workflows import WorkflowError
 from coro.intelligence.layers import WorkflowNotFound
 from coro.state.backend import JobNotFound, JobQuery
 
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from coro.engine.dispatcher import Dispatcher
     from coro.engine.env import EngineEnv
     from coro.engine.service import JobService
-    from coro.engine.store import JobStore
     from coro.intelligence.layers import IntelligenceLayers
+    from coro.state.store import JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from coro.config import ModelAlias
-from coro.engine.models import ConversationMessage
+from coro.domain.models import ConversationMessage
 from coro.executors import ExecutorRegistry
 from coro.executors.base import (
     CHARS_PER_TOKEN,

@@ -16,10 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from coro.engine import prompts
-from coro.engine.env import EngineEnv
-from coro.engine.events import InboundEvent
-from coro.engine.models import (
+from coro.domain.models import (
     AWAITING_RATE_LIMIT,
     PARKING,
     QUEUED,
@@ -29,6 +26,9 @@ from coro.engine.models import (
     is_running,
     is_terminal,
 )
+from coro.engine import prompts
+from coro.engine.env import EngineEnv
+from coro.engine.events import InboundEvent
 from coro.engine.phase_loop import PhaseLoop, RunHandle
 from coro.state.backend import JobNotFound, JobQuery
 

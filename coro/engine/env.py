@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from coro.config import CoroConfig, ModelAlias, ToolCalling
-from coro.engine.models import Job
-from coro.engine.store import JobStore
-from coro.engine.workflows import Phase
+from coro.domain.models import Job
+from coro.domain.workflows import Phase
 from coro.executors import ExecutorRegistry
 from coro.intelligence.layers import IntelligenceLayers
 from coro.plugins.registry import PluginSet
-from coro.tools.registry import ToolRegistry
+from coro.state.store import JobStore
+from coro.tools.registry import CampaignControl, ToolRegistry
 from coro.tools.sandbox import SandboxPolicy
-
-if TYPE_CHECKING:
-    from coro.engine.campaigns import CampaignService
 
 
 @dataclass
@@ -30,7 +26,7 @@ class EngineEnv:
     work_root: Path
     plugins: PluginSet
     #: set by the runner once built (tools reach the coordinator through it)
-    campaigns: CampaignService | None = None
+    campaigns: CampaignControl | None = None
     #: how the `shell` tool confines commands (the runner's: `runner_policy`)
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from coro.engine.models import ExternalRef, iso_now
+from coro.domain.models import ExternalRef, iso_now
 
 EventHandler = Callable[[Sequence["InboundEvent"]], Awaitable[None]]
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coro.domain.errors import PluginError
+from coro.domain.models import ExternalRef, Insight, Job, PrMapping, PrSeen, iso_now
 from coro.engine.env import EngineEnv
-from coro.engine.models import ExternalRef, Insight, Job, PrMapping, PrSeen, iso_now
 from coro.engine.service import (
     Conflict,
     InvalidRequest,
@@ -33,7 +34,6 @@ from coro.engine.service import (
     PluginRequired,
     UpstreamFailed,
 )
-from coro.engine.store import JobStore
 from coro.intelligence.proposals import (
     REPO_PREFIX,
     Proposal,
@@ -41,11 +41,11 @@ from coro.intelligence.proposals import (
     proposal_branch,
     write_files_atomically,
 )
-from coro.plugins.errors import PluginError
 from coro.plugins.registry import PluginResolutionError
 from coro.plugins.scm.base import PullRequest, ScmPlugin
-from coro.plugins.scm.git import GitError, GitWorkspace
 from coro.state.backend import JobNotFound
+from coro.state.store import JobStore
+from coro.system.git import GitError, GitWorkspace
 from coro.tools.intelligence import job_repository, proposal_store
 from coro.tools.scm import COMMIT_AUTHOR
 

@@ -18,10 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coro.config import StuckConfig
-from coro.engine import prompts
-from coro.engine.condense import Condenser
-from coro.engine.env import EngineEnv, NoExecutor, select_model
-from coro.engine.models import (
+from coro.domain.models import (
     AWAITING_BUDGET,
     AWAITING_DEVELOPER_INPUT,
     AWAITING_PLAN_APPROVAL,
@@ -42,7 +39,10 @@ from coro.engine.models import (
     is_running,
     is_terminal,
 )
-from coro.engine.store import JobStore
+from coro.domain.workflows import Phase, Workflow, WorkflowError
+from coro.engine import prompts
+from coro.engine.condense import Condenser
+from coro.engine.env import EngineEnv, NoExecutor, select_model
 from coro.engine.stuck import (
     StuckDetector,
     Thresholds,
@@ -52,7 +52,6 @@ from coro.engine.stuck import (
     is_idle_turn,
 )
 from coro.engine.usage import LiveUsage, add_usage
-from coro.engine.workflows import Phase, Workflow, WorkflowError
 from coro.executors.base import (
     ExecutorError,
     PhaseRequest,
@@ -65,6 +64,7 @@ from coro.executors.base import (
 )
 from coro.intelligence.job import prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
+from coro.state.store import JobStore
 from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
 from coro.tools.sandbox import SANDBOX_OFF_WARNING
 

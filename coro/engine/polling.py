@@ -34,12 +34,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coro.domain.errors import PluginError, PluginRateLimited
+from coro.domain.models import WAITING_FOR_EVENTS, ExternalRef, Job, PrMapping, PrSeen
 from coro.engine.events import EventHandler, InboundEvent
-from coro.engine.models import WAITING_FOR_EVENTS, ExternalRef, Job, PrMapping, PrSeen
-from coro.engine.store import JobStore
-from coro.plugins.errors import PluginError, PluginRateLimited
 from coro.plugins.registry import PluginResolutionError, PluginSet
 from coro.plugins.scm.base import PrStatus, ScmPlugin
+from coro.state.store import JobStore
 
 logger = logging.getLogger(__name__)
 

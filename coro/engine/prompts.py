@@ -8,13 +8,11 @@ and the completion gate are presented.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from coro.engine.models import CHECKPOINT_LABEL_PREFIX, Job
-
-if TYPE_CHECKING:
-    from coro.engine.events import InboundEvent
-    from coro.engine.workflows import Phase, Workflow
+from coro.domain.models import CHECKPOINT_LABEL_PREFIX, Job
+from coro.domain.workflows import Phase, Workflow
+from coro.engine.events import InboundEvent
 
 SECTION_SEPARATOR = "\n\n---\n\n"
 

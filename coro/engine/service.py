@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coro.engine import prompts
-from coro.engine.dispatcher import Dispatcher
-from coro.engine.env import EngineEnv, NoExecutor, select_model
-from coro.engine.models import (
+from coro.domain.errors import PluginError, PluginNotFoundError
+from coro.domain.models import (
     AWAITING_DEVELOPER_INPUT,
     CANCELLED,
     CHECKPOINT_LABEL_PREFIX,
@@ -38,19 +36,21 @@ from coro.engine.models import (
     random_suffix,
     utcnow,
 )
-from coro.engine.workflows import WorkflowError
+from coro.domain.workflows import WorkflowError
+from coro.engine import prompts
+from coro.engine.dispatcher import Dispatcher
+from coro.engine.env import EngineEnv, NoExecutor, select_model
 from coro.executors.script import ScriptError, parse_script
 from coro.intelligence.layers import WorkflowNotFound
-from coro.plugins.errors import PluginError, PluginNotFoundError
 from coro.plugins.registry import PluginResolutionError
-from coro.plugins.scm.git import (
+from coro.plugins.trackers.base import TrackerPlugin
+from coro.state.backend import JobNotFound, JobQuery
+from coro.system.git import (
     MAX_DIFF_RESPONSE_BYTES,
     GitError,
     GitWorkspace,
     find_checkout,
 )
-from coro.plugins.trackers.base import TrackerPlugin
-from coro.state.backend import JobNotFound, JobQuery
 
 EDITABLE_ARTIFACT_SUFFIXES = frozenset({".md", ".txt", ".yml", ".yaml", ".json"})
 MAX_ARTIFACT_EDIT_BYTES = 2 * 1024 * 1024

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coro.engine.models import Job, PhaseUsage
+from coro.domain.models import Job, PhaseUsage
 from coro.executors.base import UsageEvent
 
 

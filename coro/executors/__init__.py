@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coro.config import CoroConfig
+from coro.domain.errors import PluginConfigError
 from coro.executors.base import (
     Executor,
     ExecutorError,
@@ -22,12 +23,9 @@ from coro.executors.base import (
     UsageEvent,
 )
 from coro.executors.script import ScriptExecutor
-from coro.plugins.errors import PluginConfigError
+from coro.plugins.context import PluginContext
+from coro.plugins.dropins import DropinCatalog
 from coro.plugins.manifest import PluginLoadError
-
-if TYPE_CHECKING:
-    from coro.plugins.context import PluginContext
-    from coro.plugins.dropins import DropinCatalog
 
 logger = logging.getLogger(__name__)
 

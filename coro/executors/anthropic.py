@@ -37,7 +37,7 @@ from anthropic.types import ContentBlock, Message
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
-from coro.engine.models import ConversationMessage
+from coro.domain.models import ConversationMessage
 from coro.executors import pricing
 from coro.executors.base import (
     ChatDelta,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from coro.config import ToolCalling
-from coro.engine.models import ConversationMessage
+from coro.domain.models import ConversationMessage
 from coro.tools.registry import PhaseSignals, Tool, ToolResult
 
 

@@ -69,7 +69,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from coro.config import CoroHome
-from coro.engine.models import ConversationMessage
+from coro.domain.allowlist import BUILTIN_ALIASES, MCP_PREFIX
+from coro.domain.errors import PluginConfigError
+from coro.domain.models import ConversationMessage
 from coro.executors import pricing
 from coro.executors.base import (
     ExecutorError,
@@ -85,9 +87,8 @@ from coro.executors.base import (
     UsageEvent,
 )
 from coro.executors.common import parse_settings
-from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, clamp_wait
-from coro.tools.registry import BUILTIN_ALIASES, MCP_PREFIX, Tool, ToolResult
+from coro.tools.registry import Tool, ToolResult
 
 if TYPE_CHECKING:
     from claude_agent_sdk import (
@@ -998,7 +999,7 @@ def _display_url(url: str) -> str:
 
 
 def _coro_version() -> str:
-    from coro import __version__
+    from coro.version import __version__
 
     return __version__
 

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from coro.domain.errors import PluginConfigError
 from coro.executors.base import (
     ExecutorError,
 )
-from coro.plugins.errors import PluginConfigError
 
 S = TypeVar("S", bound=BaseModel)
 

@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from coro.config import ToolCalling
-from coro.engine.models import ConversationMessage
+from coro.domain.errors import PluginConfigError
+from coro.domain.models import ConversationMessage
 from coro.executors import pricing
 from coro.executors.base import (
     ChatDelta,
@@ -80,7 +81,6 @@ from coro.executors.prompted import (
     read_constrained,
     results_text,
 )
-from coro.plugins.errors import PluginConfigError
 from coro.plugins.http import Scrubber, parse_retry_after
 
 OPENAI_API_URL = "https://api.openai.com/v1"

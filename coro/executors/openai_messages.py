@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from coro.engine.models import ConversationMessage
+from coro.domain.models import ConversationMessage
 from coro.executors.prompted import call_block, results_text
 
 #: OpenAI refuses tool call ids longer than this; longer ids (from other providers'

@@ -4,7 +4,6 @@ from coro.intelligence.layers import (
     BASE_LAYER_DIR,
     IntelligenceLayers,
     WorkflowNotFound,
-    check_relative_path,
     summarize_workflow,
 )
 
@@ -12,6 +11,5 @@ __all__ = [
     "BASE_LAYER_DIR",
     "IntelligenceLayers",
     "WorkflowNotFound",
-    "check_relative_path",
     "summarize_workflow",
 ]

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coro.engine.models import Job
-from coro.engine.workflows import Workflow, WorkflowError
+from coro.domain.models import Job
+from coro.domain.workflows import Workflow, WorkflowError
 from coro.intelligence.layers import (
     IntelligenceLayers,
     LayerStack,

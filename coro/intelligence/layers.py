@@ -27,26 +27,24 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from coro.engine.workflows import (
+from coro.config import CoroConfig, CoroHome
+from coro.domain.models import Job
+from coro.domain.paths import MAX_SEGMENT_LENGTH, check_relative_path
+from coro.domain.workflows import (
     Workflow,
     WorkflowError,
     load_workflow_file,
     parse_workflow,
     strip_front_matter,
 )
-
-if TYPE_CHECKING:
-    from coro.config import CoroConfig, CoroHome
-    from coro.engine.models import Job
-    from coro.intelligence.tenant import TenantRemote
+from coro.intelligence.tenant import TenantRemote
 
 BASE_LAYER_DIR = Path(__file__).parent / "base"
 
@@ -67,7 +65,6 @@ MAX_FILE_BYTES = 1024 * 1024
 #: A layer with more files than this is cut off (reported as a warning).
 MAX_LAYER_FILES = 5000
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -84,37 +81,6 @@ class WorkflowNotFound(Exception):
             f"workflow '{workflow_path}' was not found in the intelligence layers ({where}); "
             "expected a file such as 'workflows/job/workflow.md'"
         )
-
-
-#: Beyond these the file system refuses the name anyway (ENAMETOOLONG).
-MAX_PATH_LENGTH = 1024
-MAX_SEGMENT_LENGTH = 255
-
-
-def check_relative_path(path: str) -> str:
-    """Validate a layer-relative path and return it normalised (`a/./b/` → `a/b`).
-
-    Raises ValueError for empty, absolute, drive-qualified or backslashed paths, NUL
-    bytes, and any `..` segment.
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise ValueError("path is empty")
-    if "\x00" in path:
-        raise ValueError(f"path {path!r} contains a NUL byte")
-    if "\\" in path:
-        raise ValueError(f"path {path!r} contains a backslash; use '/' between segments")
-    if path.startswith("/") or _DRIVE.match(path):
-        raise ValueError(f"path {path!r} is absolute; give a path relative to the layer")
-    if len(path) > MAX_PATH_LENGTH:
-        raise ValueError(f"path is longer than {MAX_PATH_LENGTH} characters")
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if any(len(part) > MAX_SEGMENT_LENGTH for part in parts):
-        raise ValueError(f"a segment of the path is longer than {MAX_SEGMENT_LENGTH} characters")
-    if ".." in parts:
-        raise ValueError(f"path {path!r} contains '..'; it must stay inside its layer")
-    if not parts:
-        raise ValueError(f"path {path!r} is empty")
-    return "/".join(parts)
 
 
 @functools.lru_cache(maxsize=256)

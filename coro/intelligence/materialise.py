@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from coro.intelligence.layers import MAX_FILE_BYTES, Layer, LayerStack, check_relative_path
+from coro.domain.paths import check_relative_path
+from coro.intelligence.layers import MAX_FILE_BYTES, Layer, LayerStack
 
 INTELLIGENCE_DIRNAME = "_intelligence"
 PROVENANCE_FILE = ".provenance.json"

@@ -29,14 +29,10 @@ from typing import Any, Literal
 
 import yaml
 
-from coro.engine.workflows import WorkflowError, parse_workflow, split_front_matter
-from coro.intelligence.layers import (
-    MAX_FILE_BYTES,
-    LayerStack,
-    check_relative_path,
-    safe_segment,
-)
-from coro.tools.registry import MCP_PREFIX, allow_pattern
+from coro.domain.allowlist import MCP_PREFIX, allow_pattern
+from coro.domain.paths import check_relative_path
+from coro.domain.workflows import WorkflowError, parse_workflow, split_front_matter
+from coro.intelligence.layers import MAX_FILE_BYTES, LayerStack, safe_segment
 
 ArtefactKind = Literal["workflow", "agent", "skill", "instructions", "memory"]
 Severity = Literal["error", "warning"]

@@ -33,9 +33,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationError
 
-from coro.engine.models import CamelModel, iso_now, random_suffix, utcnow
-from coro.engine.workflows import WorkflowError, parse_workflow
-from coro.intelligence.layers import check_relative_path
+from coro.domain.models import CamelModel, iso_now, random_suffix, utcnow
+from coro.domain.paths import check_relative_path
+from coro.domain.workflows import WorkflowError, parse_workflow
 
 logger = logging.getLogger(__name__)
 

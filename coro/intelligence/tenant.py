@@ -9,7 +9,7 @@ attempted at most once per `refresh_seconds` (successful or not) unless forced:
 * a clone → `git fetch --depth 1 origin <B or HEAD>`, `git reset --hard FETCH_HEAD`,
   `git clean -ffdx`.
 
-Every git command goes through `coro.plugins.scm.git.run_git` (hooks off, no credential
+Every git command goes through `coro.system.git.run_git` (hooks off, no credential
 helper, no prompts, secrets scrubbed). A failure never raises: it is recorded in
 `status.error` (shown by `GET /intelligence/layers` and logged at phase start) and the
 last good clone, if any, stays in use.
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from coro.plugins.scm.git import (
+from coro.system.git import (
     LOCAL_TIMEOUT_SECONDS,
     NETWORK_TIMEOUT_SECONDS,
     GitError,

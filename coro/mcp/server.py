@@ -29,23 +29,21 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coro import __version__
 from coro.config import ConfigError, CoroConfig, CoroHome
-from coro.engine.store import JobStore
-from coro.engine.workflows import WorkflowError
+from coro.domain.workflows import WorkflowError
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
 from coro.state.backend import JobNotFound
-from coro.tools.registry import ToolContext, ToolRegistry, ToolResult
+from coro.state.store import JobStore
+from coro.tools.registry import CampaignControl, ToolContext, ToolRegistry, ToolResult
 from coro.tools.sandbox import SandboxPolicy, runner_policy
+from coro.version import __version__
 
 if TYPE_CHECKING:
     import mcp_types
     from mcp.server.context import ServerRequestContext
     from mcp.server.lowlevel.server import Server
-
-    from coro.engine.campaigns import CampaignService
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +74,7 @@ class JobContexts:
         #: how `shell` confines commands (MCP calls never get a phase's `network: true`)
         self.sandbox = sandbox if sandbox is not None else SandboxPolicy()
         #: the runner's campaign coordinator, when served by a runner
-        self.campaigns: CampaignService | None = None
+        self.campaigns: CampaignControl | None = None
 
     async def __call__(self, job_id: str) -> ToolContext:
         job = await self.store.get(job_id)  # JobNotFound for an unknown id
@@ -205,9 +203,9 @@ def serve_stdio(job_id: str, allow_list: Iterable[str] | None = None) -> int:
 async def _serve_stdio(
     home: CoroHome, config: CoroConfig, job_id: str, allow_list: list[str] | None
 ) -> int:
-    from coro.engine.logbus import LogBus
+    from coro.engine.toolset import engine_tools
+    from coro.state.logbus import LogBus
     from coro.state.sqlite import SqliteStateBackend
-    from coro.tools import builtin_tools
 
     backend = SqliteStateBackend(home.state_db)
     plugins: PluginSet | None = None
@@ -233,7 +231,7 @@ async def _serve_stdio(
 
         from mcp.server.stdio import stdio_server
 
-        server = build_server(builtin_tools(), resolve, allow_list=allow_list)
+        server = build_server(engine_tools(), resolve, allow_list=allow_list)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
         return 0

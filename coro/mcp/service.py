@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from coro.engine.env import EngineEnv
 from coro.mcp.client import McpClients
 from coro.mcp.http import McpHttpEndpoint
-
-if TYPE_CHECKING:
-    from coro.engine.env import EngineEnv
 
 
 class McpService:

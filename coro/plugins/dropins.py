@@ -38,7 +38,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from coro.plugins.errors import PluginConfigError
+from coro.domain.errors import PluginConfigError
 from coro.plugins.manifest import (
     PluginLoadError,
     PluginManifest,

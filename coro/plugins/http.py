@@ -47,7 +47,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from coro.plugins.errors import (
+from coro.domain.errors import (
     PluginAuthError,
     PluginConfigError,
     PluginError,

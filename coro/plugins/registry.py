@@ -20,17 +20,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from coro import __version__
 from coro.config import CoroConfig, CoroHome
+from coro.domain.errors import PluginConfigError
 from coro.plugins.context import PluginContext
 from coro.plugins.dropins import SITE_DIRNAME, DropinCatalog
-from coro.plugins.errors import PluginConfigError
 from coro.plugins.manifest import (
     HOST_API_VERSION,
     PluginLoadError,
     PluginManifest,
     settings_schema,
 )
+from coro.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from coro.engine.models import ConversationMessage, Job, LogEntry
+from coro.domain.models import ConversationMessage, Job, LogEntry
 
 #: A job mutation: change the job in place; return False to leave it unwritten.
 #: Backends may call it more than once (optimistic retries), so it must not have

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coro.engine.models import ConversationMessage, Job, LogEntry, iso_now
+from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 
 

@@ -62,7 +62,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coro.engine.models import ConversationMessage, Job, LogEntry, iso_now
+from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 from coro.state.schema import job_logs, job_transcripts, jobs
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coro.tools import campaign, files, intelligence, job_control, scm, shell
+from coro.tools import files, intelligence, job_control, scm, shell
 from coro.tools.registry import (
     PhaseSignals,
     Tool,
@@ -21,7 +21,6 @@ def builtin_tools() -> ToolRegistry:
     shell.register(registry)
     scm.register(registry)
     intelligence.register(registry)
-    campaign.register(registry)
     return registry
 
 

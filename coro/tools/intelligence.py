@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import Field
 
-from coro.engine.models import Job
-from coro.intelligence.layers import IntelligenceLayers, LayerStack, check_relative_path
+from coro.domain.models import Job
+from coro.domain.paths import check_relative_path
+from coro.intelligence.layers import IntelligenceLayers, LayerStack
 from coro.intelligence.materialise import append_part
 from coro.intelligence.proposals import (
     MAX_DESCRIPTION_CHARS,

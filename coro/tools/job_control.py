@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from coro.engine.models import (
+from coro.domain.models import (
     ESCALATED,
     Artifact,
     Insight,

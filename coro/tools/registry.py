@@ -8,38 +8,35 @@ never crashes a job.
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from coro.domain.allowlist import MCP_PREFIX, is_allowed
+from coro.domain.models import CampaignChild
+from coro.intelligence.layers import IntelligenceLayers
+from coro.plugins.registry import PluginSet
+from coro.state.store import JobStore
 from coro.tools.sandbox import SandboxPolicy
 
-if TYPE_CHECKING:
-    from coro.engine.campaigns import CampaignService
-    from coro.engine.store import JobStore
-    from coro.intelligence.layers import IntelligenceLayers
-    from coro.plugins.registry import PluginSet
 
-MCP_PREFIX = "mcp__coro__"
-#: Claude Code's built-in tools named in a phase allow-list stand for the Coro tools that
-#: do the same (sandboxed, confined to the job directory): `Bash`, `Bash(git:*)` → `shell`.
-BUILTIN_ALIASES: dict[str, str] = {
-    "Bash": "shell",
-    "Read": "file_read",
-    "Write": "file_write",
-    "Edit": "file_edit",
-    "MultiEdit": "file_edit",
-    "Glob": "file_glob",
-    "Grep": "file_grep",
-}
-_BUILTIN_ENTRY = re.compile(r"^([A-Z][A-Za-z0-9]*)(\(.*\))?$")
+class CampaignControl(Protocol):
+    """The runner's campaign coordinator, as the child-control tools use it."""
+
+    async def skip(self, parent_id: str, name: str, reason: str | None = None) -> CampaignChild: ...
+
+    async def rerun(
+        self, parent_id: str, name: str, reason: str | None = None
+    ) -> CampaignChild: ...
+
+    async def cancel(
+        self, parent_id: str, name: str, reason: str | None = None
+    ) -> CampaignChild: ...
 
 
 class ToolInput(BaseModel):
@@ -87,7 +84,7 @@ class ToolContext:
     #: the intelligence layers (`read_memory`, `propose_change`)
     layers: IntelligenceLayers | None = None
     #: the campaign coordinator (`campaign_*_child` controls); None outside a runner
-    campaigns: CampaignService | None = None
+    campaigns: CampaignControl | None = None
     #: how `shell` confines commands (bubblewrap unless the runner's config says "off")
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
     #: the phase's `network: true`: `shell` commands get outbound networking
@@ -187,24 +184,6 @@ class ToolRegistry:
             return ToolResult(await tool.handler(ctx, args))
         except ToolError as exc:
             return ToolResult(str(exc), is_error=True)
-
-
-def is_allowed(tool_name: str, allow_list: Iterable[str] | None) -> bool:
-    """Allow-list entries are tool names or globs, bare or with the `mcp__coro__` prefix,
-    or Claude Code built-ins (`BUILTIN_ALIASES`; other built-ins allow nothing)."""
-    if allow_list is None:
-        return True
-    return any(fnmatch.fnmatchcase(tool_name, allow_pattern(p)) for p in allow_list)
-
-
-def allow_pattern(entry: str) -> str:
-    """The Coro tool name or glob an allow-list entry stands for."""
-    bare = entry.strip().removeprefix(MCP_PREFIX)
-    builtin = _BUILTIN_ENTRY.match(bare)
-    if builtin is None:
-        return bare
-    # a permission rule's argument (`git:*`) is not a boundary: the sandbox is
-    return BUILTIN_ALIASES.get(builtin.group(1), bare)
 
 
 def _brief(error: ValidationError) -> str:

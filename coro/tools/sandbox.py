@@ -46,10 +46,9 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from coro.config import CoroConfig, CoroHome
+from coro.config import CoroConfig, CoroHome
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from pydantic import Field
 
-from coro.engine.models import Checkout, ExternalRef, Job, PrMapping, PrSeen, iso_now
-from coro.plugins.errors import PluginError
+from coro.domain.errors import PluginError
+from coro.domain.models import Checkout, ExternalRef, Job, PrMapping, PrSeen, iso_now
 from coro.plugins.registry import PluginKind, PluginResolutionError
 from coro.plugins.scm.base import PrComment, PrStatus, ScmPlugin
-from coro.plugins.scm.git import GitWorkspace, NoCheckout, find_checkout
 from coro.plugins.trackers.base import TrackerPlugin
+from coro.system.git import GitWorkspace, NoCheckout, find_checkout
 from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
 
 #: who the runner's commits are by

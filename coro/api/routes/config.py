@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from coro.api.deps import RunnerDep
 from coro.api.routes.plugins import secret_keys
 from coro.config import (
+    LOOPBACK_HOSTS,
     ConfigError,
     CoroConfig,
     apply_config_patch,
@@ -29,7 +30,6 @@ from coro.config import (
     validation_issues,
 )
 from coro.plugins.registry import BUILTIN_IDS, builtin_settings_issues
-from coro.runner import LOOPBACK_HOSTS
 
 router = APIRouter(tags=["config"])
 

@@ -11,8 +11,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coro.api.deps import RunnerDep
 from coro.api.schemas import IntakeBody
+from coro.engine.intake import IntakeTurn, NoLLM
 from coro.engine.service import InvalidRequest
-from coro.intake import IntakeTurn, NoLLM
 
 router = APIRouter(tags=["plan mode"])
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coro.api.deps import RunnerDep
+from coro.domain.paths import check_relative_path
 from coro.intelligence.catalogue import (
     LayerRefused,
     check_writable,
@@ -18,7 +19,7 @@ from coro.intelligence.catalogue import (
     file_view,
     write_file,
 )
-from coro.intelligence.layers import LAYOUT, LayerStack, check_relative_path
+from coro.intelligence.layers import LAYOUT, LayerStack
 from coro.intelligence.preflight import Checker, PathRefused, check_artefact_path, preflight
 from coro.intelligence.proposals import ProposalStatus, ProposalStore
 

@@ -19,10 +19,10 @@ from coro.api.schemas import (
     RerunBody,
     ResumeBody,
 )
-from coro.engine.models import PARKING, STOPPED
+from coro.domain.models import PARKING, STOPPED
 from coro.engine.service import NewJob
-from coro.plugins.scm.git import NoCheckout
 from coro.state.backend import JobQuery
+from coro.system.git import NoCheckout
 
 router = APIRouter(tags=["jobs"])
 

@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from coro.api.deps import RunnerDep
 from coro.api.schemas import HealthcheckBody, TestConnectionBody, TestLlmBody
 from coro.config import mask_config
+from coro.domain.errors import PluginError
 from coro.engine.service import Conflict, InvalidRequest
 from coro.executors import (
     Executor,
@@ -29,7 +30,6 @@ from coro.executors import (
 )
 from coro.plugins.context import PluginContext
 from coro.plugins.dropins import Dropin, InstallError
-from coro.plugins.errors import PluginError
 from coro.plugins.manifest import HOST_API_VERSION, PLUGIN_ID_PATTERN, PluginManifest
 from coro.plugins.registry import (
     BUILTIN_IDS,

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from coro.api.deps import RunnerDep
 from coro.api.schemas import Body as RequestBody
-from coro.plugins.errors import PluginError, PluginNotFoundError
+from coro.domain.errors import PluginError, PluginNotFoundError
 from coro.plugins.scm.local import (
     MAX_COMMENT_CHARS,
     MAX_DESCRIPTION_CHARS,

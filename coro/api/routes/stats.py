@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from coro.api.deps import RunnerDep
-from coro.engine.models import STATUS_GROUPS, status_group
+from coro.domain.models import STATUS_GROUPS, status_group
 
 router = APIRouter(tags=["jobs"])
 

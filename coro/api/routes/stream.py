@@ -14,9 +14,9 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coro.api.deps import RunnerDep
-from coro.engine.logbus import StatusChange, SubscriptionClosed
-from coro.engine.models import LogEntry, is_stopped
+from coro.domain.models import LogEntry, is_stopped
 from coro.engine.service import InvalidRequest
+from coro.state.logbus import StatusChange, SubscriptionClosed
 
 router = APIRouter(tags=["jobs"])
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from coro.system.git import GitCredentials
+
 PrStateName = Literal["open", "merged", "declined"]
 
 
@@ -52,14 +54,6 @@ class MergeResult:
     merged: bool
     sha: str | None = None
     message: str = ""
-
-
-@dataclass(frozen=True)
-class GitCredentials:
-    """Handed to git through an askpass helper, never through URLs or .git/config."""
-
-    username: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)

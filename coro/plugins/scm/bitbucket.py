@@ -44,8 +44,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from coro.domain.errors import PluginAuthError, PluginError
 from coro.plugins.context import PluginContext
-from coro.plugins.errors import PluginAuthError, PluginError
 from coro.plugins.http import (
     ForgeHttp,
     Provider,
@@ -56,7 +56,6 @@ from coro.plugins.http import (
 )
 from coro.plugins.scm.base import (
     ConnectionCheck,
-    GitCredentials,
     MergeResult,
     PrComment,
     PrStateName,
@@ -70,6 +69,7 @@ from coro.plugins.scm.repos import (
     sort_comments,
     split_repo,
 )
+from coro.system.git import GitCredentials
 
 logger = logging.getLogger(__name__)
 

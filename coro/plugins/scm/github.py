@@ -31,8 +31,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from coro.domain.errors import PluginError, PluginNotFoundError
 from coro.plugins.context import PluginContext
-from coro.plugins.errors import PluginError, PluginNotFoundError
 from coro.plugins.http import (
     ForgeHttp,
     Provider,
@@ -43,7 +43,6 @@ from coro.plugins.http import (
 )
 from coro.plugins.scm.base import (
     ConnectionCheck,
-    GitCredentials,
     MergeResult,
     PrComment,
     PrStateName,
@@ -57,6 +56,7 @@ from coro.plugins.scm.repos import (
     sort_comments,
     split_repo,
 )
+from coro.system.git import GitCredentials
 
 logger = logging.getLogger(__name__)
 

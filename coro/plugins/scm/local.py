@@ -51,28 +51,28 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from coro.engine.models import iso_now
+from coro.domain.errors import PluginError, PluginNotFoundError
+from coro.domain.models import iso_now
 from coro.plugins.context import PluginContext
-from coro.plugins.errors import PluginError, PluginNotFoundError
 from coro.plugins.http import config_error
 from coro.plugins.scm.base import (
     ConnectionCheck,
-    GitCredentials,
     MergeResult,
     PrComment,
     PrStateName,
     PrStatus,
     PullRequest,
 )
-from coro.plugins.scm.git import (
+from coro.state.schema import local_pr_approvals, local_pr_comments, local_pull_requests
+from coro.state.sqlite import configure_sqlite_connection, upgrade_sqlite
+from coro.system.git import (
     MAX_DIFF_RESPONSE_BYTES,
+    GitCredentials,
     GitDiff,
     GitError,
     GitWorkspace,
     strip_userinfo,
 )
-from coro.state.schema import local_pr_approvals, local_pr_comments, local_pull_requests
-from coro.state.sqlite import configure_sqlite_connection, upgrade_sqlite
 
 logger = logging.getLogger(__name__)
 

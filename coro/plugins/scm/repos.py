@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from coro.plugins.errors import PluginError
+from coro.domain.errors import PluginError
 from coro.plugins.http import display_url
 from coro.plugins.scm.base import PrComment
 

@@ -50,13 +50,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from coro.plugins.context import PluginContext
-from coro.plugins.errors import (
+from coro.domain.errors import (
     PluginAuthError,
     PluginError,
     PluginNotFoundError,
     PluginRateLimited,
 )
+from coro.plugins.context import PluginContext
 from coro.plugins.http import (
     RATE_LIMIT_FALLBACK_SECONDS,
     TrackerHttp,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coro.plugins.errors import PluginConfigError, PluginNotFoundError
+from coro.domain.errors import PluginConfigError, PluginNotFoundError
 from coro.plugins.scm.base import ConnectionCheck
 from coro.plugins.trackers.base import Issue, TrackerComment, Transition
 

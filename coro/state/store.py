@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from coro.engine.logbus import LogBus
-from coro.engine.models import Job, LogEntry, iso_now
+from coro.domain.models import Job, LogEntry, iso_now
 from coro.state.backend import JobMutation, JobNotFound, StateBackend
+from coro.state.logbus import LogBus
 
 
 class JobStore:

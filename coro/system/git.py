@@ -34,14 +34,13 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from coro.plugins.errors import PluginAuthError, PluginError, PluginNotFoundError
-from coro.plugins.scm.base import GitCredentials
-from coro.tools.shell import CappedReader, command_env, kill_and_reap
+from coro.domain.errors import PluginAuthError, PluginError, PluginNotFoundError
+from coro.system.process import CappedReader, command_env, kill_and_reap
 
 GIT = "git"
 #: default limits: local commands, and commands that talk to a remote
@@ -122,6 +121,14 @@ _STATUS: dict[str, int] = {
     "timeout": 504,
     "unavailable": 503,
 }
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """Handed to git through an askpass helper, never through URLs or .git/config."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 class GitError(PluginError):

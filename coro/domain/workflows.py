@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from coro.engine.models import (
+from coro.domain.models import (
     CANCELLED,
     COMPLETE,
     ESCALATED,
@@ -43,6 +43,7 @@ from coro.engine.models import (
     TriggerSource,
     WorkflowPhaseSummary,
 )
+from coro.domain.paths import check_relative_path
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 NAME_RULE = "1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -97,9 +98,6 @@ def _check_name(value: str, what: str) -> str:
 def _check_agent(value: str | None) -> str | None:
     if value is None:
         return None
-    # Imported here: the layers module imports this one.
-    from coro.intelligence.layers import check_relative_path
-
     try:
         path = check_relative_path(value)
     except ValueError as exc:

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from coro.engine.models import CampaignChild, CampaignTrackerRef
-from coro.engine.workflows import WorkflowError
-from coro.intelligence.layers import WorkflowNotFound
+from coro.domain.models import CampaignChild, CampaignTrackerRef
+from coro.domain.workflows import WorkflowError
+from coro.engine import campaigns
+from coro.engine.service import Conflict, InvalidRequest
+from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.state.backend import JobNotFound
-from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
+from coro.tools.registry import CampaignControl, ToolContext, ToolError, ToolInput, ToolRegistry
 
-if TYPE_CHECKING:
-    from coro.engine.campaigns import CampaignService
-    from coro.intelligence.layers import IntelligenceLayers
-
-# `coro.engine.campaigns` is imported where used: the engine imports this package.
 DEFAULT_CHILD_WORKFLOW = "workflows/job/workflow.md"
 MAX_CHILDREN = 200
 
@@ -69,15 +66,13 @@ class ConvertToCampaignInput(ToolInput):
 @contextmanager
 def _as_tool_errors() -> Iterator[None]:
     """The engine's refusals become the agent's error results."""
-    from coro.engine.service import Conflict, InvalidRequest
-
     try:
         yield
     except (InvalidRequest, Conflict, JobNotFound) as exc:
         raise ToolError(str(exc)) from exc
 
 
-def _coordinator(ctx: ToolContext) -> CampaignService:
+def _coordinator(ctx: ToolContext) -> CampaignControl:
     if ctx.campaigns is None:
         raise ToolError(
             "campaign child controls need the runner's coordinator; call this tool from a "
@@ -106,8 +101,6 @@ CHILD_CONTROL_TOOLS: dict[ChildAction, str] = {
 
 def _child_control(action: ChildAction) -> Callable[[ToolContext, ChildControlInput], Any]:
     async def control(ctx: ToolContext, args: ChildControlInput) -> Any:
-        from coro.engine import campaigns
-
         with _as_tool_errors():
             child = await getattr(_coordinator(ctx), action)(ctx.job_id, args.name, args.reason)
         return {"ok": True, "action": action, "child": campaigns.child_view(child)}
@@ -116,8 +109,6 @@ def _child_control(action: ChildAction) -> Callable[[ToolContext, ChildControlIn
 
 
 def register(registry: ToolRegistry) -> None:
-    from coro.engine import campaigns
-
     @registry.tool(
         "campaign_register_child",
         "Add a child to this campaign: a job of its own with a description, its params "

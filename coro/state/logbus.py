@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from coro.engine.models import LogEntry
+from coro.domain.models import LogEntry
 
 DEFAULT_BUFFER = 10_000
 

@@ -1,0 +1,94 @@
+"""Serving a runner: its HTTP API on a socket, in the runner's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from coro.api.app import create_app
+from coro.config import LOOPBACK_HOSTS, CoroConfig
+from coro.runner import Runner
+
+
+def check_bind(host: str, config: CoroConfig) -> None:
+    """Off-loopback binds expose the API to the network: refuse them without a token."""
+    if host not in LOOPBACK_HOSTS and not config.api_token:
+        raise SystemExit(
+            f"Refusing to listen on {host}: binding beyond loopback requires apiToken in "
+            "config.json (every API call must then carry 'Authorization: Bearer <token>')."
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    runner: Runner
+    host: str
+    port: int
+    server: uvicorn.Server
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
+    """Start the runner and its HTTP API in this event loop; stop both on exit."""
+    check_bind(host, runner.config)
+    # Bind before starting anything, so a taken port is a plain OSError for the caller.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted connections when
+    # the listening socket says so, and without it Nagle adds ~40 ms to each response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    app = create_app(runner, host=host, port=port)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    await runner.start()
+    # Start-up objects live as long as the runner: keep them out of later full
+    # collections, whose pauses otherwise dominate SSE tail latency.
+    gc.collect()
+    gc.freeze()
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task  # surfaces bind errors
+                raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
+            await asyncio.sleep(0.01)
+        yield Served(runner=runner, host=host, port=port, server=server)
+    finally:
+        server.should_exit = True
+        runner.store.bus.close_all()
+        await runner.mcp.close_http()  # open MCP streams would hold up the drain
+        await runner.dispatcher.close()
+        await task
+        await runner.stop()

@@ -1,0 +1,1 @@
+"""The operating system as Coro uses it: child processes and the `git` CLI."""
