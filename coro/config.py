@@ -221,6 +221,43 @@ class ToolsConfig(_Section):
     shell: ShellToolConfig = Field(default_factory=ShellToolConfig)
 
 
+#: `state.url` schemes, by backend
+STATE_URL_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgres",
+    "postgresql+asyncpg": "postgres",
+}
+
+
+class StateConfig(_Section):
+    """Where the runner keeps jobs, logs and its other records (`coro.state.factory`):
+    `sqlite:///<absolute path>` (the default is `$CORO_HOME/state.db`) or
+    `postgresql+asyncpg://user[:password]@host[:port]/database`."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in STATE_URL_SCHEMES:
+            raise ValueError(
+                "must be a sqlite:///<path> or postgresql+asyncpg://user@host/database URL"
+            )
+        return value
+
+    @property
+    def backend(self) -> str:
+        """`sqlite` or `postgres`."""
+        if self.url is None:
+            return "sqlite"
+        return STATE_URL_SCHEMES[self.url.split("://", 1)[0].lower()]
+
+
 class CoroConfig(_Section):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
@@ -237,6 +274,7 @@ class CoroConfig(_Section):
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @field_validator("host")
     @classmethod

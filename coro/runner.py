@@ -29,14 +29,14 @@ from coro.plugins.context import PluginContext
 from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
 from coro.state.logbus import LogBus
-from coro.state.sqlite import SqliteStateBackend
+from coro.state.factory import state_backend
 from coro.state.store import JobStore
 from coro.tools import ToolRegistry
 from coro.tools.sandbox import runner_policy
 from coro.version import __version__
 
 #: config.json keys a running runner cannot take over (they are read at start).
-RESTART_REQUIRED_KEYS = ("host", "port", "paths", "mcpServers", "intelligence")
+RESTART_REQUIRED_KEYS = ("host", "port", "paths", "mcpServers", "intelligence", "state")
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Runner:
     ) -> None:
         self.home = home
         self.config = config if config is not None else home.load_config()
-        self.backend = backend or SqliteStateBackend(home.state_db)
+        self.backend = backend or state_backend(home, self.config)
         self.store = JobStore(self.backend, LogBus())
         #: drop-in plugins installed under `$CORO_HOME/plugins/site`
         self.dropins = dropin_catalog(home)
