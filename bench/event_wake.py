@@ -91,6 +91,7 @@ async def run(jobs: int = 30, warmup: int = 3, backend: str = "sqlite") -> dict[
         poll_ns: list[float] = []
         async with runner.running():
             local = runner.plugins.get("scm", LOCAL_SCM)
+            assert local is not None
             source = home.root / "bench-source"
             source.mkdir()
             (source / "README.md").write_text("# bench\n")

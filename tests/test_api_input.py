@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.conftest import Api, ApiFactory, write_workflow
@@ -27,7 +29,7 @@ ONE_PHASE = [{"name": "work", "agent": None}]
         ({"workflowPath": "workflows/demo/workflow.md", "params": []}, "params"),
     ],
 )
-async def test_invalid_job_bodies_are_400(api: Api, body: dict, fragment: str) -> None:
+async def test_invalid_job_bodies_are_400(api: Api, body: dict[str, Any], fragment: str) -> None:
     response = await api.client.post("/jobs", json=body)
     assert response.status_code == 400, response.text
     assert fragment in response.json()["error"]
@@ -72,7 +74,9 @@ async def test_oversized_body_is_413(api: Api) -> None:
         ("POST", "/jobs/no-such-job/phases/work/rerun", {}),
     ],
 )
-async def test_unknown_job_ids_are_404(api: Api, method: str, path: str, body: dict | None) -> None:
+async def test_unknown_job_ids_are_404(
+    api: Api, method: str, path: str, body: dict[str, Any] | None
+) -> None:
     response = await api.client.request(method, path, json=body)
     assert response.status_code == 404
     assert "no-such-job" in response.json()["error"]
@@ -89,7 +93,7 @@ async def test_unknown_job_ids_are_404(api: Api, method: str, path: str, body: d
         {"group": "sideways"},
     ],
 )
-async def test_bad_listing_queries_are_400(api: Api, params: dict) -> None:
+async def test_bad_listing_queries_are_400(api: Api, params: dict[str, Any]) -> None:
     response = await api.client.get("/jobs", params=params)
     assert response.status_code == 400
     assert response.json()["issues"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from coro.engine.events import InboundEvent
 from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
@@ -42,7 +43,7 @@ async def test_developer_input_parks_and_message_reaches_next_visit(api: Api) ->
 
 
 async def test_interactive_checkpoint_parks_until_approved(api: Api) -> None:
-    phases = [
+    phases: list[dict[str, Any]] = [
         {"name": "plan", "agent": None, "interactive_checkpoint": True},
         {"name": "build", "agent": None},
     ]
@@ -64,7 +65,7 @@ async def test_interactive_checkpoint_parks_until_approved(api: Api) -> None:
 
 
 async def test_message_at_checkpoint_reworks_the_phase_and_parks_again(api: Api) -> None:
-    phases = [
+    phases: list[dict[str, Any]] = [
         {"name": "plan", "agent": None, "interactive_checkpoint": True},
         {"name": "build", "agent": None},
     ]
@@ -88,7 +89,7 @@ async def test_message_at_checkpoint_reworks_the_phase_and_parks_again(api: Api)
 
 
 async def test_turning_interactive_off_releases_a_checkpoint(api: Api) -> None:
-    phases = [
+    phases: list[dict[str, Any]] = [
         {"name": "plan", "agent": None, "interactive_checkpoint": True},
         {"name": "build", "agent": None},
     ]

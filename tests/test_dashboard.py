@@ -19,7 +19,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, text
 
 KEY = "sk-ant-dash-" + "k" * 40
 
-REVIEWED = [
+REVIEWED: list[dict[str, Any]] = [
     {"name": "draft", "agent": None, "status": "drafting", "interactive_checkpoint": True},
     {"name": "build", "agent": None, "status": "building"},
 ]

@@ -528,7 +528,7 @@ async def test_models_come_from_the_catalogue_and_healthcheck_is_a_real_request(
     assert models["claude-haiku-4-5"].context_window == 200_000
     health = await executor.healthcheck()
     assert health.ok, health.message
-    (listed,) = [r for r in fake.requests if r.path == "/v1/models"]
+    (listed,) = [r for r in fake.anthropic_requests if r.path == "/v1/models"]
     assert listed.api_key == KEY
     assert pricing.lookup("anthropic", "claude-haiku-4-5-20251001") is not None
 

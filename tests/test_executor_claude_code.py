@@ -500,7 +500,7 @@ async def test_models_and_healthcheck(fake: FakeAnthropic, tmp_path: Path) -> No
     assert health.ok, health.message
     assert "Claude Code" in health.message
     assert "accepts the API key" in health.message
-    assert any(r.path == "/v1/models" and r.api_key == KEY for r in fake.requests)
+    assert any(r.path == "/v1/models" and r.api_key == KEY for r in fake.anthropic_requests)
 
     async with FakeAnthropic(api_key="sk-ant-test-the-right-one-0000") as other:
         refused = await executor_for(other, tmp_path).healthcheck()

@@ -131,7 +131,9 @@ async def test_no_llm_configured_is_503(api_factory: ApiFactory) -> None:
         {"sessionId": "s", "messages": [{"role": "assistant", "content": "x"}]},
     ],
 )
-async def test_bad_plan_mode_bodies_are_400(api_factory: ApiFactory, payload: dict) -> None:
+async def test_bad_plan_mode_bodies_are_400(
+    api_factory: ApiFactory, payload: dict[str, Any]
+) -> None:
     async with api_factory(**chatty_setup(ChattyExecutor())) as api:
         response = await api.client.post("/intake/stream", json=payload)
     assert response.status_code == 400

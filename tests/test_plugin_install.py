@@ -337,6 +337,7 @@ async def test_a_running_phase_keeps_its_plugin_until_it_ends(
         )
         await api.wait_for_line(held, "→ shell")
         old = api.runner.plugins.get("tracker", "acme-tracker")
+        assert old is not None
         changed = await api.client.put(
             "/config",
             json={"plugins": {"installed": {"acme-tracker": {"config": {"project": "NEW"}}}}},
@@ -348,6 +349,7 @@ async def test_a_running_phase_keeps_its_plugin_until_it_ends(
         await api.finish(held)
         await api.runner.dispatcher.wait_idle()
         new = api.runner.plugins.get("tracker", "acme-tracker")
+        assert new is not None
         old_closed, new_closed = old.closed, new.closed
         outputs = {job_id: tool_outputs(await api.job(job_id)) for job_id in (held, later)}
     assert changed.json()["reload"]["updated"] == ["acme-tracker"]

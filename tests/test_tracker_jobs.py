@@ -133,6 +133,7 @@ async def test_tracker_failures_come_back_to_the_agent(api_factory: ApiFactory) 
     assert "Nowhere" in errors[0]
     assert "NOPE-9" in errors[1]
     assert "carried on" in result.texts()
+    assert jira.api_token is not None
     assert jira.api_token not in "\n".join(result.texts())
 
 

@@ -254,11 +254,14 @@ class FakeAnthropic(LoopbackServer):
         return self.root
 
     @property
+    def anthropic_requests(self) -> list[RecordedRequest]:
+        """Every request, with the Anthropic views (`api_key`, `messages`)."""
+        return [r for r in self.requests if isinstance(r, RecordedRequest)]
+
+    @property
     def message_requests(self) -> list[RecordedRequest]:
         return [
-            r
-            for r in self.requests
-            if isinstance(r, RecordedRequest) and r.method == "POST" and r.path == "/v1/messages"
+            r for r in self.anthropic_requests if r.method == "POST" and r.path == "/v1/messages"
         ]
 
     def queue(self, *replies: Scripted) -> None:
