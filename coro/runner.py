@@ -28,8 +28,8 @@ from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
-from coro.state.logbus import LogBus
 from coro.state.factory import state_backend
+from coro.state.logbus import LogBus
 from coro.state.store import JobStore
 from coro.tools import ToolRegistry
 from coro.tools.sandbox import runner_policy
@@ -106,6 +106,7 @@ class Runner:
         #: plugins and executors replaced by a reload, with the runs still using them
         self._retired: list[tuple[set[str], list[Any]]] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._tenant_refresh: asyncio.Task[None] | None = None
         self.dispatcher.on_run_end.append(self._run_ended)
 
     def _poller(self) -> PollingTransport:
@@ -197,6 +198,9 @@ class Runner:
         self.home.ensure()
         self.env.work_root.mkdir(parents=True, exist_ok=True)
         await self.backend.open()
+        # A tenant remote's first clone starts now, in the background: the API is up at
+        # once, and jobs (and job creation) wait for the clone rather than see no layer.
+        self._tenant_refresh = asyncio.create_task(self.env.layers.refresh())
         await self.transport.connect(self.dispatcher.deliver)
         await self.mcp.start()  # external MCP tools, before any job runs
         self.mcp.http.contexts.campaigns = self.campaigns
@@ -204,6 +208,10 @@ class Runner:
         await self.campaigns.recover()
 
     async def stop(self) -> None:
+        if self._tenant_refresh is not None and not self._tenant_refresh.done():
+            self._tenant_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tenant_refresh
         await self.transport.disconnect()
         await self.dispatcher.close()
         await self.campaigns.close()

@@ -600,12 +600,11 @@ async def test_an_unreachable_tenant_remote_is_reported_and_jobs_still_run(
     "url",
     ["-uhello", "ext::sh -c touch% /tmp/pwned", "https://user:secret@example.com/x.git"],
 )
-def test_unsafe_remote_urls_are_refused_without_running_git(tmp_path: Path, url: str) -> None:
+async def test_unsafe_remote_urls_are_refused_without_running_git(tmp_path: Path, url: str) -> None:
     from coro.intelligence.tenant import TenantRemote
 
     remote = TenantRemote(url, tmp_path / "cache")
     assert remote.status.error is not None
     assert "secret" not in remote.status.error
-    assert not remote.needs_first_clone()
-    remote.ensure_cloned()
+    await remote.refresh(force=True)
     assert not (tmp_path / "cache").exists()

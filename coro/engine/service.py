@@ -128,8 +128,9 @@ class JobService:
     # --- create & read ----------------------------------------------------------------
 
     async def create(self, request: NewJob) -> Job:
+        await self.env.layers.refresh()  # a tenant remote's first clone, if still going
         try:
-            workflow = self.env.layers.load_workflow(request.workflow_path)
+            workflow = await asyncio.to_thread(self.env.layers.load_workflow, request.workflow_path)
         except ValueError as exc:  # bad path (WorkflowError is not a ValueError)
             raise InvalidRequest(f"workflowPath: {exc}") from exc
         except WorkflowNotFound as exc:

@@ -28,8 +28,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -571,14 +570,11 @@ class IntelligenceLayers:
         )
 
     def stack(self) -> LayerStack:
-        """base → remote (if configured) → tenant. On a runner that never cloned the
-        remote this clones it first (synchronously, once per refresh interval)."""
+        """base → remote (if configured) → tenant. The remote is whatever its clone
+        holds now (`refresh()` clones or fetches it)."""
         layers = [self.base_layer()]
         remote = self.remote_layer()
         if remote is not None:
-            assert self.remote is not None
-            if self.remote.needs_first_clone():
-                _run_in_thread(self.remote.ensure_cloned)
             layers.append(remote)
         layers.append(self.tenant_layer())
         warnings = []
@@ -624,12 +620,6 @@ class IntelligenceLayers:
 
     def list_workflows(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self.stack().list_workflows(kind)
-
-
-def _run_in_thread(function: Callable[[], None]) -> None:
-    """Run a blocking function that starts its own event loop from any thread."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="coro-intelligence") as pool:
-        pool.submit(function).result()
 
 
 def walk_layers(stack: LayerStack, warnings: list[str] | None = None) -> dict[str, list[Layer]]:

@@ -14,9 +14,9 @@ helper, no prompts, secrets scrubbed). A failure never raises: it is recorded in
 `status.error` (shown by `GET /intelligence/layers` and logged at phase start) and the
 last good clone, if any, stays in use.
 
-Refreshes run on a private event loop in a worker thread, serialised by a lock, so the
-same code serves async callers (`await refresh()`) and the one synchronous case (the
-first lookup of a runner that has never cloned: `ensure_cloned()`).
+Refreshes are serialised by a lock; a caller that finds one under way waits for it, so
+the first job of a runner that has never cloned uses the clone the runner started at
+start-up (`Runner.start`) rather than an empty layer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,7 +124,7 @@ class TenantRemote:
         key = hashlib.sha256(f"{url}\n{branch or ''}".encode()).hexdigest()[:16]
         self.cache_dir = cache_root / key
         self.status = RemoteStatus()
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._last_attempt: float | None = None
         try:
             check_remote(url, branch)
@@ -164,25 +163,14 @@ class TenantRemote:
         return time.monotonic() - self._last_attempt >= self.refresh_seconds
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Clone or fetch if due (or forced); never raises."""
+        """Clone or fetch if due (or forced); never raises. If a refresh is under way,
+        wait for it instead: its result is what the caller is about to read."""
         if not force and not self.due():
+            if self._lock.locked():
+                async with self._lock:
+                    pass
             return
-        await asyncio.to_thread(self._refresh_blocking, force)
-
-    def needs_first_clone(self) -> bool:
-        """No clone on disk and no attempt made yet by this runner."""
-        return self._config_error is None and self._last_attempt is None and not self.is_cloned()
-
-    def ensure_cloned(self) -> None:
-        """Synchronous first clone (blocks the caller; must not run on an event loop
-        thread); a no-op unless `needs_first_clone()`."""
-        if self.needs_first_clone():
-            self._refresh_blocking(False)
-
-    # --- the work -------------------------------------------------------------------
-
-    def _refresh_blocking(self, force: bool) -> None:
-        with self._lock:
+        async with self._lock:
             if self._config_error is not None:
                 return
             # Another caller may have refreshed while this one waited for the lock.
@@ -191,7 +179,7 @@ class TenantRemote:
             self._last_attempt = time.monotonic()
             self.status.attempted_at = _now()
             try:
-                asyncio.run(self._refresh())
+                await self._refresh()
             except GitError as exc:
                 self.status.error = _short(scrub(str(exc)))
             except OSError as exc:
