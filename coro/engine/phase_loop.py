@@ -155,7 +155,7 @@ class PhaseLoop:
         if not is_running(job.status):
             return
         try:
-            workflow = self.env.layers.load_workflow(job.workflow_path)
+            workflow = await asyncio.to_thread(self.env.layers.load_workflow, job.workflow_path)
         except (WorkflowError, WorkflowNotFound, ValueError) as exc:
             await self._fail(f"Workflow could not be loaded: {exc}")
             return
@@ -171,7 +171,9 @@ class PhaseLoop:
             if job.workflow_path != workflow.path:
                 # `switch_workflow` / `convert_to_campaign` moved the job to another lane.
                 try:
-                    switched = self.env.layers.load_workflow(job.workflow_path)
+                    switched = await asyncio.to_thread(
+                        self.env.layers.load_workflow, job.workflow_path
+                    )
                 except (WorkflowError, WorkflowNotFound, ValueError) as exc:
                     await self._fail(f"Workflow could not be loaded: {exc}")
                     return

@@ -450,9 +450,9 @@ class JobService:
 
     async def artifact_content(self, job_id: str, artifact_id: str) -> tuple[bytes, str]:
         job = await self.store.get(job_id)
-        target = self._artifact_file(job, artifact_id)
+        target = await asyncio.to_thread(self._artifact_file, job, artifact_id)
         try:
-            data = target.read_bytes()
+            data = await asyncio.to_thread(target.read_bytes)
         except OSError as exc:
             raise JobNotFound(f"artifact content ({exc.strerror})") from exc
         content_type = _CONTENT_TYPES.get(target.suffix.lower())
@@ -464,16 +464,16 @@ class JobService:
 
     async def edit_artifact(self, job_id: str, artifact_id: str, content: str) -> Job:
         job = await self.store.get(job_id)
-        target = self._artifact_file(job, artifact_id)
+        target = await asyncio.to_thread(self._artifact_file, job, artifact_id)
         if target.suffix.lower() not in EDITABLE_ARTIFACT_SUFFIXES:
             allowed = " ".join(sorted(EDITABLE_ARTIFACT_SUFFIXES))
             raise UnsupportedType(f"Only {allowed} artefacts can be edited")
         encoded = content.encode("utf-8")
         if len(encoded) > MAX_ARTIFACT_EDIT_BYTES:
             raise PayloadTooLarge("Artefact content is larger than 2 MiB")
-        if not target.is_file():
+        if not await asyncio.to_thread(target.is_file):
             raise JobNotFound("artifact file no longer exists")
-        target.write_bytes(encoded)
+        await asyncio.to_thread(target.write_bytes, encoded)
 
         def stamp(j: Job) -> None:
             art = j.find_artifact(artifact_id)

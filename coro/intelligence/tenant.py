@@ -214,10 +214,7 @@ class TenantRemote:
         return result.stdout
 
     async def _clone(self) -> None:
-        # (This runs on the refresh thread's private loop: blocking calls are fine.)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        _remove(self.checkout)  # a half-made or foreign leftover
-        staging = Path(tempfile.mkdtemp(prefix=".clone-", dir=self.cache_dir))
+        staging = Path(await asyncio.to_thread(self._prepare_staging))
         try:
             options = ["--depth=1", "--no-tags"]
             if self.branch:
@@ -226,9 +223,15 @@ class TenantRemote:
             await self._git(
                 staging, "clone", "--quiet", *options, "--", self.url, str(target), network=True
             )
-            os.replace(target, self.checkout)
+            await asyncio.to_thread(os.replace, target, self.checkout)
         finally:
             await asyncio.to_thread(_remove, staging)
+
+    def _prepare_staging(self) -> str:
+        """A fresh private directory to clone into; any leftover checkout removed."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        _remove(self.checkout)  # a half-made or foreign leftover
+        return tempfile.mkdtemp(prefix=".clone-", dir=self.cache_dir)
 
     async def _fetch(self) -> None:
         ref = self.branch or "HEAD"

@@ -82,9 +82,10 @@ class JobContexts:
         if not phase_names and self.layers is not None:
             # A job whose phase loop has not started yet: ask its workflow.
             with contextlib.suppress(WorkflowError, WorkflowNotFound, ValueError, OSError):
-                phase_names = self.layers.load_workflow(job.workflow_path).phase_names
+                workflow = await asyncio.to_thread(self.layers.load_workflow, job.workflow_path)
+                phase_names = workflow.phase_names
         workdir = self.work_root / job_id
-        workdir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         return ToolContext(
             job_id=job_id,
             phase=job.phase,

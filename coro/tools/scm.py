@@ -13,6 +13,7 @@ message; the job carries on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
@@ -226,7 +227,8 @@ def register(registry: ToolRegistry) -> None:
         credentials = plugin.git_credentials()
         base: str | None
         with _plugin_errors():
-            if known is not None and (ctx.workdir / slug / ".git").exists():
+            cloned_before = await asyncio.to_thread((ctx.workdir / slug / ".git").exists)
+            if known is not None and cloned_before:
                 workspace = GitWorkspace(ctx.workdir / slug)
                 await workspace.fetch(credentials=credentials)
                 base, cloned = known.base_branch, False

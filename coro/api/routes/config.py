@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
@@ -104,7 +105,7 @@ async def put_config(
             return JSONResponse(
                 {"error": "Invalid configuration", "issues": issues}, status_code=400
             )
-        runner.home.save_config(config)
+        await asyncio.to_thread(runner.home.save_config, config)
         reload = await runner.reload_config(config)
     return {
         "saved": True,

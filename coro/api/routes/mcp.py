@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +69,7 @@ async def claude_code_mcps(
         project = Path(project_dir)
         if not project.is_absolute():
             raise InvalidRequest(f"projectDir must be an absolute path: {project_dir!r}")
-        if not project.is_dir():
+        if not await asyncio.to_thread(project.is_dir):
             raise InvalidRequest(f"projectDir is not an existing directory: {project_dir!r}")
-    return discover(Path.home(), project).to_json()
+    found = await asyncio.to_thread(discover, Path.home(), project)
+    return found.to_json()
