@@ -22,13 +22,11 @@ error; the rest of the runner keeps going.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import itertools
 import logging
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from coro.plugins.manifest import (
     parse_manifest,
     resolve_entry,
 )
+from coro.system.process import run_process
 
 logger = logging.getLogger(__name__)
 
@@ -226,32 +225,24 @@ class DropinCatalog:
 
 
 async def run_pip(args: list[str], *, timeout_seconds: float = PIP_TIMEOUT_SECONDS) -> str:
-    """Run `python -m pip <args>` (this interpreter's pip); its output, or `InstallError`."""
+    """Run `python -m pip <args>` (this interpreter's pip); its output, or `InstallError`.
+    A timeout ends pip's build subprocesses too (they are in its process group)."""
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pip",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # a timeout ends pip's build subprocesses too
-    )
     try:
-        raw, _ = await asyncio.wait_for(process.communicate(), timeout_seconds)
-    except (TimeoutError, asyncio.CancelledError) as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise InstallError(f"pip did not finish within {timeout_seconds:g} s (stopped)") from None
-    output = raw.decode("utf-8", errors="replace")
-    if process.returncode != 0:
+        result = await run_process(
+            [sys.executable, "-m", "pip", *args],
+            timeout_seconds=timeout_seconds,
+            env=env,
+            merge_stderr=True,
+        )
+    except OSError as exc:
+        raise InstallError(f"pip could not be started: {exc.strerror or exc}") from None
+    if result.timed_out:
+        raise InstallError(f"pip did not finish within {timeout_seconds:g} s (stopped)")
+    output = result.stdout
+    if result.returncode != 0:
         raise InstallError(
-            f"pip install failed (exit {process.returncode}): {_summary(output)}",
+            f"pip install failed (exit {result.returncode}): {_summary(output)}",
             output=_tail(output),
         )
     return output

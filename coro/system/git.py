@@ -36,11 +36,11 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from coro.domain.errors import PluginAuthError, PluginError, PluginNotFoundError
-from coro.system.process import CappedReader, command_env, kill_and_reap
+from coro.system.process import command_env, run_process
 
 GIT = "git"
 #: default limits: local commands, and commands that talk to a remote
@@ -348,68 +348,30 @@ async def run_git(
     secrets: Sequence[str] = (),
 ) -> _Result:
     """Run `git <safe config> <args>`; raises `GitError` only if it cannot run or end."""
-    argv = [GIT, *_SAFE_CONFIG, *args]
     op = _operation(args)
-    spawn = asyncio.create_task(
-        asyncio.create_subprocess_exec(
-            *argv,
+    try:
+        result = await run_process(
+            [GIT, *_SAFE_CONFIG, *args],
+            timeout_seconds=timeout_seconds,
             cwd=cwd,
             env=_git_env(env or {}),
-            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            stdin=stdin,
+            output_cap=cap,
         )
-    )
-    try:
-        # shielded: once forked, a cancellation must still reach the process group
-        proc = await asyncio.shield(spawn)
-    except asyncio.CancelledError:
-        with contextlib.suppress(OSError):
-            await kill_and_reap(await spawn, set())
-        raise
     except FileNotFoundError as exc:
         if not await asyncio.to_thread(cwd.is_dir):
             raise GitNotFoundError(f"git {op}: no directory {cwd}") from None
         raise GitError("git is not installed (no `git` on PATH)", kind="unavailable") from exc
     except OSError as exc:
         raise GitError(f"could not start git: {exc.strerror}", kind="unavailable") from exc
-
-    out = CappedReader(proc.stdout, cap)
-    err = CappedReader(proc.stderr, cap)
-    tasks: set[asyncio.Task[Any]] = {
-        asyncio.create_task(proc.wait()),
-        asyncio.create_task(out.drain()),
-        asyncio.create_task(err.drain()),
-    }
-    if stdin is not None:
-        tasks.add(asyncio.create_task(_feed(proc.stdin, stdin)))
-    settled = False
-    try:
-        _, pending = await asyncio.wait(tasks, timeout=timeout_seconds)
-        if pending:
-            await kill_and_reap(proc, pending)
-            settled = True
-            raise GitError(f"git {op} timed out after {timeout_seconds:g}s", kind="timeout")
-        settled = True
-    finally:
-        if not settled:  # cancelled: take the process group down with us
-            await kill_and_reap(proc, tasks)
+    if result.timed_out:
+        raise GitError(f"git {op} timed out after {timeout_seconds:g}s", kind="timeout")
     return _Result(
-        returncode=proc.returncode if proc.returncode is not None else -1,
-        stdout=out.text(),
-        stderr=scrub(err.text(), secrets),
-        truncated=out.truncated,
+        returncode=result.returncode if result.returncode is not None else -1,
+        stdout=result.stdout,
+        stderr=scrub(result.stderr, secrets),
+        truncated=result.stdout_truncated,
     )
-
-
-async def _feed(pipe: asyncio.StreamWriter | None, data: bytes) -> None:
-    if pipe is None:
-        return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        pipe.write(data)
-        await pipe.drain()
-    pipe.close()
 
 
 def _operation(args: Sequence[str]) -> str:

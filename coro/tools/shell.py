@@ -16,13 +16,12 @@ names look secret are not passed on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from coro.system.process import CappedReader, command_env, exit_code, kill_and_reap
+from coro.system.process import command_env, exit_code, run_process
 from coro.tools import sandbox
 from coro.tools.files import job_root
 from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
@@ -61,68 +60,29 @@ async def run_shell(ctx: ToolContext, args: ShellInput) -> dict[str, Any]:
 async def _run(
     ctx: ToolContext, args: ShellInput, launch: sandbox.Launch, cwd: Path, limit: float
 ) -> dict[str, Any]:
-    spawn = asyncio.create_task(
-        asyncio.create_subprocess_exec(
-            *launch.argv,
+    try:
+        result = await run_process(
+            launch.argv,
+            timeout_seconds=limit,
             cwd=cwd,
             env=command_env(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            output_cap=ctx.output_cap_bytes,
             pass_fds=launch.pass_fds,
+            on_spawned=launch.spawned,
+            before_wait=launch.connect,
         )
-    )
-    try:
-        # shielded: the command runs as soon as it is forked, before this returns, so a
-        # cancellation here must still get hold of the process to kill its group
-        proc = await asyncio.shield(spawn)
-    except asyncio.CancelledError:
-        with contextlib.suppress(OSError):
-            await kill_and_reap(await spawn, set())
-        raise
     except OSError as exc:
         raise ToolError(f"could not start {launch.argv[0]}: {exc}") from exc
-    finally:
-        launch.spawned()
-
-    try:
-        await launch.connect()
-    except BaseException:
-        await kill_and_reap(proc, set())
-        raise
-
-    stdout = CappedReader(proc.stdout, ctx.output_cap_bytes)
-    stderr = CappedReader(proc.stderr, ctx.output_cap_bytes)
-    # `Process.wait()` returns once bash has exited *and* every holder of its pipes has
-    # closed them, like the two readers
-    tasks: set[asyncio.Task[Any]] = {
-        asyncio.create_task(proc.wait()),
-        asyncio.create_task(stdout.drain()),
-        asyncio.create_task(stderr.drain()),
-    }
-    timed_out = False
-    settled = False
-    try:
-        _, pending = await asyncio.wait(tasks, timeout=limit)
-        if pending:
-            timed_out = True
-            await kill_and_reap(proc, pending)
-        settled = True
-    finally:
-        if not settled:  # cancelled (or failed): take the process group down with us
-            await kill_and_reap(proc, tasks)
-
-    if timed_out:
+    if result.timed_out:
         await ctx.log(
             f"[shell] timed out after {limit:g}s, process group killed: {_brief(args.command)}"
         )
     return {
-        "exitCode": exit_code(proc.returncode),
-        "stdout": stdout.text(),
-        "stderr": stderr.text(),
-        "timedOut": timed_out,
-        "truncated": stdout.truncated or stderr.truncated,
+        "exitCode": exit_code(result.returncode),
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "timedOut": result.timed_out,
+        "truncated": result.truncated,
     }
 
 
