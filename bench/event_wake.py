@@ -84,7 +84,7 @@ async def run(jobs: int = 30, warmup: int = 3, backend: str = "sqlite") -> dict[
         home.save_config(config)
         runner = Runner(home, config, backend=make_backend(backend, home))
         clock = RunStartClock()
-        runner.store.bus = clock
+        runner.backend.bus = clock  # before start: the backend publishes on it
         poller = runner.transport
         assert isinstance(poller, PollingTransport)
         wake_ns: list[float] = []

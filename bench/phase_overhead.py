@@ -62,7 +62,7 @@ async def run(jobs: int = 50, warmup: int = 5, backend: str = "sqlite") -> dict[
         )
         runner = make_runner(home, max_concurrent=1, backend=backend)
         clock = BoundaryClock()
-        runner.store.bus = clock
+        runner.backend.bus = clock  # before start: the backend publishes on it
         per_job_ns: list[float] = []
         transitions_ns: list[float] = []
         async with runner.running():

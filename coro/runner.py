@@ -29,7 +29,6 @@ from coro.plugins.context import PluginContext
 from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
 from coro.state.backend import StateBackend
 from coro.state.factory import state_backend
-from coro.state.logbus import LogBus
 from coro.state.store import JobStore
 from coro.tools import ToolRegistry
 from coro.tools.sandbox import runner_policy
@@ -75,7 +74,7 @@ class Runner:
         self.home = home
         self.config = config if config is not None else home.load_config()
         self.backend = backend or state_backend(home, self.config)
-        self.store = JobStore(self.backend, LogBus())
+        self.store = JobStore(self.backend)
         #: drop-in plugins installed under `$CORO_HOME/plugins/site`
         self.dropins = dropin_catalog(home)
         self.plugins = PluginSet(self.config, PluginContext(home), self.dropins)

@@ -184,18 +184,16 @@ def _clip(text: str, limit: int) -> str:
 def serve_stdio(job_id: str, allow_list: Iterable[str] | None = None) -> int:
     """`coro mcp --job <jobId>`: serve the job's tools on stdin/stdout until stdin closes.
 
-    Opens `$CORO_HOME/state.db` directly (a runner may be using it too: SQLite in WAL
-    mode is safe across processes). Problems go to stderr with exit status 1; stdout
-    carries nothing but the protocol.
+    Opens the state backend of config.json (`state.url`; `$CORO_HOME/state.db` by
+    default) itself: a runner may be using it too, and hears of the lines this
+    process logs (its open streams show them). Problems go to stderr with exit status
+    1; stdout carries nothing but the protocol.
     """
     home = CoroHome.from_env()
     try:
         config = home.load_config()
     except ConfigError as exc:
         _fail(str(exc))
-        return 1
-    if not home.state_db.exists():
-        _fail(f"unknown job {job_id!r}: there is no state database at {home.state_db}")
         return 1
     allowed = list(allow_list) if allow_list is not None else None
     return asyncio.run(_serve_stdio(home, config, job_id, allowed))
@@ -205,10 +203,13 @@ async def _serve_stdio(
     home: CoroHome, config: CoroConfig, job_id: str, allow_list: list[str] | None
 ) -> int:
     from coro.engine.toolset import engine_tools
-    from coro.state.logbus import LogBus
-    from coro.state.sqlite import SqliteStateBackend
+    from coro.state.factory import state_backend
 
-    backend = SqliteStateBackend(home.state_db)
+    try:
+        backend = state_backend(home, config)
+    except ValueError as exc:
+        _fail(str(exc))
+        return 1
     plugins: PluginSet | None = None
     # Nothing but the protocol may reach stdout, not even a migration's chatter.
     with contextlib.redirect_stdout(sys.stderr):
@@ -217,7 +218,7 @@ async def _serve_stdio(
         if await backend.get_job(job_id) is None:
             _fail(f"unknown job {job_id!r} (CORO_HOME={home.root})")
             return 1
-        store = JobStore(backend, LogBus())
+        store = JobStore(backend)
         plugins = PluginSet(config, PluginContext(home))
         contexts = JobContexts(
             store,

@@ -6,11 +6,12 @@ and benchmarks); Postgres and cloud-over-WebSocket backends follow the same cont
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from coro.domain.models import ConversationMessage, Job, LogEntry
+from coro.state.logbus import LogBus
 
 #: A job mutation: change the job in place; return False to leave it unwritten.
 #: Backends may call it more than once (optimistic retries), so it must not have
@@ -51,6 +52,12 @@ class StatusTotal:
 
 
 class StateBackend(Protocol):
+    #: New log lines and status changes of jobs, for live subscribers (SSE): what
+    #: `append_logs` and `update_job` store is published here once committed, and a
+    #: backend shared by several processes publishes theirs too (see `coro.state.logbus`).
+    #: Replace it, if at all, before `open`.
+    bus: LogBus
+
     async def open(self) -> None:
         """Create/migrate storage. Called once before any other method."""
 
@@ -61,11 +68,17 @@ class StateBackend(Protocol):
 
     async def get_job(self, job_id: str) -> Job | None: ...
 
-    async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
+    async def update_job(
+        self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
+    ) -> tuple[Job, bool]:
         """Atomically apply `mutate` to the stored job and stamp `updatedAt`.
 
         Returns the job as stored afterwards and whether it was written. Concurrent
         updates of one job never lose each other's fields. Raises `JobNotFound`.
+        If written, the already-timestamped `log` lines are appended in the same
+        transaction, then published on `bus`, then the new status if it changed: a
+        stream that ends on that status has carried the lines (even in another
+        process, which reads both at once).
         """
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -91,7 +104,8 @@ class StateBackend(Protocol):
         conversation replaces the long one: never neither, never both)."""
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
-        """Durably append already-timestamped lines; returns them with their indexes."""
+        """Durably append already-timestamped lines; returns them with their indexes,
+        after publishing them on `bus`."""
 
     async def read_logs(
         self, job_id: str, after: int = -1, limit: int | None = None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.logbus import LogBus
 
 
 class MemoryStateBackend:
-    def __init__(self) -> None:
+    def __init__(self, bus: LogBus | None = None) -> None:
+        self.bus = bus if bus is not None else LogBus()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # creation order
         self._logs: dict[str, list[str]] = {}
@@ -33,7 +36,9 @@ class MemoryStateBackend:
         job = self._jobs.get(job_id)
         return job.model_copy(deep=True) if job else None
 
-    async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
+    async def update_job(
+        self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
+    ) -> tuple[Job, bool]:
         async with self._lock:
             stored = self._jobs.get(job_id)
             if stored is None:
@@ -43,7 +48,11 @@ class MemoryStateBackend:
                 return stored.model_copy(deep=True), False
             draft.updated_at = iso_now()
             self._jobs[job_id] = _stored(draft)
-            return draft.model_copy(deep=True), True
+            entries = self._append(job_id, log)
+        self.bus.publish_lines(job_id, entries)
+        if draft.status != stored.status:
+            self.bus.publish_status(job_id, draft.status)
+        return draft.model_copy(deep=True), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         matches = [self._jobs[i] for i in reversed(self._order) if _matches(self._jobs[i], query)]
@@ -79,6 +88,13 @@ class MemoryStateBackend:
         self._transcripts[job_id] = [m.model_copy(deep=True) for m in messages]
 
     async def append_logs(self, job_id: str, lines: list[str]) -> list[LogEntry]:
+        entries = self._append(job_id, lines)
+        self.bus.publish_lines(job_id, entries)
+        return entries
+
+    def _append(self, job_id: str, lines: Sequence[str]) -> list[LogEntry]:
+        if not lines:
+            return []
         log = self._logs.setdefault(job_id, [])
         start = len(log)
         log.extend(lines)

@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,6 +64,7 @@ from sqlalchemy.pool import NullPool
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.logbus import LogBus
 from coro.state.schema import job_logs, job_transcripts, jobs
 
 if TYPE_CHECKING:
@@ -375,6 +376,16 @@ class _Worker:
 
     # -- operations (run on the worker thread) -------------------------------------------
 
+    def update(
+        self, params: dict[str, Any], job_id: str, lines: list[str], conn: sqlite3.Connection
+    ) -> int | None:
+        """Write the job if it is still at the version `params` expects, and append
+        `lines` after it; None if another writer got in first (nothing written), else
+        the first line's index (-1 without lines)."""
+        if conn.execute(_UPDATE_JOB, params).rowcount != 1:
+            return None
+        return self.append(job_id, lines, conn) if lines else -1
+
     def append(self, job_id: str, lines: list[str], conn: sqlite3.Connection) -> int:
         """Insert `lines` after the job's last line; returns the first one's index."""
         start = self._next_seq.get(job_id)
@@ -424,10 +435,6 @@ def _insert_job(params: dict[str, Any], conn: sqlite3.Connection) -> None:
     conn.execute(_INSERT_JOB, params)
 
 
-def _update_job(params: dict[str, Any], conn: sqlite3.Connection) -> int:
-    return conn.execute(_UPDATE_JOB, params).rowcount
-
-
 def _select_job(job_id: str, conn: sqlite3.Connection) -> tuple[str, int] | None:
     row: tuple[str, int] | None = conn.execute(_SELECT_JOB, {"id": job_id}).fetchone()
     return row
@@ -474,8 +481,9 @@ def _count_logs(job_id: str, conn: sqlite3.Connection) -> int:
 class SqliteStateBackend:
     """A `StateBackend` over one SQLite file (several instances/processes may share it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bus: LogBus | None = None) -> None:
         self.path = Path(path)
+        self.bus = bus if bus is not None else LogBus()
         self._engine: AsyncEngine | None = None
         self._worker: _Worker | None = None
         self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -527,7 +535,10 @@ class SqliteStateBackend:
         row = await self._read_job(job_id)
         return _load(row[1]) if row is not None else None
 
-    async def update_job(self, job_id: str, mutate: JobMutation) -> tuple[Job, bool]:
+    async def update_job(
+        self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
+    ) -> tuple[Job, bool]:
+        lines = list(log)
         async with self._job_lock(job_id):
             cached = self._docs.get(job_id)
             # `fresh`: `current` was just read from the database, not taken from the cache
@@ -538,6 +549,7 @@ class SqliteStateBackend:
                     raise JobNotFound(job_id)
                 version, doc = current
                 draft = _load(doc)
+                before = draft.status
                 try:
                     decision = mutate(draft)
                 except Exception:
@@ -563,8 +575,13 @@ class SqliteStateBackend:
                     "version": version + 1,
                     **_columns(draft, new_doc),
                 }
-                if await self._write(partial(_update_job, params)) == 1:
+                worker = self._require_worker()
+                start = await self._write(partial(worker.update, params, job_id, lines))
+                if start is not None:
                     self._remember(job_id, version + 1, new_doc)
+                    self.bus.publish_lines(job_id, _entries(start, lines))
+                    if draft.status != before:
+                        self.bus.publish_status(job_id, draft.status)
                     return draft, True
                 # Another writer updated the job since that version: start over from
                 # the stored one (the mutation runs again).
@@ -635,7 +652,9 @@ class SqliteStateBackend:
         lines = list(lines)
         worker = self._require_worker()
         start: int = await self._write(partial(worker.append, job_id, lines))
-        return [LogEntry(index=start + n, line=line) for n, line in enumerate(lines)]
+        entries = _entries(start, lines)
+        self.bus.publish_lines(job_id, entries)
+        return entries
 
     async def read_logs(
         self, job_id: str, after: int = -1, limit: int | None = None
@@ -708,6 +727,10 @@ class SqliteStateBackend:
         if lock is None:
             lock = self._job_locks[job_id] = asyncio.Lock()
         return lock
+
+
+def _entries(start: int, lines: list[str]) -> list[LogEntry]:
+    return [LogEntry(index=start + n, line=line) for n, line in enumerate(lines)]
 
 
 def _conditions(query: JobQuery) -> list[ColumnElement[bool]]:

@@ -1,4 +1,5 @@
-"""The engine's view of state: persist through a `StateBackend`, announce on the `LogBus`."""
+"""The engine's view of state: a `StateBackend`, which also announces what it stores on
+its `LogBus` (`store.bus`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from coro.state.logbus import LogBus
 
 
 class JobStore:
-    def __init__(self, backend: StateBackend, bus: LogBus | None = None) -> None:
+    def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
-        self.bus = bus or LogBus()
+
+    @property
+    def bus(self) -> LogBus:
+        """The backend's bus: live lines and status changes of jobs (SSE reads it)."""
+        return self.backend.bus
 
     async def create(self, job: Job) -> None:
         await self.backend.create_job(job)
@@ -31,21 +36,12 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """Atomic read-modify-write; subscribers hear about any status change.
 
-        `note` is logged only if the mutation was written, and before the status change
-        is announced, so a stream that ends on the new status has already carried it.
+        `note` is logged only if the mutation was written, in the same transaction and
+        announced before the status change, so a stream that ends on the new status has
+        already carried it.
         """
-        before: list[str] = []
-
-        def tracked(job: Job) -> bool | None:
-            before[:] = [job.status]
-            return mutate(job)
-
-        job, written = await self.backend.update_job(job_id, tracked)
-        if written and note:
-            await self.log(job_id, note)
-        if written and before and before[0] != job.status:
-            self.bus.publish_status(job_id, job.status)
-        return job, written
+        log = [f"{iso_now()} {note}"] if note else []
+        return await self.backend.update_job(job_id, mutate, log=log)
 
     async def mark_pr(
         self, job_id: str, pr_id: int, repo: str | None, state: Literal["merged", "declined"]
@@ -79,6 +75,4 @@ class JobStore:
 
     async def log_many(self, job_id: str, texts: list[str]) -> list[LogEntry]:
         stamp = iso_now()
-        entries = await self.backend.append_logs(job_id, [f"{stamp} {t}" for t in texts])
-        self.bus.publish_lines(job_id, entries)
-        return entries
+        return await self.backend.append_logs(job_id, [f"{stamp} {t}" for t in texts])

@@ -1,8 +1,9 @@
 """`GET /jobs/:jobId/stream`: the job log as Server-Sent Events (SPEC §2.2).
 
-Subscribe first, then replay from storage, then forward live lines from the bus; the
-0-based line index is the event id, so replay and live lines join without gaps or
-duplicates and a client can resume with Last-Event-ID.
+Subscribe first, then replay from storage, then forward live lines from the backend's
+bus (which carries lines other processes append too); the 0-based line index is the
+event id, so replay and live lines join without gaps or duplicates and a client can
+resume with Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ async def stream_job_log(
                     yield _frame(entry)
                 yield ServerSentEvent(data=job.status, event="done", sep="\n")
                 return
+            # From here on live lines come from the bus, other processes' lines too
+            # (the backend catches this subscriber up from `sent` when it hears of them).
+            subscription.replayed(sent)
             while True:
                 item = await subscription.get()
                 if isinstance(item, LogEntry):
