@@ -21,13 +21,9 @@ from coro.config import CoroConfig
 from coro.domain.errors import PluginConfigError
 from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
 from coro.executors import pricing
-from coro.executors.anthropic import (
-    DEFAULT_MODEL,
-    AnthropicExecutor,
-    build_messages,
-    create,
-    retry_after_seconds,
-)
+from coro.executors.anthropic import DEFAULT_MODEL, AnthropicExecutor, create
+from coro.executors.anthropic_errors import retry_after_seconds
+from coro.executors.anthropic_messages import build_messages
 from coro.executors.base import (
     ChatDelta,
     ChatUsage,

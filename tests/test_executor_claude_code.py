@@ -32,12 +32,12 @@ from coro.executors.base import (
 )
 from coro.executors.claude_code import (
     DEFAULT_MODEL,
-    INSTALL_HINT,
     ClaudeCodeExecutor,
-    ToolPolicy,
     create,
     with_transcript,
 )
+from coro.executors.claude_code_cli import INSTALL_HINT
+from coro.executors.claude_code_tools import ToolPolicy
 from coro.tools import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, ApiFactory, write_workflow
@@ -175,19 +175,19 @@ def test_settings_are_validated_without_showing_values(home: CoroHome) -> None:
     keyless = create({})
     assert keyless.id == "claude-code"
     assert keyless.settings.api_key is None
-    assert keyless.config_dir is None  # the CLI's own config and login
-    assert "ANTHROPIC_API_KEY" not in keyless.cli_env()
+    assert keyless.cli.config_dir is None  # the CLI's own config and login
+    assert "ANTHROPIC_API_KEY" not in keyless.cli.env()
     assert keyless.settings.permission_mode == "dontAsk"
 
     keyed = create({"apiKey": f"  {KEY} ", "baseUrl": "http://127.0.0.1:9/"})
-    assert keyed.config_dir == home.root / "claude-code"
-    env = keyed.cli_env()
+    assert keyed.cli.config_dir == home.root / "claude-code"
+    env = keyed.cli.env()
     assert env["ANTHROPIC_API_KEY"] == KEY
     assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9"
     assert env["CLAUDE_CONFIG_DIR"] == str(home.root / "claude-code")
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert env["DISABLE_TELEMETRY"] == "1"
-    assert KEY not in repr(keyed)
+    assert KEY not in repr(keyed) and KEY not in repr(keyed.cli)
     assert keyed.scrub(f"bad key {KEY} and sk-ant-api03-abcdefgh") == "bad key *** and sk-ant-***"
     assert BUILTIN_EXECUTOR_MODULES["claude-code"] == "coro.executors.claude_code"
 

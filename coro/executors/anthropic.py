@@ -15,20 +15,19 @@ backoff, then `RateLimited(kind="overloaded")` (park and retry later); a convers
 too long for the context window → `request.condense` once and a retry (the
 conversation is also condensed before a round trip once it nears the window), then
 escalation; a rejected key, an unknown model and other refused requests →
-`ExecutorError(escalate=True)` with a readable message. The API key never appears in
-a message: every text that leaves this module is scrubbed.
+`ExecutorError(escalate=True)` with a readable message (`coro.executors.anthropic_errors`
+classifies them, as for `claude-code`). The API key never appears in a message: every
+text that leaves this module is scrubbed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import anthropic
@@ -37,8 +36,25 @@ from anthropic.types import ContentBlock, Message
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
-from coro.domain.models import ConversationMessage
 from coro.executors import pricing
+from coro.executors.anthropic_errors import (
+    AnthropicErrors,
+    KeyScrubber,
+    classify,
+    retry_after_seconds,
+)
+from coro.executors.anthropic_messages import (
+    Block,
+    Msg,
+    append_blocks,
+    assistant_blocks,
+    build_messages,
+    system_param,
+    text_block,
+    tool_params,
+    tool_result_block,
+    with_cache_breakpoint,
+)
 from coro.executors.base import (
     ChatDelta,
     ChatEvent,
@@ -50,7 +66,6 @@ from coro.executors.base import (
     ModelInfo,
     PhaseRequest,
     PromptEvent,
-    RateLimited,
     TextEvent,
     ThinkingEvent,
     UsageEvent,
@@ -59,33 +74,19 @@ from coro.executors.base import (
     wait_interruptible,
 )
 from coro.executors.common import parse_settings, turn_limit_reached
-from coro.plugins.http import Scrubber, display_url, parse_retry_after
-from coro.tools.registry import Tool
+from coro.plugins.http import display_url
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "anthropic"
+ERRORS = AnthropicErrors(
+    provider=PROVIDER,
+    key_rejected="Anthropic rejected the API key",
+    key_hint="Check plugins.installed.anthropic.config.apiKey.",
+)
 DEFAULT_MODEL = pricing.ANTHROPIC_DEFAULT_MODEL
 BACKOFF_CAP_SECONDS = 8.0
-#: How long a job parks after the quick retries could not get past an overload.
-OVERLOADED_PARK_SECONDS = 30.0
-#: A 429 without `retry-after` or `anthropic-ratelimit-*-reset` headers.
-RATE_LIMIT_FALLBACK_SECONDS = 30.0
-RATE_LIMIT_MAX_SECONDS = 3600.0
 HEALTHCHECK_TIMEOUT_SECONDS = 15.0
-
-_EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
-_RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error"})
-_CONTEXT_OVERFLOW = re.compile(
-    r"prompt is too long|context (window|length)|too many (input )?tokens|"
-    r"exceeds? (the )?(maximum|context)|input length",
-    re.IGNORECASE,
-)
-_KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
-_TOOL_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-
-Block = dict[str, Any]
-Msg = dict[str, Any]  # {"role": "user" | "assistant", "content": [Block, ...]}
 
 
 # --- settings -------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class AnthropicExecutor:
     def __init__(self, settings: AnthropicSettings) -> None:
         self.settings = settings
         self._bound: _Loop | None = None
-        self._scrubber = Scrubber([settings.api_key.get_secret_value()], min_length=1)
+        self._scrub = KeyScrubber(settings.api_key.get_secret_value())
 
     def __repr__(self) -> str:
         return f"AnthropicExecutor(base_url={self.settings.base_url!r})"
@@ -196,7 +197,7 @@ class AnthropicExecutor:
 
     def scrub(self, text: str) -> str:
         """`text` without the API key (nor anything shaped like an Anthropic key)."""
-        return _KEY_PATTERN.sub("sk-ant-***", self._scrubber.scrub(text))
+        return self._scrub(text)
 
     # -- phases --
 
@@ -399,60 +400,26 @@ class AnthropicExecutor:
 
     def _classify(self, exc: Exception, model: str, attempt: int) -> _Failure:
         """Map an SDK/transport error to what the runner should do with it."""
+        gave_up = f"gave up after {attempt + 1} attempt" + ("s" if attempt else "")
         if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
             cause = exc.__cause__ or exc.__context__
             detail = self.scrub(str(cause or exc)) or type(exc).__name__
-            return self._retryable(f"cannot reach the Anthropic API ({detail})", attempt)
+            summary = f"cannot reach the Anthropic API ({detail})"
+            return _Failure(ERRORS.overloaded(summary, gave_up), retryable=True, summary=summary)
         if not isinstance(exc, anthropic.APIStatusError):
             return _Failure(ExecutorError(f"Anthropic API error: {self.scrub(str(exc))}"))
         status = exc.status_code
         kind: str = exc.type or ""
         said = self.scrub(exc.api_message or str(exc))
         label = f"{status} {kind}".strip() if status != 200 else (kind or "stream error")
-        if status == 429 or kind == "rate_limit_error":
-            wait = retry_after_seconds(exc.response.headers if status == 429 else {})
-            return _Failure(
-                RateLimited(
-                    f"Anthropic rate limit ({label}): {said}", retry_after=wait, provider=PROVIDER
-                )
-            )
-        if status >= 500 or kind in _RETRYABLE_TYPES:
-            return self._retryable(f"Anthropic is overloaded or failing ({label}): {said}", attempt)
-        if status == 401 or kind == "authentication_error":
-            message = (
-                f"Anthropic rejected the API key ({label}): {said}. "
-                "Check plugins.installed.anthropic.config.apiKey."
-            )
-        elif status == 403 or kind == "permission_error":
-            message = (
-                f"Anthropic refused the request ({label}): {said}. "
-                f"Check that this API key may use model {model}."
-            )
-        elif status == 404 or kind == "not_found_error":
-            message = (
-                f"Anthropic does not know the model {model!r} ({label}): {said}. Check the "
-                "phase's model, the llm aliases or the plugin's defaultModel."
-            )
-        elif status == 413 or kind == "request_too_large" or _CONTEXT_OVERFLOW.search(said):
-            return _Failure(
-                ContextOverflow(
-                    f"The conversation is too long for model {model} ({label}): {said}. Start "
-                    "a new session for this phase or use a model with a larger context window."
-                )
-            )
-        else:
-            message = f"Anthropic rejected the request ({label}): {said}"
-        return _Failure(ExecutorError(message, escalate=True))
-
-    def _retryable(self, summary: str, attempt: int) -> _Failure:
-        tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
-        error = RateLimited(
-            f"{summary} — gave up after {tries}",
-            retry_after=OVERLOADED_PARK_SECONDS,
-            provider=PROVIDER,
-            kind="overloaded",
+        problem = classify(status, kind, said) or "rejected"
+        summary = ERRORS.describe(problem, label=label, said=said, model=model)
+        wait = retry_after_seconds(exc.response.headers if status == 429 else {})
+        return _Failure(
+            ERRORS.error(problem, summary, wait=wait, gave_up=gave_up),
+            retryable=problem == "overloaded",
+            summary=summary,
         )
-        return _Failure(error, retryable=True, summary=summary)
 
     # -- plan mode --
 
@@ -525,7 +492,8 @@ class AnthropicExecutor:
                 await client.models.list(limit=1)
         except (anthropic.APIError, httpx2.TransportError) as exc:
             latency = (time.monotonic() - started) * 1000
-            return Health(ok=False, message=self._health_message(exc, where), latency_ms=latency)
+            problem = ERRORS.key_check_problem(exc, where, self.scrub)
+            return Health(ok=False, message=problem[0].upper() + problem[1:], latency_ms=latency)
         latency = (time.monotonic() - started) * 1000
         return Health(
             ok=True,
@@ -535,23 +503,6 @@ class AnthropicExecutor:
             ),
             latency_ms=latency,
         )
-
-    def _health_message(self, exc: Exception, where: str) -> str:
-        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-            cause = exc.__cause__ or exc.__context__
-            detail = self.scrub(str(cause or exc)) or type(exc).__name__
-            return f"Cannot reach the Anthropic API at {where}: {detail}"
-        if isinstance(exc, anthropic.APIStatusError):
-            said = self.scrub(exc.api_message or str(exc))
-            if exc.status_code == 401:
-                return (
-                    f"Anthropic rejected the API key (401): {said}. "
-                    "Check plugins.installed.anthropic.config.apiKey."
-                )
-            if exc.status_code == 403:
-                return f"Anthropic refused the API key (403): {said}"
-            return f"Anthropic API at {where} answered {exc.status_code}: {said}"
-        return f"Anthropic API error: {self.scrub(str(exc))}"
 
 
 # --- the conversation's size -------------------------------------------------------------
@@ -582,192 +533,6 @@ def _size(reported: tuple[int, int], messages: list[Msg], system: Any, tools: An
     return tokens + estimate_tokens(messages[at:])
 
 
-# --- building requests ------------------------------------------------------------------
-
-
-def text_block(text: str) -> Block:
-    return {"type": "text", "text": text}
-
-
-def tool_result_block(tool_use_id: str, output: str, is_error: bool) -> Block:
-    return {
-        "type": "tool_result",
-        "tool_use_id": tool_use_id,
-        "content": output if output.strip() else "(no output)",
-        "is_error": is_error,
-    }
-
-
-def system_param(system_prompt: str) -> list[Block]:
-    """The system prompt as one cached text block (none for an empty prompt)."""
-    if not system_prompt.strip():
-        return []
-    return [{"type": "text", "text": system_prompt, "cache_control": dict(_EPHEMERAL)}]
-
-
-def tool_params(tools: Sequence[Tool[Any]]) -> list[Block]:
-    """Tool definitions, with a cache breakpoint on the last one (tools come first in the
-    cached prefix, so it covers all of them)."""
-    params: list[Block] = []
-    for tool in tools:
-        schema = dict(tool.input_schema)
-        schema.setdefault("type", "object")
-        params.append({"name": tool.name, "description": tool.description, "input_schema": schema})
-    if params:
-        params[-1]["cache_control"] = dict(_EPHEMERAL)
-    return params
-
-
-def append_blocks(messages: list[Msg], role: str, blocks: list[Block]) -> None:
-    """Append content, merging into the last message when it has the same role."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": list(blocks)})
-
-
-def build_messages(
-    history: Sequence[ConversationMessage], prompt: str, *, tools_available: bool
-) -> list[Msg]:
-    """Provider-neutral transcript + this turn's prompt → valid Messages API messages.
-
-    Consecutive same-role entries merge; tool results become `tool_result` blocks in a
-    user message right after the assistant's `tool_use` blocks. The transcript is
-    repaired where the API would refuse it: a call without a recorded result gets an
-    error result, a result without its call is dropped, repeated call ids are renamed,
-    the conversation starts with the user, and without tools in this phase earlier tool
-    blocks are replayed as text.
-    """
-    messages: list[Msg] = []
-    for entry in history:
-        if entry.role == "assistant":
-            blocks = [text_block(entry.content)] if entry.content.strip() else []
-            blocks += [
-                {"type": "tool_use", "id": call.id, "name": call.name, "input": dict(call.input)}
-                for call in entry.tool_calls
-            ]
-            append_blocks(messages, "assistant", blocks)
-        else:
-            blocks = [
-                tool_result_block(result.tool_call_id, result.output, result.is_error)
-                for result in entry.tool_results
-            ]
-            if entry.content.strip():
-                blocks.append(text_block(entry.content))
-            append_blocks(messages, "user", blocks)
-    if prompt.strip():
-        append_blocks(messages, "user", [text_block(prompt)])
-    return _repair(messages, tools_available)
-
-
-def _repair(messages: list[Msg], tools_available: bool) -> list[Msg]:
-    repaired: list[Msg] = []
-    used_ids: set[str] = set()
-    open_calls: dict[str, str] = {}  # recorded id -> id sent, for the previous assistant turn
-    for message in messages:
-        if message["role"] == "assistant":
-            if open_calls:  # calls whose results were never recorded
-                append_blocks(repaired, "user", _missing_results(open_calls))
-            open_calls = {}
-            blocks = []
-            for block in message["content"]:
-                if block["type"] == "tool_use":
-                    sent = _unique_id(block["id"], used_ids)
-                    open_calls[block["id"]] = sent
-                    block = {**block, "id": sent}
-                blocks.append(block)
-            append_blocks(repaired, "assistant", blocks)
-            continue
-        results, others = [], []
-        for block in message["content"]:
-            if block["type"] != "tool_result":
-                others.append(block)
-            elif block["tool_use_id"] in open_calls:
-                results.append({**block, "tool_use_id": open_calls.pop(block["tool_use_id"])})
-        results += _missing_results(open_calls)
-        open_calls = {}
-        append_blocks(repaired, "user", results + others)
-    if open_calls:
-        append_blocks(repaired, "user", _missing_results(open_calls))
-    if not tools_available:
-        repaired = _tools_as_text(repaired)
-    if repaired and repaired[0]["role"] != "user":
-        repaired.insert(0, {"role": "user", "content": [text_block("(continuing the job)")]})
-    return repaired
-
-
-def _unique_id(recorded: str, used: set[str]) -> str:
-    base = _TOOL_ID_UNSAFE.sub("_", recorded) or "call"
-    candidate, n = base, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{base}_{n}"
-    used.add(candidate)
-    return candidate
-
-
-def _missing_results(open_calls: Mapping[str, str]) -> list[Block]:
-    return [
-        tool_result_block(sent, "This tool call was not run: the phase was interrupted.", True)
-        for sent in open_calls.values()
-    ]
-
-
-def _tools_as_text(messages: list[Msg]) -> list[Msg]:
-    """Tool blocks need tool definitions in the request; without any, replay them as text."""
-    flat: list[Msg] = []
-    for message in messages:
-        blocks = []
-        for block in message["content"]:
-            if block["type"] == "tool_use":
-                arguments = json.dumps(block["input"], ensure_ascii=False)
-                blocks.append(text_block(f"[called tool {block['name']} with {arguments}]"))
-            elif block["type"] == "tool_result":
-                label = "tool error" if block.get("is_error") else "tool result"
-                blocks.append(text_block(f"[{label}: {block['content']}]"))
-            else:
-                blocks.append(block)
-        append_blocks(flat, message["role"], blocks)
-    return flat
-
-
-def with_cache_breakpoint(messages: list[Msg]) -> list[Msg]:
-    """A copy whose newest block carries a cache breakpoint, so the next round trip reads
-    the whole conversation so far from the cache (earlier messages stay unmarked: the
-    API allows four breakpoints per request)."""
-    if not messages:
-        return []
-    last = messages[-1]
-    content = [dict(block) for block in last["content"]]
-    if content and content[-1].get("type") in ("text", "tool_result", "tool_use"):
-        content[-1]["cache_control"] = dict(_EPHEMERAL)
-    return [*messages[:-1], {"role": last["role"], "content": content}]
-
-
-def assistant_blocks(content: Sequence[ContentBlock]) -> list[Block]:
-    """A response's content as request blocks, thinking signatures included (the API
-    needs them back unchanged while a tool-use turn is in progress)."""
-    blocks: list[Block] = []
-    for block in content:
-        if block.type == "text":
-            if block.text:
-                blocks.append(text_block(block.text))
-        elif block.type == "thinking":
-            blocks.append(
-                {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
-            )
-        elif block.type == "redacted_thinking":
-            blocks.append({"type": "redacted_thinking", "data": block.data})
-        elif block.type == "tool_use":
-            arguments = block.input if isinstance(block.input, dict) else {}
-            blocks.append(
-                {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
-            )
-    return blocks
-
-
 def block_event(block: ContentBlock) -> ExecutorEvent | None:
     """The log event for a completed content block (tool calls are logged by call_tool)."""
     if block.type == "text" and block.text.strip():
@@ -775,34 +540,3 @@ def block_event(block: ContentBlock) -> ExecutorEvent | None:
     if block.type == "thinking" and block.thinking.strip():
         return ThinkingEvent(block.thinking)
     return None
-
-
-# --- rate limits ------------------------------------------------------------------------
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float:
-    """Seconds to wait after a 429: `retry-after` (seconds or an HTTP date), else the
-    latest `anthropic-ratelimit-*-reset` time, else a default."""
-    now = time.time() if now is None else now
-    seconds = parse_retry_after(headers.get("retry-after"), now)
-    if seconds is not None:
-        return _clamp(seconds)
-    resets = []
-    for name in ("requests", "tokens", "input-tokens", "output-tokens"):
-        value = headers.get(f"anthropic-ratelimit-{name}-reset")
-        if not value:
-            continue
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        resets.append(moment.timestamp() - now)
-    if resets and max(resets) > 0:
-        return _clamp(max(resets))
-    return RATE_LIMIT_FALLBACK_SECONDS
-
-
-def _clamp(seconds: float) -> float:
-    return min(max(seconds, 0.0), RATE_LIMIT_MAX_SECONDS)
