@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coro.config import CoroConfig, CoroHome
-from coro.engine.campaigns import CampaignService
+from coro.engine.campaigns.controls import CampaignService
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport

@@ -16,7 +16,7 @@ import pytest
 
 from coro.config import CoroConfig
 from coro.domain.models import CampaignChild
-from coro.engine.campaigns import find_cycle, plan_problems, reconcile_ready
+from coro.engine.campaigns.model import find_cycle, plan_problems, reconcile_ready
 from tests.conftest import Api, ApiFactory, user_prompts, write_workflow
 
 PARENT_PHASES = [

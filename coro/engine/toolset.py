@@ -3,7 +3,7 @@ tools, which need the engine's coordinator."""
 
 from __future__ import annotations
 
-from coro.engine import campaign_tools
+from coro.engine.campaigns import tools as campaign_tools
 from coro.tools import ToolRegistry, builtin_tools
 
 

@@ -17,14 +17,12 @@ from pydantic import Field, ValidationError
 
 from coro.domain.models import CampaignChild, CampaignTrackerRef
 from coro.domain.workflows import WorkflowError
-from coro.engine import campaigns
+from coro.engine.campaigns import planning, reports, switching
+from coro.engine.campaigns.model import DEFAULT_CHILD_WORKFLOW, MAX_CHILDREN
 from coro.engine.service import Conflict, InvalidRequest
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.state.backend import JobNotFound
 from coro.tools.registry import CampaignControl, ToolContext, ToolError, ToolInput, ToolRegistry
-
-DEFAULT_CHILD_WORKFLOW = "workflows/job/workflow.md"
-MAX_CHILDREN = 200
 
 
 class RegisterChildInput(ToolInput):
@@ -103,7 +101,7 @@ def _child_control(action: ChildAction) -> Callable[[ToolContext, ChildControlIn
     async def control(ctx: ToolContext, args: ChildControlInput) -> Any:
         with _as_tool_errors():
             child = await getattr(_coordinator(ctx), action)(ctx.job_id, args.name, args.reason)
-        return {"ok": True, "action": action, "child": campaigns.child_view(child)}
+        return {"ok": True, "action": action, "child": reports.child_view(child)}
 
     return control
 
@@ -141,7 +139,7 @@ def register(registry: ToolRegistry) -> None:
             tracker_ref=tracker,
         )
         with _as_tool_errors():
-            total = await campaigns.register_child(ctx.store, ctx.job_id, spec)
+            total = await planning.register_child(ctx.store, ctx.job_id, spec)
         return {"ok": True, "name": spec.name, "total": total}
 
     @registry.tool(
@@ -152,7 +150,7 @@ def register(registry: ToolRegistry) -> None:
     )
     async def campaign_finalize(ctx: ToolContext, args: NoInput) -> Any:
         with _as_tool_errors():
-            outcome = await campaigns.finalize(ctx.store, ctx.job_id)
+            outcome = await planning.finalize(ctx.store, ctx.job_id)
         target = outcome["coordinating"]
         if ctx.phase_names and target not in ctx.phase_names:
             raise ToolError(f"phase {target!r} is not declared by this workflow")
@@ -170,7 +168,7 @@ def register(registry: ToolRegistry) -> None:
     )
     async def campaign_status(ctx: ToolContext, args: NoInput) -> Any:
         with _as_tool_errors():
-            return await campaigns.status_report(ctx.store, ctx.job_id)
+            return await reports.status_report(ctx.store, ctx.job_id)
 
     for action, description in CHILD_CONTROL_TOOLS.items():
         registry.tool(f"campaign_{action}_child", description)(_child_control(action))
@@ -182,7 +180,7 @@ def register(registry: ToolRegistry) -> None:
     )
     async def switch_workflow(ctx: ToolContext, args: SwitchWorkflowInput) -> Any:
         with _as_tool_errors():
-            result = await campaigns.switch_workflow(
+            result = await switching.switch_workflow(
                 ctx.store,
                 _lanes(ctx),
                 ctx.job_id,
@@ -203,7 +201,7 @@ def register(registry: ToolRegistry) -> None:
     )
     async def convert_to_campaign(ctx: ToolContext, args: ConvertToCampaignInput) -> Any:
         with _as_tool_errors():
-            result = await campaigns.convert_to_campaign(
+            result = await switching.convert_to_campaign(
                 ctx.store,
                 _lanes(ctx),
                 ctx.job_id,
