@@ -2,8 +2,8 @@
 the end with output caps, and killed group and all, with an environment that carries
 no secrets.
 
-Every command Coro runs goes through `run_process`: the `shell` tool, git, pip and the
-Claude Code CLI's `--version`.
+Commands that run to their end go through `run_process`: the `shell` tool, git, pip and
+the Claude Code CLI's `--version`.
 """
 
 from __future__ import annotations
