@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -64,7 +65,8 @@ from sqlalchemy.pool import NullPool
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
-from coro.state.logbus import LogBus
+from coro.state.logbus import CatchUp, LogBus
+from coro.state.notify import Announcer, Listener, notify_dir
 from coro.state.schema import job_logs, job_transcripts, jobs
 
 if TYPE_CHECKING:
@@ -75,6 +77,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: How long a writer waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000
+
+logger = logging.getLogger(__name__)
 
 #: Alembic keeps the running migration's context in module globals: one at a time.
 _ALEMBIC_LOCK = threading.Lock()
@@ -199,6 +203,7 @@ _UPDATE_JOB = _sql(
     .values({c.name: bindparam(c.name) for c in jobs.columns if c.name != "id"})
 )
 _SELECT_JOB = _sql(select(jobs.c.doc, jobs.c.version).where(jobs.c.id == bindparam("id")))
+_SELECT_STATUS = _sql(select(jobs.c.status).where(jobs.c.id == bindparam("id")))
 _INSERT_LOG = _sql(insert(job_logs))
 _INSERT_MESSAGE = _sql(insert(job_transcripts))
 _LAST_MESSAGE = _sql(
@@ -253,8 +258,9 @@ class _Worker:
     Results go back to their event loop in one `call_soon_threadsafe` per batch.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, announcer: Announcer | None = None) -> None:
         self.path = path
+        self._announcer = announcer
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._main, name=f"coro-sqlite:{path.name}", daemon=True
@@ -266,6 +272,10 @@ class _Worker:
         # `PRAGMA data_version` says no other connection committed since our last write.
         self._next_seq: dict[str, int] = {}
         self._data_version: int | None = None
+        # Jobs whose lines or status the running transaction changes, and those
+        # committed since the last notices went to other processes.
+        self._changed: set[str] = set()
+        self._to_announce: set[str] = set()
 
     async def start(self) -> None:
         self._thread.start()
@@ -300,7 +310,11 @@ class _Worker:
             conn = sqlite3.connect(self.path, isolation_level=None)
             configure_sqlite_connection(conn, None)
             while stop is None:
-                batch = [self._queue.get()]
+                try:
+                    batch = [self._queue.get(timeout=self._retry_in())]
+                except queue.Empty:  # notices a busy receiver had no room for
+                    self._announce()
+                    continue
                 while len(batch) < _MAX_BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -312,6 +326,7 @@ class _Worker:
                 outcomes = self._run_batch(conn, live)
                 batch = []
                 _post(outcomes)
+                self._announce()  # after the callers are resolved: off their path
         except BaseException as exc:  # no connection, or broken: fail everyone waiting
             error = exc
         finally:
@@ -326,6 +341,8 @@ class _Worker:
             _post([(op.future, None, lost) for op in batch if op.run is not _stop_marker])
             if conn is not None:
                 conn.close()
+            if self._announcer is not None:
+                self._announcer.close()
             stops = [op for op in [stop, *batch] if op is not None and op.run is _stop_marker]
             _post([(op.future, None, error) for op in stops])
 
@@ -364,26 +381,36 @@ class _Worker:
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             if version != self._data_version or len(self._next_seq) > _MAX_COUNTERS:
                 self._next_seq.clear()  # someone else committed: counters may be stale
+            self._changed.clear()
             results = [op.run(conn) for op in writes]
             conn.execute("COMMIT")
         except BaseException:
             self._next_seq.clear()  # they may count lines that were rolled back
+            self._changed.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         self._data_version = version  # our own commits don't change it
+        self._to_announce |= self._changed
         return [(op.future, result, None) for op, result in zip(writes, results, strict=True)]
 
     # -- operations (run on the worker thread) -------------------------------------------
 
     def update(
-        self, params: dict[str, Any], job_id: str, lines: list[str], conn: sqlite3.Connection
+        self,
+        params: dict[str, Any],
+        job_id: str,
+        lines: list[str],
+        new_status: bool,
+        conn: sqlite3.Connection,
     ) -> int | None:
         """Write the job if it is still at the version `params` expects, and append
         `lines` after it; None if another writer got in first (nothing written), else
         the first line's index (-1 without lines)."""
         if conn.execute(_UPDATE_JOB, params).rowcount != 1:
             return None
+        if new_status:
+            self._changed.add(job_id)
         return self.append(job_id, lines, conn) if lines else -1
 
     def append(self, job_id: str, lines: list[str], conn: sqlite3.Connection) -> int:
@@ -397,7 +424,26 @@ class _Worker:
             [{"job_id": job_id, "seq": start + n, "line": line} for n, line in enumerate(lines)],
         )
         self._next_seq[job_id] = start + len(lines)
+        self._changed.add(job_id)
         return start
+
+    # -- notices to other processes --------------------------------------------------------
+
+    def _retry_in(self) -> float | None:
+        return self._announcer.retry_in() if self._announcer is not None else None
+
+    def _announce(self) -> None:
+        """Tell the other processes listening on this database what was committed."""
+        if self._announcer is None:
+            return
+        jobs, self._to_announce = self._to_announce, set()
+        try:
+            if jobs:
+                self._announcer.announce(jobs)
+            elif (due := self._announcer.retry_in()) is not None and due <= 0:
+                self._announcer.retry()
+        except Exception:  # never the worker's end: their streams catch up later
+            logger.exception("notifying other processes of %s failed", self.path)
 
 
 def _nothing(_conn: sqlite3.Connection) -> None:
@@ -438,6 +484,11 @@ def _insert_job(params: dict[str, Any], conn: sqlite3.Connection) -> None:
 def _select_job(job_id: str, conn: sqlite3.Connection) -> tuple[str, int] | None:
     row: tuple[str, int] | None = conn.execute(_SELECT_JOB, {"id": job_id}).fetchone()
     return row
+
+
+def _select_status(job_id: str, conn: sqlite3.Connection) -> str | None:
+    row: tuple[str] | None = conn.execute(_SELECT_STATUS, {"id": job_id}).fetchone()
+    return row[0] if row is not None else None
 
 
 def _append_messages(job_id: str, messages: list[str], conn: sqlite3.Connection) -> None:
@@ -492,6 +543,10 @@ class SqliteStateBackend:
         # job id -> (version, doc) as this instance last wrote or read it
         self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._docs_chars = 0
+        # Other processes' lines and statuses (module `coro.state.notify`): a socket
+        # bound once a subscriber follows a job, and the reads it triggers.
+        self._listener: Listener | None = None
+        self._catch_up: CatchUp | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -500,7 +555,12 @@ class SqliteStateBackend:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade_sqlite, self.path)
-        worker = _Worker(self.path)
+        directory = notify_dir(self.path)
+        listener = Listener(directory, self._heard) if directory is not None else None
+        announcer = None
+        if directory is not None:
+            announcer = Announcer(directory, own=lambda: listener.name if listener else None)
+        worker = _Worker(self.path, announcer)
         await worker.start()
         try:
             url = URL.create("sqlite+aiosqlite", database=str(self.path))
@@ -510,10 +570,21 @@ class SqliteStateBackend:
             await worker.stop()
             raise
         self._engine, self._worker = engine, worker
+        self._listener = listener
+        self._catch_up = CatchUp(self.bus, self.read_logs, self._read_status)
+        self.bus.on_follow = self._follow
 
     async def close(self) -> None:
         worker, self._worker = self._worker, None
         engine, self._engine = self._engine, None
+        listener, self._listener = self._listener, None
+        catch_up, self._catch_up = self._catch_up, None
+        if self.bus.on_follow == self._follow:
+            self.bus.on_follow = None
+        if listener is not None:
+            listener.close()
+        if catch_up is not None:
+            await catch_up.close()
         self._forget_all()
         if worker is not None:
             await worker.stop()  # queued writes commit first
@@ -576,11 +647,12 @@ class SqliteStateBackend:
                     **_columns(draft, new_doc),
                 }
                 worker = self._require_worker()
-                start = await self._write(partial(worker.update, params, job_id, lines))
+                changed = draft.status != before
+                start = await self._write(partial(worker.update, params, job_id, lines, changed))
                 if start is not None:
                     self._remember(job_id, version + 1, new_doc)
                     self.bus.publish_lines(job_id, _entries(start, lines))
-                    if draft.status != before:
+                    if changed:
                         self.bus.publish_status(job_id, draft.status)
                     return draft, True
                 # Another writer updated the job since that version: start over from
@@ -669,6 +741,33 @@ class SqliteStateBackend:
     async def count_logs(self, job_id: str) -> int:
         count: int = await self._read(partial(_count_logs, job_id))
         return count
+
+    # -- other processes' lines ------------------------------------------------------------
+
+    def _follow(self, job_id: str) -> None:
+        """`LogBus.on_follow`: listen for other processes' notices, then catch up."""
+        listener = self._listener
+        if listener is not None and not listener.started:
+            try:
+                listener.start()
+            except OSError as exc:
+                logger.warning(
+                    "live log lines from other processes on %s will not be shown: %s",
+                    self.path,
+                    exc,
+                )
+                self._listener = None
+        if self._catch_up is not None:
+            self._catch_up.job_changed(job_id)
+
+    def _heard(self, job_id: str) -> None:
+        """Another process committed lines or a status change of `job_id`."""
+        if self._catch_up is not None:
+            self._catch_up.job_changed(job_id)
+
+    async def _read_status(self, job_id: str) -> str | None:
+        status: str | None = await self._read(partial(_select_status, job_id))
+        return status
 
     # -- plumbing ----------------------------------------------------------------------
 
