@@ -12,6 +12,8 @@ from typing import Protocol
 
 from coro.domain.models import ConversationMessage, Job, LogEntry
 from coro.state.logbus import LogBus
+from coro.state.proposals import ProposalStore
+from coro.state.prs import PullRequestStore
 
 #: A job mutation: change the job in place; return False to leave it unwritten.
 #: Backends may call it more than once (optimistic retries), so it must not have
@@ -57,6 +59,14 @@ class StateBackend(Protocol):
     #: backend shared by several processes publishes theirs too (see `coro.state.logbus`).
     #: Replace it, if at all, before `open`.
     bus: LogBus
+
+    # The `local` SCM's pull requests, and the self-improvement proposals: there from
+    # construction (plugins are given them before `open`), usable once open.
+    @property
+    def prs(self) -> PullRequestStore: ...
+
+    @property
+    def proposals(self) -> ProposalStore: ...
 
     async def open(self) -> None:
         """Create/migrate storage. Called once before any other method."""

@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 from coro.state.logbus import LogBus
+from coro.state.proposals import MemoryProposalStore
+from coro.state.prs import MemoryPullRequestStore
 
 
 class MemoryStateBackend:
     def __init__(self, bus: LogBus | None = None) -> None:
         self.bus = bus if bus is not None else LogBus()
+        self.prs = MemoryPullRequestStore()
+        self.proposals = MemoryProposalStore()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # creation order
         self._logs: dict[str, list[str]] = {}

@@ -7,7 +7,7 @@ to the same shape (`tests/test_state.py` checks that a migrated database matches
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, Table, Text, text
 
 metadata = MetaData()
 
@@ -59,8 +59,10 @@ job_logs = Table(
 # --- the offline `local` SCM (`coro.plugins.scm.local`) ----------------------------------
 
 #: Pull requests between branches of the bare repositories under `reposDir`. Ids are one
-#: sequence across every repository (`coro pr approve 3` needs no repository). `state` is
-#: open | merged | declined; `reviewers` is a JSON list of requested reviewers.
+#: sequence across every repository (`coro pr approve 3` needs no repository), made by
+#: the database (SQLite's rowid, PostgreSQL's SERIAL), so concurrent creators never share
+#: one. `state` is open | merged | declined; `reviewers` is a JSON list of requested
+#: reviewers. At most one pull request between two branches of a repository is open.
 local_pull_requests = Table(
     "local_pull_requests",
     metadata,
@@ -78,6 +80,15 @@ local_pull_requests = Table(
     Column("merged_at", Text, nullable=True),
     Column("merge_sha", Text, nullable=True),
     Index("ix_local_pull_requests_repo_state", "repo", "state"),
+    Index(
+        "ux_local_pull_requests_open_branches",
+        "repo",
+        "source_branch",
+        "target_branch",
+        unique=True,
+        sqlite_where=text("state = 'open'"),
+        postgresql_where=text("state = 'open'"),
+    ),
 )
 
 #: Comments on local pull requests; `in_reply_to` is the id of another comment of the
@@ -111,4 +122,31 @@ local_pr_approvals = Table(
     ),
     Column("reviewer", Text, primary_key=True),
     Column("created_at", Text, nullable=False),
+)
+
+# --- self-improvement proposals (`coro.state.proposals`) ---------------------------------
+
+#: One row per proposal; `doc` is the whole proposal (`Proposal.to_json()` as JSON text),
+#: the other columns are copies of its fields kept for filtering, ordering and the rules.
+#: `slot` is "<layer>:<job id>": a job makes one proposal per layer (NULL only for the
+#: extra ones of a pair imported from an older runner's files). `claim` / `claimed_at`
+#: (epoch milliseconds) mark a decision in progress (approve or reject): taken with a
+#: compare-and-set, so two deciders (in any process) never both hold one proposal.
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("layer", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("slot", Text, nullable=True),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("claim", Text, nullable=True),
+    Column("claimed_at", BigInteger, nullable=True),
+    Column("doc", Text, nullable=False),
+    Index("ux_proposals_slot", "slot", unique=True),
+    Index("ix_proposals_status", "status"),
+    Index("ix_proposals_created_at", "created_at"),
 )

@@ -67,6 +67,8 @@ from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.notify import Announcer, Listener, notify_dir
+from coro.state.proposals_sql import SqlProposalStore
+from coro.state.prs_sql import SqlPullRequestStore
 from coro.state.schema import job_logs, job_transcripts, jobs
 
 if TYPE_CHECKING:
@@ -536,6 +538,9 @@ class SqliteStateBackend:
         self.path = Path(path)
         self.bus = bus if bus is not None else LogBus()
         self._engine: AsyncEngine | None = None
+        # on the engine `open` creates (the stores exist before it: plugins get them)
+        self.prs = SqlPullRequestStore(self._require_engine)
+        self.proposals = SqlProposalStore(self._require_engine)
         self._worker: _Worker | None = None
         self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
