@@ -392,6 +392,9 @@ SECRET_VALUE_MAPS = frozenset({"env", "headers"})
 #: Where a PUT replaces an entry whole instead of merging into it (`*`: any key).
 REPLACED_WHOLE: tuple[tuple[str, ...], ...] = (("mcpServers", "*"), ("llm", "aliases", "*"))
 _LOOKS_MASKED = re.compile(r"^\S{4}\.\.\.\S{4}$")
+#: URLs that may carry a password (`postgresql://user:password@host/db`): shown with the
+#: password and query values masked (`coro.secrets.mask_url`), the rest readable.
+SECRET_URL_PATHS: frozenset[tuple[str, ...]] = frozenset({("state", "url")})
 
 ConfigPath = tuple[str, ...]
 
@@ -420,13 +423,15 @@ def mask_config(
     data: dict[str, Any], secret_keys: Mapping[str, Iterable[str]] | None = None
 ) -> dict[str, Any]:
     """A copy of config JSON with every secret masked (`coro.secrets.mask_secret`)."""
-    from coro.secrets import mask_secret
+    from coro.secrets import mask_secret, mask_url
 
     def walk(node: Any, path: ConfigPath) -> Any:
         if isinstance(node, dict):
             return {key: walk(value, (*path, str(key))) for key, value in node.items()}
         if isinstance(node, list):
             return [walk(item, path) for item in node]
+        if isinstance(node, str) and path in SECRET_URL_PATHS:
+            return mask_url(node)
         if isinstance(node, str) and is_secret_path(path, secret_keys):
             return mask_secret(node)
         return node
@@ -485,6 +490,17 @@ def apply_config_patch(
             seen = shown.get(key) if isinstance(shown, dict) else None
             if isinstance(value, dict) and isinstance(into.get(key), dict):
                 restore(value, into[key], before, seen, here)
+            elif isinstance(value, str) and here in SECRET_URL_PATHS:
+                if isinstance(before, str) and value == seen and seen != before:
+                    into[key] = before
+                elif _has_masked_password(value):
+                    issues.append(
+                        {
+                            "path": ".".join(here),
+                            "message": "the password looks masked but the URL matches no "
+                            "stored value: send the real password",
+                        }
+                    )
             elif isinstance(value, str) and is_secret_path(here, secret_keys):
                 if isinstance(before, str) and value == seen and seen != before:
                     into[key] = before
@@ -499,3 +515,13 @@ def apply_config_patch(
 
     restore(patch, merged, stored, masked, ())
     return merged, issues
+
+
+def _has_masked_password(url: str) -> bool:
+    from coro.secrets import MASKED
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return False
+    return password is not None and (password == MASKED or bool(_LOOKS_MASKED.match(password)))

@@ -6,6 +6,8 @@ library (imports are absolute); import this one as `coro.secrets`.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 #: Values shorter than this are masked entirely: showing 8 of their characters
 #: would give most of them away.
 MASK_MIN_LENGTH = 12
@@ -28,3 +30,18 @@ def mask_secret(value: str) -> str:
 def mask_values(mapping: dict[str, str]) -> dict[str, str]:
     """The same keys with every value masked (environment variables, HTTP headers)."""
     return {key: mask_secret(str(value)) for key, value in mapping.items()}
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password and query values masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        user = parts.username or ""
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{user}:{mask_secret(parts.password)}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, mask_secret(v)) for k, v in pairs], safe="*.")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -15,6 +15,7 @@ import pytest
 from coro.api.server import Served, serve
 from coro.config import CoroConfig, CoroHome
 from coro.runner import Runner
+from tests.pg import fresh_database
 from tests.real_model import LocalModel, local_model
 from tests.sse import frames
 
@@ -23,6 +24,33 @@ WAIT_LIMIT = 60  # a guard against hangs, not a timing assertion
 
 #: The browser fixture (`chromium`) for the dashboard tests.
 pytest_plugins = ("tests.browser",)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.backends("sqlite", "postgres")`: run the test once per state backend
+    (its runners get that backend through the `state_url` fixture)."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "state_url" in metafunc.fixturenames:
+        metafunc.parametrize("state_url", marker.args, indirect=True)
+
+
+@pytest.fixture
+async def state_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """The `state.url` of the runners a test starts: None (SQLite in `$CORO_HOME`, the
+    default) or, for a test marked `backends(..., "postgres")`, a fresh PostgreSQL
+    database of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+    else:
+        async with fresh_database() as url:
+            yield url
+
+
+def on_backend(config: CoroConfig, state_url: str | None) -> CoroConfig:
+    """`config` keeping its state at `state_url` (unchanged when that is None)."""
+    if state_url is None:
+        return config
+    return config.model_copy(update={"state": config.state.model_copy(update={"url": state_url})})
 
 
 @pytest.fixture
@@ -143,12 +171,12 @@ ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
 
 
 @pytest.fixture
-def api_factory(home: CoroHome) -> ApiFactory:
+def api_factory(home: CoroHome, state_url: str | None) -> ApiFactory:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def start(config: CoroConfig | None = None, **runner_kwargs: Any) -> AsyncIterator[Api]:
-        config = config or make_config()
+        config = on_backend(config or make_config(), state_url)
         home.save_config(config)
         runner = Runner(home, config, **runner_kwargs)
         async with (

@@ -13,6 +13,7 @@ from coro.config import CoroConfig, apply_config_patch, mask_config, merge_confi
 from tests.conftest import Api, ApiFactory, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, text
 from tests.fakes.jira_server import FakeJira
+from tests.pg import fresh_database
 
 ONE_PHASE = [{"name": "work", "agent": None, "status": "working"}]
 
@@ -330,6 +331,35 @@ def test_masks_and_their_round_trip(stored: str, shown: str) -> None:
     assert masked["plugins"]["installed"]["p"]["config"] == {"secretish": shown, "other": 5}
     merged, issues = apply_config_patch(data, masked, {"p": {"secretish"}})
     assert merged == data and issues == []
+
+
+async def test_the_state_url_is_shown_and_kept_without_its_password(
+    api_factory: ApiFactory,
+) -> None:
+    password = "pg-" + "s3cr3t" * 4
+    async with fresh_database() as url:
+        secret_url = url.replace("postgres@", f"postgres:{password}@")
+        config = CoroConfig.model_validate(
+            {"llm": {"defaultProvider": "script"}, "state": {"url": secret_url}}
+        )
+        async with api_factory(config) as api:
+            got = await api.client.get("/config")
+            shown = got.json()["config"]["state"]["url"]
+            kept = await api.client.put(
+                "/config", json={"state": {"url": shown}, "jobs": {"maxConcurrent": 3}}
+            )
+            elsewhere = await api.client.put(
+                "/config", json={"state": {"url": shown.replace("127.0.0.1", "db.example")}}
+            )
+        on_disk = json.loads(api.home.config_file.read_text())
+    assert password not in got.text + kept.text + elsewhere.text
+    assert shown == url.replace("postgres@", "postgres:pg-s...cr3t@")  # the rest readable
+    assert kept.status_code == 200, kept.text
+    assert on_disk["state"]["url"] == secret_url
+    assert on_disk["jobs"]["maxConcurrent"] == 3
+    # a masked password sent with another URL would be saved as the password
+    assert elsewhere.status_code == 400
+    assert [issue["path"] for issue in elsewhere.json()["issues"]] == ["state.url"]
 
 
 async def test_a_rotated_api_token_is_enforced_at_once(api_factory: ApiFactory) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import Api, write_workflow
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 TWO_PHASES = [
     {"name": "planning", "agent": None, "status": "planning"},
@@ -143,6 +147,7 @@ async def test_a_new_session_requested_mid_turn_is_not_written_back(api: Api) ->
     assert any("starting clean" in c for c in contents)
 
 
+@pytest.mark.backends("sqlite")  # it reads the SQLite file itself
 async def test_the_transcript_is_stored_beside_the_job_and_shown_with_it(api: Api) -> None:
     import json
     import sqlite3

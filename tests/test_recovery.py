@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from coro.api.server import free_port
 from coro.config import CoroHome
-from tests.conftest import StreamResult, make_config, write_workflow
+from tests.conftest import StreamResult, make_config, on_backend, write_workflow
 from tests.sse import frames
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 async def start_runner(home: CoroHome, port: int) -> asyncio.subprocess.Process:
@@ -59,8 +62,10 @@ async def read_stream(client: httpx.AsyncClient, job_id: str, until: str | None)
     return result
 
 
-async def test_sigkill_mid_phase_then_restart_resumes_and_completes(home: CoroHome) -> None:
-    home.save_config(make_config())
+async def test_sigkill_mid_phase_then_restart_resumes_and_completes(
+    home: CoroHome, state_url: str | None
+) -> None:
+    home.save_config(on_backend(make_config(), state_url))
     workflow = write_workflow(
         home, "crashy", [{"name": "build", "agent": None}, {"name": "verify", "agent": None}]
     )
@@ -109,11 +114,13 @@ async def test_sigkill_mid_phase_then_restart_resumes_and_completes(home: CoroHo
     assert job["phaseVisits"] == {"build": 2, "verify": 1}
 
 
-async def test_rate_limit_timer_is_rearmed_after_a_restart(home: CoroHome) -> None:
+async def test_rate_limit_timer_is_rearmed_after_a_restart(
+    home: CoroHome, state_url: str | None
+) -> None:
     from coro.api.server import serve
     from coro.runner import Runner
 
-    config = make_config()
+    config = on_backend(make_config(), state_url)
     home.save_config(config)
     workflow = write_workflow(home, "limited", [{"name": "work", "agent": None}])
     script = {"work": [[{"rateLimit": 0.5}], [{"text": "resumed after restart"}]]}

@@ -12,6 +12,9 @@ from coro.state.logbus import LogBus, SubscriptionClosed
 from tests.conftest import Api, write_workflow
 from tests.sse import frames
 
+#: the tests that run a job, once per state backend (the bus tests need none)
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 ONE_PHASE = [{"name": "work", "agent": None}]
 
 

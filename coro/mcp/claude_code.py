@@ -18,9 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from coro.secrets import mask_secret, mask_values
+from coro.secrets import mask_secret, mask_url, mask_values
 
 USER_FILE = ".claude.json"
 PROJECT_FILE = ".mcp.json"
@@ -140,21 +139,6 @@ def _strings(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password and query values masked."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        user = parts.username or ""
-        host = netloc.rsplit("@", 1)[1]
-        netloc = f"{user}:{mask_secret(parts.password)}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, mask_secret(v)) for k, v in pairs], safe="*.")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def mask_args(args: list[str]) -> list[str]:
