@@ -75,15 +75,18 @@ class Runner:
         self.config = config if config is not None else home.load_config()
         self.backend = backend or state_backend(home, self.config)
         self.store = JobStore(self.backend)
+        #: what plugins and executors are created with (the local SCM's pull requests
+        #: live in the backend)
+        self.plugin_context = PluginContext(home, prs=self.backend.prs)
         #: drop-in plugins installed under `$CORO_HOME/plugins/site`
         self.dropins = dropin_catalog(home)
-        self.plugins = PluginSet(self.config, PluginContext(home), self.dropins)
+        self.plugins = PluginSet(self.config, self.plugin_context, self.dropins)
         self._own_executors = executors is None
         self.env = EngineEnv(
             store=self.store,
             layers=IntelligenceLayers.from_config(home, self.config),
             executors=executors
-            or build_executors(self.config, catalog=self.dropins, context=PluginContext(home)),
+            or build_executors(self.config, catalog=self.dropins, context=self.plugin_context),
             tools=tools or engine_tools(),
             config=self.config,
             work_root=home.work_dir(self.config),
@@ -135,7 +138,7 @@ class Runner:
         Never raises for a broken plugin: it is reported in `failed`. Callers that also
         change config.json hold `config_lock` around the change and the reload.
         """
-        context = PluginContext(self.home)
+        context = self.plugin_context
         old_config, old_plugins, old_executors = self.config, self.plugins, self.env.executors
         plugins = PluginSet(new, context, self.dropins, previous=old_plugins)
         executors = old_executors  # an injected registry (tests) is kept as it is

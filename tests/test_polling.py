@@ -13,6 +13,7 @@ from coro.engine.events import InboundEvent, MemoryEventTransport
 from coro.engine.polling import PollingTransport
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
+from coro.state.prs import MemoryPullRequestStore
 from coro.state.sqlite import SqliteStateBackend
 from coro.state.store import JobStore
 from tests.fakes.github_server import FakeGitHub
@@ -63,7 +64,8 @@ async def plugins(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[PluginSet
             }
         }
     )
-    plugin_set = PluginSet(config, PluginContext(CoroHome(tmp_path / "home")))
+    context = PluginContext(CoroHome(tmp_path / "home"), prs=MemoryPullRequestStore())
+    plugin_set = PluginSet(config, context)
     yield plugin_set
     await plugin_set.aclose()
 

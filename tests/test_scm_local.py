@@ -1,5 +1,6 @@
 """The offline `local` SCM: bare repositories on disk, pull requests in the runner's
-SQLite database, merges with real git — through the plugin and through `/scm/local/…`.
+state backend (a real SQLite file), merges with real git — through the plugin and
+through `/scm/local/…`.
 
 The user's git configuration is never read: HOME and GIT_CONFIG_GLOBAL point at the
 test's own directory and the system configuration is off.
@@ -28,6 +29,8 @@ from coro.plugins.scm.local import (
     check_repo_name,
     create,
 )
+from coro.state.prs import MemoryPullRequestStore
+from coro.state.sqlite import SqliteStateBackend
 from coro.system.git import GitWorkspace
 from tests.conftest import Api, ApiFactory
 
@@ -56,11 +59,17 @@ def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def scm(home: CoroHome) -> AsyncIterator[LocalScm]:
-    plugin = create({}, PluginContext(home))
+    backend = SqliteStateBackend(home.state_db)
+    await backend.open()
     try:
-        yield plugin
+        yield create({}, PluginContext(home, prs=backend.prs))
     finally:
-        await plugin.aclose()
+        await backend.close()
+
+
+def context(home: CoroHome) -> PluginContext:
+    """For what needs no stored pull request."""
+    return PluginContext(home, prs=MemoryPullRequestStore())
 
 
 def seed_dir(tmp_path: Path) -> Path:
@@ -115,9 +124,9 @@ async def repo_with_pr(scm: LocalScm, tmp_path: Path, repo: str = "shop") -> int
 
 
 def test_settings_default_and_custom(home: CoroHome, tmp_path: Path) -> None:
-    default = create({}, PluginContext(home))
+    default = create({}, context(home))
     custom = create(
-        {"reposDir": str(tmp_path / "elsewhere"), "defaultBranch": "trunk"}, PluginContext(home)
+        {"reposDir": str(tmp_path / "elsewhere"), "defaultBranch": "trunk"}, context(home)
     )
 
     assert default.id == "local"
@@ -141,12 +150,12 @@ def test_invalid_settings_name_the_field(
     home: CoroHome, settings: dict[str, str], field: str
 ) -> None:
     with pytest.raises(PluginConfigError) as raised:
-        create(settings, PluginContext(home))
+        create(settings, context(home))
     assert field in str(raised.value)
 
 
 def test_the_runner_loads_the_local_scm_without_configuration(home: CoroHome) -> None:
-    plugins = PluginSet(CoroConfig(), PluginContext(home))
+    plugins = PluginSet(CoroConfig(), context(home))
 
     assert isinstance(plugins.get("scm", "local"), LocalScm)
     assert isinstance(plugins.resolve("scm"), LocalScm)
@@ -519,11 +528,12 @@ async def test_an_old_database_is_migrated_on_first_use(home: CoroHome, tmp_path
         engine.dispose()
     assert current_revision(home.state_db) == "0001"
 
-    plugin = create({}, PluginContext(home))
+    backend = SqliteStateBackend(home.state_db)
+    await backend.open()
     try:
-        assert await plugin.list_prs() == []
+        assert await create({}, PluginContext(home, prs=backend.prs)).list_prs() == []
     finally:
-        await plugin.aclose()
+        await backend.close()
 
     assert current_revision(home.state_db) not in (None, "0001")
 

@@ -219,7 +219,7 @@ async def _serve_stdio(
             _fail(f"unknown job {job_id!r} (CORO_HOME={home.root})")
             return 1
         store = JobStore(backend)
-        plugins = PluginSet(config, PluginContext(home))
+        plugins = PluginSet(config, PluginContext(home, prs=backend.prs))
         contexts = JobContexts(
             store,
             home.work_dir(config),

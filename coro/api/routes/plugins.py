@@ -28,7 +28,6 @@ from coro.executors import (
     close_executor,
     create_executor,
 )
-from coro.plugins.context import PluginContext
 from coro.plugins.dropins import Dropin, InstallError
 from coro.plugins.manifest import HOST_API_VERSION, PLUGIN_ID_PATTERN, PluginManifest
 from coro.plugins.registry import (
@@ -208,7 +207,7 @@ def _executor(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> Exec
     if draft is not None:
         try:
             return create_executor(
-                plugin_id, draft, catalog=runner.dropins, context=PluginContext(runner.home)
+                plugin_id, draft, catalog=runner.dropins, context=runner.plugin_context
             )
         except (PluginConfigError, PluginLoadError) as exc:
             raise InvalidRequest(f"Invalid config for {plugin_id}: {exc}") from exc
@@ -285,7 +284,7 @@ async def _test_connection(
             raise InvalidRequest("pluginId is required with a draft config")
         try:
             plugin = create_plugin(
-                kind, body.plugin_id, body.config, PluginContext(runner.home), runner.dropins
+                kind, body.plugin_id, body.config, runner.plugin_context, runner.dropins
             )
         except (PluginConfigError, PluginLoadError) as exc:
             raise InvalidRequest(f"Invalid config for {body.plugin_id}: {exc}") from exc
