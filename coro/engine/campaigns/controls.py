@@ -5,22 +5,23 @@ start), the cancellation of a campaign's children with it, and the API's reads."
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from coro.domain.models import CampaignChild, Job, is_stopped, is_terminal
 from coro.engine.campaigns import reports
 from coro.engine.campaigns.coordinator import CampaignCoordinator
 from coro.engine.campaigns.model import (
-    ACTIONS,
     HALTING,
     TERMINAL_CHILD,
-    Action,
     ChildNotFound,
     is_campaign,
 )
 from coro.engine.service import Conflict, InvalidRequest
 
 logger = logging.getLogger(__name__)
+
+Action = Literal["skip", "rerun", "cancel", "abandon", "resume", "start"]
+ACTIONS: tuple[Action, ...] = ("skip", "rerun", "cancel", "abandon", "resume", "start")
 
 
 class CampaignService(CampaignCoordinator):

@@ -19,14 +19,10 @@ from coro.domain.models import (
     iso_now,
 )
 from coro.engine.campaigns.model import (
-    CAMPAIGN_LABELS,
     DEFAULT_CHILD_WORKFLOW,
-    HALT_LABEL,
     HALTING,
-    INHERITED_PARAMS,
     JOB_TO_CHILD,
     MAX_CHILDREN,
-    STALL_LABEL,
     TERMINAL_CHILD,
     ChildNotFound,
     coordinating_phase,
@@ -40,6 +36,13 @@ from coro.engine.env import EngineEnv
 from coro.engine.service import Conflict, JobService, NewJob
 
 logger = logging.getLogger(__name__)
+
+#: parent params every child inherits (the child's own params win)
+INHERITED_PARAMS = ("repo", "repoSlug", "reviewers", "gitProvider")
+#: why a campaign parks in `awaiting-developer-input` (its `awaiting_event`)
+HALT_LABEL = "developer-input: campaign halted by failed child"
+STALL_LABEL = "developer-input: campaign stalled on unmet dependencies"
+CAMPAIGN_LABELS = frozenset({HALT_LABEL, STALL_LABEL})
 
 
 class CampaignCoordinator:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Literal
 
 from coro.domain.models import (
     AWAITING_CHILDREN,
@@ -46,20 +45,9 @@ JOB_TO_CHILD: dict[str, CampaignChildStatus] = {
 CHILD_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 MAX_CHILDREN = 200
 DEFAULT_CHILD_WORKFLOW = "workflows/job/workflow.md"
-CAMPAIGN_WORKFLOW = "workflows/campaign/workflow.md"
 COORDINATING = "coordinating"
 #: where the campaign goes when its workflow declares nothing after `coordinating`
 FALLBACK_AFTER_COORDINATING = "aggregation"
-#: parent params every child inherits (the child's own params win)
-INHERITED_PARAMS = ("repo", "repoSlug", "reviewers", "gitProvider")
-#: params an agent may not set through `switch_workflow` (they drive the runner)
-PROTECTED_PARAMS = frozenset({"script", "campaignParentId", "campaignChildName"})
-HALT_LABEL = "developer-input: campaign halted by failed child"
-STALL_LABEL = "developer-input: campaign stalled on unmet dependencies"
-CAMPAIGN_LABELS = frozenset({HALT_LABEL, STALL_LABEL})
-
-Action = Literal["skip", "rerun", "cancel", "abandon", "resume", "start"]
-ACTIONS: tuple[Action, ...] = ("skip", "rerun", "cancel", "abandon", "resume", "start")
 
 
 class ChildNotFound(JobNotFound):

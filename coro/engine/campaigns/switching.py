@@ -15,10 +15,14 @@ from coro.domain.models import (
     iso_now,
 )
 from coro.domain.workflows import WorkflowError
-from coro.engine.campaigns.model import CAMPAIGN_WORKFLOW, PROTECTED_PARAMS, is_campaign
+from coro.engine.campaigns.model import is_campaign
 from coro.engine.service import Conflict, InvalidRequest
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.state.store import JobStore
+
+CAMPAIGN_WORKFLOW = "workflows/campaign/workflow.md"
+#: params an agent may not set through `switch_workflow` (they drive the runner)
+PROTECTED_PARAMS = frozenset({"script", "campaignParentId", "campaignChildName"})
 
 
 async def switch_workflow(
