@@ -76,6 +76,7 @@ from coro.executors.claude_code_cli import (
 )
 from coro.executors.claude_code_tools import ToolCalls, session_tools
 from coro.executors.common import parse_settings
+from coro.plugins.context import PluginContext
 from coro.plugins.http import clamp_wait, display_url
 from coro.version import __version__
 
@@ -158,7 +159,7 @@ class ClaudeCodeSettings(BaseModel):
         return str(Path(value.strip()).expanduser())
 
 
-def create(settings: dict[str, Any]) -> ClaudeCodeExecutor:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> ClaudeCodeExecutor:
     """The executor for `plugins.installed.claude-code.config`; `PluginConfigError` names
     the failing field, never its value."""
     try:
