@@ -24,6 +24,7 @@ from coro.engine.service import JobService
 from coro.engine.toolset import engine_tools
 from coro.executors import ExecutorRegistry, build_executors
 from coro.intelligence.layers import IntelligenceLayers
+from coro.intelligence.proposals import import_disk_proposals
 from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
@@ -200,6 +201,8 @@ class Runner:
         self.home.ensure()
         self.env.work_root.mkdir(parents=True, exist_ok=True)
         await self.backend.open()
+        # proposals an older runner kept as files join the others (once: they are renamed)
+        await import_disk_proposals(self.backend.proposals, self.env.layers.tenant_dir)
         # A tenant remote's first clone starts now, in the background: the API is up at
         # once, and jobs (and job creation) wait for the clone rather than see no layer.
         self._tenant_refresh = asyncio.create_task(self.env.layers.refresh())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from coro.config import CoroHome
 from tests.conftest import Api, ApiFactory, make_config, user_prompts, write_workflow
 
 ONE_PHASE = [{"name": "work", "agent": None}]
@@ -133,10 +134,13 @@ async def test_workflows_are_listed_through_the_layers(api: Api) -> None:
     assert bad.status_code == 400
 
 
-async def test_proposals_on_disk_are_listed_and_filtered(api: Api) -> None:
+async def test_proposals_on_disk_are_listed_and_filtered(
+    api_factory: ApiFactory, home: CoroHome
+) -> None:
+    """Proposals an older runner kept as files are imported when the runner starts."""
     import json
 
-    root = api.runner.env.layers.tenant_dir / "proposals"
+    root = home.root / "intelligence" / "proposals"
     for n, status in enumerate(["pending", "approved"]):
         folder = root / f"proposal-{n}"
         folder.mkdir(parents=True)
@@ -157,11 +161,12 @@ async def test_proposals_on_disk_are_listed_and_filtered(api: Api) -> None:
         )
     (root / "broken").mkdir()
     (root / "broken" / "proposal.json").write_text("{not json")
-    listing = (await api.client.get("/proposals")).json()
-    assert listing["count"] == 2
-    assert [p["id"] for p in listing["proposals"]] == ["proposal-1", "proposal-0"]
-    assert listing["proposals"][0]["fileCount"] == 1
-    pending = (await api.client.get("/proposals", params={"status": "pending"})).json()
-    assert [p["title"] for p in pending["proposals"]] == ["p0"]
-    bad = await api.client.get("/proposals", params={"status": "maybe"})
-    assert bad.status_code == 400
+    async with api_factory() as api:
+        listing = (await api.client.get("/proposals")).json()
+        assert listing["count"] == 2
+        assert [p["id"] for p in listing["proposals"]] == ["proposal-1", "proposal-0"]
+        assert listing["proposals"][0]["fileCount"] == 1
+        pending = (await api.client.get("/proposals", params={"status": "pending"})).json()
+        assert [p["title"] for p in pending["proposals"]] == ["p0"]
+        bad = await api.client.get("/proposals", params={"status": "maybe"})
+        assert bad.status_code == 400

@@ -16,15 +16,11 @@ import pytest
 from coro.config import CoroConfig, CoroHome
 from coro.executors import ExecutorRegistry, ScriptExecutor
 from coro.executors.base import ExecutorEvent, PhaseRequest
-from coro.intelligence.proposals import (
-    ProposalConflict,
-    ProposalError,
-    ProposalFile,
-    ProposalStore,
-    write_files_atomically,
-)
+from coro.intelligence.proposals import ProposalError, propose, write_files_atomically
 from coro.plugins.scm.local import LocalScm
+from coro.state.proposals import ProposalConflict, ProposalFile, Proposed
 from tests.conftest import Api, ApiFactory, write_workflow
+from tests.store_backends import KINDS, open_backends
 
 MANUAL_POLLING = {"intervalSeconds": 3600, "localChangeDelaySeconds": 3600}
 OLD_AGENT = "# Helper\n\nOLD-AGENT-RULE: keep functions short.\n"
@@ -154,13 +150,13 @@ async def test_a_proposal_never_touches_live_intelligence_until_approved(
         check_prompt = executor.prompts[(job["id"], "check")][0]
         assert "OLD-AGENT-RULE" in check_prompt and "NEW-AGENT-RULE" not in check_prompt
 
-        stored = tenant(home) / "proposals" / proposal_id
-        record = json.loads((stored / "proposal.json").read_text())
+        stored = await api.runner.backend.proposals.get(proposal_id)
+        assert stored is not None
+        record = stored.to_json()
         assert record["status"] == "pending"
         assert record["title"] == "Ask for docstrings"
         assert record["rationale"].startswith("Undocumented helpers")
         assert record["files"] == [{"path": "agents/helper.md", "content": NEW_AGENT}]
-        assert (stored / "files" / "agents" / "helper.md").read_text() == NEW_AGENT
 
         [(_, listed)] = tool_results(job, "list_proposals")
         assert listed["count"] == 1 and listed["proposals"][0]["id"] == proposal_id
@@ -333,6 +329,7 @@ async def test_a_repo_proposal_needs_a_job_with_a_repository(
             write_workflow(home, "improve", [{"name": "work", "agent": None}]),
             {"work": [propose_agent("Docs", targetLayer="repo")]},
         )
+        assert await api.runner.backend.proposals.list() == []
     [(error, message)] = tool_results(job, "propose_change")
     assert error is True and "has no repository" in message
     assert not (tenant(home) / "proposals").exists()
@@ -404,36 +401,40 @@ async def test_bad_paths_and_contents_are_refused(api_factory: ApiFactory, home:
         assert (await api.client.post("/proposals/nope/reject", json={"x": 1})).status_code == 400
 
 
-def test_one_proposal_per_job_and_layer(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path / "proposals")
-    files = [ProposalFile(path="agents/helper.md", content=NEW_AGENT)]
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_proposal_per_job_and_layer(kind: str, tmp_path: Path) -> None:
+    async with open_backends(kind, tmp_path) as [backend]:
+        store = backend.proposals
+        files = [ProposalFile(path="agents/helper.md", content=NEW_AGENT)]
 
-    def propose(layer: Any = None, path: str = "agents/helper.md") -> Any:
-        return store.propose(
-            job_id="job-1",
-            phase="work",
-            proposal_type="modify-agent",
-            title="t",
-            rationale="r",
-            description="d",
-            files=[ProposalFile(path=path, content=NEW_AGENT)],
-            target_layer=layer,
-        )
+        async def proposed(layer: Any = None, path: str = "agents/helper.md") -> Proposed:
+            return await propose(
+                store,
+                job_id="job-1",
+                phase="work",
+                proposal_type="modify-agent",
+                title="t",
+                rationale="r",
+                description="d",
+                files=[ProposalFile(path=path, content=NEW_AGENT)],
+                target_layer=layer,
+            )
 
-    first = propose()
-    assert propose().proposal.id == first.proposal.id
-    repo = propose(path=".coro/agents/helper.md")
-    assert repo.proposal.id != first.proposal.id and repo.proposal.layer == "repo"
-    assert repo.proposal.files[0].path == "agents/helper.md"
-    with store.deciding(first.proposal.id) as held:
+        first = await proposed()
+        assert (await proposed()).proposal.id == first.proposal.id
+        repo = await proposed(path=".coro/agents/helper.md")
+        assert repo.proposal.id != first.proposal.id and repo.proposal.layer == "repo"
+        assert repo.proposal.files[0].path == "agents/helper.md"
+        async with store.deciding(first.proposal.id) as held:
+            with pytest.raises(ProposalConflict):
+                await proposed()  # being decided
+            await store.update(held.id, status="rejected")
+        with pytest.raises(ProposalConflict, match="already rejected"):
+            await proposed()
         with pytest.raises(ProposalConflict):
-            propose()  # being decided
-        store.update(held, status="rejected")
-    with pytest.raises(ProposalConflict, match="already rejected"):
-        propose()
-    with pytest.raises(ProposalConflict), store.deciding(first.proposal.id):
-        pass
-    assert len(files) == 1
+            async with store.deciding(first.proposal.id):
+                pass
+        assert len(files) == 1
 
 
 def test_applying_files_is_all_or_nothing_and_stays_in_the_layer(tmp_path: Path) -> None:

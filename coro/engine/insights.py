@@ -36,17 +36,17 @@ from coro.engine.service import (
 )
 from coro.intelligence.proposals import (
     REPO_PREFIX,
-    Proposal,
-    ProposalStore,
+    get_proposal,
     proposal_branch,
     write_files_atomically,
 )
 from coro.plugins.registry import PluginResolutionError
 from coro.plugins.scm.base import PullRequest, ScmPlugin
 from coro.state.backend import JobNotFound
+from coro.state.proposals import Proposal, ProposalStore
 from coro.state.store import JobStore
 from coro.system.git import GitError, GitWorkspace
-from coro.tools.intelligence import job_repository, proposal_store
+from coro.tools.intelligence import job_repository
 from coro.tools.scm import COMMIT_AUTHOR
 
 DEFAULT_ACTOR = "dashboard-user"
@@ -267,16 +267,16 @@ class ProposalService:
     def __init__(self, env: EngineEnv, jobs: JobService) -> None:
         self.env = env
         self.jobs = jobs
-        self.store: ProposalStore = proposal_store(env.layers)
+        self.store: ProposalStore = env.store.backend.proposals
 
-    def get(self, proposal_id: str) -> Proposal:
-        return self.store.get(proposal_id)
+    async def get(self, proposal_id: str) -> Proposal:
+        return await get_proposal(self.store, proposal_id)
 
     async def approve(
         self, proposal_id: str, *, reviewer: str | None = None, note: str | None = None
     ) -> Proposal:
         who = (reviewer or "").strip() or DEFAULT_ACTOR
-        with self.store.deciding(proposal_id) as proposal:
+        async with self.store.deciding(proposal_id) as proposal:
             if proposal.layer == "repo":
                 return await self._approve_repo(proposal, who, note)
             return await self._approve_tenant(proposal, who, note)
@@ -285,11 +285,10 @@ class ProposalService:
         self, proposal_id: str, *, reason: str | None = None, reviewer: str | None = None
     ) -> Proposal:
         who = (reviewer or "").strip() or DEFAULT_ACTOR
-        with self.store.deciding(proposal_id) as proposal:
+        async with self.store.deciding(proposal_id) as proposal:
             now = iso_now()
-            proposal = await asyncio.to_thread(
-                self.store.update,
-                proposal,
+            proposal = await self.store.update(
+                proposal.id,
                 status="rejected",
                 reviewed_by=who,
                 review_note=(reason or "").strip() or None,
@@ -303,9 +302,8 @@ class ProposalService:
         self, proposal: Proposal, who: str, note: str | None, **fields: Any
     ) -> Proposal:
         """Record the approval (and what applying it produced) on the stored proposal."""
-        return await asyncio.to_thread(
-            self.store.update,
-            proposal,
+        return await self.store.update(
+            proposal.id,
             status="approved",
             reviewed_by=who,
             review_note=(note or "").strip() or None,
@@ -370,7 +368,7 @@ class ProposalService:
             f"({branch}) on {repo} {pr.url}",
         )
         tracking = await self._track(proposal, job, repo, plugin, pr)
-        return await asyncio.to_thread(self.store.update, proposal, tracking_job_id=tracking.id)
+        return await self.store.update(proposal.id, tracking_job_id=tracking.id)
 
     async def _open_pr(
         self, proposal: Proposal, job: Job, repo: str, plugin: ScmPlugin

@@ -1,8 +1,6 @@
-"""Self-improvement proposals kept on disk in the tenant layer (SPEC §4.8).
-
-A local proposal lives in `<tenant>/proposals/<id>/proposal.json` (its files are also
-copied under `<id>/files/` for people to read) and never touches live intelligence
-until it is approved:
+"""Self-improvement proposals: what they may contain and how an approved one is applied
+(SPEC §4.8). They are kept by the state backend (`backend.proposals`, see
+`coro.state.proposals`) and never touch live intelligence until approved:
 
 - `tenant` proposals are written into the tenant layer on approval, all files or none;
 - `repo` proposals become a branch with the files under `.coro/` and a pull request on
@@ -15,34 +13,39 @@ Proposed paths are layer-relative and limited to the kinds of intelligence:
 `workflows/<id>/workflow.md`, `agents/<name>.md`, `memory/**/*.md`, `.claude/CLAUDE.md`
 and `.claude/skills/**` (`skills/**` is read as `.claude/skills/**`). A leading `.coro/`
 (how the files sit in a repository) means the repo layer and is removed.
+
+Runners before this one kept proposals as `<tenant>/proposals/<id>/proposal.json`;
+`import_disk_proposals` (run at start-up) moves them into the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import re
-import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from coro.domain.models import CamelModel, iso_now, random_suffix, utcnow
+from coro.domain.models import iso_now, random_suffix, utcnow
 from coro.domain.paths import check_relative_path
 from coro.domain.workflows import WorkflowError, parse_workflow
+from coro.state.proposals import (
+    Layer,
+    Proposal,
+    ProposalFile,
+    ProposalNotFound,
+    ProposalStore,
+    Proposed,
+)
 
 logger = logging.getLogger(__name__)
-
-ProposalStatus = Literal["pending", "approved", "rejected"]
-PROPOSAL_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected")
-Layer = Literal["tenant", "repo"]
-LAYERS: tuple[str, ...] = ("tenant", "repo")
 
 #: The runner's own tenant (a local runner serves one).
 LOCAL_TENANT = "local"
@@ -86,71 +89,6 @@ KIND_HINT = (
 
 class ProposalError(ValueError):
     """The proposal (or a decision on it) is invalid; the message says why."""
-
-
-class ProposalNotFound(LookupError):
-    def __init__(self, proposal_id: str) -> None:
-        super().__init__(f"Proposal not found: {proposal_id}")
-        self.proposal_id = proposal_id
-
-
-class ProposalConflict(RuntimeError):
-    """The proposal's state does not allow this (already decided, being decided)."""
-
-
-class ProposalFile(CamelModel):
-    path: str
-    content: str
-
-
-class Proposal(CamelModel):
-    id: str
-    tenant_id: str
-    job_id: str
-    phase: str | None = None
-    type: str
-    title: str
-    rationale: str = ""
-    description: str = ""
-    status: ProposalStatus = "pending"
-    files: list[ProposalFile] = Field(default_factory=list)
-    target_layer: Layer | None = None
-    #: repo proposals: where the pull request went
-    repo: str | None = None
-    plugin_id: str | None = None
-    branch: str | None = None
-    pr_url: str | None = None
-    pr_id: int | None = None
-    tracking_job_id: str | None = None
-    reviewed_by: str | None = None
-    review_note: str | None = None
-    decided_at: str | None = None
-    #: tenant proposals: when the files were written into the layer
-    applied_at: str | None = None
-    created_at: str
-    updated_at: str
-
-    def summary(self) -> dict[str, Any]:
-        data = self.to_json(
-            include={
-                "id",
-                "job_id",
-                "type",
-                "title",
-                "status",
-                "target_layer",
-                "pr_url",
-                "branch",
-                "created_at",
-                "updated_at",
-            }
-        )
-        data["fileCount"] = len(self.files)
-        return data
-
-    @property
-    def layer(self) -> Layer:
-        return self.target_layer or "tenant"
 
 
 # --- validation --------------------------------------------------------------------------
@@ -327,140 +265,48 @@ def write_files_atomically(root: Path, files: Iterable[ProposalFile]) -> list[st
     return [relative for _, _, relative in plan]
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".proposal.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+# --- the store's side -------------------------------------------------------------------
 
 
-# --- the store ---------------------------------------------------------------------------
-
-#: proposals being decided right now, by (store root, id): a second decision is a 409
-_BUSY: set[tuple[str, str]] = set()
-
-
-@dataclass(frozen=True)
-class Proposed:
-    proposal: Proposal
-    updated: bool
+def check_proposal_id(proposal_id: str) -> str:
+    """A proposal id as proposals are named (anything else names none): `ProposalNotFound`."""
+    if not isinstance(proposal_id, str) or not _PROPOSAL_ID.fullmatch(proposal_id):
+        raise ProposalNotFound(str(proposal_id)[:200])
+    return proposal_id
 
 
-class ProposalStore:
-    """`<root>/<id>/proposal.json` (+ `files/`), newest first when listed."""
+async def get_proposal(store: ProposalStore, proposal_id: str) -> Proposal:
+    """The stored proposal; `ProposalNotFound`."""
+    found = await store.get(check_proposal_id(proposal_id))
+    if found is None:
+        raise ProposalNotFound(proposal_id)
+    return found
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
 
-    # -- reading --
-
-    def list(self, status: str | None = None, tenant_id: str | None = None) -> list[Proposal]:
-        """Proposals newest first; unreadable files are skipped (and logged)."""
-        found = []
-        for file in sorted(self.root.glob("*/proposal.json")):
-            proposal = self._read(file)
-            if proposal is None:
-                continue
-            if status not in (None, proposal.status):
-                continue
-            if tenant_id not in (None, proposal.tenant_id):
-                continue
-            found.append(proposal)
-        found.sort(key=lambda p: p.created_at, reverse=True)
-        return found
-
-    def get(self, proposal_id: str) -> Proposal:
-        if not isinstance(proposal_id, str) or not _PROPOSAL_ID.fullmatch(proposal_id):
-            raise ProposalNotFound(str(proposal_id)[:200])
-        file = self.root / proposal_id / "proposal.json"
-        if not file.is_file():
-            raise ProposalNotFound(proposal_id)
-        proposal = self._read(file)
-        if proposal is None or proposal.id != proposal_id:
-            raise ProposalNotFound(proposal_id)
-        return proposal
-
-    def find(self, job_id: str, layer: str) -> Proposal | None:
-        """The proposal of this job for this layer, whatever its status."""
-        return next(
-            (p for p in self.list() if p.job_id == job_id and p.layer == layer),
-            None,
-        )
-
-    @staticmethod
-    def _read(file: Path) -> Proposal | None:
-        try:
-            return Proposal.model_validate(json.loads(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError, ValidationError) as exc:
-            logger.warning("skipping unreadable proposal %s: %s", file, exc)
-            return None
-
-    # -- writing --
-
-    def save(self, proposal: Proposal) -> Proposal:
-        """Write the record (atomically) and the readable copies of its files."""
-        directory = self.root / proposal.id
-        directory.mkdir(parents=True, exist_ok=True)
-        copies = directory / "files"
-        if copies.exists():
-            shutil.rmtree(copies)
-        for file in proposal.files:
-            target = copies / check_proposal_path(file.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(file.content, encoding="utf-8")
-        _write_json(directory / "proposal.json", proposal.to_json())
-        return proposal
-
-    def propose(
-        self,
-        *,
-        job_id: str,
-        phase: str | None,
-        proposal_type: str,
-        title: str,
-        rationale: str,
-        description: str,
-        files: Iterable[ProposalFile],
-        target_layer: Layer | None,
-        tenant_id: str = LOCAL_TENANT,
-    ) -> Proposed:
-        """Create this job's proposal for the layer, or replace the pending one."""
-        check_text(title, "title", MAX_TITLE_CHARS)
-        check_text(rationale, "rationale", MAX_RATIONALE_CHARS)
-        check_text(description, "description", MAX_DESCRIPTION_CHARS, required=False)
-        layer, checked = route_files(proposal_type, files, target_layer)
-        now = iso_now()
-        existing = self.find(job_id, layer)
-        if existing is not None:
-            if existing.status != "pending":
-                raise ProposalConflict(
-                    f"This job's {layer} proposal {existing.id} is already {existing.status}; "
-                    "a job makes one proposal per layer"
-                )
-            if self._key(existing.id) in _BUSY:
-                raise ProposalConflict(f"Proposal {existing.id} is being decided right now")
-            updated = existing.model_copy(
-                update={
-                    "phase": phase,
-                    "type": proposal_type,
-                    "title": title.strip(),
-                    "rationale": rationale,
-                    "description": description,
-                    "files": checked,
-                    "updated_at": now,
-                }
-            )
-            return Proposed(self.save(updated), updated=True)
-        stamp = int(utcnow().timestamp() * 1000)
-        proposal = Proposal(
+async def propose(
+    store: ProposalStore,
+    *,
+    job_id: str,
+    phase: str | None,
+    proposal_type: str,
+    title: str,
+    rationale: str,
+    description: str,
+    files: Iterable[ProposalFile],
+    target_layer: Layer | None,
+    tenant_id: str = LOCAL_TENANT,
+) -> Proposed:
+    """Check a proposal and store it as this job's proposal for its layer (replacing the
+    pending one). `ProposalError` for invalid content, `ProposalConflict` if the job's
+    proposal for the layer is decided or being decided."""
+    check_text(title, "title", MAX_TITLE_CHARS)
+    check_text(rationale, "rationale", MAX_RATIONALE_CHARS)
+    check_text(description, "description", MAX_DESCRIPTION_CHARS, required=False)
+    layer, checked = route_files(proposal_type, files, target_layer)
+    now = iso_now()
+    stamp = int(utcnow().timestamp() * 1000)
+    return await store.propose(
+        Proposal(
             id=f"proposal-{stamp}-{random_suffix(6)}",
             tenant_id=tenant_id,
             job_id=job_id,
@@ -475,26 +321,45 @@ class ProposalStore:
             created_at=now,
             updated_at=now,
         )
-        return Proposed(self.save(proposal), updated=False)
+    )
 
-    def _key(self, proposal_id: str) -> tuple[str, str]:
-        return (str(self.root.absolute()), proposal_id)
 
-    @contextlib.contextmanager
-    def deciding(self, proposal_id: str) -> Iterator[Proposal]:
-        """Hold the proposal for a decision: it must exist and be pending; a concurrent
-        decision (or a second one afterwards) is a ProposalConflict."""
-        key = self._key(proposal_id)
-        if key in _BUSY:
-            raise ProposalConflict(f"Proposal {proposal_id} is being decided right now")
-        proposal = self.get(proposal_id)
-        if proposal.status != "pending":
-            raise ProposalConflict(f"Proposal {proposal_id} is already {proposal.status}")
-        _BUSY.add(key)
+# --- proposals an older runner kept on disk ----------------------------------------------
+
+#: Where they were: `<tenant layer>/proposals/<id>/proposal.json`.
+DISK_DIRNAME = "proposals"
+DISK_RECORD = "proposal.json"
+#: What a record is renamed to once it is in the store (kept for people, never re-read).
+DISK_IMPORTED = "proposal.imported.json"
+
+
+def _read_disk_records(root: Path) -> list[tuple[Path, Proposal]]:
+    """Every readable `<root>/*/proposal.json`, newest first (blocking). Unreadable ones
+    are logged and left where they are."""
+    found: list[tuple[Path, Proposal]] = []
+    for file in sorted(root.glob(f"*/{DISK_RECORD}")):
         try:
-            yield proposal
-        finally:
-            _BUSY.discard(key)
+            proposal = Proposal.model_validate(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, ValidationError) as exc:
+            logger.warning("not importing unreadable proposal %s: %s", file, exc)
+            continue
+        found.append((file, proposal))
+    found.sort(key=lambda item: item[1].created_at, reverse=True)
+    return found
 
-    def update(self, proposal: Proposal, **changes: Any) -> Proposal:
-        return self.save(proposal.model_copy(update={**changes, "updated_at": iso_now()}))
+
+async def import_disk_proposals(store: ProposalStore, tenant_dir: Path) -> int:
+    """Move the proposals an older runner kept under `<tenant_dir>/proposals/` into
+    `store` (idempotent: a record is renamed `proposal.imported.json` once stored, and
+    one stored already is not stored again). Newest first, so that of two for one job
+    and layer, the newer stays the one proposing replaces, as it was. Returns how many
+    were added."""
+    records = await asyncio.to_thread(_read_disk_records, tenant_dir / DISK_DIRNAME)
+    added = 0
+    for file, proposal in records:
+        if await store.adopt(proposal):
+            added += 1
+        await asyncio.to_thread(file.replace, file.with_name(DISK_IMPORTED))
+    if added:
+        logger.info("imported %d proposal(s) from %s", added, tenant_dir / DISK_DIRNAME)
+    return added

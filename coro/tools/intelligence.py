@@ -1,8 +1,8 @@
 """Self-improvement tools: propose a change to the intelligence, list proposals, read
 the memory (SPEC §4.6, §4.8).
 
-`propose_change` only records a proposal (`<tenant>/proposals/<id>/`): nothing a job
-reads changes until a developer approves it (`POST /proposals/:id/approve`). A job has
+`propose_change` only records a proposal (in the state backend): nothing a job reads
+changes until a developer approves it (`POST /proposals/:id/approve`). A job has
 at most one proposal per layer; proposing again while it is pending replaces it.
 """
 
@@ -22,15 +22,17 @@ from coro.intelligence.proposals import (
     MAX_FILES,
     MAX_RATIONALE_CHARS,
     MAX_TITLE_CHARS,
+    ProposalError,
+    ProposalType,
+    propose,
+    route_files,
+)
+from coro.state.proposals import (
     Layer,
     Proposal,
     ProposalConflict,
-    ProposalError,
     ProposalFile,
     ProposalStatus,
-    ProposalStore,
-    ProposalType,
-    route_files,
 )
 from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
 
@@ -66,10 +68,6 @@ def _layers(ctx: ToolContext) -> IntelligenceLayers:
     if ctx.layers is None:
         raise ToolError("The intelligence layers are not available in this context")
     return ctx.layers
-
-
-def proposal_store(layers: IntelligenceLayers) -> ProposalStore:
-    return ProposalStore(layers.tenant_dir / "proposals")
 
 
 def job_repository(job: Job) -> str | None:
@@ -157,7 +155,7 @@ def register(registry: ToolRegistry) -> None:
         "it is pending replaces it.",
     )
     async def propose_change(ctx: ToolContext, args: ProposeChangeInput) -> Any:
-        store = proposal_store(_layers(ctx))
+        store = ctx.store.backend.proposals
         files = [ProposalFile(path=f.path, content=f.content) for f in args.files]
         try:
             layer, _ = route_files(args.type, files, args.target_layer)
@@ -170,8 +168,8 @@ def register(registry: ToolRegistry) -> None:
                 "to; use targetLayer 'tenant'"
             )
         try:
-            proposed = await asyncio.to_thread(
-                store.propose,
+            proposed = await propose(
+                store,
                 job_id=ctx.job_id,
                 phase=ctx.phase,
                 proposal_type=args.type,
@@ -211,8 +209,7 @@ def register(registry: ToolRegistry) -> None:
         "Proposals made so far (newest first), to avoid proposing the same thing twice.",
     )
     async def list_proposals(ctx: ToolContext, args: ListProposalsInput) -> Any:
-        store = proposal_store(_layers(ctx))
-        every = await asyncio.to_thread(store.list)
+        every = await ctx.store.backend.proposals.list()
         chosen = [
             p for p in every if args.type in (None, p.type) and args.status in (None, p.status)
         ]
@@ -244,7 +241,7 @@ def register(registry: ToolRegistry) -> None:
             return {"file": relative, "content": content, "layers": present}
         index = await asyncio.to_thread(_read_merged, stack, MEMORY_INDEX)
         files = await asyncio.to_thread(_memory_files, stack)
-        pending = await asyncio.to_thread(proposal_store(layers).list, "pending")
+        pending = await ctx.store.backend.proposals.list("pending")
         return {
             "index": {"path": MEMORY_INDEX, "content": index[0]} if index else None,
             "files": files,

@@ -21,7 +21,7 @@ from coro.intelligence.catalogue import (
 )
 from coro.intelligence.layers import LAYOUT, LayerStack
 from coro.intelligence.preflight import Checker, PathRefused, check_artefact_path, preflight
-from coro.intelligence.proposals import ProposalStatus, ProposalStore
+from coro.state.proposals import ProposalStatus
 
 LOCAL_TENANT = "local"
 
@@ -199,8 +199,7 @@ async def list_proposals(
     status: ProposalStatus | None = None,
     tenant_id: Annotated[str, Query(alias="tenantId", max_length=200)] = LOCAL_TENANT,
 ) -> dict[str, Any]:
-    store = ProposalStore(runner.env.layers.tenant_dir / "proposals")
-    proposals = store.list(status, tenant_id)
+    proposals = await runner.backend.proposals.list(status, tenant_id)
     return {
         "tenantId": tenant_id,
         "count": len(proposals),

@@ -27,7 +27,8 @@ from pydantic import Field
 from coro.api.deps import RunnerDep
 from coro.api.schemas import Body as BodyModel
 from coro.engine.insights import ProposalService
-from coro.intelligence.proposals import ProposalConflict, ProposalError, ProposalNotFound
+from coro.intelligence.proposals import ProposalError
+from coro.state.proposals import ProposalConflict, ProposalNotFound
 
 router = APIRouter(tags=["proposals"])
 
@@ -57,7 +58,8 @@ def _errors() -> Iterator[None]:
 @router.get("/proposals/{proposal_id}")
 async def get_proposal(runner: RunnerDep, proposal_id: str) -> dict[str, Any]:
     with _errors():
-        return ProposalService(runner.env, runner.jobs).get(proposal_id).to_json()
+        proposal = await ProposalService(runner.env, runner.jobs).get(proposal_id)
+    return proposal.to_json()
 
 
 @router.post("/proposals/{proposal_id}/approve")
