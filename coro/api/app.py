@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +11,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coro.api.errors import error_response as _error
+from coro.api.errors import http_error, invalid_request
 from coro.api.routes import campaigns as campaign_routes
 from coro.api.routes import config as config_routes
 from coro.api.routes import insights as insight_routes
@@ -33,24 +34,6 @@ from coro.state.backend import JobNotFound
 logger = logging.getLogger(__name__)
 
 
-def _error(status: int, error: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, **extra}, status_code=status)
-
-
-def _issues(exc: RequestValidationError) -> list[dict[str, str]]:
-    issues = []
-    for item in exc.errors():
-        loc = [str(p) for p in item.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header"):
-            where, rest = loc[0], loc[1:]
-            path = ".".join(rest) or where
-            path = f"{where}.{path}" if where != "body" else path
-        else:
-            path = ".".join(loc) or "(root)"
-        issues.append({"path": path, "message": str(item.get("msg", "invalid"))})
-    return issues
-
-
 def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> FastAPI:
     app = FastAPI(
         title="Coro runner",
@@ -64,18 +47,11 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            return _error(400, "Malformed JSON body")
-        issues = _issues(exc)
-        summary = "; ".join(f"{i['path']}: {i['message']}" for i in issues[:5])
-        return _error(400, f"Invalid request: {summary}", issues=issues)
+        return invalid_request(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"No route for {request.method} {request.url.path}"
-        return _error(exc.status_code, message)
+        return http_error(request, exc)
 
     @app.exception_handler(JobNotFound)
     @app.exception_handler(PluginNotFound)

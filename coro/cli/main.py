@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coro.cli.campaign import campaign_app
+from coro.cli.cloud import cloud_app
 from coro.cli.client import (
     LogLine,
     RunnerClient,
@@ -50,6 +51,7 @@ app.add_typer(pr_app)
 app.add_typer(repo_app)
 app.add_typer(campaign_app)
 app.add_typer(plugin_app)
+app.add_typer(cloud_app)
 
 DEFAULT_WORKFLOW = "workflows/job/workflow.md"
 

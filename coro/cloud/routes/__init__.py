@@ -1,0 +1,1 @@
+"""The cloud's routers, one per concept."""
