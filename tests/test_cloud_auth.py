@@ -73,6 +73,8 @@ INVALID_SIGNUPS: list[tuple[dict[str, Any], str]] = [
     ({"email": "a@example.com", "password": PASSWORD}, "name"),
     ({"email": "a@example.com", "name": "A", "password": PASSWORD, "admin": True}, "admin"),
     ({"email": ["a@example.com"], "name": "A", "password": PASSWORD}, "email"),
+    ({"email": "a@example.com", "name": "A\x00B", "password": PASSWORD}, "name"),
+    ({"email": "a\x00@example.com", "name": "A", "password": PASSWORD}, "email"),
 ]
 
 

@@ -380,8 +380,19 @@ async def test_webhook_secret_inputs_are_validated(cloud: Cloud) -> None:
     assert await cloud.rows("SELECT plugin_id FROM webhook_secrets") == []
 
 
-async def test_ids_in_paths_are_bounded(cloud: Cloud) -> None:
+async def test_ids_and_names_with_unstorable_characters_are_400(cloud: Cloud) -> None:
     ada = await cloud.signup()
-    response = await cloud.client.get(f"/teams/{'x' * 65}", headers=ada.headers)
-    assert response.status_code == 400
-    assert "error" in response.json()
+    team = await cloud.team(ada)
+    for method, path, body in [
+        ("GET", f"/teams/{'x' * 65}", None),
+        ("GET", "/teams/%00", None),
+        ("DELETE", f"/teams/{team['id']}/members/a%00b", None),
+        ("POST", "/teams", {"name": "A\x00", "slug": "nul"}),
+        ("PATCH", f"/teams/{team['id']}", {"name": "tab\there"}),
+        ("POST", f"/teams/{team['id']}/runner-tokens", {"name": "a\x00b"}),
+        ("PUT", f"/teams/{team['id']}/webhooks/github", {"secret": GITHUB_SECRET + "\x00"}),
+        ("POST", f"/teams/{team['id']}/members", {"email": "b\x00@example.com"}),
+    ]:
+        response = await cloud.client.request(method, path, json=body, headers=ada.headers)
+        assert response.status_code == 400, (method, path, response.text)
+        assert "error" in response.json()

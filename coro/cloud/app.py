@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -98,6 +98,11 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
             type(exc).__name__,
         )
         return error_response(503, "Database unavailable; try again shortly")
+
+    @app.exception_handler(DataError)
+    async def on_bad_data(request: Request, exc: DataError) -> JSONResponse:
+        # a value the database cannot store that validation let through: the client's
+        return error_response(400, "Invalid characters or values in the request")
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

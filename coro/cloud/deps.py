@@ -18,8 +18,9 @@ from coro.cloud.settings import CloudSettings
 from coro.cloud.teams import TeamAccess, Teams
 from coro.cloud.webhook_secrets import WebhookSecrets
 
-#: Longest id accepted in a path (ids are UUIDs; anything longer is no id of ours).
-MAX_ID = 64
+#: Ids in paths: ours are UUIDs; anything else is refused before it reaches a query.
+ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @dataclass
@@ -58,10 +59,9 @@ async def principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
-TeamId = Annotated[str, Path(max_length=MAX_ID)]
 
 
-async def team_access(team_id: TeamId, caller: PrincipalDep, found: ServicesDep) -> TeamAccess:
+async def team_access(team_id: PathId, caller: PrincipalDep, found: ServicesDep) -> TeamAccess:
     """The caller's membership of `team_id`, from the database; 404 if not a member."""
     return await found.teams.access(caller.user.id, team_id)
 

@@ -24,10 +24,15 @@ Email = Annotated[
         strip_whitespace=True,
         to_lower=True,
         max_length=254,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
     ),
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+#: No control characters (PostgreSQL text cannot even hold NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),
+]
 Password = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
 Slug = Annotated[
     str, StringConstraints(max_length=63, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
@@ -85,7 +90,7 @@ class CreateRunnerTokenBody(Body):
 
 class WebhookSecretBody(Body):
     # a short secret would make forged webhooks guessable
-    secret: Annotated[str, Field(min_length=16, max_length=1024)]
+    secret: Annotated[str, Field(min_length=16, max_length=1024, pattern=PRINTABLE)]
 
 
 # --------------------------------------------------------------------------- outputs

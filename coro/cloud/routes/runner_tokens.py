@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Path, Response
-
-from coro.cloud.deps import MAX_ID, ServicesDep, TeamAccessDep, errors
+from coro.cloud.deps import PathId, ServicesDep, TeamAccessDep, errors
 from coro.cloud.models import CreateRunnerTokenBody, MintedRunnerTokenOut, RunnerTokenOut
 
 router = APIRouter(prefix="/teams/{team_id}/runner-tokens", tags=["runner tokens"])
@@ -35,9 +33,7 @@ async def list_tokens(access: TeamAccessDep, found: ServicesDep) -> list[RunnerT
 
 
 @router.delete("/{token_id}", status_code=204, responses=errors(400, 401, 403, 404))
-async def revoke(
-    token_id: Annotated[str, Path(max_length=MAX_ID)], access: TeamAccessDep, found: ServicesDep
-) -> Response:
+async def revoke(token_id: PathId, access: TeamAccessDep, found: ServicesDep) -> Response:
     """Revoke at once: later checks refuse it and live runner connections are closed."""
     await found.runner_tokens.revoke(access, token_id)
     return Response(status_code=204)

@@ -6,11 +6,9 @@ database: a team the caller is not a member of is 404, like one that does not ex
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Path, Response
-
-from coro.cloud.deps import MAX_ID, PrincipalDep, ServicesDep, TeamAccessDep, errors
+from coro.cloud.deps import PathId, PrincipalDep, ServicesDep, TeamAccessDep, errors
 from coro.cloud.errors import BadRequest
 from coro.cloud.models import (
     AddMemberBody,
@@ -24,8 +22,6 @@ from coro.cloud.models import (
 from coro.cloud.teams import Member, Team
 
 router = APIRouter(prefix="/teams", tags=["teams"])
-
-UserId = Annotated[str, Path(max_length=MAX_ID)]
 
 
 def _team(team: Team) -> TeamOut:
@@ -78,7 +74,7 @@ async def add_member(body: AddMemberBody, access: TeamAccessDep, found: Services
     responses=errors(400, 401, 403, 404, 409, 413),
 )
 async def set_role(
-    user_id: UserId, body: RoleBody, access: TeamAccessDep, found: ServicesDep
+    user_id: PathId, body: RoleBody, access: TeamAccessDep, found: ServicesDep
 ) -> MemberOut:
     """Change a member's role (admins); the last admin cannot be demoted (409)."""
     return _member(await found.teams.set_role(access, user_id, body.role))
@@ -87,7 +83,7 @@ async def set_role(
 @router.delete(
     "/{team_id}/members/{user_id}", status_code=204, responses=errors(400, 401, 403, 404, 409)
 )
-async def remove_member(user_id: UserId, access: TeamAccessDep, found: ServicesDep) -> Response:
+async def remove_member(user_id: PathId, access: TeamAccessDep, found: ServicesDep) -> Response:
     """Remove a member (admins), or leave the team (anyone, for themselves); the last
     admin cannot leave (409)."""
     await found.teams.remove_member(access, user_id)
