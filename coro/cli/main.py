@@ -25,7 +25,6 @@ from rich.table import Table
 from rich.text import Text
 
 from coro.cli.campaign import campaign_app
-from coro.cli.cloud import cloud_app
 from coro.cli.client import (
     LogLine,
     RunnerClient,
@@ -33,6 +32,7 @@ from coro.cli.client import (
     connect,
     report_error,
 )
+from coro.cli.cloud import cloud_app
 from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
 from coro.config import CoroConfig, CoroHome

@@ -44,7 +44,3 @@ class TooManyRequests(CloudError):
 
 class BadGateway(CloudError):
     status = 502
-
-
-class Unavailable(CloudError):
-    status = 503
