@@ -2,10 +2,11 @@
 reaches the runner's open SSE streams without a reconnect (issue 11, point 4).
 
 - The real runner over loopback, its stream opened first, and the real `coro mcp`
-  stdio server of the job (another process) calling the `log` tool.
+  stdio server of the job (another process) calling the `log` tool; on SQLite and on
+  PostgreSQL.
 - Two `SqliteStateBackend`s on one file (the backend level: what either process does),
   including a database whose notice directory would not fit a socket address, and a
-  listener that died without cleaning up.
+  listener that died without cleaning up, and a receiver too full for a notice.
 - The bus: a line offered twice reaches a subscriber once; the memory backend publishes.
 """
 
@@ -19,13 +20,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import mcp_types as types
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from coro.domain.models import COMPLETE, Job, LogEntry, iso_now
 from coro.state.logbus import LogBus, StatusChange, Subscription
 from coro.state.memory import MemoryStateBackend
-from coro.state.notify import notify_dir
+from coro.state.notify import MAX_NOTICE, Announcer, notify_dir
 from coro.state.sqlite import SqliteStateBackend
 from tests.conftest import WAIT_LIMIT, Api, write_workflow
 from tests.sse import Frame, frames
@@ -49,6 +51,7 @@ async def log_from_mcp_process(home_root: Path, job_id: str, message: str, errlo
     assert not result.is_error, texts
 
 
+@pytest.mark.backends("sqlite", "postgres")  # `coro mcp` opens what config.json names
 async def test_a_line_logged_by_coro_mcp_reaches_an_already_open_stream(
     api: Api, tmp_path: Path
 ) -> None:
@@ -238,3 +241,32 @@ async def test_a_line_published_twice_reaches_each_subscriber_once() -> None:
     early.close()
     late.close()
     assert bus.watched_jobs() == frozenset()
+
+
+def test_a_notice_a_full_receiver_had_no_room_for_is_sent_again(tmp_path: Path) -> None:
+    directory = tmp_path / "state.db.notify"
+    directory.mkdir(mode=0o700)
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as flooder,
+    ):
+        receiver.bind(str(directory / "1-receiver"))
+        receiver.setblocking(False)
+        flooder.setblocking(False)
+        flooder.connect(str(directory / "1-receiver"))
+        filler = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:  # until its queue is full
+                flooder.send(b"filler")
+                filler += 1
+        announcer = Announcer(directory, own=lambda: None)
+        try:
+            announcer.announce({"job-1"})
+            assert announcer.retry_in() is not None  # owed, not dropped
+            for _ in range(filler):
+                assert receiver.recv(MAX_NOTICE) == b"filler"
+            announcer.retry()
+            assert receiver.recv(MAX_NOTICE) == b"job-1"
+            assert announcer.retry_in() is None
+        finally:
+            announcer.close()

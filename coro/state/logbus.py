@@ -21,10 +21,10 @@ their lines as well, once it hears of them:
    `Subscription.replayed(index)` with the last index it has. The bus then calls the
    backend's `on_follow(job_id)` hook.
 2. In `on_follow` the backend makes sure it hears other processes' notices (binds its
-   socket, LISTENs), *then* catches the job up: it reads the lines after
-   `high_water(job_id)` and the job's status, and publishes them (`publish_lines`,
-   `publish_status`). Listening before reading is what closes the gap: whatever
-   commits after that read sends a notice this backend receives.
+   socket, LISTENs), *then* catches the job up: it reads the job's status, then the
+   lines after `high_water(job_id)`, and publishes the lines, then the status
+   (`publish_lines`, `publish_status`). Listening before reading is what closes the
+   gap: whatever commits after that read sends a notice this backend receives.
 3. On a notice that another process committed lines or a status change of a job in
    `watched_jobs()`, it does the same catch-up.
 
@@ -195,9 +195,10 @@ class CatchUp:
 
     A backend calls `job_changed(job_id)` from `LogBus.on_follow` (after it listens)
     and on every notice that another process committed lines or a status change of
-    the job. In a background task it reads the lines after `bus.high_water(job_id)`
-    and the job's status, and publishes them; notices that arrive while a job's read
-    is under way make one more read, not one each. Jobs nobody watches are ignored.
+    the job. In a background task it reads the job's status and then the lines after
+    `bus.high_water(job_id)`, and publishes the lines, then the status; notices that
+    arrive while a job's read is under way make one more read, not one each. Jobs
+    nobody watches are ignored.
     """
 
     def __init__(
@@ -245,6 +246,9 @@ class CatchUp:
 
     async def _catch_up(self, job_id: str) -> None:
         bus = self._bus
+        # The status first: the lines read after it include every line committed with
+        # or before it, so they are published before it, as they were written.
+        status = await self._read_status(job_id)
         while bus.subscriber_count(job_id):
             after = bus.high_water(job_id)
             if after is None:
@@ -253,7 +257,5 @@ class CatchUp:
             bus.publish_lines(job_id, entries)
             if len(entries) < self._page:
                 break
-        if bus.subscriber_count(job_id):
-            status = await self._read_status(job_id)
-            if status is not None:
-                bus.publish_status(job_id, status)
+        if status is not None:
+            bus.publish_status(job_id, status)

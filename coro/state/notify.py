@@ -42,6 +42,8 @@ MAX_NOTICE = 1024
 #: A directory changed this recently may change again within its timestamp's
 #: granularity, unseen: list it afresh rather than trust a cached listing.
 _RACY_NS = 1_000_000_000
+#: Notices read per wake-up of the event loop (the rest on the next one).
+_DRAIN_LIMIT = 256
 #: Pauses before sending notices again to a receiver that had no room (seconds).
 _FIRST_RETRY = 0.01
 _MAX_RETRY = 1.0
@@ -131,7 +133,10 @@ class Listener:
 
     def _drain(self) -> None:
         sock = self._sock
-        while sock is not None:
+        if sock is None:
+            return
+        # a bounded share of the loop per wake-up: a flood of notices waits its turn
+        for _ in range(_DRAIN_LIMIT):
             try:
                 data = sock.recv(MAX_NOTICE + 1)
             except (BlockingIOError, InterruptedError):
