@@ -41,7 +41,8 @@ from coro.domain.models import (
 )
 from coro.engine.polling import PollingTransport
 from coro.engine.service import NewJob
-from coro.plugins.registry import LOCAL_SCM
+from coro.plugins.scm.local import PLUGIN_ID as LOCAL_SCM
+from coro.plugins.scm.local import LocalScm
 from coro.runner import Runner
 
 NAME = "agent_tasks"
@@ -183,7 +184,7 @@ async def _drive(runner: Runner, job: Job, limit_seconds: float) -> Job:
     """Play the human until the job stops or runs out of time: approve every open pull
     request, answer every question, approve checkpoints."""
     local = runner.plugins.get("scm", LOCAL_SCM)
-    assert local is not None
+    assert isinstance(local, LocalScm)
     approved: set[int] = set()
     deadline = time.monotonic() + limit_seconds
     while (left := deadline - time.monotonic()) > 0:
@@ -232,7 +233,7 @@ async def run_task(
         home.save_config(config)
         runner = Runner(home, config, backend=make_backend(backend, home))
         local = runner.plugins.get("scm", LOCAL_SCM)
-        assert local is not None
+        assert isinstance(local, LocalScm)
         source = home.root / f"{task.name}-source"
         source.mkdir()
         for relative, content in task.files.items():

@@ -30,7 +30,8 @@ from coro.config import CoroConfig
 from coro.domain.models import AWAITING_PR_MERGE, COMPLETE, LogEntry
 from coro.engine.polling import PollingTransport
 from coro.engine.service import NewJob
-from coro.plugins.registry import LOCAL_SCM
+from coro.plugins.scm.local import PLUGIN_ID as LOCAL_SCM
+from coro.plugins.scm.local import LocalScm
 from coro.runner import Runner
 from coro.state.logbus import LogBus
 
@@ -91,7 +92,7 @@ async def run(jobs: int = 30, warmup: int = 3, backend: str = "sqlite") -> dict[
         poll_ns: list[float] = []
         async with runner.running():
             local = runner.plugins.get("scm", LOCAL_SCM)
-            assert local is not None
+            assert isinstance(local, LocalScm)
             source = home.root / "bench-source"
             source.mkdir()
             (source / "README.md").write_text("# bench\n")

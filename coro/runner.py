@@ -17,21 +17,19 @@ from coro.config import CoroConfig, CoroHome
 from coro.engine.campaigns.controls import CampaignService
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
-from coro.engine.events import EventTransport
+from coro.engine.events import EventTransport, TransportContext
 from coro.engine.intake import IntakeService
-from coro.engine.polling import PollingTransport
 from coro.engine.service import JobService
-from coro.engine.toolset import engine_tools
-from coro.executors import ExecutorRegistry, build_executors
+from coro.executors import ExecutorRegistry
+from coro.extensions import Extensions
 from coro.intelligence.layers import IntelligenceLayers
 from coro.intelligence.proposals import import_disk_proposals
 from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
-from coro.plugins.registry import LOCAL_SCM, PluginSet, dropin_catalog
+from coro.plugins.registry import PluginSlots
 from coro.state.backend import StateBackend
-from coro.state.factory import state_backend
 from coro.state.store import JobStore
-from coro.tools import ToolRegistry
+from coro.tools import ToolRegistry, ToolSet
 from coro.tools.sandbox import runner_policy
 from coro.version import __version__
 
@@ -74,21 +72,26 @@ class Runner:
     ) -> None:
         self.home = home
         self.config = config if config is not None else home.load_config()
-        self.backend = backend or state_backend(home, self.config)
+        #: every plugin: the built-ins, and the drop-ins under `$CORO_HOME/plugins/site`
+        self.extensions = Extensions(home)
+        self.catalog = self.extensions.catalog
+        self.backend = backend or self.extensions.state_backend(self.config)
         self.store = JobStore(self.backend)
         #: what plugins and executors are created with (the local SCM's pull requests
         #: live in the backend)
         self.plugin_context = PluginContext(home, prs=self.backend.prs)
-        #: drop-in plugins installed under `$CORO_HOME/plugins/site`
-        self.dropins = dropin_catalog(home)
-        self.plugins = PluginSet(self.config, self.plugin_context, self.dropins)
+        self.plugins = self.extensions.plugins(self.config, self.plugin_context)
         self._own_executors = executors is None
+        #: the tool plugins whose tools are in the registry (none for an injected one)
+        self.tool_plugins: PluginSlots[ToolSet] | None = None
+        if tools is None:
+            tools = ToolRegistry()
+            self.tool_plugins = self.extensions.tools(self.config, self.plugin_context, tools)
         self.env = EngineEnv(
             store=self.store,
             layers=IntelligenceLayers.from_config(home, self.config),
-            executors=executors
-            or build_executors(self.config, catalog=self.dropins, context=self.plugin_context),
-            tools=tools or engine_tools(),
+            executors=executors or self.extensions.executors(self.config, self.plugin_context),
+            tools=tools,
             config=self.config,
             work_root=home.work_dir(self.config),
             plugins=self.plugins,
@@ -102,7 +105,9 @@ class Runner:
         self.jobs.on_cancelled.append(self.campaigns.cancel_children)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
-        self.transport = transport or self._poller()
+        self.transport = transport or self.extensions.transport(
+            self.config, TransportContext(home, self.store, self.plugins, self.config)
+        )
         self.version = __version__
         #: held by whoever reads, changes and reloads config.json (PUT /config, installs)
         self.config_lock = asyncio.Lock()
@@ -112,26 +117,12 @@ class Runner:
         self._tenant_refresh: asyncio.Task[None] | None = None
         self.dispatcher.on_run_end.append(self._run_ended)
 
-    def _poller(self) -> PollingTransport:
-        polling = self.config.polling
-        poller = PollingTransport(
-            self.store,
-            self.plugins,
-            interval_seconds=polling.interval_seconds,
-            failure_threshold=polling.failure_threshold,
-            change_delay_seconds=polling.local_change_delay_seconds,
-        )
-        local = self.plugins.get("scm", LOCAL_SCM)
-        if local is not None:
-            local.add_listener(poller.poll_soon)
-        return poller
-
     @property
     def mode(self) -> str:
         return "local"
 
     async def reload_config(self, new: CoroConfig) -> ReloadResult:
-        """Take over `new` without a restart: config, plugins and executors.
+        """Take over `new` without a restart: config, plugins, executors and tools.
 
         Plugins and executors whose settings did not change are kept; the others are
         rebuilt. A phase already running keeps the executor and plugins it started with
@@ -141,29 +132,29 @@ class Runner:
         """
         context = self.plugin_context
         old_config, old_plugins, old_executors = self.config, self.plugins, self.env.executors
-        plugins = PluginSet(new, context, self.dropins, previous=old_plugins)
+        old_tools = self.tool_plugins
+        plugins = self.extensions.plugins(new, context, previous=old_plugins)
         executors = old_executors  # an injected registry (tests) is kept as it is
         if self._own_executors:
-            executors = build_executors(
-                new, catalog=self.dropins, context=context, previous=old_executors
-            )
+            executors = self.extensions.executors(new, context, previous=old_executors)
+        tools = old_tools
+        if old_tools is not None:
+            tools = self.extensions.tools(new, context, self.env.tools, previous=old_tools)
+            self.tool_plugins = tools
         self.config = self.env.config = new
         self.plugins = self.env.plugins = plugins
         self.env.executors = executors
         self.intake.limits = new.intake
         self.mcp.http.contexts.plugins = plugins
         self.env.sandbox = self.mcp.http.contexts.sandbox = runner_policy(self.home, new)
-        if isinstance(self.transport, PollingTransport):
-            self.transport.plugins = plugins
-            self.transport.interval = new.polling.interval_seconds
-            self.transport.failure_threshold = new.polling.failure_threshold
-            self.transport.change_delay = new.polling.local_change_delay_seconds
-            local = plugins.get("scm", LOCAL_SCM)
-            if local is not None and local is not old_plugins.get("scm", LOCAL_SCM):
-                local.add_listener(self.transport.poll_soon)
-        before = {**old_plugins.instances(), **old_executors.instances()}
-        after = {**plugins.instances(), **executors.instances()}
+        self.transport.reconfigure(plugins, new)
+        before: dict[str, Any] = {**old_plugins.instances(), **old_executors.instances()}
+        after: dict[str, Any] = {**plugins.instances(), **executors.instances()}
         failures = {**plugins.failed, **executors.failed}
+        if old_tools is not None and tools is not None:
+            before |= old_tools.instances()
+            after |= tools.instances()
+            failures |= tools.failed
         old_json, new_json = old_config.to_json(), new.to_json()
         result = ReloadResult(
             added=sorted(after.keys() - before.keys()),

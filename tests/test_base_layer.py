@@ -14,12 +14,12 @@ import pytest
 from coro.domain.models import AWAITING_PR_MERGE, PARKING
 from coro.domain.workflows import Workflow
 from coro.engine.phase_loop import APPROVAL_LABEL, park_status
-from coro.engine.toolset import engine_tools
+from coro.extensions import builtin_tools
 from coro.intelligence import BASE_LAYER_DIR, IntelligenceLayers
 from tests.conftest import WAIT_LIMIT, Api
 
 #: Source-control and tracker tools whose names are fixed by the tool contract. They are
-#: being added to `engine_tools()`; until every one is registered the checks below
+#: being added to `builtin_tools()`; until every one is registered the checks below
 #: accept the union of the registry and this list.
 PLANNED_SCM_TOOLS = frozenset(
     {
@@ -54,7 +54,7 @@ EVENT_LABEL = re.compile(r'eventName:\s*"([^"]+)"')
 
 
 def known_tools() -> set[str]:
-    registered = set(engine_tools().names())
+    registered = set(builtin_tools().names())
     missing = PLANNED_SCM_TOOLS - registered
     return registered | missing
 
@@ -333,7 +333,7 @@ def test_agent_mentions_only_real_tools(agent: str) -> None:
 
 
 def assert_real_input_fields(where: str, text: str) -> None:
-    registry = engine_tools()
+    registry = builtin_tools()
     for name, keys in written_calls(text):
         tool = registry.get(name)
         if tool is None:

@@ -36,7 +36,7 @@ from coro.executors.base import (
     ThinkingEvent,
     UsageEvent,
 )
-from coro.tools import builtin_tools
+from coro.extensions import builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow
 from tests.fakes.anthropic_server import (

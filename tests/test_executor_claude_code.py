@@ -19,7 +19,7 @@ import pytest
 from coro.config import CoroConfig, CoroHome
 from coro.domain.errors import PluginConfigError
 from coro.domain.models import ConversationMessage, ToolCallRecord, ToolResultRecord
-from coro.executors import BUILTIN_EXECUTOR_MODULES, pricing
+from coro.executors import pricing
 from coro.executors.base import (
     ExecutorError,
     ExecutorEvent,
@@ -38,7 +38,7 @@ from coro.executors.claude_code import (
 )
 from coro.executors.claude_code_cli import INSTALL_HINT
 from coro.executors.claude_code_tools import ToolPolicy
-from coro.tools import builtin_tools
+from coro.extensions import BUILTIN_PLUGINS, builtin_tools
 from coro.tools.registry import PhaseSignals, ToolResult
 from tests.conftest import WAIT_LIMIT, ApiFactory, write_workflow
 from tests.fakes.anthropic_server import (
@@ -189,7 +189,7 @@ def test_settings_are_validated_without_showing_values(home: CoroHome) -> None:
     assert env["DISABLE_TELEMETRY"] == "1"
     assert KEY not in repr(keyed) and KEY not in repr(keyed.cli)
     assert keyed.scrub(f"bad key {KEY} and sk-ant-api03-abcdefgh") == "bad key *** and sk-ant-***"
-    assert BUILTIN_EXECUTOR_MODULES["claude-code"] == "coro.executors.claude_code"
+    assert any(b.entry == "coro.executors.claude_code:create" for b in BUILTIN_PLUGINS)
 
 
 def test_without_the_sdk_create_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

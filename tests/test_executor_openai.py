@@ -39,7 +39,8 @@ from coro.executors.openai_chat import (
     create,
 )
 from coro.executors.openai_messages import history_messages, parse_arguments, wire_call_id
-from coro.tools import PhaseSignals, ToolResult, builtin_tools
+from coro.extensions import builtin_tools
+from coro.tools import PhaseSignals, ToolResult
 from tests.conftest import ApiFactory, write_workflow
 from tests.fakes.openai_server import (
     FakeOpenAI,

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig
-from coro.executors import ExecutorRegistry, ScriptExecutor
+from coro.executors import ExecutorRegistry
 from coro.executors.base import ChatDelta, ChatEvent, ChatUsage
+from coro.executors.script import ScriptExecutor
 from tests.conftest import ApiFactory
 from tests.sse import frames
 

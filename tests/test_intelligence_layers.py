@@ -14,8 +14,9 @@ import pytest
 
 from coro.config import CoroConfig
 from coro.domain.models import Checkout, Job
-from coro.engine.toolset import engine_tools
-from coro.executors import ExecutorEvent, ExecutorRegistry, PhaseRequest, ScriptExecutor
+from coro.executors import ExecutorEvent, ExecutorRegistry, PhaseRequest
+from coro.executors.script import ScriptExecutor
+from coro.extensions import builtin_tools
 from coro.intelligence import BASE_LAYER_DIR, IntelligenceLayers
 from coro.intelligence.materialise import INTELLIGENCE_DIRNAME, PROVENANCE_FILE, materialise
 from coro.intelligence.preflight import Checker, preflight
@@ -482,7 +483,7 @@ async def test_preflight_accepts_claude_code_builtin_names_for_coro_tools(api: A
 
 
 def test_preflight_of_agents_skills_and_memory(tmp_path: Path) -> None:
-    checker = Checker.create(IntelligenceLayers(tmp_path).stack(), engine_tools().names())
+    checker = Checker.create(IntelligenceLayers(tmp_path).stack(), builtin_tools().names())
 
     agent = preflight("agents/a.md", "---\ntools: [log, nope]\n---\nno heading here\n", checker)
     assert [(i.line, i.message) for i in agent.errors] == [

@@ -29,7 +29,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from pydantic import ValidationError
 
 from coro.config import CoroConfig
-from coro.engine.toolset import engine_tools
+from coro.extensions import builtin_tools
 from coro.secrets import mask_secret
 from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow
 
@@ -67,7 +67,7 @@ async def stdio_coro(home_root: Path, job_id: str, errlog: Path) -> AsyncIterato
 async def exercise_job_tools(api: Api, client: Client, job_id: str) -> None:
     """What both transports must do: list the registry's tools and act on the job."""
     listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(listed) == set(engine_tools().names())
+    assert set(listed) == set(builtin_tools().names())
     for name in ("file_write", "file_read", "set_work_items", "get_work_items", "shell"):
         assert name in listed
     write_schema = listed["file_write"].input_schema
@@ -129,7 +129,7 @@ async def test_stdio_server_can_be_limited_to_some_tools(api: Api, tmp_path: Pat
     with (tmp_path / "stderr.txt").open("w") as err:
         async with asyncio.timeout(WAIT_LIMIT), Client(stdio_client(params, errlog=err)) as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
-            assert names == {n for n in engine_tools().names() if n.startswith("file_")}
+            assert names == {n for n in builtin_tools().names() if n.startswith("file_")}
             refused = await client.call_tool("set_work_items", {"workItems": ["x"]})
             assert refused.is_error
             assert "not allowed" in text_of(refused)

@@ -336,7 +336,7 @@ async def test_a_running_phase_keeps_its_plugin_until_it_ends(
             {"work": [{"tool": "shell", "input": {"command": wait_for_go}}, get_issue]},
         )
         await api.wait_for_line(held, "→ shell")
-        old = api.runner.plugins.get("tracker", "acme-tracker")
+        old: Any = api.runner.plugins.get("tracker", "acme-tracker")  # an AcmeTracker
         assert old is not None
         changed = await api.client.put(
             "/config",
@@ -348,7 +348,7 @@ async def test_a_running_phase_keeps_its_plugin_until_it_ends(
         (api.home.root / "work" / held / "go").touch()
         await api.finish(held)
         await api.runner.dispatcher.wait_idle()
-        new = api.runner.plugins.get("tracker", "acme-tracker")
+        new: Any = api.runner.plugins.get("tracker", "acme-tracker")
         assert new is not None
         old_closed, new_closed = old.closed, new.closed
         outputs = {job_id: tool_outputs(await api.job(job_id)) for job_id in (held, later)}

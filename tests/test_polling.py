@@ -11,6 +11,7 @@ from coro.config import CoroConfig, CoroHome
 from coro.domain.models import AWAITING_PR_MERGE, Job, PrMapping, PrSeen, iso_now
 from coro.engine.events import InboundEvent, MemoryEventTransport
 from coro.engine.polling import PollingTransport
+from coro.extensions import Extensions
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
 from coro.state.prs import MemoryPullRequestStore
@@ -64,8 +65,9 @@ async def plugins(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[PluginSet
             }
         }
     )
-    context = PluginContext(CoroHome(tmp_path / "home"), prs=MemoryPullRequestStore())
-    plugin_set = PluginSet(config, context)
+    home = CoroHome(tmp_path / "home")
+    context = PluginContext(home, prs=MemoryPullRequestStore())
+    plugin_set = Extensions(home).plugins(config, context)
     yield plugin_set
     await plugin_set.aclose()
 

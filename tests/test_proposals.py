@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from coro.config import CoroConfig, CoroHome
-from coro.executors import ExecutorRegistry, ScriptExecutor
+from coro.executors import ExecutorRegistry
 from coro.executors.base import ExecutorEvent, PhaseRequest
+from coro.executors.script import ScriptExecutor
 from coro.intelligence.proposals import ProposalError, propose, write_files_atomically
 from coro.plugins.scm.local import LocalScm
 from coro.state.proposals import ProposalConflict, ProposalFile, Proposed

@@ -20,8 +20,8 @@ import pytest
 
 from coro.config import CoroConfig, CoroHome
 from coro.domain.errors import PluginConfigError, PluginError, PluginNotFoundError
+from coro.extensions import Extensions
 from coro.plugins.context import PluginContext
-from coro.plugins.registry import PluginSet
 from coro.plugins.scm.local import (
     LocalScm,
     LocalScmConflict,
@@ -155,7 +155,7 @@ def test_invalid_settings_name_the_field(
 
 
 def test_the_runner_loads_the_local_scm_without_configuration(home: CoroHome) -> None:
-    plugins = PluginSet(CoroConfig(), context(home))
+    plugins = Extensions(home).plugins(CoroConfig(), context(home))
 
     assert isinstance(plugins.get("scm", "local"), LocalScm)
     assert isinstance(plugins.resolve("scm"), LocalScm)

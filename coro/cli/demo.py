@@ -37,7 +37,8 @@ from rich.text import Text
 
 from coro.cli.client import LogLine, SseParser, StreamDone, StreamItem
 from coro.cli.main import cost, render_line, status_style, status_text
-from coro.plugins.registry import LOCAL_SCM
+from coro.plugins.scm.local import PLUGIN_ID as LOCAL_SCM
+from coro.plugins.scm.local import LocalScm
 from coro.system.git import run_git
 
 DEMO_WORKFLOW = "workflows/demo/workflow.md"
@@ -252,7 +253,7 @@ async def _demo(root: Path, console: Console) -> int:
         console.print(Text(NO_SANDBOX_NOTE, style="yellow"))
     runner = Runner(home, config)
     local = runner.plugins.get("scm", LOCAL_SCM)
-    if local is None:
+    if not isinstance(local, LocalScm):
         console.print(Text("The local SCM is not available.", style="red"))
         return 1
     await _create_repo(local, root)

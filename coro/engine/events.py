@@ -1,9 +1,11 @@
 """Inbound events (PR approvals, comments, merges, ...) and how they reach the engine.
 
-An `EventTransport` delivers `InboundEvent`s to a handler: polling of SCM plugins in
-local mode (`coro.engine.polling`), forwarded webhooks in hybrid mode, or
-`MemoryEventTransport` in tests. Events observed together are handed over together, so
-a job woken by them gets them in one prompt.
+An `EventTransport` (a `transport` plugin, see `coro.extensions`) delivers
+`InboundEvent`s to a handler: polling of SCM plugins in local mode
+(`coro.engine.polling`), forwarded webhooks in hybrid mode, or `MemoryEventTransport` in
+tests. Events observed together are handed over together, so a job woken by them gets
+them in one prompt. A config reload hands a transport the new plugins and config through
+`reconfigure`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from coro.config import CoroConfig, CoroHome
 from coro.domain.models import ExternalRef, iso_now
+from coro.plugins.registry import PluginSet
+from coro.state.store import JobStore
 
 EventHandler = Callable[[Sequence["InboundEvent"]], Awaitable[None]]
 
@@ -83,6 +88,20 @@ class EventTransport(Protocol):
     @property
     def is_connected(self) -> bool: ...
 
+    def reconfigure(self, plugins: PluginSet, config: CoroConfig) -> None:
+        """Take over the plugins and config of a reload (the runner calls it once the
+        transport is made, and after every reload)."""
+
+
+@dataclass(frozen=True)
+class TransportContext:
+    """What a `transport` plugin's factory is given besides its settings."""
+
+    home: CoroHome
+    store: JobStore
+    plugins: PluginSet
+    config: CoroConfig
+
 
 class MemoryEventTransport:
     """Events pushed by the caller (tests, the local SCM's own actions)."""
@@ -99,6 +118,9 @@ class MemoryEventTransport:
     @property
     def is_connected(self) -> bool:
         return self._handler is not None
+
+    def reconfigure(self, plugins: PluginSet, config: CoroConfig) -> None:
+        """Nothing to take over: events come from the caller."""
 
     async def emit(self, *events: InboundEvent) -> None:
         """Deliver events observed together (one batch)."""

@@ -21,8 +21,12 @@ After `failure_threshold` consecutive failed polls of one PR the job is woken wi
 plugins are skipped until their wait is over.
 
 All events of one cycle are handed to the dispatcher together: a job parked on a PR
-wakes once with every change in one prompt. `poll_soon()` asks for an early cycle
-(the `local` SCM calls it after an approval, a comment or a merge).
+wakes once with every change in one prompt. `poll_soon()` asks for an early cycle: the
+transport subscribes it to every SCM plugin that announces its changes
+(`ChangeNotifier`: the `local` SCM, after an approval, a comment or a merge).
+
+The built-in `polling` transport plugin (`create`); `reconfigure` takes the plugins and
+`polling` settings of a config reload.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coro.config import CoroConfig
 from coro.domain.errors import PluginError, PluginRateLimited
 from coro.domain.models import WAITING_FOR_EVENTS, ExternalRef, Job, PrMapping, PrSeen
-from coro.engine.events import EventHandler, InboundEvent
+from coro.engine.events import EventHandler, InboundEvent, TransportContext
 from coro.plugins.registry import PluginResolutionError, PluginSet
-from coro.plugins.scm.base import PrStatus, ScmPlugin
+from coro.plugins.scm.base import ChangeNotifier, PrStatus, ScmPlugin
 from coro.state.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -81,6 +86,8 @@ class PollingTransport:
         self._failures: dict[str, int] = {}
         self._cold: dict[str, PrSeen] = {}  # legacy PRs without a mapping to store it on
         self._rate_limited_until: dict[str, float] = {}
+        self._notifiers: list[ChangeNotifier] = []
+        self._subscribe(plugins)
 
     # --- EventTransport ---------------------------------------------------------------
 
@@ -105,6 +112,27 @@ class PollingTransport:
     @property
     def is_connected(self) -> bool:
         return self._handler is not None
+
+    def reconfigure(self, plugins: PluginSet, config: CoroConfig) -> None:
+        polling = config.polling
+        self.interval = polling.interval_seconds
+        self.failure_threshold = polling.failure_threshold
+        self.change_delay = polling.local_change_delay_seconds
+        self.plugins = plugins
+        self._subscribe(plugins)
+
+    def _subscribe(self, plugins: PluginSet) -> None:
+        """Listen to the SCM plugins of `plugins` that announce changes (only those)."""
+        now: list[ChangeNotifier] = [
+            p for p in plugins.scm.instances().values() if isinstance(p, ChangeNotifier)
+        ]
+        for old in self._notifiers:
+            if not any(old is plugin for plugin in now):
+                old.remove_listener(self.poll_soon)
+        for plugin in now:
+            if not any(plugin is old for old in self._notifiers):
+                plugin.add_listener(self.poll_soon)
+        self._notifiers = now
 
     # --- scheduling -------------------------------------------------------------------
 
@@ -297,3 +325,10 @@ class PollingTransport:
             return True
 
         await self.store.update(target.job.id, store_seen)
+
+
+def create(settings: dict[str, Any], context: TransportContext) -> PollingTransport:
+    """The `polling` transport plugin; it takes its settings from `config.polling`."""
+    transport = PollingTransport(context.store, context.plugins)
+    transport.reconfigure(context.plugins, context.config)
+    return transport

@@ -40,7 +40,7 @@ from coro.domain.workflows import WorkflowError
 from coro.engine import prompts
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv, NoExecutor, select_model
-from coro.executors.script import ScriptError, parse_script
+from coro.executors import ValidatesParams
 from coro.intelligence.layers import WorkflowNotFound
 from coro.plugins.registry import PluginResolutionError
 from coro.plugins.trackers.base import TrackerPlugin
@@ -150,11 +150,6 @@ class JobService:
                 params[key] = value
         if request.repo:
             params.setdefault("repoSlug", request.repo.rstrip("/").split("/")[-1])
-        if "script" in params:
-            try:
-                parse_script(params["script"])
-            except ScriptError as exc:
-                raise InvalidRequest(str(exc)) from exc
         trigger: TriggerSource = request.trigger_source or (
             "jira" if request.jira_ticket_id else "cli"
         )
@@ -181,13 +176,21 @@ class JobService:
             created_at=now,
             updated_at=now,
         )
+        providers: set[str] = set()
         for phase in workflow.phases:
             if phase.agent is None and phase.status in PARKING:
                 continue
             try:
-                select_model(job, phase, self.env)
+                providers.add(select_model(job, phase, self.env).provider)
             except NoExecutor as exc:
                 raise PluginRequired("executor", str(exc)) from exc
+        for provider in sorted(providers):  # parameters an executor reads, e.g. params.script
+            executor = self.env.executors.get(provider)
+            if isinstance(executor, ValidatesParams):
+                try:
+                    executor.validate_params(params)
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc)) from exc
         if request.jira_ticket_id:
             await self._attach_ticket(job, request.jira_ticket_id)
         await self.store.create(job)

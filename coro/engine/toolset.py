@@ -1,13 +1,9 @@
-"""Every tool the engine gives agents: the built-ins of `coro.tools` and the campaign
-tools, which need the engine's coordinator."""
+"""The campaign tools as a `tools` plugin (`coro.extensions`): they need the engine's
+coordinator, so they live here rather than in `coro.tools`."""
 
 from __future__ import annotations
 
-from coro.engine.campaigns import tools as campaign_tools
-from coro.tools import ToolRegistry, builtin_tools
+from coro.engine.campaigns import tools
+from coro.tools import tool_set
 
-
-def engine_tools() -> ToolRegistry:
-    registry = builtin_tools()
-    campaign_tools.register(registry)
-    return registry
+campaign_tools = tool_set(tools.register)

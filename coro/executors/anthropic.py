@@ -74,6 +74,7 @@ from coro.executors.base import (
     wait_interruptible,
 )
 from coro.executors.common import parse_settings, turn_limit_reached
+from coro.plugins.context import PluginContext
 from coro.plugins.http import display_url
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class AnthropicSettings(BaseModel):
         return value
 
 
-def create(settings: dict[str, Any]) -> AnthropicExecutor:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> AnthropicExecutor:
     """The executor for `plugins.installed.anthropic.config`; `PluginConfigError` names
     the failing field, never its value."""
     return AnthropicExecutor(parse_settings(AnthropicSettings, settings))

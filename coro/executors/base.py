@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from coro.config import ToolCalling
 from coro.domain.models import ConversationMessage
@@ -238,6 +238,15 @@ class Executor(Protocol):
     async def models(self) -> list[ModelInfo]: ...
 
     async def healthcheck(self) -> Health: ...
+
+
+@runtime_checkable
+class ValidatesParams(Protocol):
+    """An executor that reads job parameters of its own (the `script` executor's
+    `params.script`) checks them when a job that will use it is created."""
+
+    def validate_params(self, params: dict[str, Any]) -> None:
+        """Raise `ValueError` with a message naming the bad parameter."""
 
 
 async def wait_interruptible(interrupt: asyncio.Event, seconds: float) -> bool:

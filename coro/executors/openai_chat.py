@@ -81,6 +81,7 @@ from coro.executors.prompted import (
     read_constrained,
     results_text,
 )
+from coro.plugins.context import PluginContext
 from coro.plugins.http import Scrubber, parse_retry_after
 
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -155,7 +156,7 @@ class OpenAISettings(BaseModel):
         return value.strip().rstrip("/")
 
 
-def create(settings: dict[str, Any]) -> OpenAIChatExecutor:
+def create(settings: dict[str, Any], context: PluginContext | None = None) -> OpenAIChatExecutor:
     """The executor for `plugins.installed.openai.config`; `PluginConfigError` names the
     failing field (never its value)."""
     parsed = parse_settings(OpenAISettings, settings)

@@ -24,6 +24,7 @@ from coro.executors.base import (
     UsageEvent,
     wait_interruptible,
 )
+from coro.plugins.context import PluginContext
 
 
 class _Step(BaseModel):
@@ -118,6 +119,11 @@ def _parse_step(raw: Any, where: str) -> Step:
 class ScriptExecutor:
     id = "script"
 
+    def validate_params(self, params: dict[str, Any]) -> None:
+        """`params.script` is valid (checked when a job is created); `ScriptError`."""
+        if "script" in params:
+            parse_script(params["script"])
+
     async def execute_phase(self, request: PhaseRequest) -> AsyncGenerator[ExecutorEvent, None]:
         try:
             script = parse_script(request.params.get("script", {}))
@@ -164,3 +170,8 @@ class ScriptExecutor:
 
     async def healthcheck(self) -> Health:
         return Health(ok=True, message="script executor is always available")
+
+
+def create(settings: dict[str, Any], context: PluginContext) -> ScriptExecutor:
+    """The plugin factory: the script executor has no settings."""
+    return ScriptExecutor()

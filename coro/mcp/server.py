@@ -33,7 +33,7 @@ from coro.config import ConfigError, CoroConfig, CoroHome
 from coro.domain.workflows import WorkflowError
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.plugins.context import PluginContext
-from coro.plugins.registry import PluginSet
+from coro.plugins.registry import PluginResolutionError, PluginSet
 from coro.state.backend import JobNotFound
 from coro.state.store import JobStore
 from coro.tools.registry import CampaignControl, ToolContext, ToolRegistry, ToolResult
@@ -202,12 +202,12 @@ def serve_stdio(job_id: str, allow_list: Iterable[str] | None = None) -> int:
 async def _serve_stdio(
     home: CoroHome, config: CoroConfig, job_id: str, allow_list: list[str] | None
 ) -> int:
-    from coro.engine.toolset import engine_tools
-    from coro.state.factory import state_backend
+    from coro.extensions import Extensions
 
+    extensions = Extensions(home)
     try:
-        backend = state_backend(home, config)
-    except ValueError as exc:
+        backend = extensions.state_backend(config)
+    except (ValueError, PluginResolutionError) as exc:
         _fail(str(exc))
         return 1
     plugins: PluginSet | None = None
@@ -219,7 +219,10 @@ async def _serve_stdio(
             _fail(f"unknown job {job_id!r} (CORO_HOME={home.root})")
             return 1
         store = JobStore(backend)
-        plugins = PluginSet(config, PluginContext(home, prs=backend.prs))
+        context = PluginContext(home, prs=backend.prs)
+        plugins = extensions.plugins(config, context)
+        tools = ToolRegistry()
+        extensions.tools(config, context, tools)  # the runner's: drop-ins' too
         contexts = JobContexts(
             store,
             home.work_dir(config),
@@ -233,7 +236,7 @@ async def _serve_stdio(
 
         from mcp.server.stdio import stdio_server
 
-        server = build_server(engine_tools(), resolve, allow_list=allow_list)
+        server = build_server(tools, resolve, allow_list=allow_list)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
         return 0

@@ -1,15 +1,20 @@
-"""Drop-in plugins: Python distributions installed into `$CORO_HOME/plugins/site`.
+"""The plugin catalog: every plugin the runner can use, built-in or drop-in, by id.
 
-A drop-in is any distribution that declares an entry point in the `coro.plugins` group:
+Built-ins (listed in `coro.extensions`) and drop-ins enter the catalog the same way
+(`PluginCatalog.register`), as `PluginEntry`s that carry a manifest and a factory
+`create(settings, context)`; `coro.extensions` declares what the factory of each kind
+returns. A built-in's code is imported on first use, a drop-in's when it is discovered
+(so a broken one is reported at once).
+
+A drop-in is any distribution installed into `$CORO_HOME/plugins/site` that declares an
+entry point in the `coro.plugins` group:
 
     [project.entry-points."coro.plugins"]
     acme-tracker = "acme_tracker"          # or "acme_tracker.plugin:PLUGIN"
 
 The entry point's name is the plugin id. What it names carries a `MANIFEST` (a dict or a
 `PluginManifest`; or it *is* the manifest) and a factory `create(settings, context)`
-(or the manifest's `entry: "module:attr"` names it). The factory returns an object
-shaped like the built-ins of its kind (`ScmPlugin`, `TrackerPlugin`, `Executor`) whose
-`id` is the plugin id.
+(or the manifest's `entry: "module:attr"` names it).
 
 Distributions are installed with `pip install --target` into the isolated site directory
 and found with `importlib.metadata` on that path alone: nothing is installed into the
@@ -32,18 +37,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution, EntryPoint, distributions
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.utils import canonicalize_name
+from pydantic import BaseModel, ValidationError
 
+from coro.config import SECRET_KEY_PATTERN
 from coro.domain.errors import PluginConfigError
 from coro.plugins.manifest import (
+    HOST_API_VERSION,
+    PluginKindName,
     PluginLoadError,
     PluginManifest,
     parse_manifest,
     resolve_entry,
+    settings_schema,
 )
+from coro.secrets import MASKED
 from coro.system.process import run_process
+from coro.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +69,8 @@ _serials = itertools.count(1)
 #: Every site directory a catalog of this process has used (tests run many homes).
 _KNOWN_SITES: set[str] = set()
 
+Issue = dict[str, str]  # {path, message}
+
 
 class InstallError(Exception):
     """pip failed, timed out, or what it installed is not a Coro plugin."""
@@ -66,51 +80,146 @@ class InstallError(Exception):
         self.output = output
 
 
-@dataclass
-class Dropin:
-    """One `coro.plugins` entry point found in the site directory."""
+@dataclass(frozen=True)
+class BuiltinPlugin:
+    """A plugin that ships with Coro: what a drop-in's entry point and manifest say,
+    written down instead (its configSchema comes from its settings model)."""
 
     id: str
-    distribution: str
-    dist_version: str
-    entry_point: str
-    manifest: PluginManifest | None = None
-    factory: Callable[..., Any] | None = None
-    error: str | None = None
-    #: the kind the entry claims even when its manifest is invalid (for listings)
-    claimed_kind: str | None = None
-    #: differs between two loads of the same plugin (instances are not reused across)
-    serial: int = field(default_factory=lambda: next(_serials))
+    kind: PluginKindName
+    #: `module:attr` of its factory `create(settings, context)`
+    entry: str
+    display_name: str
+    description: str
+    #: the pydantic model of its settings, in the factory's module: it validates them
+    #: (in the factory) and gives the manifest its configSchema
+    settings_model: str | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    enabled_by_default: bool = False
+
+
+class PluginEntry:
+    """One plugin of the catalog: its manifest and factory, or why it cannot be used.
+
+    `load()` imports its code once; every accessor below loads it first.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        *,
+        source: Literal["builtin", "dropin"],
+        entry_point: str,
+        distribution: str,
+        dist_version: str,
+        kind: str | None,
+        load: Callable[[PluginEntry], None],
+        enabled_by_default: bool | None = None,
+    ) -> None:
+        self.id = plugin_id
+        self.source = source
+        self.entry_point = entry_point
+        self.distribution = distribution
+        self.dist_version = dist_version
+        #: the kind it claims even when its manifest is invalid (for listings)
+        self.claimed_kind = kind
+        #: known before loading for a built-in (else: its manifest's)
+        self._enabled_by_default = enabled_by_default
+        #: differs between two loads of the same plugin (instances are not reused across)
+        self.serial = next(_serials)
+        self._load: Callable[[PluginEntry], None] | None = load
+        self._manifest: PluginManifest | None = None
+        self._factory: Callable[..., Any] | None = None
+        self._error: str | None = None
+        self._settings_model: type[BaseModel] | None = None
+
+    def __repr__(self) -> str:
+        return f"PluginEntry({self.id!r}, {self.source}, {self.entry_point!r})"
+
+    def load(self) -> None:
+        load, self._load = self._load, None
+        if load is not None:
+            load(self)
+
+    def loaded_with(
+        self,
+        manifest: PluginManifest | None = None,
+        factory: Callable[..., Any] | None = None,
+        error: str | None = None,
+        settings_model: type[BaseModel] | None = None,
+    ) -> None:
+        """What loading found (the loaders call this)."""
+        self._manifest, self._factory, self._error = manifest, factory, error
+        self._settings_model = settings_model
+
+    def refuse(self, error: str) -> None:
+        """Keep the entry listed, unusable (an id already taken)."""
+        self.load()
+        self._factory, self._error = None, error
+
+    @property
+    def builtin(self) -> bool:
+        return self.source == "builtin"
+
+    @property
+    def manifest(self) -> PluginManifest | None:
+        self.load()
+        return self._manifest
+
+    @property
+    def error(self) -> str | None:
+        self.load()
+        return self._error
 
     @property
     def kind(self) -> str | None:
-        return self.manifest.kind if self.manifest is not None else self.claimed_kind
+        if self.claimed_kind is None and self._load is not None:
+            self.load()
+        return self._manifest.kind if self._manifest is not None else self.claimed_kind
 
     @property
     def loaded(self) -> bool:
-        return self.error is None and self.factory is not None and self.manifest is not None
+        self.load()
+        return self._error is None and self._factory is not None and self._manifest is not None
 
-    def create(self, settings: dict[str, Any], context: Any) -> Any:
-        """A plugin instance; `PluginConfigError` for settings its schema refuses,
+    @property
+    def enabled_by_default(self) -> bool:
+        if self._enabled_by_default is not None:
+            return self._enabled_by_default
+        manifest = self.manifest
+        return manifest is not None and manifest.enabled_by_default
+
+    def settings_issues(self, settings: dict[str, Any]) -> list[Issue]:
+        """`[{path, message}]` of `settings` (paths inside them): by its settings model
+        when it has one, else by its manifest's configSchema."""
+        self.load()
+        if self._settings_model is not None:
+            try:
+                self._settings_model.model_validate(settings)
+            except ValidationError as exc:
+                return [
+                    {"path": ".".join(str(p) for p in e["loc"]) or "(root)", "message": e["msg"]}
+                    for e in exc.errors()
+                ]
+            return []
+        return self._manifest.config_issues(settings) if self._manifest is not None else []
+
+    def create(self, settings: dict[str, Any], context: Any) -> object:
+        """A plugin instance; `PluginConfigError` for settings it refuses,
         `PluginLoadError` for everything else that goes wrong."""
-        if not self.loaded or self.manifest is None or self.factory is None:
-            raise PluginLoadError(f"{self.id} is not loaded: {self.error}")
-        issues = self.manifest.config_issues(settings)
-        if issues:
-            raise PluginConfigError("; ".join(f"{i['path']}: {i['message']}" for i in issues))
+        if not self.loaded or self._manifest is None or self._factory is None:
+            raise PluginLoadError(f"{self.id} is not loaded: {self._error}")
+        if self._settings_model is None:  # a settings model is checked by the factory
+            issues = self._manifest.config_issues(settings)
+            if issues:
+                raise PluginConfigError("; ".join(f"{i['path']}: {i['message']}" for i in issues))
         try:
-            plugin = self.factory(settings, context)
+            return self._factory(settings, context)
         except PluginConfigError:
             raise
         except Exception as exc:
-            said = _scrub(_said(exc), settings, self.manifest.secret_keys())
+            said = _scrub(_said(exc), settings, self._manifest.secret_keys())
             raise PluginLoadError(f"{self.id}: creating the plugin failed: {said}") from None
-        made_id = getattr(plugin, "id", None)
-        if made_id != self.id:
-            raise PluginLoadError(
-                f"{self.id}: its factory made a plugin whose id is {made_id!r}, not {self.id!r}"
-            )
-        return plugin
 
 
 @dataclass(frozen=True)
@@ -118,49 +227,65 @@ class InstallOutcome:
     #: (name, version) of each distribution pip added or replaced
     distributions: list[tuple[str, str]]
     #: the plugins those distributions provide (loaded or with their error)
-    plugins: list[Dropin]
+    plugins: list[PluginEntry]
     output: str
 
 
-class DropinCatalog:
-    """The drop-ins of one site directory; `load()` (re)discovers them."""
+class PluginCatalog:
+    """Every plugin by id: the built-ins given, then the drop-ins of one site directory
+    (`load()` discovers those)."""
 
-    def __init__(self, site: Path, *, reserved: Iterable[str] = ()) -> None:
+    def __init__(self, site: Path, builtins: Iterable[BuiltinPlugin] = ()) -> None:
         self.site = site
-        #: ids a drop-in may not take (the built-ins)
-        self.reserved = frozenset(reserved)
-        self.entries: list[Dropin] = []
+        self.entries: list[PluginEntry] = []
+        self._builtins = [builtin_entry(b) for b in builtins]
+        for entry in self._builtins:
+            self.register(entry)
         self._lock = asyncio.Lock()
 
-    # --- discovery --------------------------------------------------------------------
+    # --- registration -----------------------------------------------------------------
+
+    def register(self, entry: PluginEntry) -> None:
+        """Add a plugin; an id already taken keeps its first holder (the built-ins are
+        registered first) and the newcomer is listed with the reason."""
+        holder = next((e for e in self.entries if e.id == entry.id), None)
+        if holder is not None:
+            entry.refuse(
+                f"the id {entry.id!r} belongs to a built-in plugin"
+                if holder.builtin
+                else f"another installed distribution already provides {entry.id!r}"
+            )
+        if entry.source == "dropin" and entry.error:
+            logger.warning("drop-in plugin %s not loaded: %s", entry.id, entry.error)
+        self.entries.append(entry)
 
     def load(self) -> None:
-        """Forget imported plugin modules and discover every entry point again."""
+        """The built-ins, then every drop-in discovered again (imported modules of the
+        site are forgotten first)."""
         _activate_site(self.site)
-        entries: list[Dropin] = []
-        seen: set[str] = set()
+        self.entries = []
+        for builtin in self._builtins:
+            self.register(builtin)
         for dist in _site_distributions(self.site):
             for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
-                entry = _load_entry(dist, ep)
-                if entry.id in self.reserved:
-                    entry.error = f"the id {entry.id!r} belongs to a built-in plugin"
-                    entry.factory = None
-                elif entry.id in seen:
-                    entry.error = f"another installed distribution already provides {entry.id!r}"
-                    entry.factory = None
-                seen.add(entry.id)
-                if entry.error:
-                    logger.warning("drop-in plugin %s not loaded: %s", entry.id, entry.error)
-                entries.append(entry)
-        self.entries = entries
+                entry = dropin_entry(dist, ep)
+                entry.load()  # a broken drop-in is reported now, not when first used
+                self.register(entry)
 
-    def get(self, plugin_id: str) -> Dropin | None:
+    # --- lookup -----------------------------------------------------------------------
+
+    def get(self, plugin_id: str) -> PluginEntry | None:
         """The entry for an id (the one that loaded, if several claim it)."""
         matches = [e for e in self.entries if e.id == plugin_id]
-        return next((e for e in matches if e.loaded), matches[0] if matches else None)
+        if len(matches) > 1:
+            return next((e for e in matches if e.loaded), matches[0])
+        return matches[0] if matches else None
 
-    def loaded(self, kind: str | None = None) -> list[Dropin]:
-        return [e for e in self.entries if e.loaded and (kind is None or e.kind == kind)]
+    def loaded(self, kind: str | None = None) -> list[PluginEntry]:
+        return [e for e in self.entries if (kind is None or e.kind == kind) and e.loaded]
+
+    def dropins(self) -> list[PluginEntry]:
+        return [e for e in self.entries if e.source == "dropin"]
 
     # --- install / uninstall ----------------------------------------------------------
 
@@ -188,7 +313,7 @@ class DropinCatalog:
             installed = [_name_version(self.site / name) for name in fresh]
             names = {canonicalize_name(n) for n, _ in installed}
             self.load()
-            plugins = [e for e in self.entries if canonicalize_name(e.distribution) in names]
+            plugins = [e for e in self.dropins() if canonicalize_name(e.distribution) in names]
             if not plugins:
                 # only what this install added: a dependency it upgraded may serve others
                 existed = {_project_of(name) for name in before}
@@ -205,14 +330,15 @@ class DropinCatalog:
             return InstallOutcome(distributions=installed, plugins=plugins, output=_tail(output))
 
     async def uninstall(self, plugin_id: str) -> list[str]:
-        """Remove the distribution that provides `plugin_id`; the ids it provided."""
+        """Remove the distribution that provides the drop-in `plugin_id`; the ids it
+        provided. `LookupError` if no drop-in has that id."""
         async with self._lock:
-            entry = self.get(plugin_id)
+            entry = next((e for e in self.dropins() if e.id == plugin_id), None)
             if entry is None:
                 raise LookupError(plugin_id)
             wanted = canonicalize_name(entry.distribution)
             removed = sorted(
-                e.id for e in self.entries if canonicalize_name(e.distribution) == wanted
+                e.id for e in self.dropins() if canonicalize_name(e.distribution) == wanted
             )
             for dist in _site_distributions(self.site):
                 if canonicalize_name(dist.metadata["Name"] or "") == wanted:
@@ -271,9 +397,6 @@ def _said(exc: BaseException) -> str:
 
 def _scrub(text: str, settings: dict[str, Any], secret_keys: set[str]) -> str:
     """A plugin's error message without the secrets of its settings (it may echo them)."""
-    from coro.config import SECRET_KEY_PATTERN
-    from coro.secrets import MASKED
-
     for key, value in settings.items():
         secret = key in secret_keys or SECRET_KEY_PATTERN.search(key)
         if secret and isinstance(value, str) and len(value) >= 4:
@@ -288,50 +411,102 @@ def _site_distributions(site: Path) -> list[Distribution]:
     return sorted(found, key=lambda d: canonicalize_name(d.metadata["Name"] or ""))
 
 
-def _load_entry(dist: Distribution, ep: EntryPoint) -> Dropin:
-    entry = Dropin(
-        id=ep.name,
+def dropin_entry(dist: Distribution, ep: EntryPoint) -> PluginEntry:
+    """The entry of a `coro.plugins` entry point (loaded by `entry.load()`)."""
+
+    def load(entry: PluginEntry) -> None:
+        try:
+            target = ep.load()
+        except (Exception, SystemExit) as exc:
+            entry.loaded_with(error=f"importing {ep.value} failed: {_said(exc)}")
+            return
+        raw = getattr(target, "MANIFEST", target)
+        if isinstance(raw, dict) and isinstance(raw.get("kind"), str):
+            entry.claimed_kind = raw["kind"]
+        try:
+            manifest = parse_manifest(raw)
+            if manifest.id != ep.name:
+                raise PluginLoadError(
+                    f"the entry point is named {ep.name!r} but the manifest id is {manifest.id!r}"
+                )
+        except PluginLoadError as exc:
+            entry.loaded_with(error=str(exc))
+            return
+        try:
+            manifest.check_compatible()
+        except PluginLoadError as exc:
+            entry.loaded_with(manifest, error=str(exc))
+            return
+        if manifest.entry:
+            try:
+                factory = resolve_entry(manifest.entry)
+            except (Exception, SystemExit) as exc:
+                error = f"resolving the factory {manifest.entry} failed: {_said(exc)}"
+                entry.loaded_with(manifest, error=error)
+                return
+        else:
+            factory = getattr(target, "create", None)
+            if factory is None:
+                error = (
+                    f"{ep.value} has no create(settings, context) and the manifest names no entry"
+                )
+                entry.loaded_with(manifest, error=error)
+                return
+        if not callable(factory):
+            entry.loaded_with(manifest, error=f"the factory of {ep.name} is not callable")
+            return
+        entry.loaded_with(manifest, factory)
+
+    return PluginEntry(
+        ep.name,
+        source="dropin",
+        entry_point=ep.value,
         distribution=dist.metadata["Name"] or "?",
         dist_version=dist.version,
-        entry_point=ep.value,
+        kind=None,
+        load=load,
     )
-    try:
-        target = ep.load()
-    except (Exception, SystemExit) as exc:
-        entry.error = f"importing {ep.value} failed: {_said(exc)}"
-        return entry
-    raw = getattr(target, "MANIFEST", target)
-    if isinstance(raw, dict) and isinstance(raw.get("kind"), str):
-        entry.claimed_kind = raw["kind"]
-    try:
-        manifest = parse_manifest(raw)
-        if manifest.id != ep.name:
-            raise PluginLoadError(
-                f"the entry point is named {ep.name!r} but the manifest id is {manifest.id!r}"
-            )
-        entry.manifest = manifest
-        manifest.check_compatible()
-    except PluginLoadError as exc:
-        entry.error = str(exc)
-        return entry
-    if manifest.entry:
+
+
+def builtin_entry(builtin: BuiltinPlugin) -> PluginEntry:
+    """The entry of a built-in (its module is imported by `entry.load()`)."""
+
+    def load(entry: PluginEntry) -> None:
+        module_name = builtin.entry.partition(":")[0]
         try:
-            factory = resolve_entry(manifest.entry)
-        except (Exception, SystemExit) as exc:
-            entry.error = f"resolving the factory {manifest.entry} failed: {_said(exc)}"
-            return entry
-    else:
-        factory = getattr(target, "create", None)
-        if factory is None:
-            entry.error = (
-                f"{ep.value} has no create(settings, context) and the manifest names no entry"
-            )
-            return entry
-    if not callable(factory):
-        entry.error = f"the factory of {ep.name} is not callable"
-        return entry
-    entry.factory = factory
-    return entry
+            module = importlib.import_module(module_name)
+            factory = resolve_entry(builtin.entry)
+        except ImportError as exc:
+            entry.loaded_with(error=f"importing {module_name} failed: {_said(exc)}")
+            return
+        model = getattr(module, builtin.settings_model) if builtin.settings_model else None
+        schema = {"type": "object", "properties": {}} if model is None else settings_schema(model)
+        manifest = PluginManifest.model_validate(
+            {
+                "id": builtin.id,
+                "kind": builtin.kind,
+                "version": __version__,
+                "displayName": builtin.display_name,
+                "description": builtin.description,
+                "hostCompatibility": f"^{HOST_API_VERSION}",
+                "configSchema": schema,
+                "capabilities": builtin.capabilities,
+                "webhook": getattr(module, "WEBHOOK", None),
+                "enabledByDefault": builtin.enabled_by_default,
+            }
+        )
+        entry.loaded_with(manifest, factory, settings_model=model)
+
+    return PluginEntry(
+        builtin.id,
+        source="builtin",
+        entry_point=builtin.entry,
+        distribution="coro",
+        dist_version=__version__,
+        kind=builtin.kind,
+        load=load,
+        enabled_by_default=builtin.enabled_by_default,
+    )
 
 
 def _under(path: str | None, roots: Iterable[str]) -> bool:

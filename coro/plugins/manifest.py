@@ -25,7 +25,8 @@ from pydantic.alias_generators import to_camel
 #: The version of the plugin API this runner offers (semver: a new major breaks plugins).
 HOST_API_VERSION = "1.0.0"
 
-PluginKindName = Literal["executor", "scm", "tracker"]
+#: The kinds of plugin (`coro.extensions` declares what each one provides).
+PluginKindName = Literal["executor", "scm", "tracker", "tools", "state", "transport"]
 
 #: Plugin ids: lower-case letters, digits, `.`, `_`, `-` (they name config slots and URLs).
 PLUGIN_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -64,6 +65,8 @@ class PluginManifest(_Model):
     config_schema: dict[str, Any] | None = None
     capabilities: dict[str, bool] = Field(default_factory=dict)
     webhook: WebhookSpec | None = None
+    #: on without a `plugins.installed.<id>` slot (with empty settings)
+    enabled_by_default: bool = False
     #: `module:attr` of the factory `create(settings, context)`; default: the entry
     #: point's own `create`.
     entry: str | None = Field(default=None, pattern=_ENTRY_PATTERN)

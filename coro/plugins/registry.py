@@ -1,343 +1,271 @@
-"""The configured source-control and tracker plugins, and which one a job gets.
+"""Typed plugins from the catalog: extension points, the enabled plugins of a kind, and
+which source-control or tracker plugin a job gets.
 
-Built-ins are created from `plugins.installed.<id>.config` exactly as drop-ins are
-(`coro.plugins.dropins`: distributions installed into `$CORO_HOME/plugins/site`).
-The offline `local` SCM needs no configuration and is always there (unless disabled),
-but never competes with a configured forge. Resolution never guesses between two
-candidates: the explicit id, else `plugins.defaults.<kind>`, else the only one
-configured, else `local` (for source control), else a clear error that lists what is
-installed.
+An `ExtensionPoint[T]` (`coro.extensions` declares one per kind) turns what a catalog
+entry's factory made into a `T`, checking that it has what the kind's Protocol asks for.
+`PluginSlots[T]` are the enabled plugins of one kind: every `plugins.installed.<id>` of
+that kind, plus the plugins whose manifest says `enabledByDefault` (the `script`
+executor, the `local` SCM, the built-in tools, ...), built-ins and drop-ins alike.
 
-Every plugin has a manifest (`coro.plugins.manifest`); the built-ins' are made here from
-their settings models, so their `configSchema` is always the schema they validate with.
+Resolution never guesses between two candidates: the explicit id, else
+`plugins.defaults.<kind>`, else the only one configured, else the only plugin that is on
+by default (which never competes with a configured one: `local` with a forge), else a
+clear error that lists what is installed.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
 
-from coro.config import CoroConfig, CoroHome
+from typing_extensions import get_protocol_members, is_protocol
+
+from coro.config import CoroConfig
 from coro.domain.errors import PluginConfigError
-from coro.plugins.context import PluginContext
-from coro.plugins.dropins import SITE_DIRNAME, DropinCatalog
-from coro.plugins.manifest import (
-    HOST_API_VERSION,
-    PluginLoadError,
-    PluginManifest,
-    settings_schema,
-)
-from coro.version import __version__
+from coro.plugins.dropins import PluginCatalog, PluginEntry
+from coro.plugins.manifest import PluginKindName, PluginLoadError
+from coro.plugins.scm.base import ScmPlugin
+from coro.plugins.trackers.base import TrackerPlugin
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: The kinds a job resolves by id or default (`PluginSet`).
 PluginKind = Literal["scm", "tracker"]
-
-#: Built-in plugins by kind; each module has `create(settings: dict)`.
-BUILTIN_MODULES: dict[PluginKind, dict[str, str]] = {
-    "scm": {
-        "github": "coro.plugins.scm.github",
-        "bitbucket": "coro.plugins.scm.bitbucket",
-        "local": "coro.plugins.scm.local",
-    },
-    "tracker": {
-        "jira": "coro.plugins.trackers.jira",
-        "github-issues": "coro.plugins.trackers.github_issues",
-    },
-}
-KIND_NAMES: dict[PluginKind, str] = {"scm": "source-control", "tracker": "tracker"}
-#: The SCM that works with no configuration at all (bare repositories under CORO_HOME).
-LOCAL_SCM = "local"
-
-
-@dataclass(frozen=True)
-class BuiltinPlugin:
-    """What the registry knows of a built-in beyond its module: enough for a manifest."""
-
-    id: str
-    kind: Literal["executor", "scm", "tracker"]
-    module: str
-    settings_class: str | None  # the pydantic model of its config, in `module`
-    display_name: str
-    description: str
-    capabilities: dict[str, bool] = field(default_factory=dict)
-
-
-_SCM_CAPS = {"supportsPullRequests": True, "supportsMerge": True, "supportsReviewers": True}
-_TRACKER_CAPS = {"supportsComments": True, "supportsTransitions": True}
-
-BUILTINS: tuple[BuiltinPlugin, ...] = (
-    BuiltinPlugin(
-        "github",
-        "scm",
-        BUILTIN_MODULES["scm"]["github"],
-        "GitHubSettings",
-        "GitHub",
-        "Repositories and pull requests on github.com or GitHub Enterprise (REST v3).",
-        _SCM_CAPS,
-    ),
-    BuiltinPlugin(
-        "bitbucket",
-        "scm",
-        BUILTIN_MODULES["scm"]["bitbucket"],
-        "BitbucketSettings",
-        "Bitbucket Cloud",
-        "Repositories and pull requests on Bitbucket Cloud (REST 2.0).",
-        _SCM_CAPS,
-    ),
-    BuiltinPlugin(
-        "local",
-        "scm",
-        BUILTIN_MODULES["scm"]["local"],
-        "LocalScmSettings",
-        "Local (offline)",
-        "Bare git repositories under CORO_HOME; pull requests kept in the runner's database.",
-        {**_SCM_CAPS, "offline": True},
-    ),
-    BuiltinPlugin(
-        "jira",
-        "tracker",
-        BUILTIN_MODULES["tracker"]["jira"],
-        "JiraSettings",
-        "Jira",
-        "Jira Cloud or Server issues (REST v3/v2).",
-        _TRACKER_CAPS,
-    ),
-    BuiltinPlugin(
-        "github-issues",
-        "tracker",
-        BUILTIN_MODULES["tracker"]["github-issues"],
-        "GitHubIssuesSettings",
-        "GitHub Issues",
-        "Issues of GitHub repositories.",
-        _TRACKER_CAPS,
-    ),
-    BuiltinPlugin(
-        "anthropic",
-        "executor",
-        "coro.executors.anthropic",
-        "AnthropicSettings",
-        "Anthropic",
-        "Claude models through the Anthropic Messages API.",
-        {"supportsChat": True, "supportsPromptCaching": True},
-    ),
-    BuiltinPlugin(
-        "openai",
-        "executor",
-        "coro.executors.openai_chat",
-        "OpenAISettings",
-        "OpenAI-compatible",
-        "OpenAI, or any compatible server (Ollama, vLLM, …) as baseUrl.",
-        {"supportsChat": True},
-    ),
-    BuiltinPlugin(
-        "claude-code",
-        "executor",
-        "coro.executors.claude_code",
-        "ClaudeCodeSettings",
-        "Claude Code",
-        "Claude Code through the claude-agent-sdk (optional extra).",
-        {"supportsNativeFileTools": True},
-    ),
-    BuiltinPlugin(
-        "script",
-        "executor",
-        "coro.executors.script",
-        None,
-        "Script",
-        "Deterministic runs from params.script (tests, demos, workflow CI).",
-    ),
-)
-BUILTIN_IDS = frozenset(b.id for b in BUILTINS)
 
 
 class PluginResolutionError(LookupError):
     """No plugin (or no single plugin) can serve a request; the message says what to do."""
 
 
-@functools.cache
-def builtin_manifest(plugin_id: str) -> PluginManifest:
-    """The manifest of a built-in (its configSchema from its settings model)."""
-    info = next(b for b in BUILTINS if b.id == plugin_id)
-    module = importlib.import_module(info.module)
-    schema: dict[str, Any] | None = {"type": "object", "properties": {}}
-    if info.settings_class is not None:
-        schema = settings_schema(getattr(module, info.settings_class))
-    webhook = getattr(module, "WEBHOOK", None)
-    return PluginManifest.model_validate(
-        {
-            "id": info.id,
-            "kind": info.kind,
-            "version": __version__,
-            "displayName": info.display_name,
-            "description": info.description,
-            "hostCompatibility": f"^{HOST_API_VERSION}",
-            "configSchema": schema,
-            "capabilities": info.capabilities,
-            "webhook": webhook,
+@dataclass(frozen=True)
+class ExtensionPoint(Generic[T]):
+    """One kind of plugin: what its factory returns (a `T`) and what the runner does
+    with it. `provides` is the Protocol (or class) `T` stands for."""
+
+    kind: PluginKindName
+    title: str  # "source-control", for messages
+    provides: type
+    #: the factory as a plugin author writes it
+    factory: str
+    purpose: str
+    #: turns what a factory made into a `T`, or raises `PluginLoadError`; by default
+    #: the members of the `provides` Protocol are checked (and an `id` must be the
+    #: plugin's id)
+    convert: Callable[[object, str], T] | None = None
+
+    def conform(self, made: object, plugin_id: str) -> T:
+        if self.convert is not None:
+            return self.convert(made, plugin_id)
+        if is_protocol(self.provides):
+            members = get_protocol_members(self.provides)
+            missing = sorted(m for m in members if not hasattr(made, m))
+            if missing:
+                raise PluginLoadError(
+                    f"{plugin_id}: its factory made a {type(made).__name__}, which lacks "
+                    f"{', '.join(missing)} ({self.title} plugins are {self.provides.__name__}s)"
+                )
+            made_id = getattr(made, "id", None)
+            if "id" in members and made_id != plugin_id:
+                raise PluginLoadError(
+                    f"{plugin_id}: its factory made a plugin whose id is {made_id!r}, "
+                    f"not {plugin_id!r}"
+                )
+        elif not isinstance(made, self.provides):
+            raise PluginLoadError(
+                f"{plugin_id}: its factory made a {type(made).__name__}, "
+                f"not a {self.provides.__name__}"
+            )
+        return cast(T, made)
+
+    def create(self, entry: PluginEntry, settings: dict[str, Any], context: Any) -> T:
+        """`entry`'s plugin from `settings`; `PluginConfigError` or `PluginLoadError`."""
+        return self.conform(entry.create(settings, context), entry.id)
+
+
+class PluginSlots(Generic[T]):
+    """The enabled plugins of one kind by id, and the ones that failed (with why)."""
+
+    def __init__(self, kind: str, title: str) -> None:
+        self.kind = kind
+        self.title = title
+        self.loaded: dict[str, T] = {}
+        self.failed: dict[str, str] = {}
+        #: plugin id -> (catalog entry serial, settings) it was created from
+        self.sources: dict[str, tuple[int, dict[str, Any]]] = {}
+        #: ids that are on by default: they serve only when nothing else is configured
+        self.fallbacks: set[str] = set()
+        #: every id the catalog has of this kind (for messages)
+        self.installed: list[str] = []
+
+    def add(self, plugin_id: str, plugin: T) -> None:
+        self.loaded[plugin_id] = plugin
+
+    def get(self, plugin_id: str) -> T | None:
+        return self.loaded.get(plugin_id)
+
+    def ids(self) -> list[str]:
+        return sorted(self.loaded)
+
+    def instances(self) -> dict[str, T]:
+        return dict(self.loaded)
+
+    @classmethod
+    def build(
+        cls,
+        point: ExtensionPoint[T],
+        config: CoroConfig,
+        catalog: PluginCatalog,
+        context: Any,
+        previous: PluginSlots[T] | None = None,
+    ) -> Self:
+        """Every enabled plugin of `point`'s kind. `previous` (the slots a config reload
+        replaces) lends its instances whose entry and settings did not change."""
+        slots = cls(point.kind, point.title)
+        slots.installed = sorted(e.id for e in catalog.entries if e.kind == point.kind)
+        wanted: dict[str, tuple[bool, dict[str, Any]]] = {
+            e.id: (True, {})
+            for e in catalog.entries
+            if e.kind == point.kind and e.enabled_by_default
         }
-    )
+        slots.fallbacks = set(wanted)
+        wanted |= {pid: (s.enabled, s.config) for pid, s in config.plugins.installed.items()}
+        for plugin_id, (enabled, settings) in wanted.items():
+            entry = catalog.get(plugin_id)
+            if not enabled or entry is None or entry.kind != point.kind:
+                continue  # another kind's, or not installed (`unusable` says so)
+            if not entry.loaded:
+                slots.failed[plugin_id] = f"{plugin_id} failed to load: {entry.error}"
+                continue
+            source = (entry.serial, settings)
+            if previous is not None and previous.sources.get(plugin_id) == source:
+                reused = previous.get(plugin_id)
+                if reused is not None:
+                    slots.add(plugin_id, reused)
+                    slots.sources[plugin_id] = source
+                    continue
+            try:
+                plugin = point.create(entry, settings, context)
+            except (PluginConfigError, PluginLoadError) as exc:
+                logger.warning("%s plugin %s not loaded: %s", point.kind, plugin_id, exc)
+                slots.failed[plugin_id] = str(exc)
+                continue
+            slots.add(plugin_id, plugin)
+            slots.sources[plugin_id] = source
+        return slots
+
+    def resolve(self, explicit: str | None = None, default: str | None = None) -> T:
+        """The plugin a request gets (see the module docstring)."""
+        wanted = explicit or default
+        if wanted is not None:
+            if wanted in self.loaded:
+                return self.loaded[wanted]
+            if wanted in self.failed:
+                raise PluginResolutionError(f"{wanted} is not loaded: {self.failed[wanted]}")
+            raise PluginResolutionError(
+                f"{self.title.capitalize()} plugin {wanted!r} is not configured "
+                f"(configured: {', '.join(sorted(self.loaded)) or 'none'})"
+            )
+        configured = {pid: p for pid, p in self.loaded.items() if pid not in self.fallbacks}
+        standing_by = [p for pid, p in self.loaded.items() if pid in self.fallbacks]
+        if len(configured) == 1:
+            return next(iter(configured.values()))
+        if not configured and len(standing_by) == 1:
+            return standing_by[0]
+        if not self.loaded:
+            raise PluginResolutionError(
+                f"No {self.title} plugin is configured: add one under plugins.installed "
+                f"({', '.join(self.installed)})"
+            )
+        raise PluginResolutionError(
+            f"Several {self.title} plugins are configured "
+            f"({', '.join(sorted(configured or self.loaded))}): "
+            f"set plugins.defaults.{self.kind} or name one"
+        )
 
 
-def builtin_settings_issues(plugin_id: str, settings: dict[str, Any]) -> list[dict[str, str]]:
-    """`[{path, message}]` of a built-in's settings (paths inside its config)."""
-    from pydantic import ValidationError
-
-    info = next((b for b in BUILTINS if b.id == plugin_id), None)
-    if info is None or info.settings_class is None:
-        return []
-    model = getattr(importlib.import_module(info.module), info.settings_class)
-    try:
-        model.model_validate(settings)
-    except ValidationError as exc:
-        return [
-            {"path": ".".join(str(p) for p in e["loc"]) or "(root)", "message": e["msg"]}
-            for e in exc.errors()
-        ]
-    return []
-
-
-def dropin_catalog(home: CoroHome) -> DropinCatalog:
-    """The drop-ins installed under `home` (discovered now)."""
-    catalog = DropinCatalog(home.plugins_dir / SITE_DIRNAME, reserved=BUILTIN_IDS)
-    catalog.load()
-    return catalog
+def unusable(config: CoroConfig, catalog: PluginCatalog) -> dict[str, str]:
+    """Enabled `plugins.installed` ids no slots can take: not installed, or a drop-in
+    that failed to load before saying what kind it is."""
+    found: dict[str, str] = {}
+    for plugin_id, slot in config.plugins.installed.items():
+        if not slot.enabled:
+            continue
+        entry = catalog.get(plugin_id)
+        if entry is None:
+            found[plugin_id] = (
+                f"no plugin with this id is installed (built-in, or in {catalog.site})"
+            )
+        elif entry.kind is None:
+            found[plugin_id] = f"{plugin_id} failed to load: {entry.error}"
+    return found
 
 
 def create_plugin(
-    kind: PluginKind,
+    point: ExtensionPoint[T],
     plugin_id: str,
     settings: dict[str, Any],
-    context: PluginContext,
-    catalog: DropinCatalog | None = None,
-) -> Any:
-    """A built-in or drop-in plugin from settings; `PluginResolutionError` for an
-    unknown id, `PluginConfigError` for invalid settings, `PluginLoadError` for a
-    drop-in that cannot be created."""
-    module_name = BUILTIN_MODULES[kind].get(plugin_id)
-    if module_name is not None:
-        return importlib.import_module(module_name).create(settings, context)
-    dropin = catalog.get(plugin_id) if catalog is not None else None
-    if dropin is not None and dropin.kind == kind:
-        return dropin.create(settings, context)
-    known = sorted(BUILTIN_MODULES[kind])
-    if catalog is not None:
-        known += sorted(d.id for d in catalog.loaded(kind))
-    raise PluginResolutionError(
-        f"{plugin_id!r} is not a {KIND_NAMES[kind]} plugin (installed: {', '.join(known)})"
-    )
+    context: Any,
+    catalog: PluginCatalog,
+) -> T:
+    """A plugin of `point`'s kind from settings (a draft config, to test before saving);
+    `PluginResolutionError` for an id of no such plugin, `PluginConfigError` for invalid
+    settings, `PluginLoadError` for a plugin that cannot be created."""
+    entry = catalog.get(plugin_id)
+    if entry is None or entry.kind != point.kind:
+        known = sorted(e.id for e in catalog.loaded(point.kind))
+        raise PluginResolutionError(
+            f"{plugin_id!r} is not a {point.title} plugin (installed: {', '.join(known)})"
+        )
+    return point.create(entry, settings, context)
 
 
 class PluginSet:
-    """The enabled SCM and tracker plugins of one config; broken ones are reported.
-
-    `previous` (a set being replaced by a config reload) lends its instances whose
-    settings did not change, so a reload only rebuilds what it must.
-    """
+    """The enabled source-control and tracker plugins of one config; broken ones are
+    reported in `failed`."""
 
     def __init__(
         self,
         config: CoroConfig,
-        context: PluginContext,
-        catalog: DropinCatalog | None = None,
-        previous: PluginSet | None = None,
+        scm: PluginSlots[ScmPlugin],
+        tracker: PluginSlots[TrackerPlugin],
+        unusable: dict[str, str] | None = None,
     ) -> None:
-        self.catalog = catalog if catalog is not None else dropin_catalog(context.home)
         self.defaults = dict(config.plugins.defaults)
-        self.loaded: dict[PluginKind, dict[str, Any]] = {"scm": {}, "tracker": {}}
-        self.failed: dict[str, str] = {}
-        #: plugin id -> (source, settings) it was created from
-        self.sources: dict[str, tuple[Any, dict[str, Any]]] = {}
-        slots = {pid: (slot.enabled, slot.config) for pid, slot in config.plugins.installed.items()}
-        slots.setdefault(LOCAL_SCM, (True, {}))
-        for plugin_id, (enabled, settings) in slots.items():
-            if not enabled:
-                continue
-            kind, source = self._kind_of(plugin_id)
-            if kind is None:
-                continue
-            if previous is not None and previous.sources.get(plugin_id) == (source, settings):
-                reused = previous.get(kind, plugin_id)
-                if reused is not None:
-                    self.loaded[kind][plugin_id] = reused
-                    self.sources[plugin_id] = (source, settings)
-                    continue
-            try:
-                plugin = create_plugin(kind, plugin_id, settings, context, self.catalog)
-            except (PluginConfigError, PluginLoadError, ImportError) as exc:
-                logger.warning("%s plugin %s not loaded: %s", kind, plugin_id, exc)
-                self.failed[plugin_id] = str(exc)
-                continue
-            self.loaded[kind][plugin_id] = plugin
-            self.sources[plugin_id] = (source, settings)
+        self.scm = scm
+        self.tracker = tracker
+        self.failed: dict[str, str] = {**(unusable or {}), **scm.failed, **tracker.failed}
 
-    def _kind_of(self, plugin_id: str) -> tuple[PluginKind | None, Any]:
-        """The kind of a configured id and what it is built from; None: not this set's
-        (an executor), or not installed (recorded in `failed`)."""
-        for kind, modules in BUILTIN_MODULES.items():
-            if plugin_id in modules:
-                return kind, modules[plugin_id]
-        if plugin_id in BUILTIN_IDS:
-            return None, None  # a built-in executor
-        dropin = self.catalog.get(plugin_id)
-        if dropin is None:
-            self.failed[plugin_id] = (
-                f"no plugin with this id is installed (built-in, or in {self.catalog.site})"
-            )
-            return None, None
-        if not dropin.loaded:
-            if dropin.kind in ("scm", "tracker", None):
-                self.failed[plugin_id] = f"{plugin_id} failed to load: {dropin.error}"
-            return None, None
-        if dropin.kind == "scm":
-            return "scm", dropin.serial
-        if dropin.kind == "tracker":
-            return "tracker", dropin.serial
-        return None, None  # a drop-in executor
+    @overload
+    def get(self, kind: Literal["scm"], plugin_id: str) -> ScmPlugin | None: ...
+    @overload
+    def get(self, kind: Literal["tracker"], plugin_id: str) -> TrackerPlugin | None: ...
+    def get(self, kind: PluginKind, plugin_id: str) -> ScmPlugin | TrackerPlugin | None:
+        return self.scm.get(plugin_id) if kind == "scm" else self.tracker.get(plugin_id)
 
-    def get(self, kind: PluginKind, plugin_id: str) -> Any | None:
-        return self.loaded[kind].get(plugin_id)
+    @overload
+    def resolve(self, kind: Literal["scm"], explicit: str | None = None) -> ScmPlugin: ...
+    @overload
+    def resolve(self, kind: Literal["tracker"], explicit: str | None = None) -> TrackerPlugin: ...
+    def resolve(self, kind: PluginKind, explicit: str | None = None) -> ScmPlugin | TrackerPlugin:
+        default = self.defaults.get(kind)
+        wanted = explicit or default
+        if wanted is not None and wanted in self.failed:  # not installed, or not loaded
+            raise PluginResolutionError(f"{wanted} is not loaded: {self.failed[wanted]}")
+        if kind == "scm":
+            return self.scm.resolve(explicit, default)
+        return self.tracker.resolve(explicit, default)
 
-    def instances(self) -> dict[str, Any]:
+    def instances(self) -> dict[str, ScmPlugin | TrackerPlugin]:
         """Every loaded plugin by id."""
-        return {pid: p for plugins in self.loaded.values() for pid, p in plugins.items()}
-
-    def resolve(self, kind: PluginKind, explicit: str | None = None) -> Any:
-        loaded = self.loaded[kind]
-        wanted = explicit or self.defaults.get(kind)
-        if wanted is not None:
-            if wanted in loaded:
-                return loaded[wanted]
-            if wanted in self.failed:
-                raise PluginResolutionError(f"{wanted} is not loaded: {self.failed[wanted]}")
-            raise PluginResolutionError(
-                f"{KIND_NAMES[kind].capitalize()} plugin {wanted!r} is not configured "
-                f"(configured: {', '.join(sorted(loaded)) or 'none'})"
-            )
-        forges = {pid: p for pid, p in loaded.items() if pid != LOCAL_SCM}
-        if len(forges) == 1:
-            return next(iter(forges.values()))
-        if not forges and LOCAL_SCM in loaded:
-            return loaded[LOCAL_SCM]
-        if not loaded:
-            raise PluginResolutionError(
-                f"No {KIND_NAMES[kind]} plugin is configured: add one under plugins.installed "
-                f"({', '.join(sorted(BUILTIN_MODULES[kind]))})"
-            )
-        raise PluginResolutionError(
-            f"Several {KIND_NAMES[kind]} plugins are configured "
-            f"({', '.join(sorted(loaded))}): set plugins.defaults.{kind} or name one"
-        )
+        return {**self.scm.instances(), **self.tracker.instances()}
 
     async def aclose(self) -> None:
         for plugin_id, plugin in self.instances().items():
-            close = getattr(plugin, "aclose", None)  # optional for drop-ins
-            if close is None:
-                continue
             try:
-                await close()
+                await plugin.aclose()
             except Exception:
                 logger.exception("closing plugin %s failed", plugin_id)

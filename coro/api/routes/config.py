@@ -30,7 +30,6 @@ from coro.config import (
     mask_config,
     validation_issues,
 )
-from coro.plugins.registry import BUILTIN_IDS, builtin_settings_issues
 
 router = APIRouter(tags=["config"])
 
@@ -56,12 +55,8 @@ def _plugin_issues(runner: Any, body: dict[str, Any], config: CoroConfig) -> lis
         slot = config.plugins.installed.get(plugin_id)
         if sent is None or slot is None or not slot.enabled:
             continue
-        if plugin_id in BUILTIN_IDS:
-            found = builtin_settings_issues(plugin_id, slot.config)
-        else:
-            dropin = runner.dropins.get(plugin_id)
-            manifest = dropin.manifest if dropin is not None else None
-            found = manifest.config_issues(slot.config) if manifest is not None else []
+        entry = runner.catalog.get(plugin_id)
+        found = entry.settings_issues(slot.config) if entry is not None else []
         prefix = f"plugins.installed.{plugin_id}.config"
         for issue in found:
             where = issue["path"]

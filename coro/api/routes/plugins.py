@@ -17,34 +17,17 @@ from pydantic.alias_generators import to_camel
 from coro.api.deps import RunnerDep
 from coro.api.schemas import HealthcheckBody, TestConnectionBody, TestLlmBody
 from coro.config import mask_config
-from coro.domain.errors import PluginError
+from coro.domain.errors import PluginConfigError, PluginError
 from coro.engine.service import Conflict, InvalidRequest
-from coro.executors import (
-    Executor,
-    Health,
-    PluginConfigError,
-    PluginLoadError,
-    PluginNotFound,
-    close_executor,
-    create_executor,
-)
-from coro.plugins.dropins import Dropin, InstallError
-from coro.plugins.manifest import HOST_API_VERSION, PLUGIN_ID_PATTERN, PluginManifest
-from coro.plugins.registry import (
-    BUILTIN_IDS,
-    BUILTINS,
-    KIND_NAMES,
-    LOCAL_SCM,
-    PluginKind,
-    PluginResolutionError,
-    builtin_manifest,
-    create_plugin,
-)
+from coro.executors import Executor, Health, PluginNotFound, close_executor
+from coro.extensions import EXECUTOR, SCM, TRACKER
+from coro.plugins.dropins import InstallError, PluginEntry
+from coro.plugins.manifest import HOST_API_VERSION, PLUGIN_ID_PATTERN, PluginLoadError
+from coro.plugins.registry import PluginKind, PluginResolutionError, create_plugin
+from coro.plugins.scm.base import ScmPlugin
+from coro.plugins.trackers.base import TrackerPlugin
 
 router = APIRouter(tags=["plugins"])
-
-#: Plugins that are on without a `plugins.installed` slot.
-ON_BY_DEFAULT = frozenset({LOCAL_SCM, "script"})
 
 PluginId = Annotated[str, PathParam(pattern=PLUGIN_ID_PATTERN, max_length=64)]
 
@@ -63,44 +46,47 @@ class InstallBody(BaseModel):
 
 def secret_keys(runner: Any) -> dict[str, set[str]]:
     """Plugin id -> config keys its manifest's schema marks secret."""
-    keys = {b.id: builtin_manifest(b.id).secret_keys() for b in BUILTINS}
-    for dropin in runner.dropins.entries:
-        if dropin.manifest is not None:
-            keys.setdefault(dropin.id, dropin.manifest.secret_keys())
+    keys: dict[str, set[str]] = {}
+    for entry in runner.catalog.entries:
+        if entry.manifest is not None:
+            keys.setdefault(entry.id, entry.manifest.secret_keys())
     return keys
 
 
-def _entry(
-    runner: Any,
-    plugin_id: str,
-    manifest: PluginManifest | None,
-    masked: dict[str, Any],
-    dropin: Dropin | None = None,
-) -> dict[str, Any]:
+def _entry(runner: Any, plugin: PluginEntry, masked: dict[str, Any]) -> dict[str, Any]:
+    plugin_id, manifest = plugin.id, plugin.manifest
+    dropin = plugin if plugin.source == "dropin" else None
     slot = runner.config.plugins.installed.get(plugin_id)
-    active = plugin_id in runner.plugins.instances() or runner.env.executors.get(plugin_id)
+    tools = runner.tool_plugins
+    active = (
+        plugin_id in runner.plugins.instances()
+        or runner.env.executors.get(plugin_id)
+        or (tools is not None and tools.get(plugin_id) is not None)
+        or plugin_id in runner.extensions.chosen.values()
+    )
     error = (
-        (dropin.error if dropin is not None else None)
+        plugin.error
         or runner.plugins.failed.get(plugin_id)
         or runner.env.executors.failed.get(plugin_id)
+        or (tools.failed.get(plugin_id) if tools is not None else None)
     )
-    enabled = slot.enabled if slot is not None else plugin_id in ON_BY_DEFAULT
+    enabled = slot.enabled if slot is not None else plugin.enabled_by_default
     slot_json = masked.get("plugins", {}).get("installed", {}).get(plugin_id)
     hint = None
     if slot is None and not active and error is None:
         hint = f"Installed. Add plugins.installed.{plugin_id} (PUT /config) to use it in jobs."
     entry: dict[str, Any] = {
         "id": plugin_id,
-        "kind": manifest.kind if manifest else (dropin.kind if dropin else None),
+        "kind": manifest.kind if manifest else plugin.kind,
         "version": manifest.version if manifest else None,
         "displayName": manifest.display_name if manifest else plugin_id,
         "description": manifest.description if manifest else "",
-        "source": "dropin" if dropin is not None else "builtin",
-        "builtin": dropin is None,
+        "source": plugin.source,
+        "builtin": plugin.builtin,
         "configured": slot is not None,
         "enabled": enabled,
-        # its code imported and its manifest accepted (built-ins: always)
-        "loaded": dropin.loaded if dropin is not None else True,
+        # its code imported and its manifest accepted
+        "loaded": plugin.loaded,
         # an instance exists: jobs can use it
         "active": bool(active),
         "error": error,
@@ -118,14 +104,11 @@ def _entry(
     return entry
 
 
-def plugin_entries(runner: Any, only: list[Dropin] | None = None) -> list[dict[str, Any]]:
-    """`GET /plugins` entries: every built-in and every drop-in (or just `only`)."""
+def plugin_entries(runner: Any, only: list[PluginEntry] | None = None) -> list[dict[str, Any]]:
+    """`GET /plugins` entries: every plugin of the catalog, built-in or drop-in (or just
+    `only`)."""
     masked = mask_config(runner.config.to_json(), secret_keys(runner))
-    if only is not None:
-        return [_entry(runner, d.id, d.manifest, masked, d) for d in only]
-    entries = [_entry(runner, b.id, builtin_manifest(b.id), masked) for b in BUILTINS]
-    entries += [_entry(runner, d.id, d.manifest, masked, d) for d in runner.dropins.entries]
-    return entries
+    return [_entry(runner, e, masked) for e in (runner.catalog.entries if only is None else only)]
 
 
 @router.get("/plugins")
@@ -134,7 +117,7 @@ async def list_plugins(runner: RunnerDep) -> dict[str, Any]:
         "plugins": plugin_entries(runner),
         "defaults": dict(runner.config.plugins.defaults),
         "hostApiVersion": HOST_API_VERSION,
-        "pluginsDir": str(runner.dropins.site),
+        "pluginsDir": str(runner.catalog.site),
     }
 
 
@@ -155,7 +138,7 @@ async def install_plugin(runner: RunnerDep, body: InstallBody) -> dict[str, Any]
     spec = given[0] if body.path is None else _local_path(body.path)
     async with runner.config_lock:
         try:
-            outcome = await runner.dropins.install(spec)
+            outcome = await runner.catalog.install(spec)
         except InstallError as exc:
             return JSONResponse({"error": str(exc), "output": exc.output}, status_code=422)
         reload = await runner.reload_config(runner.config)
@@ -181,14 +164,15 @@ async def install_plugin(runner: RunnerDep, body: InstallBody) -> dict[str, Any]
 @router.delete("/plugins/{plugin_id}")
 async def remove_plugin(runner: RunnerDep, plugin_id: PluginId) -> dict[str, Any]:
     """Uninstall the drop-in distribution that provides `plugin_id` (its config stays)."""
-    if plugin_id in BUILTIN_IDS:
+    entry = runner.catalog.get(plugin_id)
+    if entry is not None and entry.builtin:
         raise Conflict(
             f"{plugin_id} is built in and cannot be removed; "
             f"disable it with plugins.installed.{plugin_id}.enabled = false"
         )
     async with runner.config_lock:
         try:
-            removed = await runner.dropins.uninstall(plugin_id)
+            removed = await runner.catalog.uninstall(plugin_id)
         except LookupError:
             raise PluginNotFound(plugin_id) from None
         reload = await runner.reload_config(runner.config)
@@ -206,9 +190,9 @@ def _executor(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> Exec
     """The running executor, or one built from a draft config (to test before saving)."""
     if draft is not None:
         try:
-            return create_executor(
-                plugin_id, draft, catalog=runner.dropins, context=runner.plugin_context
-            )
+            return create_plugin(EXECUTOR, plugin_id, draft, runner.plugin_context, runner.catalog)
+        except PluginResolutionError:
+            raise PluginNotFound(plugin_id) from None
         except (PluginConfigError, PluginLoadError) as exc:
             raise InvalidRequest(f"Invalid config for {plugin_id}: {exc}") from exc
     executor: Executor | None = runner.env.executors.get(plugin_id)
@@ -279,13 +263,13 @@ async def _test_connection(
     runner: Any, kind: PluginKind, body: TestConnectionBody
 ) -> dict[str, Any]:
     """A real request through the default (or named, or draft-configured) plugin."""
+    plugin: ScmPlugin | TrackerPlugin
     if body.config is not None:
         if body.plugin_id is None:
             raise InvalidRequest("pluginId is required with a draft config")
+        draft = (body.plugin_id, body.config, runner.plugin_context, runner.catalog)
         try:
-            plugin = create_plugin(
-                kind, body.plugin_id, body.config, runner.plugin_context, runner.dropins
-            )
+            plugin = create_plugin(SCM, *draft) if kind == "scm" else create_plugin(TRACKER, *draft)
         except (PluginConfigError, PluginLoadError) as exc:
             raise InvalidRequest(f"Invalid config for {body.plugin_id}: {exc}") from exc
         except PluginResolutionError as exc:
@@ -306,7 +290,11 @@ async def _test_connection(
     return {
         "ok": check.ok,
         "message": check.message,
-        "details": {"pluginId": plugin.id, "kind": KIND_NAMES[kind], **check.details},
+        "details": {
+            "pluginId": plugin.id,
+            "kind": (SCM if kind == "scm" else TRACKER).title,
+            **check.details,
+        },
     }
 
 

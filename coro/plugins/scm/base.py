@@ -6,8 +6,9 @@ GitHub, `workspace/slug` on Bitbucket). Pull requests are numbered per repositor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from coro.system.git import GitCredentials
 
@@ -104,3 +105,15 @@ class ScmPlugin(Protocol):
         """A real request proving the credentials work; clear message otherwise."""
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """An SCM plugin that knows when its pull requests change (the `local` SCM: an
+    approval, a comment or a merge made through it). Event transports subscribe, so a
+    parked job wakes without waiting for the next poll."""
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` runs after every change (synchronously; errors are logged)."""
+
+    def remove_listener(self, callback: Callable[[], None]) -> None: ...

@@ -64,6 +64,9 @@ export async function render(main) {
     );
   }
 
+  /** Kinds with a connection test (tools, state backends and transports have none). */
+  const TESTABLE = new Set(["executor", "scm", "tracker"]);
+
   function pluginCard(plugin) {
     const form = schemaForm(plugin);
     const enabled = h("input", { type: "checkbox", id: `enabled-${plugin.id}`, checked: plugin.enabled !== false });
@@ -107,7 +110,7 @@ export async function render(main) {
       plugin.description ? h("p", { class: "muted" }, plugin.description) : null,
       h("div", { class: "field" }, h("label", { class: "check", for: `enabled-${plugin.id}` }, enabled, "Enabled")),
       form.node,
-      h("div", { class: "row" }, save, test, plugin.source === "dropin" ? remove : null),
+      h("div", { class: "row" }, save, TESTABLE.has(plugin.kind) ? test : null, plugin.source === "dropin" ? remove : null),
       result,
     );
   }
