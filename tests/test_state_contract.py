@@ -680,17 +680,10 @@ async def test_a_failing_append_fails_only_its_caller(shared: Store) -> None:
         assert pairs(await backend.append_logs("job-2", ["ok"])) == [(0, "ok")]
 
 
-@pytest.fixture(params=["postgres"])
-async def live_shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The shared stores whose backends hear each other's writes (issue #11, point 4)."""
-    async with store_of(request.param, tmp_path) as found:
-        yield found
-
-
 async def test_a_line_appended_by_one_backend_reaches_anothers_subscriber(
-    live_shared: Store,
+    shared: Store,
 ) -> None:
-    async with live_shared.opened(2) as (writer, watcher):
+    async with shared.opened(2) as (writer, watcher):
         await writer.create_job(make_job("job-1"))
         await writer.append_logs("job-1", ["t0 before the subscriber"])
         subscription = watcher.bus.subscribe("job-1")
@@ -706,8 +699,8 @@ async def test_a_line_appended_by_one_backend_reaches_anothers_subscriber(
         subscription.close()
 
 
-async def test_a_subscriber_hears_lines_committed_while_it_replayed(live_shared: Store) -> None:
-    async with live_shared.opened(2) as (writer, watcher):
+async def test_a_subscriber_hears_lines_committed_while_it_replayed(shared: Store) -> None:
+    async with shared.opened(2) as (writer, watcher):
         await writer.append_logs("job-1", [f"t{n} old" for n in range(3)])
         subscription = watcher.bus.subscribe("job-1")
         replayed = await watcher.read_logs("job-1")
