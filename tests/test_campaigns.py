@@ -19,6 +19,9 @@ from coro.domain.models import CampaignChild
 from coro.engine.campaigns.model import find_cycle, plan_problems, reconcile_ready
 from tests.conftest import Api, ApiFactory, user_prompts, write_workflow
 
+#: the tests that run a runner, once per state backend
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 PARENT_PHASES = [
     {"name": "plan", "agent": None},
     {"name": "coordinating", "agent": None, "status": "awaiting-children"},

@@ -1,6 +1,6 @@
 """The offline `local` SCM: bare repositories on disk, pull requests in the runner's
-state backend (a real SQLite file), merges with real git — through the plugin and
-through `/scm/local/…`.
+state backend (a real SQLite file, and a real PostgreSQL database), merges with real
+git — through the plugin and through `/scm/local/…`.
 
 The user's git configuration is never read: HOME and GIT_CONFIG_GLOBAL point at the
 test's own directory and the system configuration is off.
@@ -29,10 +29,14 @@ from coro.plugins.scm.local import (
     check_repo_name,
     create,
 )
+from coro.state.factory import state_backend
 from coro.state.prs import MemoryPullRequestStore
 from coro.state.sqlite import SqliteStateBackend
 from coro.system.git import GitWorkspace
-from tests.conftest import Api, ApiFactory
+from tests.conftest import Api, ApiFactory, on_backend
+
+#: the tests of pull requests (kept by the state backend), once per backend
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 AUTHOR = {"author_name": "Dev", "author_email": "dev@coro.test"}
 
@@ -58,8 +62,8 @@ def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def scm(home: CoroHome) -> AsyncIterator[LocalScm]:
-    backend = SqliteStateBackend(home.state_db)
+async def scm(home: CoroHome, state_url: str | None) -> AsyncIterator[LocalScm]:
+    backend = state_backend(home, on_backend(CoroConfig(), state_url))
     await backend.open()
     try:
         yield create({}, PluginContext(home, prs=backend.prs))
@@ -492,6 +496,7 @@ async def test_listeners_hear_every_change(scm: LocalScm, tmp_path: Path) -> Non
     assert len(heard) == 7
 
 
+@pytest.mark.backends("sqlite")  # it reads the SQLite file itself
 async def test_the_tables_live_in_the_migrated_state_database(
     scm: LocalScm, tmp_path: Path, home: CoroHome
 ) -> None:
