@@ -64,11 +64,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
+from coro.state import migrate
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.notify import Announcer, Listener, notify_dir
 from coro.state.proposals_sql import SqlProposalStore
 from coro.state.prs_sql import SqlPullRequestStore
+from coro.state.rows import dump_job, job_columns, job_conditions, load_job
 from coro.state.schema import job_logs, job_transcripts, jobs
 
 if TYPE_CHECKING:
@@ -81,9 +83,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 logger = logging.getLogger(__name__)
-
-#: Alembic keeps the running migration's context in module globals: one at a time.
-_ALEMBIC_LOCK = threading.Lock()
 
 #: Most operations the worker runs in one transaction (the rest wait for the next one).
 _MAX_BATCH = 1000
@@ -112,15 +111,8 @@ def configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any) 
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An Alembic config for the state store's migrations, built in code (no .ini)."""
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    cfg.set_main_option("path_separator", "os")
-    if url is not None:
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
+    """An Alembic config for the SQLite state store's migrations (no .ini)."""
+    return migrate.alembic_config(MIGRATIONS_DIR, url)
 
 
 def upgrade_sqlite(path: Path) -> None:
@@ -134,7 +126,7 @@ def upgrade_sqlite(path: Path) -> None:
     engine = create_engine(URL.create("sqlite", database=str(path)), poolclass=NullPool)
     event.listen(engine, "connect", configure_sqlite_connection)
     try:
-        with _ALEMBIC_LOCK, engine.connect() as connection:
+        with migrate.ALEMBIC_LOCK, engine.connect() as connection:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
             cfg = alembic_config()
             cfg.attributes["connection"] = connection
@@ -155,38 +147,6 @@ def current_revision(path: Path) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
-
-
-# --- row <-> job ----------------------------------------------------------------------
-
-
-def _search_text(job: Job) -> str:
-    """What `JobQuery.text` is matched against (same haystack as the memory backend)."""
-    parts = (job.id, job.params.get("description"), job.params.get("repo"))
-    return " ".join(str(part) for part in parts if part).lower()
-
-
-def _columns(job: Job, doc: str) -> dict[str, Any]:
-    """Every `jobs` column but `id` and `version`, from the job and its JSON `doc`."""
-    return {
-        "type": job.type,
-        "status": job.status,
-        "workflow_path": job.workflow_path,
-        "campaign_parent_id": job.campaign_parent_id,
-        "search_text": _search_text(job),
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "doc": doc,
-    }
-
-
-def _dump(job: Job) -> str:
-    # The transcript has its own table (`append_transcript`): never in the document.
-    return job.model_dump_json(by_alias=True, exclude={"conversation_history"})
-
-
-def _load(doc: str) -> Job:
-    return Job.model_validate_json(doc)
 
 
 # --- the hot statements, compiled once from the schema ---------------------------------
@@ -599,8 +559,8 @@ class SqliteStateBackend:
     # -- jobs --------------------------------------------------------------------------
 
     async def create_job(self, job: Job) -> None:
-        doc = _dump(job)
-        params = {"id": job.id, "version": 1, **_columns(job, doc)}
+        doc = dump_job(job)
+        params = {"id": job.id, "version": 1, **job_columns(job, doc)}
         try:
             await self._write(partial(_insert_job, params))
         except sqlite3.IntegrityError as exc:
@@ -609,7 +569,7 @@ class SqliteStateBackend:
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read_job(job_id)
-        return _load(row[1]) if row is not None else None
+        return load_job(row[1]) if row is not None else None
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
@@ -624,7 +584,7 @@ class SqliteStateBackend:
                 if current is None:
                     raise JobNotFound(job_id)
                 version, doc = current
-                draft = _load(doc)
+                draft = load_job(doc)
                 before = draft.status
                 try:
                     decision = mutate(draft)
@@ -642,14 +602,14 @@ class SqliteStateBackend:
                         if stored is None or stored[0] != version:
                             current, fresh = stored, True
                             continue
-                    return _load(doc), False
+                    return load_job(doc), False
                 draft.updated_at = iso_now()
-                new_doc = _dump(draft)
+                new_doc = dump_job(draft)
                 params = {
                     "w_id": job_id,
                     "w_version": version,
                     "version": version + 1,
-                    **_columns(draft, new_doc),
+                    **job_columns(draft, new_doc),
                 }
                 worker = self._require_worker()
                 changed = draft.status != before
@@ -666,7 +626,7 @@ class SqliteStateBackend:
                 current, fresh = await self._read_job(job_id), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
-        conditions = _conditions(query)
+        conditions = job_conditions(jobs, query, _contains)
         count = select(func.count()).select_from(jobs).where(*conditions)
         page = (
             select(jobs.c.doc)
@@ -682,7 +642,7 @@ class SqliteStateBackend:
                 docs = (await conn.scalars(page)).all() if query.limit > 0 else []
             finally:
                 await conn.rollback()
-        return [_load(doc) for doc in docs], int(total or 0)
+        return [load_job(doc) for doc in docs], int(total or 0)
 
     async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
         if not statuses:
@@ -694,7 +654,7 @@ class SqliteStateBackend:
         )
         async with self._require_engine().connect() as conn:
             docs = (await conn.scalars(statement)).all()
-        return [_load(doc) for doc in docs]
+        return [load_job(doc) for doc in docs]
 
     async def status_totals(self) -> dict[str, StatusTotal]:
         cost = func.json_extract(jobs.c.doc, "$.tokenUsage.totalCostUsd")
@@ -837,22 +797,9 @@ def _entries(start: int, lines: list[str]) -> list[LogEntry]:
     return [LogEntry(index=start + n, line=line) for n, line in enumerate(lines)]
 
 
-def _conditions(query: JobQuery) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if query.statuses:
-        conditions.append(jobs.c.status.in_(query.statuses))
-    if query.exclude_statuses:
-        conditions.append(jobs.c.status.not_in(query.exclude_statuses))
-    if query.type:
-        conditions.append(jobs.c.type == query.type)
-    if query.workflow_path:
-        conditions.append(jobs.c.workflow_path == query.workflow_path)
-    if query.campaign_parent_id:
-        conditions.append(jobs.c.campaign_parent_id == query.campaign_parent_id)
-    if query.text:
-        # instr(), not LIKE: a plain substring test, no wildcards to escape
-        conditions.append(func.instr(jobs.c.search_text, query.text.lower()) > 0)
-    return conditions
+def _contains(column: ColumnElement[str], needle: str) -> ColumnElement[bool]:
+    # instr(), not LIKE: a plain substring test, no wildcards to escape
+    return func.instr(column, needle) > 0
 
 
 __all__ = [
