@@ -126,17 +126,19 @@ async def test_the_listener_reconnects_and_catches_up_what_it_missed(pg_url: str
     await writer.open()
     await watcher.open()
     try:
-        await writer.append_logs("job-1", ["t0 first"])
         subscription = watcher.bus.subscribe("job-1")
-        subscription.replayed(0)
+        subscription.replayed(-1)  # the watcher starts listening
+        await writer.append_logs("job-1", ["t0 heard"])
+        assert await lines_until(subscription, 0) == [(0, "t0 heard")]
         server = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
         try:  # the watcher's LISTEN connection drops (a server restart, a network cut)
-            await server.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            dropped = await server.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'coro-listener' AND datname = current_database()"
             )
         finally:
             await server.close()
+        assert dropped == 1
 
         await writer.append_logs("job-1", ["t1 while it reconnects"])
 
@@ -147,6 +149,24 @@ async def test_the_listener_reconnects_and_catches_up_what_it_missed(pg_url: str
     finally:
         await writer.close()
         await watcher.close()
+
+
+async def test_a_backend_nobody_follows_holds_no_listening_connection(
+    backend: PostgresStateBackend, pg_url: str
+) -> None:
+    await backend.append_logs("job-1", ["t0 written"])
+    subscription = backend.bus.subscribe("job-1")  # subscribed, not yet following
+
+    server = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+    try:
+        listening = await server.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'coro-listener' AND datname = current_database()"
+        )
+    finally:
+        await server.close()
+    subscription.close()
+    assert listening == 0
 
 
 async def test_two_processes_on_one_database_lose_no_field_and_no_line(

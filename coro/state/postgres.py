@@ -4,13 +4,14 @@ Several runner processes (and `coro mcp` servers) may share one database.
 
 Concurrency model
 -----------------
-* One SQLAlchemy async engine (asyncpg) per backend. The hot operations (create/get/
-  update a job, append/read/count log lines, transcripts) each run one hand-written
-  statement on a pooled connection's asyncpg connection, outside any explicit
-  transaction: one round trip, prepared once per connection by asyncpg's statement
-  cache. Commits are asynchronous (`_SESSION_SETTINGS`). Listings, the pull request and
-  proposal stores (`prs`, `proposals`, over the same engine) and migrations go through
-  SQLAlchemy Core and Alembic.
+* The hot operations (create/get/update a job, append/read/count log lines,
+  transcripts) each run one hand-written statement, outside any explicit transaction,
+  on a connection of the backend's own small asyncpg pool (`_Pool`: a free list, as a
+  SQLAlchemy checkout costs more than such a statement): one round trip, prepared once
+  per connection by asyncpg's statement cache. Commits are asynchronous
+  (`_SESSION_SETTINGS`). Listings, the pull request and proposal stores (`prs`,
+  `proposals`) and migrations go through a SQLAlchemy async engine (asyncpg), Core and
+  Alembic.
 * `update_job` is optimistic, as in the SQLite backend: apply the mutation to the job's
   `doc` at some `version`, then `UPDATE … WHERE id = $1 AND version = $2`; if another
   writer got in first, re-read and re-apply. The last `(version, doc)` this instance
@@ -25,11 +26,12 @@ Concurrency model
   indexes of a job are contiguous and never collide.
 * Live logs across processes: an append, and an update that logs lines or changes the
   job's status, also run `pg_notify('coro_state', <job id>)` in the same statement
-  (delivered when it commits). Each backend LISTENs on a dedicated connection
-  (reconnecting if it drops, then catching up every watched job); for a job with
+  (delivered when it commits). Once a subscriber follows a job, the backend LISTENs on
+  a dedicated connection (reconnecting if it drops, then catching up every watched
+  job); for a job with
   subscribers on this backend's `bus`, a `CatchUp` reads the lines after the bus's
   high-water mark and the job's status, and publishes them. Notifications from this
-  backend's own pooled connections are skipped: those writes were published as they
+  backend's own connections are skipped: those writes were published as they
   returned.
 * PostgreSQL text cannot hold NUL characters: in log lines (and in the copy of the
   description searched by `JobQuery.text`) they are stored as U+FFFD. Job documents
@@ -40,6 +42,7 @@ Concurrency model
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import weakref
@@ -58,7 +61,6 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
-    event,
     func,
     select,
     text,
@@ -67,7 +69,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlalchemy.util import greenlet_spawn
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state import schema
@@ -318,6 +319,7 @@ class PostgresStateBackend:
         self.proposals = SqlProposalStore(self._require_engine)
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._hot: _Pool | None = None
         self._listener: _Listener | None = None
         self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -325,8 +327,6 @@ class PostgresStateBackend:
         # job id -> (version, doc) as this instance last wrote or read it
         self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._docs_chars = 0
-        # server process ids of this backend's own pooled connections
-        self._own_pids: set[int] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStateBackend({masked(self.url)})"
@@ -340,44 +340,25 @@ class PostgresStateBackend:
             await asyncio.to_thread(upgrade_postgres, self.url)
         except Exception as exc:
             raise _failure(f"cannot migrate {masked(self.url)}", exc) from None
-        engine = create_async_engine(
-            self.url,
-            pool_size=self._pool_size,
-            max_overflow=self._pool_size,
-            connect_args={"server_settings": _SESSION_SETTINGS},
+        self._engine = create_async_engine(
+            self.url, connect_args={"server_settings": _SESSION_SETTINGS}
         )
-        event.listen(engine.sync_engine, "connect", self._connected)
-        event.listen(engine.sync_engine, "close", self._disconnected)
-        self._engine = engine
-        listener = _Listener(self)
-        try:
-            await listener.start()
-        except BaseException as exc:
-            self._engine = None
-            await engine.dispose()
-            if isinstance(exc, Exception):
-                raise _failure(f"cannot listen on {masked(self.url)}", exc) from None
-            raise
-        self._listener = listener
-        self.bus.on_follow = listener.follow
+        self._hot = _Pool(self.url, self._pool_size)
+        self._listener = _Listener(self)
+        self.bus.on_follow = self._listener.follow
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
+        hot, self._hot = self._hot, None
         engine, self._engine = self._engine, None
         self._forget_all()
         if listener is not None:
             self.bus.on_follow = None
             await listener.stop()
+        if hot is not None:
+            await hot.close()
         if engine is not None:
             await engine.dispose()
-
-    def _connected(self, dbapi_connection: Any, record: Any) -> None:
-        pid = dbapi_connection.driver_connection.get_server_pid()
-        record.info["coro_pid"] = pid
-        self._own_pids.add(pid)
-
-    def _disconnected(self, _dbapi_connection: Any, record: Any) -> None:
-        self._own_pids.discard(record.info.pop("coro_pid", None))
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -561,24 +542,11 @@ class PostgresStateBackend:
 
     @contextlib.asynccontextmanager
     async def _driver(self) -> AsyncIterator[Any]:
-        """A pooled connection's own asyncpg connection, for one hot statement.
-
-        Checked out of the engine's pool without a SQLAlchemy `Connection` around it
-        (that costs more than the statement). A connection that failed other than by
-        a server-side error, or was cancelled half-way, is discarded.
-        """
-        raw = await self._require_engine().raw_connection()
-        try:
-            driver: Any = raw.driver_connection
-            try:
-                yield driver
-            except BaseException as exc:
-                if not _is_server_error(exc) or driver.is_in_transaction():
-                    await asyncio.shield(greenlet_spawn(raw.invalidate))
-                raise
-        finally:
-            # the pool may close a connection handed back (overflow): an async close
-            await greenlet_spawn(raw.close)
+        """An asyncpg connection of the hot pool, for one statement (or transaction)."""
+        if self._hot is None:
+            raise RuntimeError(f"{self!r} is not open")
+        async with self._hot.connection() as connection:
+            yield connection
 
     async def _read_job(self, job_id: str) -> tuple[int, str] | None:
         """`(version, doc)` as stored (and remembered), or None."""
@@ -650,23 +618,125 @@ def _failure(what: str, exc: Exception) -> RuntimeError:
     return RuntimeError(f"PostgreSQL state backend: {what}: {reason}")
 
 
+# --- the hot pool ------------------------------------------------------------------------
+
+
+async def _connect(url: URL, settings: dict[str, str]) -> Any:
+    """A new asyncpg connection to the database of `url`."""
+    import asyncpg
+
+    return await asyncpg.connect(
+        **url.translate_connect_args(username="user"), **dict(url.query), server_settings=settings
+    )
+
+
+class _Pool:
+    """asyncpg connections for the hot statements, opened on demand, at most `size`.
+
+    SQLAlchemy's pool costs more per checkout than a short statement takes; this one is a
+    free list. `pids` are the server processes of its open connections: notifications
+    they send are this backend's own.
+    """
+
+    def __init__(self, url: URL, size: int) -> None:
+        self._url = url
+        self._size = size
+        self._idle: list[Any] = []
+        self._opened = 0  # connections open or being opened
+        # callers waiting for a connection: handed one, or None (open one in its place)
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._closed = False
+        self.pids: set[int] = set()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        connection = await self._acquire()
+        try:
+            yield connection
+        except BaseException as exc:
+            # a server-side error leaves the connection usable; anything else (a lost
+            # connection, a statement cancelled half-way) may not
+            broken = not _is_server_error(exc) or connection.is_in_transaction()
+            self._release(connection, broken=broken)
+            raise
+        self._release(connection, broken=False)
+
+    async def _acquire(self) -> Any:
+        if self._closed:
+            raise RuntimeError("the PostgreSQL state backend is closed")
+        if self._idle:
+            return self._idle.pop()
+        if self._opened >= self._size:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._hand_over(waiter.result())  # handed over as it was cancelled
+                raise
+            if handed is not None:
+                return handed
+        else:
+            self._opened += 1
+        try:  # a free place: open a connection in it
+            connection = await _connect(self._url, _SESSION_SETTINGS)
+        except BaseException:
+            self._hand_over(None)
+            raise
+        self.pids.add(connection.get_server_pid())
+        return connection
+
+    def _release(self, connection: Any, *, broken: bool) -> None:
+        if broken or self._closed or connection.is_closed():
+            self.pids.discard(connection.get_server_pid())
+            connection.terminate()
+            self._hand_over(None)
+        else:
+            self._hand_over(connection)
+
+    def _hand_over(self, connection: Any) -> None:
+        """Give a connection (or, with None, a free place) to the first waiter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        if connection is None:
+            self._opened -= 1
+        else:
+            self._idle.append(connection)
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the PostgreSQL state backend is closed"))
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            self.pids.discard(connection.get_server_pid())
+            await _close_quietly(connection)
+        self._opened -= len(idle)
+
+
 # --- live logs from other processes -------------------------------------------------------
 
 
 class _Listener:
     """LISTENs on `CHANNEL` over a dedicated connection (reconnecting when it is lost)
-    and catches up the backend's bus on the jobs other processes wrote to."""
+    and catches up the backend's bus on the jobs other processes wrote to.
+
+    It connects when a first subscriber follows a job, not before: a process that never
+    streams a log (a CLI command, `coro mcp`, a runner nobody watches) holds no extra
+    connection and is not woken by every other process's writes.
+    """
 
     def __init__(self, backend: PostgresStateBackend) -> None:
         self._backend = backend
         self._catch_up = CatchUp(backend.bus, backend.read_logs, backend._job_status)
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Listen before returning (so nothing committed afterwards goes unheard)."""
-        self._connection = await self._listen()
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -681,19 +751,15 @@ class _Listener:
 
     def follow(self, job_id: str) -> None:
         """`LogBus.on_follow`: a subscriber has replayed storage. Catch it up now if
-        listening; otherwise the reconnection will (it catches up every watched job)."""
+        listening; otherwise (re)connecting will, once it listens: it catches up every
+        watched job."""
         if self._connection is not None:
             self._catch_up.job_changed(job_id)
+        elif self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _listen(self) -> Any:
-        import asyncpg
-
-        url = self._backend.url
-        connection = await asyncpg.connect(
-            **url.translate_connect_args(username="user"),
-            **dict(url.query),
-            server_settings={"application_name": "coro-listener"},
-        )
+        connection = await _connect(self._backend.url, {"application_name": "coro-listener"})
         try:
             await connection.add_listener(CHANNEL, self._notified)
         except BaseException:
@@ -728,7 +794,8 @@ class _Listener:
 
     def _notified(self, _connection: Any, pid: int, _channel: str, job_id: str) -> None:
         # this backend's own writes were published when they returned
-        if pid not in self._backend._own_pids:
+        hot = self._backend._hot
+        if hot is None or pid not in hot.pids:
             self._catch_up.job_changed(job_id)
 
 
