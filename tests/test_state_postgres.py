@@ -106,15 +106,16 @@ async def test_postgresql_urls_build_the_postgres_backend(pg_url: str, tmp_path:
 async def test_the_password_of_the_url_never_shows(pg_url: str, tmp_path: Path) -> None:
     wrong_database = with_password(pg_url).rsplit("/", 1)[0] + "/no_such_database"
     nobody_listens = with_password(pg_url).replace(":5432/", ":9/")
+    in_the_query = f"{pg_url.rsplit('/', 1)[0]}/no_such_database?password={PASSWORD}"
     home = CoroHome(tmp_path)
 
-    for url in (wrong_database, nobody_listens):
+    for url in (wrong_database, nobody_listens, in_the_query):
         backend = state_backend(home, CoroConfig.model_validate({"state": {"url": url}}))
         assert PASSWORD not in repr(backend)
         with pytest.raises(RuntimeError) as raised:
             await backend.open()
         shown = "".join(traceback.format_exception(raised.value))
-        assert "postgres:***@127.0.0.1" in shown
+        assert "127.0.0.1" in shown  # what failed is named
         assert PASSWORD not in shown
     with pytest.raises(ValueError) as refused:
         PostgresStateBackend(f"postgresql://postgres:{PASSWORD}@127.0.0.1:notaport/db")

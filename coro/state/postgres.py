@@ -159,8 +159,9 @@ def postgres_url(url: str | URL) -> URL:
 
 
 def masked(url: URL) -> str:
-    """The URL as it may be shown: its password hidden."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be shown: its password hidden (one given as a query parameter
+    left out)."""
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
 
 
 def upgrade_postgres(url: URL) -> None:
@@ -344,6 +345,12 @@ class PostgresStateBackend:
             self.url, connect_args={"server_settings": _SESSION_SETTINGS}
         )
         self._hot = _Pool(self.url, self._pool_size)
+        try:  # a first connection: a URL the driver refuses fails here, not later
+            async with self._hot.connection():
+                pass
+        except Exception as exc:
+            await self.close()
+            raise _failure(f"cannot connect to {masked(self.url)}", exc) from None
         self._listener = _Listener(self)
         self.bus.on_follow = self._listener.follow
 
@@ -664,8 +671,11 @@ class _Pool:
     async def _acquire(self) -> Any:
         if self._closed:
             raise RuntimeError("the PostgreSQL state backend is closed")
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+            self._release(connection, broken=True)  # the server went away meanwhile
         if self._opened >= self._size:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
