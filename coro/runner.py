@@ -189,8 +189,8 @@ class Runner:
                 task.add_done_callback(self._closing.discard)
 
     async def start(self) -> None:
-        self.home.ensure()
-        self.env.work_root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.home.ensure)
+        await asyncio.to_thread(self.env.work_root.mkdir, parents=True, exist_ok=True)
         await self.backend.open()
         # proposals an older runner kept as files join the others (once: they are renamed)
         await import_disk_proposals(self.backend.proposals, self.env.layers.tenant_dir)

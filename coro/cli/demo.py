@@ -240,7 +240,7 @@ async def _demo(root: Path, console: Console) -> int:
         # The demo's commands are its own script, not an agent's: they may run unsandboxed.
         settings["tools"] = {"shell": {"sandbox": "off"}}
     config = CoroConfig.model_validate(settings)
-    home.save_config(config)
+    await asyncio.to_thread(home.save_config, config)
     started = time.monotonic()
     console.rule("[bold]Coro demo")
     console.print(
@@ -316,8 +316,8 @@ async def _run_job(client: httpx.AsyncClient, console: Console, started: float, 
 
 async def _create_repo(local: Any, root: Path) -> None:
     source = root / "greeter-source"
-    source.mkdir()
-    (source / "README.md").write_text(README_MD, encoding="utf-8")
+    await asyncio.to_thread(source.mkdir)
+    await asyncio.to_thread((source / "README.md").write_text, README_MD, encoding="utf-8")
     await local.create_repo(DEMO_REPO, from_dir=source, description="The demo's repository")
 
 

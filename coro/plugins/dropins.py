@@ -301,25 +301,20 @@ class PluginCatalog:
         if not spec or spec.startswith("-"):
             raise InstallError("Expected a package requirement, a wheel or a directory")
         async with self._lock:
-            self.site.mkdir(parents=True, exist_ok=True)
-            before = _dist_info_snapshot(self.site)
+            await asyncio.to_thread(self.site.mkdir, parents=True, exist_ok=True)
+            before = await asyncio.to_thread(_dist_info_snapshot, self.site)
             output = await run_pip(
                 ["install", "--target", str(self.site), "--upgrade", "--no-input", spec],
                 timeout_seconds=timeout_seconds,
             )
-            after = _dist_info_snapshot(self.site)
+            after = await asyncio.to_thread(_dist_info_snapshot, self.site)
             fresh = [name for name, key in after.items() if before.get(name) != key]
-            _drop_replaced(self.site, before, fresh)
-            installed = [_name_version(self.site / name) for name in fresh]
+            installed = await asyncio.to_thread(_settle_install, self.site, before, fresh)
             names = {canonicalize_name(n) for n, _ in installed}
             self.load()
             plugins = [e for e in self.dropins() if canonicalize_name(e.distribution) in names]
             if not plugins:
-                # only what this install added: a dependency it upgraded may serve others
-                existed = {_project_of(name) for name in before}
-                for dirname in fresh:
-                    if _project_of(dirname) not in existed:
-                        _remove_distribution(self.site, Distribution.at(self.site / dirname))
+                await asyncio.to_thread(_remove_added, self.site, before, fresh)
                 self.load()
                 what = ", ".join(f"{n} {v}" for n, v in installed) or "nothing"
                 raise InstallError(
@@ -533,6 +528,23 @@ def _activate_site(site: Path) -> None:
 
 
 # --- files --------------------------------------------------------------------------------
+
+
+def _settle_install(
+    site: Path, before: dict[str, tuple[int, int]], fresh: list[str]
+) -> list[tuple[str, str]]:
+    """Drop what the install replaced; the (name, version) of what it added."""
+    _drop_replaced(site, before, fresh)
+    return [_name_version(site / name) for name in fresh]
+
+
+def _remove_added(site: Path, before: dict[str, tuple[int, int]], fresh: list[str]) -> None:
+    """Undo an install that added no plugin: only what it added, since a dependency it
+    upgraded may serve others."""
+    existed = {_project_of(name) for name in before}
+    for dirname in fresh:
+        if _project_of(dirname) not in existed:
+            _remove_distribution(site, Distribution.at(site / dirname))
 
 
 def _dist_info_snapshot(site: Path) -> dict[str, tuple[int, int]]:

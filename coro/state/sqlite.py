@@ -518,7 +518,7 @@ class SqliteStateBackend:
     async def open(self) -> None:
         if self._worker is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade_sqlite, self.path)
         directory = notify_dir(self.path)
         listener = Listener(directory, self._heard) if directory is not None else None

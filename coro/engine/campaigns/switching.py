@@ -3,6 +3,7 @@ its state (`switch_workflow`), or becomes a campaign (`convert_to_campaign`)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from coro.domain.models import (
@@ -52,7 +53,7 @@ async def switch_workflow(
     if is_terminal(job.status):
         raise Conflict(f"Job is {job.status}")
     try:
-        target = layers.load_workflow(workflow_path)
+        target = await asyncio.to_thread(layers.load_workflow, workflow_path)
     except (WorkflowError, WorkflowNotFound, ValueError) as exc:
         raise InvalidRequest(f"workflowPath {workflow_path!r} cannot be used: {exc}") from exc
     if target.path == job.workflow_path and by == "switch_workflow":

@@ -9,6 +9,7 @@ layers. The child controls (`campaign_skip_child`, `campaign_rerun_child`,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -120,7 +121,7 @@ def register(registry: ToolRegistry) -> None:
                 raise ToolError("params.workflowPath must be a workflow path string")
             if ctx.layers is not None:
                 try:
-                    target = ctx.layers.load_workflow(workflow)
+                    target = await asyncio.to_thread(ctx.layers.load_workflow, workflow)
                 except (WorkflowError, WorkflowNotFound, ValueError) as exc:
                     raise ToolError(f"params.workflowPath cannot be used: {exc}") from exc
                 if target.kind == "campaign":
