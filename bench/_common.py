@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from coro.config import CoroConfig, CoroHome
 from coro.runner import Runner
@@ -34,22 +36,44 @@ def write_workflow(home: CoroHome, name: str, phases: list[dict[str, Any]]) -> s
     return f"workflows/{name}/workflow.md"
 
 
-def make_config(max_concurrent: int = 8) -> CoroConfig:
+#: where `--backend postgres` makes its throw-away database (the machine's own server)
+POSTGRES_SERVER = os.environ.get(
+    "CORO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def make_config(home: CoroHome, max_concurrent: int = 8, **sections: Any) -> CoroConfig:
+    """A `script` runner's config, on the home's state backend (see `temp_home`)."""
     return CoroConfig.model_validate(
-        {"llm": {"defaultProvider": "script"}, "jobs": {"maxConcurrent": max_concurrent}}
+        {
+            "llm": {"defaultProvider": "script"},
+            "jobs": {"maxConcurrent": max_concurrent},
+            **state_section(home),
+            **sections,
+        }
     )
 
 
+def state_section(home: CoroHome) -> dict[str, Any]:
+    """`{"state": …}` of the home's config.json: the database `temp_home` made, if any."""
+    state = home.load_config().to_json().get("state")
+    return {"state": state} if state else {}
+
+
 @asynccontextmanager
-async def temp_home() -> AsyncIterator[CoroHome]:
-    """An isolated CORO_HOME (also exported, so nothing touches the user's ~/.coro)."""
+async def temp_home(backend: str = "sqlite") -> AsyncIterator[CoroHome]:
+    """An isolated CORO_HOME (also exported, so nothing touches the user's ~/.coro);
+    for `postgres`, a fresh database too, named by the home's `state.url`."""
     previous = os.environ.get("CORO_HOME")
     with tempfile.TemporaryDirectory(prefix="coro-bench-") as tmp:
         home = CoroHome(Path(tmp) / "home")
         home.ensure()
         os.environ["CORO_HOME"] = str(home.root)
         try:
-            yield home
+            async with _state_database(backend) as url:
+                if url is not None:
+                    home.save_config(CoroConfig.model_validate({"state": {"url": url}}))
+                yield home
         finally:
             if previous is None:
                 os.environ.pop("CORO_HOME", None)
@@ -57,17 +81,42 @@ async def temp_home() -> AsyncIterator[CoroHome]:
                 os.environ["CORO_HOME"] = previous
 
 
+@asynccontextmanager
+async def _state_database(backend: str) -> AsyncIterator[str | None]:
+    """A throw-away PostgreSQL database for `postgres` (dropped afterwards); else None."""
+    if backend != "postgres":
+        yield None
+        return
+    import asyncpg
+
+    name = f"coro_bench_{secrets.token_hex(6)}"
+    server = await asyncpg.connect(POSTGRES_SERVER)
+    try:
+        await server.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await server.close()
+    try:
+        yield str(make_url(POSTGRES_SERVER).set(drivername="postgresql+asyncpg", database=name))
+    finally:
+        server = await asyncpg.connect(POSTGRES_SERVER)
+        try:
+            await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await server.close()
+
+
 def make_backend(kind: str, home: CoroHome) -> StateBackend | None:
-    """None means the runner's default (SQLite in the home)."""
+    """None means the runner's own choice: SQLite in the home, or the PostgreSQL
+    database of its `state.url`."""
     if kind == "memory":
         return MemoryStateBackend()
-    if kind == "sqlite":
+    if kind in ("sqlite", "postgres"):
         return None
-    raise SystemExit(f"unknown backend {kind!r} (sqlite or memory)")
+    raise SystemExit(f"unknown backend {kind!r} (sqlite, postgres or memory)")
 
 
 def make_runner(home: CoroHome, *, max_concurrent: int = 8, backend: str = "sqlite") -> Runner:
-    config = make_config(max_concurrent)
+    config = make_config(home, max_concurrent)
     home.save_config(config)
     return Runner(home, config, backend=make_backend(backend, home))
 
@@ -105,9 +154,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--backend",
-        choices=("sqlite", "memory"),
+        choices=("sqlite", "postgres", "memory"),
         default="sqlite",
-        help="state backend (default: sqlite, the runner's own)",
+        help="state backend (default: sqlite, the runner's own; postgres: a throw-away "
+        "database on CORO_BENCH_POSTGRES, default the local server)",
     )
     parser.add_argument("--quiet", action="store_true", help="only the result table")
     return parser

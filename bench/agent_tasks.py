@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import base_parser, make_backend, print_table, save, temp_home
+from bench._common import base_parser, make_backend, print_table, save, state_section, temp_home
 from coro.config import CoroConfig
 from coro.domain.models import (
     AWAITING_BUDGET,
@@ -222,12 +222,13 @@ async def run_task(
     limit_seconds: float,
     max_tokens: int,
 ) -> Outcome:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         config = CoroConfig.model_validate(
             {
                 "llm": {"defaultProvider": "openai"},
                 "polling": {"intervalSeconds": 86_400},
                 "plugins": {"installed": {"openai": {"config": server}}},
+                **state_section(home),
             }
         )
         home.save_config(config)

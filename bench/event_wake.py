@@ -18,6 +18,7 @@ from typing import Any
 from bench._common import (
     base_parser,
     make_backend,
+    make_config,
     ms,
     print_table,
     save,
@@ -26,7 +27,6 @@ from bench._common import (
     verdict,
     write_workflow,
 )
-from coro.config import CoroConfig
 from coro.domain.models import AWAITING_PR_MERGE, COMPLETE, LogEntry
 from coro.engine.polling import PollingTransport
 from coro.engine.service import NewJob
@@ -74,13 +74,10 @@ def job_script(n: int) -> dict[str, Any]:
 
 
 async def run(jobs: int = 30, warmup: int = 3, backend: str = "sqlite") -> dict[str, Any]:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         workflow = write_workflow(home, "reviewed", [{"name": "coding", "agent": None}])
-        config = CoroConfig.model_validate(
-            {
-                "llm": {"defaultProvider": "script"},
-                "polling": {"intervalSeconds": 86_400, "localChangeDelaySeconds": 86_400},
-            }
+        config = make_config(
+            home, polling={"intervalSeconds": 86_400, "localChangeDelaySeconds": 86_400}
         )
         home.save_config(config)
         runner = Runner(home, config, backend=make_backend(backend, home))

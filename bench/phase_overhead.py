@@ -56,7 +56,7 @@ class BoundaryClock(LogBus):
 
 
 async def run(jobs: int = 50, warmup: int = 5, backend: str = "sqlite") -> dict[str, Any]:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         workflow = write_workflow(
             home, "ten", [{"name": f"p{n}", "agent": None} for n in range(PHASES)]
         )

@@ -254,7 +254,7 @@ async def run(
     backend: str = "sqlite",
     in_process_clients: bool = False,
 ) -> dict[str, Any]:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         runner = make_runner(home, max_concurrent=8, backend=backend)
         workflow = write_workflow(home, "hold", [{"name": "hold"}])
         script = {

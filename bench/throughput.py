@@ -58,7 +58,7 @@ async def _check_complete(runner: Runner, count: int) -> None:
 
 
 async def run_in_process(jobs: int, backend: str) -> dict[str, Any]:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         runner = make_runner(home, max_concurrent=8, backend=backend)
         workflow = _workflow(runner)
         async with runner.running():
@@ -134,7 +134,7 @@ async def _child_posts(base_url: str, body: dict[str, Any], jobs: int) -> Any:
 
 
 async def run_http(jobs: int, backend: str, client_process: bool = True) -> dict[str, Any]:
-    async with temp_home() as home:
+    async with temp_home(backend) as home:
         runner = make_runner(home, max_concurrent=8, backend=backend)
         workflow = _workflow(runner)
         body = {"workflowPath": workflow, "params": {"script": SCRIPT}}
