@@ -99,11 +99,11 @@ _LISTENER_PING_SECONDS = 30.0
 _RECONNECT_SECONDS = (0.1, 5.0)
 
 #: Settings of the backend's sessions. Commits are asynchronous: the server acknowledges
-#: a commit before its WAL reaches the disk (flushed within ~0.6 s), which takes a phase
-#: transition from a few disk flushes to well under a millisecond. A crash of the
-#: runner loses nothing; a crash of the database server itself may lose the last
-#: fraction of a second of writes, never corrupt them: the trade-off the SQLite
-#: backend makes with `synchronous=NORMAL`.
+#: a commit before its WAL reaches the disk (flushed within ~0.6 s), so a write costs a
+#: round trip rather than a disk flush (a phase transition makes several). A crash of
+#: the runner loses nothing; a crash of the database server itself may lose the last
+#: fraction of a second of writes, never corrupt them: the trade-off the SQLite backend
+#: makes with `synchronous=NORMAL`.
 _SESSION_SETTINGS = {"application_name": "coro", "synchronous_commit": "off"}
 
 #: SQLSTATE of a unique violation (a duplicate key).
