@@ -88,6 +88,13 @@ def _real_root(root: Path) -> Path:
     return root.resolve()
 
 
+@functools.cache
+def _packaged_base_files() -> tuple[str, ...]:
+    """The files of the base layer that ships with Coro: it changes only with Coro
+    itself, so it is listed once per process, not at every job's materialisation."""
+    return tuple(Layer(name=BASE, kind=BASE, root=BASE_LAYER_DIR)._list_files(None))
+
+
 def within_root(root: Path, relative: str) -> Path:
     """`root/relative` with symlinks resolved; ValueError when that leaves the root."""
     try:
@@ -244,6 +251,11 @@ class Layer:
 
         Trusted layers follow symlinks that stay inside the layer; confined layers
         list symlinks (they are skipped when read) but never descend through one."""
+        if self.kind == BASE and self.root == BASE_LAYER_DIR:
+            return list(_packaged_base_files())
+        return self._list_files(warnings)
+
+    def _list_files(self, warnings: list[str] | None) -> list[str]:
         found: list[str] = []
         if not self.exists():
             return found
