@@ -1,6 +1,6 @@
 """Run every benchmark (each in its own process) and print the SPEC §7 figures.
 
-`python -m bench.all [--backend sqlite|memory]`; the summary also goes to
+`python -m bench.all [--backend sqlite|postgres|memory]`; the summary also goes to
 `bench/results/all.json`.
 """
 
