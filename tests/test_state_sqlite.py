@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from coro.domain.models import Job
-from coro.state import sqlite as sqlite_module
+from coro.state import doc_cache
 from coro.state.backend import JobExists
 from coro.state.sqlite import SqliteStateBackend
 from tests.test_state import add_work_item, db_path, make_job
@@ -208,7 +208,7 @@ async def test_a_cancelled_append_leaves_the_indexes_contiguous(tmp_path: Path) 
 async def test_documents_larger_than_the_cache_still_update_atomically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "DOC_CACHE_CHARS", 10)  # nothing stays cached
+    monkeypatch.setattr(doc_cache, "DOC_CACHE_CHARS", 10)  # nothing stays cached
     store = SqliteStateBackend(db_path(tmp_path))
     await store.open()
     try:

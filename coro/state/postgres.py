@@ -45,8 +45,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +71,7 @@ from sqlalchemy.pool import NullPool
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state import schema
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.migrate import ALEMBIC_LOCK, alembic_config
 from coro.state.proposals_sql import SqlProposalStore
@@ -91,8 +90,6 @@ CHANNEL = "coro_state"
 #: database migrate it once.
 _MIGRATION_LOCK = 0x636F726F_6D696772  # "coromigr"
 
-#: Characters of job documents kept by `update_job`'s cache (oldest entries go first).
-DOC_CACHE_CHARS = 8 * 1024 * 1024
 
 #: The listener's liveness check of an idle connection, and its reconnection backoff.
 _LISTENER_PING_SECONDS = 30.0
@@ -322,12 +319,7 @@ class PostgresStateBackend:
         self._engine: AsyncEngine | None = None
         self._hot: _Pool | None = None
         self._listener: _Listener | None = None
-        self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        # job id -> (version, doc) as this instance last wrote or read it
-        self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
-        self._docs_chars = 0
+        self._docs = JobDocCache()
 
     def __repr__(self) -> str:
         return f"PostgresStateBackend({masked(self.url)})"
@@ -358,7 +350,7 @@ class PostgresStateBackend:
         listener, self._listener = self._listener, None
         hot, self._hot = self._hot, None
         engine, self._engine = self._engine, None
-        self._forget_all()
+        self._docs.clear()
         if listener is not None:
             self.bus.on_follow = None
             await listener.stop()
@@ -378,7 +370,7 @@ class PostgresStateBackend:
             if _is_duplicate(exc):
                 raise JobExists(job.id) from None
             raise
-        self._remember(job.id, 1, doc)
+        self._docs.remember(job.id, 1, doc)
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read_job(job_id)
@@ -388,7 +380,7 @@ class PostgresStateBackend:
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
     ) -> tuple[Job, bool]:
         lines = [_text(line) for line in log]
-        async with self._job_lock(job_id):
+        async with self._docs.lock(job_id):
             cached = self._docs.get(job_id)
             # `fresh`: `current` was just read from the database, not taken from the cache
             fresh = cached is None
@@ -427,7 +419,7 @@ class PostgresStateBackend:
                 async with self._driver() as db:
                     written = await db.fetchrow(statement, *params)
                 if written is not None:
-                    self._remember(job_id, version + 1, new_doc)
+                    self._docs.remember(job_id, version + 1, new_doc)
                     if lines:
                         self.bus.publish_lines(job_id, _entries(written[0], lines))
                     if moved:
@@ -435,7 +427,7 @@ class PostgresStateBackend:
                     return draft, True
                 # Another writer updated the job since that version: start over from
                 # the stored one (the mutation runs again).
-                self._forget(job_id)
+                self._docs.forget(job_id)
                 current, fresh = await self._read_job(job_id), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -517,7 +509,7 @@ class PostgresStateBackend:
             return []
         stored = [_text(line) for line in lines]
         # the job's lock keeps this process's appends in the order they were made
-        async with self._job_lock(job_id), self._driver() as db:
+        async with self._docs.lock(job_id), self._driver() as db:
             start: int = await db.fetchval(_APPEND_LOGS, job_id, stored)
         entries = _entries(start, stored)
         self.bus.publish_lines(job_id, entries)
@@ -560,45 +552,16 @@ class PostgresStateBackend:
         async with self._driver() as db:
             row = await db.fetchrow(_SELECT_JOB, job_id)
         if row is None:
-            self._forget(job_id)
+            self._docs.forget(job_id)
             return None
         doc, version = row
-        self._remember(job_id, version, doc)
+        self._docs.remember(job_id, version, doc)
         return version, doc
 
     async def _job_status(self, job_id: str) -> str | None:
         async with self._driver() as db:
             status: str | None = await db.fetchval(_SELECT_STATUS, job_id)
         return status
-
-    def _remember(self, job_id: str, version: int, doc: str) -> None:
-        """Cache a job's document unless a newer version is already cached."""
-        old = self._docs.get(job_id)
-        if old is not None:
-            if old[0] > version:
-                return
-            self._docs_chars -= len(old[1])
-        self._docs[job_id] = (version, doc)
-        self._docs.move_to_end(job_id)
-        self._docs_chars += len(doc)
-        while self._docs_chars > DOC_CACHE_CHARS and self._docs:
-            _, (_, evicted) = self._docs.popitem(last=False)
-            self._docs_chars -= len(evicted)
-
-    def _forget(self, job_id: str) -> None:
-        old = self._docs.pop(job_id, None)
-        if old is not None:
-            self._docs_chars -= len(old[1])
-
-    def _forget_all(self) -> None:
-        self._docs.clear()
-        self._docs_chars = 0
-
-    def _job_lock(self, job_id: str) -> asyncio.Lock:
-        lock = self._job_locks.get(job_id)
-        if lock is None:
-            lock = self._job_locks[job_id] = asyncio.Lock()
-        return lock
 
 
 def _entries(start: int, lines: list[str]) -> list[LogEntry]:

@@ -38,8 +38,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -66,6 +64,7 @@ from sqlalchemy.pool import NullPool
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
 from coro.state import migrate
 from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.notify import Announcer, Listener, notify_dir
 from coro.state.proposals_sql import SqlProposalStore
@@ -87,8 +86,6 @@ logger = logging.getLogger(__name__)
 #: Most operations the worker runs in one transaction (the rest wait for the next one).
 _MAX_BATCH = 1000
 
-#: Characters of job documents kept by `update_job`'s cache (oldest entries go first).
-DOC_CACHE_CHARS = 8 * 1024 * 1024
 
 #: Per-job log counters the worker keeps before starting afresh.
 _MAX_COUNTERS = 100_000
@@ -502,12 +499,7 @@ class SqliteStateBackend:
         self.prs = SqlPullRequestStore(self._require_engine)
         self.proposals = SqlProposalStore(self._require_engine)
         self._worker: _Worker | None = None
-        self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        # job id -> (version, doc) as this instance last wrote or read it
-        self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
-        self._docs_chars = 0
+        self._docs = JobDocCache()
         # Other processes' lines and statuses (module `coro.state.notify`): a socket
         # bound once a subscriber follows a job, and the reads it triggers.
         self._listener: Listener | None = None
@@ -550,7 +542,7 @@ class SqliteStateBackend:
             listener.close()
         if catch_up is not None:
             await catch_up.close()
-        self._forget_all()
+        self._docs.clear()
         if worker is not None:
             await worker.stop()  # queued writes commit first
         if engine is not None:
@@ -565,7 +557,7 @@ class SqliteStateBackend:
             await self._write(partial(_insert_job, params))
         except sqlite3.IntegrityError as exc:
             raise JobExists(job.id) from exc
-        self._remember(job.id, 1, doc)
+        self._docs.remember(job.id, 1, doc)
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read_job(job_id)
@@ -575,7 +567,7 @@ class SqliteStateBackend:
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
     ) -> tuple[Job, bool]:
         lines = list(log)
-        async with self._job_lock(job_id):
+        async with self._docs.lock(job_id):
             cached = self._docs.get(job_id)
             # `fresh`: `current` was just read from the database, not taken from the cache
             fresh = cached is None
@@ -615,14 +607,14 @@ class SqliteStateBackend:
                 changed = draft.status != before
                 start = await self._write(partial(worker.update, params, job_id, lines, changed))
                 if start is not None:
-                    self._remember(job_id, version + 1, new_doc)
+                    self._docs.remember(job_id, version + 1, new_doc)
                     self.bus.publish_lines(job_id, _entries(start, lines))
                     if changed:
                         self.bus.publish_status(job_id, draft.status)
                     return draft, True
                 # Another writer updated the job since that version: start over from
                 # the stored one (the mutation runs again).
-                self._forget(job_id)
+                self._docs.forget(job_id)
                 current, fresh = await self._read_job(job_id), True
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -757,40 +749,11 @@ class SqliteStateBackend:
         """`(version, doc)` as stored (and remembered), or None."""
         row: tuple[str, int] | None = await self._read(partial(_select_job, job_id))
         if row is None:
-            self._forget(job_id)
+            self._docs.forget(job_id)
             return None
         doc, version = row
-        self._remember(job_id, version, doc)
+        self._docs.remember(job_id, version, doc)
         return version, doc
-
-    def _remember(self, job_id: str, version: int, doc: str) -> None:
-        """Cache a job's document unless a newer version is already cached."""
-        old = self._docs.get(job_id)
-        if old is not None:
-            if old[0] > version:
-                return
-            self._docs_chars -= len(old[1])
-        self._docs[job_id] = (version, doc)
-        self._docs.move_to_end(job_id)
-        self._docs_chars += len(doc)
-        while self._docs_chars > DOC_CACHE_CHARS and self._docs:
-            _, (_, evicted) = self._docs.popitem(last=False)
-            self._docs_chars -= len(evicted)
-
-    def _forget(self, job_id: str) -> None:
-        old = self._docs.pop(job_id, None)
-        if old is not None:
-            self._docs_chars -= len(old[1])
-
-    def _forget_all(self) -> None:
-        self._docs.clear()
-        self._docs_chars = 0
-
-    def _job_lock(self, job_id: str) -> asyncio.Lock:
-        lock = self._job_locks.get(job_id)
-        if lock is None:
-            lock = self._job_locks[job_id] = asyncio.Lock()
-        return lock
 
 
 def _entries(start: int, lines: list[str]) -> list[LogEntry]:
