@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import socket
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from coro.api.app import create_app
+from coro.api.listen import http_server, listening_socket, start_serving
 from coro.config import LOOPBACK_HOSTS, CoroConfig
 from coro.runner import Runner
 
@@ -50,40 +50,20 @@ async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
     """Start the runner and its HTTP API in this event loop; stop both on exit."""
     check_bind(host, runner.config)
     # Bind before starting anything, so a taken port is a plain OSError for the caller.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted connections when
-    # the listening socket says so, and without it Nagle adds ~40 ms to each response.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
+    sock = listening_socket(host, port)
     port = sock.getsockname()[1]
-    app = create_app(runner, host=host, port=port)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    server = http_server(create_app(runner, host=host, port=port), host, port)
     await runner.start()
     # Start-up objects live as long as the runner: keep them out of later full
     # collections, whose pauses otherwise dominate SSE tail latency.
     gc.collect()
     gc.freeze()
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                await task  # surfaces bind errors
-                raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
-            await asyncio.sleep(0.01)
+        task = await start_serving(server, sock)
+    except BaseException:
+        await runner.stop()
+        raise
+    try:
         yield Served(runner=runner, host=host, port=port, server=server)
     finally:
         server.should_exit = True

@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from coro.api.listen import http_server, listening_socket, start_serving
 from coro.cloud import migrate
 from coro.cloud.app import create_app
 from coro.cloud.db import Database
@@ -46,16 +47,10 @@ class ServedCloud:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly, so asyncio sets TCP_NODELAY on accepted connections
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        return listening_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise StartupFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
 
 
 async def apply_migrations(db: Database) -> None:
@@ -85,25 +80,13 @@ async def serve(
         sock = _bind(settings.host, settings.port)
         port = sock.getsockname()[1]
         app = create_app(settings, db, hub)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            # the access log would print query strings (OAuth codes); `coro.cloud.access`
-            # logs requests without them
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        # (no access log: `coro.cloud.access` logs requests without their query strings)
+        server = http_server(app, settings.host, port)
         try:
-            while not server.started:
-                if task.done():
-                    await task
-                    raise StartupFailed(f"the HTTP server on port {port} stopped during startup")
-                await asyncio.sleep(0.01)
+            task = await start_serving(server, sock)
+        except RuntimeError as exc:
+            raise StartupFailed(str(exc)) from None
+        try:
             yield ServedCloud(
                 app=app, db=db, host=settings.host, port=port, server=server, task=task
             )
