@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from coro.domain.models import BudgetTokens, BudgetUsd
+from coro.secrets import MASKED, mask_secret, mask_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -423,7 +424,6 @@ def mask_config(
     data: dict[str, Any], secret_keys: Mapping[str, Iterable[str]] | None = None
 ) -> dict[str, Any]:
     """A copy of config JSON with every secret masked (`coro.secrets.mask_secret`)."""
-    from coro.secrets import mask_secret, mask_url
 
     def walk(node: Any, path: ConfigPath) -> Any:
         if isinstance(node, dict):
@@ -475,7 +475,6 @@ def apply_config_patch(
     """`merge_config`, where a secret sent back exactly as `mask_config` shows it means
     "unchanged". Returns the merged JSON and issues for masked-looking secrets that match
     nothing stored (saving them would overwrite a secret with its mask)."""
-    from coro.secrets import MASKED
 
     masked = mask_config(stored, secret_keys)
     merged = merge_config(stored, patch)
@@ -518,7 +517,6 @@ def apply_config_patch(
 
 
 def _has_masked_password(url: str) -> bool:
-    from coro.secrets import MASKED
 
     try:
         password = urlsplit(url).password

@@ -548,8 +548,6 @@ class IntelligenceLayers:
 
     @classmethod
     def from_config(cls, home: CoroHome, config: CoroConfig) -> IntelligenceLayers:
-        from coro.intelligence.tenant import TenantRemote
-
         settings = config.intelligence
         remote = None
         if settings.tenant_git_url:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from coro.engine.env import EngineEnv
 from coro.mcp.server import JobContexts, build_server
 from coro.tools.registry import ToolContext
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
     from starlette.types import ASGIApp
-
-    from coro.engine.env import EngineEnv
 
 logger = logging.getLogger(__name__)
 

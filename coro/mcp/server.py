@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from coro.config import ConfigError, CoroConfig, CoroHome
 from coro.domain.workflows import WorkflowError
+from coro.extensions import Extensions
 from coro.intelligence.layers import IntelligenceLayers, WorkflowNotFound
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginResolutionError, PluginSet
@@ -202,8 +203,6 @@ def serve_stdio(job_id: str, allow_list: Iterable[str] | None = None) -> int:
 async def _serve_stdio(
     home: CoroHome, config: CoroConfig, job_id: str, allow_list: list[str] | None
 ) -> int:
-    from coro.extensions import Extensions
-
     extensions = Extensions(home)
     try:
         backend = extensions.state_backend(config)
