@@ -99,7 +99,7 @@ class Scm:
         pass
 
     def _unused(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        raise AssertionError("this test never uses the SCM's pull requests")
 
     clone_url = git_credentials = matches_remote = _unused
     create_pr = pr_status = post_comment = request_reviewers = merge = poll_pr = _unused
@@ -118,13 +118,13 @@ class Tracker:
         )
 
     async def comment(self, key: str, body: str) -> Any:
-        raise NotImplementedError
+        raise AssertionError("this test never comments on an issue")
 
     async def transitions(self, key: str) -> list[Any]:
         return []
 
     async def transition(self, key: str, to: str) -> Any:
-        raise NotImplementedError
+        raise AssertionError("this test never moves an issue")
 
     async def test_connection(self) -> ConnectionCheck:
         return ConnectionCheck(ok=True, message="tracker ok")
