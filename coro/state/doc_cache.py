@@ -1,13 +1,26 @@
 """What a SQL backend remembers of the jobs it wrote or read: each job's last known
 `(version, doc)`, so an `update_job` usually needs no read round trip (a stale entry
 costs one failed compare-and-set and a retry), and one lock per job, so updates of a job
-within one backend object do not retry against each other."""
+within one backend object do not retry against each other; and the optimistic update
+loop both SQL backends run on it (`JobDocCache.update`)."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from coro.domain.models import Job, iso_now
+from coro.state.backend import JobMutation, JobNotFound
+from coro.state.rows import dump_job, load_job
+
+#: Reads a job's stored `(version, doc)` (remembering it), or None.
+ReadJob = Callable[[str], Awaitable[tuple[int, str] | None]]
+#: Writes `(draft, new doc)` over `version` if that is still the stored one (a
+#: compare-and-set), publishing what it wrote; whether it wrote. The last argument:
+#: whether the mutation changed the job's status.
+WriteJob = Callable[[int, Job, str, bool], Awaitable[bool]]
 
 #: Characters of job documents kept (the least recently used go first).
 DOC_CACHE_CHARS = 8 * 1024 * 1024
@@ -51,3 +64,48 @@ class JobDocCache:
         if lock is None:
             lock = self._locks[job_id] = asyncio.Lock()
         return lock
+
+    async def update(
+        self, job_id: str, mutate: JobMutation, read: ReadJob, write: WriteJob
+    ) -> tuple[Job, bool]:
+        """`update_job`: apply `mutate` to the latest known document and write it with a
+        compare-and-set on its version; when another writer got in first, or the
+        mutation failed or declined on a cached copy that is no longer the job, read the
+        stored one and apply it again."""
+        async with self.lock(job_id):
+            cached = self.get(job_id)
+            # `fresh`: `current` was just read from the database, not taken from the cache
+            fresh = cached is None
+            current = cached if cached is not None else await read(job_id)
+            while True:
+                if current is None:
+                    raise JobNotFound(job_id)
+                version, doc = current
+                draft = load_job(doc)
+                before = draft.status
+                try:
+                    decision = mutate(draft)
+                except Exception:
+                    if fresh:
+                        raise
+                    stored = await read(job_id)
+                    if stored is not None and stored[0] == version:
+                        raise
+                    current, fresh = stored, True  # it failed on an outdated copy
+                    continue
+                if decision is False:
+                    if not fresh:  # declined on a cached copy: is that still the job?
+                        stored = await read(job_id)
+                        if stored is None or stored[0] != version:
+                            current, fresh = stored, True
+                            continue
+                    return load_job(doc), False
+                draft.updated_at = iso_now()
+                new_doc = dump_job(draft)
+                if await write(version, draft, new_doc, draft.status != before):
+                    self.remember(job_id, version + 1, new_doc)
+                    return draft, True
+                # Another writer updated the job since that version: start over from
+                # the stored one (the mutation runs again).
+                self.forget(job_id)
+                current, fresh = await read(job_id), True

@@ -68,9 +68,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
+from coro.domain.models import ConversationMessage, Job, LogEntry
 from coro.state import schema
-from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal
 from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.migrate import ALEMBIC_LOCK, alembic_config
@@ -380,55 +380,24 @@ class PostgresStateBackend:
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
     ) -> tuple[Job, bool]:
         lines = [_text(line) for line in log]
-        async with self._docs.lock(job_id):
-            cached = self._docs.get(job_id)
-            # `fresh`: `current` was just read from the database, not taken from the cache
-            fresh = cached is None
-            current = cached if cached is not None else await self._read_job(job_id)
-            while True:
-                if current is None:
-                    raise JobNotFound(job_id)
-                version, doc = current
-                draft = load_job(doc)
-                before = draft.status
-                try:
-                    decision = mutate(draft)
-                except Exception:
-                    if fresh:
-                        raise
-                    stored = await self._read_job(job_id)
-                    if stored is not None and stored[0] == version:
-                        raise
-                    current, fresh = stored, True  # it failed on an outdated copy
-                    continue
-                if decision is False:
-                    if not fresh:  # declined on a cached copy: is that still the job?
-                        stored = await self._read_job(job_id)
-                        if stored is None or stored[0] != version:
-                            current, fresh = stored, True
-                            continue
-                    return load_job(doc), False
-                draft.updated_at = iso_now()
-                new_doc = dump_job(draft)
-                moved = draft.status != before
-                params = [job_id, version, *_job_params(draft, new_doc)]
-                if lines:
-                    statement, params = _UPDATE_JOB_LOG, [*params, lines]
-                else:
-                    statement = _UPDATE_JOB_NOTIFY if moved else _UPDATE_JOB_QUIET
-                async with self._driver() as db:
-                    written = await db.fetchrow(statement, *params)
-                if written is not None:
-                    self._docs.remember(job_id, version + 1, new_doc)
-                    if lines:
-                        self.bus.publish_lines(job_id, _entries(written[0], lines))
-                    if moved:
-                        self.bus.publish_status(job_id, draft.status)
-                    return draft, True
-                # Another writer updated the job since that version: start over from
-                # the stored one (the mutation runs again).
-                self._docs.forget(job_id)
-                current, fresh = await self._read_job(job_id), True
+
+        async def write(version: int, draft: Job, new_doc: str, moved: bool) -> bool:
+            params = [job_id, version, *_job_params(draft, new_doc)]
+            if lines:
+                statement, params = _UPDATE_JOB_LOG, [*params, lines]
+            else:
+                statement = _UPDATE_JOB_NOTIFY if moved else _UPDATE_JOB_QUIET
+            async with self._driver() as db:
+                written = await db.fetchrow(statement, *params)
+            if written is None:
+                return False
+            if lines:
+                self.bus.publish_lines(job_id, _entries(written[0], lines))
+            if moved:
+                self.bus.publish_status(job_id, draft.status)
+            return True
+
+        return await self._docs.update(job_id, mutate, self._read_job, write)
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         conditions = job_conditions(jobs, query, _contains)

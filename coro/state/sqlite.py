@@ -61,9 +61,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
+from coro.domain.models import ConversationMessage, Job, LogEntry
 from coro.state import migrate
-from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal
 from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.notify import Announcer, Listener, notify_dir
@@ -567,55 +567,24 @@ class SqliteStateBackend:
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
     ) -> tuple[Job, bool]:
         lines = list(log)
-        async with self._docs.lock(job_id):
-            cached = self._docs.get(job_id)
-            # `fresh`: `current` was just read from the database, not taken from the cache
-            fresh = cached is None
-            current = cached if cached is not None else await self._read_job(job_id)
-            while True:
-                if current is None:
-                    raise JobNotFound(job_id)
-                version, doc = current
-                draft = load_job(doc)
-                before = draft.status
-                try:
-                    decision = mutate(draft)
-                except Exception:
-                    if fresh:
-                        raise
-                    stored = await self._read_job(job_id)
-                    if stored is not None and stored[0] == version:
-                        raise
-                    current, fresh = stored, True  # it failed on an outdated copy
-                    continue
-                if decision is False:
-                    if not fresh:  # declined on a cached copy: is that still the job?
-                        stored = await self._read_job(job_id)
-                        if stored is None or stored[0] != version:
-                            current, fresh = stored, True
-                            continue
-                    return load_job(doc), False
-                draft.updated_at = iso_now()
-                new_doc = dump_job(draft)
-                params = {
-                    "w_id": job_id,
-                    "w_version": version,
-                    "version": version + 1,
-                    **job_columns(draft, new_doc),
-                }
-                worker = self._require_worker()
-                changed = draft.status != before
-                start = await self._write(partial(worker.update, params, job_id, lines, changed))
-                if start is not None:
-                    self._docs.remember(job_id, version + 1, new_doc)
-                    self.bus.publish_lines(job_id, _entries(start, lines))
-                    if changed:
-                        self.bus.publish_status(job_id, draft.status)
-                    return draft, True
-                # Another writer updated the job since that version: start over from
-                # the stored one (the mutation runs again).
-                self._docs.forget(job_id)
-                current, fresh = await self._read_job(job_id), True
+
+        async def write(version: int, draft: Job, new_doc: str, moved: bool) -> bool:
+            params = {
+                "w_id": job_id,
+                "w_version": version,
+                "version": version + 1,
+                **job_columns(draft, new_doc),
+            }
+            worker = self._require_worker()
+            start = await self._write(partial(worker.update, params, job_id, lines, moved))
+            if start is None:
+                return False
+            self.bus.publish_lines(job_id, _entries(start, lines))
+            if moved:
+                self.bus.publish_status(job_id, draft.status)
+            return True
+
+        return await self._docs.update(job_id, mutate, self._read_job, write)
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         conditions = job_conditions(jobs, query, _contains)
