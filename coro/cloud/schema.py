@@ -12,7 +12,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Text,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -125,4 +128,145 @@ webhook_secrets = Table(
     Column("secret", Text, nullable=False),
     _now("created_at"),
     _now("updated_at"),
+)
+
+# --------------------------------------------------------------------------- team jobs
+# The cloud's copy of each team's jobs. A runner replicates the jobs it owns (their whole
+# JSON with a revision that only grows, and their indexed log lines); the cloud writes a
+# job itself only while no runner owns it. Every key starts with the team.
+
+team_jobs = Table(
+    "team_jobs",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", Text, primary_key=True),
+    # the last revision stored: a replayed or late write with a lower one is ignored
+    Column("rev", BigInteger, nullable=False),
+    # the runner that owns the job (runs it); NULL while it waits for one
+    Column("runner_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("workflow_path", Text, nullable=False),
+    Column("campaign_parent_id", Text, nullable=True),
+    Column("created_at", Text, nullable=False),  # the job's own ISO timestamp
+    # lower-cased id, description and repository, for the `q` filter
+    Column("search", Text, nullable=False),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("doc", Text, nullable=False),  # the job as JSON
+    _now("stored_at"),
+    Index("team_jobs_created_idx", "team_id", "created_at"),
+    Index("team_jobs_parent_idx", "team_id", "campaign_parent_id"),
+)
+
+team_job_logs = Table(
+    "team_job_logs",
+    metadata,
+    Column("team_id", Text, primary_key=True),
+    Column("job_id", Text, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("line", Text, nullable=False),
+    ForeignKeyConstraint(
+        ["team_id", "job_id"], ["team_jobs.team_id", "team_jobs.id"], ondelete="CASCADE"
+    ),
+)
+
+#: What inbound webhooks are routed by: the pull requests and tickets of each job.
+team_job_refs = Table(
+    "team_job_refs",
+    metadata,
+    Column("team_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("plugin_id", Text, primary_key=True),
+    Column("repo_key", Text, primary_key=True),  # '' when the ref has none
+    Column("external_id", Text, primary_key=True),
+    Column("job_id", Text, nullable=False),
+    ForeignKeyConstraint(
+        ["team_id", "job_id"], ["team_jobs.team_id", "team_jobs.id"], ondelete="CASCADE"
+    ),
+)
+
+#: Runners connected now, on any instance (a row goes when its socket closes; one whose
+#: instance died goes stale: `last_heartbeat_at` tells).
+runner_sessions = Table(
+    "runner_sessions",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("runner_id", Text, primary_key=True),
+    Column("token_id", Text, nullable=False),
+    Column("instance_id", Text, nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("active_job_ids", JSONB, nullable=False),
+    _now("connected_at"),
+    _now("last_heartbeat_at"),
+)
+
+COMMAND_STATES = ("pending", "sent", "done", "failed", "cancelled")
+
+#: The durable queue of commands for runners (`event:*`, `proposal:apply`): a command
+#: waits here until a runner of the team (`runner_id`, or any when NULL) acknowledges it.
+#: Instances claim commands with `FOR UPDATE SKIP LOCKED`, so each is sent by one.
+runner_commands = Table(
+    "runner_commands",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Text, nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("job_id", Text, nullable=True),
+    Column("runner_id", Text, nullable=True),
+    Column("frame", JSONB, nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _now("created_at"),
+    _when("sent_at"),
+    Column("sent_by", Text, nullable=True),  # the instance that sent it last
+    _when("done_at"),
+    Column("result", JSONB, nullable=True),  # the runner's rpc:response
+    CheckConstraint(
+        "state IN ('pending', 'sent', 'done', 'failed', 'cancelled')",
+        name="runner_commands_state_check",
+    ),
+    Index("runner_commands_queue_idx", "team_id", "state", "id"),
+    Index("runner_commands_job_idx", "team_id", "job_id"),
+)
+
+#: Answers to runners' RPCs, by message id: a retried request gets the same answer and
+#: has no second effect.
+rpc_results = Table(
+    "rpc_results",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_id", Text, primary_key=True),
+    Column("response", JSONB, nullable=False),
+    _now("created_at"),
+    Index("rpc_results_created_idx", "created_at"),
+)
+
+#: Webhook deliveries seen, by the provider's delivery id (each is processed once).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("plugin_id", Text, primary_key=True),
+    Column("delivery_id", Text, primary_key=True),
+    _now("received_at"),
+    Index("webhook_deliveries_received_idx", "received_at"),
+)
+
+team_proposals = Table(
+    "team_proposals",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("job_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("doc", Text, nullable=False),  # the proposal as JSON
+    Column("reviewed_by", Text, nullable=True),
+    Column("review_note", Text, nullable=True),
+    _now("created_at"),
+    _now("updated_at"),
+    _when("applied_at"),
+    Index("team_proposals_status_idx", "team_id", "status"),
 )
