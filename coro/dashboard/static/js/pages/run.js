@@ -2,18 +2,13 @@
 // tabs for work items and PRs, the diff, campaign children, insights and diagnostics.
 
 import * as api from "../api.js";
+import { logView } from "../log.js";
 import { busy, clear, confirmDialog, cost, h, markdown, notice, statusBadge, time, tokens } from "../ui.js";
 import { renderCampaign } from "./run-campaign.js";
 import { renderInsights } from "./run-insights.js";
 
 const CHECKPOINT = "developer-input: approval after ";
-const TOOL_LINE = /^\S+ (→ |\[tool-error\])/;
-// The runner's own lines are tagged `[…]` or are one of its few phase-boundary notes;
-// everything else is the agent speaking.
-const RUNNER_LINE =
-  /^\S+ (\[|Runner started|Phase \S+ \(visit|Phase advanced|Job parked|All phases complete|Job failed)/;
 const EDITABLE = /\.(md|txt|ya?ml|json)$/i;
-const MAX_LOG_LINES = 5000;
 
 export async function render(main, [jobId]) {
   const id = encodeURIComponent(jobId);
@@ -27,78 +22,8 @@ export async function render(main, [jobId]) {
   let tab = "log";
 
   // --- the live log ---------------------------------------------------------------
-  const logBox = h("div", {
-    class: "log",
-    id: "log",
-    role: "log",
-    "aria-live": "polite",
-    "aria-label": "Live log",
-    tabindex: "0",
-  });
-  const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
-  const filter = h(
-    "select",
-    { id: "log-filter", onchange: () => applyFilter() },
-    h("option", { value: "all" }, "All"),
-    h("option", { value: "agent" }, "Agent"),
-    h("option", { value: "tools" }, "Tools"),
-  );
-  const conn = h("span", { class: "conn closed", id: "log-connection" }, "connecting");
-  const logPanel = h(
-    "section",
-    { "aria-label": "Log" },
-    h(
-      "div",
-      { class: "row spread" },
-      h(
-        "div",
-        { class: "row" },
-        h("label", { class: "check", for: "log-follow" }, follow, "Follow"),
-        h("label", { for: "log-filter", class: "check" }, "Show", filter),
-      ),
-      conn,
-    ),
-    logBox,
-  );
-
-  function kind(text) {
-    if (TOOL_LINE.test(text)) return "tools";
-    return RUNNER_LINE.test(text) ? "runner" : "agent";
-  }
-
-  function visible(node) {
-    const wanted = filter.value;
-    return wanted === "all" || node.dataset.kind === wanted;
-  }
-
-  function applyFilter() {
-    for (const node of logBox.children) node.hidden = !visible(node);
-  }
-
-  function addLine(index, text) {
-    const space = text.indexOf(" ");
-    const stamp = space > 0 ? text.slice(0, space) : "";
-    const body = space > 0 ? text.slice(space + 1) : text;
-    const node = h(
-      "div",
-      {
-        class: `line${body.startsWith("[tool-error]") ? " error" : body.startsWith("→ ") ? " tool" : ""}`,
-        dataset: { index: String(index), kind: kind(text) },
-      },
-      h("span", { class: "time" }, stamp ? new Date(stamp).toLocaleTimeString() : ""),
-      body,
-    );
-    node.hidden = !visible(node);
-    logBox.append(node);
-    while (logBox.childElementCount > MAX_LOG_LINES) logBox.firstElementChild.remove();
-    if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
-    scheduleRefresh();
-  }
-
-  logBox.addEventListener("scroll", () => {
-    const atEnd = logBox.scrollHeight - logBox.scrollTop - logBox.clientHeight < 30;
-    if (!atEnd && follow.checked && document.activeElement === logBox) follow.checked = false;
-  });
+  const log = logView({ onLine: () => scheduleRefresh() });
+  const logPanel = log.panel;
 
   // --- loading and refreshing -----------------------------------------------------
   let refreshTimer = null;
@@ -600,12 +525,9 @@ export async function render(main, [jobId]) {
     ),
   );
   const close = api.followLog(jobId, {
-    onLine: addLine,
+    onLine: log.addLine,
     onDone: () => load(),
-    onState: (state) => {
-      conn.className = `conn ${state}`;
-      conn.textContent = state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : "stream closed";
-    },
+    onState: log.setState,
   });
   return () => {
     close();

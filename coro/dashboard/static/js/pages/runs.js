@@ -1,7 +1,8 @@
 // Runs: stat cards, filters (status group, workflow, search), a server-paginated table.
 
 import * as api from "../api.js";
-import { ago, clear, cost, h, notice, statusBadge } from "../ui.js";
+import { jobHeadings, jobRow } from "../jobs.js";
+import { clear, cost, h, notice } from "../ui.js";
 
 const PAGE_SIZE = 25;
 const REFRESH_MS = 5000;
@@ -62,13 +63,7 @@ export async function render(main) {
         h(
           "thead",
           {},
-          h(
-            "tr",
-            {},
-            ["Run", "Status", "Phase", "Work item", "Updated", "Cost"].map((name) =>
-              h("th", { scope: "col", class: name === "Work item" ? "hide-narrow" : null }, name),
-            ),
-          ),
+          h("tr", {}, jobHeadings()),
         ),
         body,
       ),
@@ -162,27 +157,7 @@ export async function render(main) {
   }
 
   function row(job) {
-    const params = job.params || {};
-    const tags = [];
-    if (job.campaignChildren) tags.push(h("span", { class: "tag" }, "campaign"));
-    if (job.campaignParentId) tags.push(h("span", { class: "tag" }, "sub-run"));
-    const described = params.description || params.repo || job.workflowPath;
-    return h(
-      "tr",
-      {},
-      h(
-        "td",
-        {},
-        h("a", { href: `#/runs/${encodeURIComponent(job.id)}` }, job.id),
-        tags,
-        h("div", { class: "muted" }, String(described).slice(0, 120)),
-      ),
-      h("td", {}, statusBadge(job.status)),
-      h("td", {}, job.phase),
-      h("td", { class: "hide-narrow" }, job.currentWorkItem || ""),
-      h("td", { title: job.updatedAt }, ago(job.updatedAt)),
-      h("td", {}, cost(job.tokenUsage?.totalCostUsd)),
-    );
+    return jobRow(job, `#/runs/${encodeURIComponent(job.id)}`);
   }
 
   async function refresh() {
