@@ -9,7 +9,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from coro.cloud.deps import PathId, PrincipalDep, ServicesDep, TeamAccessDep, errors
-from coro.cloud.errors import BadRequest
 from coro.cloud.models import (
     AddMemberBody,
     CreateTeamBody,
@@ -51,9 +50,7 @@ async def get_team(access: TeamAccessDep, found: ServicesDep) -> TeamDetailOut:
 
 @router.patch("/{team_id}", response_model=TeamOut, responses=errors(400, 401, 403, 404, 409, 413))
 async def update_team(body: UpdateTeamBody, access: TeamAccessDep, found: ServicesDep) -> TeamOut:
-    """Rename the team or change its slug (admins)."""
-    if body.name is None and body.slug is None:
-        raise BadRequest("Nothing to update: give name or slug")
+    """Rename the team or change its slug (admins); fields left out stay as they are."""
     return _team(await found.teams.update(access, name=body.name, slug=body.slug))
 
 
