@@ -62,6 +62,7 @@ from coro.plugins.scm.base import (
     PrStatus,
     PullRequest,
 )
+from coro.plugins.scm.bitbucket_webhooks import parse_webhook
 from coro.plugins.scm.repos import (
     check_name,
     check_pr_id,
@@ -311,6 +312,8 @@ PROVIDER = Provider(
 class BitbucketPlugin:
     id = PLUGIN_ID
     webhook = WEBHOOK
+    #: the webhook parser (`coro.plugins.webhooks.WebhookParser`); needs no settings
+    parse_webhook = staticmethod(parse_webhook)
 
     def __init__(
         self, settings: BitbucketSettings, *, clock: Callable[[], float] | None = None

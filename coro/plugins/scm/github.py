@@ -49,6 +49,7 @@ from coro.plugins.scm.base import (
     PrStatus,
     PullRequest,
 )
+from coro.plugins.scm.github_webhooks import parse_webhook
 from coro.plugins.scm.repos import (
     check_name,
     check_pr_id,
@@ -233,6 +234,8 @@ PROVIDER = Provider(
 class GitHubPlugin:
     id = PLUGIN_ID
     webhook = WEBHOOK
+    #: the webhook parser (`coro.plugins.webhooks.WebhookParser`); needs no settings
+    parse_webhook = staticmethod(parse_webhook)
 
     def __init__(
         self, settings: GitHubSettings, *, clock: Callable[[], float] | None = None
