@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coro.api.errors import error_response, http_error, invalid_request
 from coro.cloud.auth import Auth
+from coro.cloud.dashboard import mount_dashboard
 from coro.cloud.db import Database
 from coro.cloud.deps import Services
 from coro.cloud.errors import CloudError, TooManyRequests, Unauthorized
@@ -114,6 +115,7 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
     app.include_router(teams.router)
     app.include_router(runner_token_routes.router)
     app.include_router(webhooks.router)
+    mount_dashboard(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
