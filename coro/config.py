@@ -259,6 +259,47 @@ class StateConfig(_Section):
         return STATE_URL_SCHEMES[self.url.split("://", 1)[0].lower()]
 
 
+class CloudConfig(_Section):
+    """The team cloud this runner joins (`coro login`): with both `url` and `token` the
+    runner is *hybrid* (it replicates its jobs to the cloud and takes commands from it);
+    without them it is local. `token` is a runner token (a secret: masked in GET
+    /config); `runnerId` pins the runner's id (default: one kept in
+    `$CORO_HOME/cloud/runner-id`)."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    token: str | None = Field(default=None, min_length=1, max_length=4096)
+    runner_id: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry a user or password (the token authenticates)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_printable(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("must be printable text")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the runner is hybrid (both a URL and a token)."""
+        return bool(self.url and self.token)
+
+
 class CoroConfig(_Section):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
@@ -276,6 +317,7 @@ class CoroConfig(_Section):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @field_validator("host")
     @classmethod

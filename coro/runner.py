@@ -15,6 +15,7 @@ from typing import Any
 
 from coro.config import CoroConfig, CoroHome
 from coro.engine.campaigns.controls import CampaignService
+from coro.engine.cloud_commands import CloudCommands
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport, TransportContext
@@ -28,13 +29,25 @@ from coro.mcp.service import McpService
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSlots
 from coro.state.backend import StateBackend
+from coro.state.cloud.backend import CloudStateBackend
+from coro.state.cloud.link import CloudLink, RunnerLoad
 from coro.state.store import JobStore
 from coro.tools import ToolRegistry, ToolSet
 from coro.tools.sandbox import runner_policy
 from coro.version import __version__
 
 #: config.json keys a running runner cannot take over (they are read at start).
-RESTART_REQUIRED_KEYS = ("host", "port", "paths", "mcpServers", "intelligence", "state")
+RESTART_REQUIRED_KEYS = (
+    "host",
+    "port",
+    "paths",
+    "mcpServers",
+    "intelligence",
+    "state",
+    "cloud",
+)
+#: how long stopping waits for the cloud to acknowledge what is not replicated yet
+CLOUD_FLUSH_ON_STOP_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +88,24 @@ class Runner:
         #: every plugin: the built-ins, and the drop-ins under `$CORO_HOME/plugins/site`
         self.extensions = Extensions(home)
         self.catalog = self.extensions.catalog
-        self.backend = backend or self.extensions.state_backend(self.config)
+        backend = backend or self.extensions.state_backend(self.config)
+        #: the team cloud's link in hybrid mode (`cloud.url` and `cloud.token` set)
+        self.link: CloudLink | None = None
+        self.cloud_backend: CloudStateBackend | None = None
+        cloud = self.config.cloud
+        if cloud.enabled:
+            assert cloud.url is not None and cloud.token is not None
+            self.link = CloudLink(
+                cloud.url,
+                cloud.token,
+                cloud_dir=home.root / "cloud",
+                runner_id=cloud.runner_id,
+                load=self._load,
+            )
+            backend = self.cloud_backend = CloudStateBackend(
+                backend, self.link, home.root / "cloud"
+            )
+        self.backend = backend
         self.store = JobStore(self.backend)
         #: what plugins and executors are created with (the local SCM's pull requests
         #: live in the backend)
@@ -105,6 +135,11 @@ class Runner:
         self.jobs.on_cancelled.append(self.campaigns.cancel_children)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
+        #: the cloud's commands (`use_api` is called by the API layer that serves us)
+        self.cloud_commands = CloudCommands(self.env, self.jobs, self.dispatcher)
+        if self.link is not None:
+            self.link.handler = self.cloud_commands.handle
+            self.dispatcher.on_run_end.append(self._slot_freed)
         self.transport = transport or self.extensions.transport(
             self.config, TransportContext(home, self.store, self.plugins, self.config)
         )
@@ -119,7 +154,29 @@ class Runner:
 
     @property
     def mode(self) -> str:
-        return "local"
+        return "hybrid" if self.link is not None else "local"
+
+    def _load(self) -> RunnerLoad:
+        return RunnerLoad(
+            capacity=self.config.jobs.max_concurrent, active_job_ids=self.dispatcher.running_ids
+        )
+
+    def _slot_freed(self, job_id: str) -> None:
+        if self.link is not None:
+            self.link.nudge()  # the cloud may send a queued dispatch now
+
+    def cloud_status(self) -> dict[str, Any]:
+        """The link's state for the dashboard (never the token)."""
+        link = self.link
+        return {
+            "mode": self.mode,
+            "url": self.config.cloud.url,
+            "state": link.state if link is not None else "off",
+            "teamId": link.team_id if link is not None else None,
+            "teamName": link.team_name if link is not None else None,
+            "runnerId": link.runner_id if link is not None else None,
+            "lastError": link.last_error if link is not None else None,
+        }
 
     async def reload_config(self, new: CoroConfig) -> ReloadResult:
         """Take over `new` without a restart: config, plugins, executors and tools.
@@ -202,6 +259,8 @@ class Runner:
         self.mcp.http.contexts.campaigns = self.campaigns
         await self.dispatcher.recover()
         await self.campaigns.recover()
+        if self.link is not None:
+            await self.link.start()  # connects in the background: never waits for the cloud
 
     async def stop(self) -> None:
         if self._tenant_refresh is not None and not self._tenant_refresh.done():
@@ -218,6 +277,13 @@ class Runner:
         await _close_all([obj for _, objects in retired for obj in objects])
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.link is not None and self.cloud_backend is not None:
+            if self.link.state == "connected":
+                try:
+                    await asyncio.wait_for(self.cloud_backend.flush(), CLOUD_FLUSH_ON_STOP_SECONDS)
+                except TimeoutError:
+                    logger.warning("stopping before the cloud acknowledged every change")
+            await self.link.stop()
         await self.backend.close()
 
     @contextlib.asynccontextmanager

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from coro.api.errors import error_response as _error
 from coro.api.errors import http_error, invalid_request
 from coro.api.routes import campaigns as campaign_routes
+from coro.api.routes import cloud as cloud_routes
 from coro.api.routes import config as config_routes
 from coro.api.routes import insights as insight_routes
 from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stats, stream
@@ -107,6 +108,11 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     app.include_router(config_routes.router)
     app.include_router(mcp.router)
     app.include_router(scm_local.router)
+    app.include_router(cloud_routes.router)
+    # the cloud's commands are answered by this API's own validation and routes
+    runner.cloud_commands.use_api(
+        cloud_routes.in_process_api(app, runner), cloud_routes.job_request
+    )
     static_dir = files("coro.dashboard") / "static"
     app.mount("/dashboard", StaticFiles(directory=str(static_dir), html=True), name="dashboard")
     app.add_middleware(

@@ -44,7 +44,7 @@ from coro.executors import ValidatesParams
 from coro.intelligence.layers import WorkflowNotFound
 from coro.plugins.registry import PluginResolutionError
 from coro.plugins.trackers.base import TrackerPlugin
-from coro.state.backend import JobNotFound, JobQuery
+from coro.state.backend import JobExists, JobNotFound, JobQuery
 from coro.system.git import (
     MAX_DIFF_RESPONSE_BYTES,
     GitError,
@@ -105,6 +105,13 @@ class NewJob:
     interactive: bool | None = None
     trigger_source: TriggerSource | None = None
     budget: Budget | None = None
+    #: the id to create the job under (a job the cloud dispatched keeps the cloud's id);
+    #: a job of that id already there is the answer (creating it again changes nothing)
+    job_id: str | None = None
+
+
+#: ids given from outside name a directory of `work/`: plain names, never `.` or `..`
+_GIVEN_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def new_job_id(label: str, job_type: str) -> str:
@@ -128,6 +135,15 @@ class JobService:
     # --- create & read ----------------------------------------------------------------
 
     async def create(self, request: NewJob) -> Job:
+        if request.job_id is not None:
+            if not _GIVEN_JOB_ID.match(request.job_id):
+                raise InvalidRequest(
+                    "jobId: 1-200 letters, digits, '.', '_' or '-', starting with a letter "
+                    "or digit"
+                )
+            existing = await self.store.find(request.job_id)
+            if existing is not None:
+                return existing
         await self.env.layers.refresh()  # a tenant remote's first clone, if still going
         try:
             workflow = await asyncio.to_thread(self.env.layers.load_workflow, request.workflow_path)
@@ -161,7 +177,7 @@ class JobService:
         )
         now = iso_now()
         job = Job(
-            id=new_job_id(label, request.type),
+            id=request.job_id or new_job_id(label, request.type),
             type=request.type,
             workflow_path=workflow.path,
             params=params,
@@ -193,7 +209,13 @@ class JobService:
                     raise InvalidRequest(str(exc)) from exc
         if request.jira_ticket_id:
             await self._attach_ticket(job, request.jira_ticket_id)
-        await self.store.create(job)
+        try:
+            await self.store.create(job)
+        except JobExists:
+            existing = await self.store.find(job.id) if request.job_id else None
+            if existing is None:
+                raise
+            return existing  # the same dispatch, twice at once
         await self.store.log(
             job.id, f"[created] {workflow.display_name} ({workflow.path}), trigger {trigger}"
         )

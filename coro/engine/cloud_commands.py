@@ -1,0 +1,257 @@
+"""The commands a hybrid runner takes from its team cloud, answered as its own API would.
+
+The cloud asks the runner that owns a job to change it (`coro.domain.cloud_protocol`):
+`event:dispatch` creates a job under the cloud's id (idempotent), `event:cancel`,
+`event:pause`, `event:resume` and `event:message` are the `JobService` controls,
+`event:request` is any other call of the runner's job API (answered by the API itself,
+in process), `event:pluginWebhook` wakes jobs as the PR poller would, and
+`proposal:apply` writes an approved proposal into the tenant layer. Errors carry the
+status the runner's HTTP API gives the same error (400, 404, 409, ...).
+
+Two things come from the API layer above, once it is built (`use_api`): how a
+`POST /jobs` body becomes a `NewJob` (its validation), and the in-process call of the
+API for `event:request`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from coro.domain.cloud_protocol import (
+    CloudCommand,
+    EventCancel,
+    EventDispatch,
+    EventMessage,
+    EventPause,
+    EventPluginWebhook,
+    EventRequest,
+    EventResume,
+    ProposalApply,
+    RpcResponse,
+)
+from coro.domain.models import iso_now
+from coro.engine.dispatcher import Dispatcher
+from coro.engine.env import EngineEnv
+from coro.engine.service import (
+    Conflict,
+    InvalidRequest,
+    JobService,
+    NewJob,
+    PayloadTooLarge,
+    PluginRequired,
+    UnsupportedType,
+    UpstreamFailed,
+)
+from coro.engine.webhooks import events_from_webhook
+from coro.executors import PluginNotFound
+from coro.intelligence.proposals import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    ProposalError,
+    write_files_atomically,
+)
+from coro.state.backend import JobNotFound
+from coro.state.proposals import ProposalConflict, ProposalFile, ProposalNotFound
+
+logger = logging.getLogger(__name__)
+
+#: how long an in-process API call may take before the cloud is told 504
+API_CALL_TIMEOUT_SECONDS = 60.0
+
+#: engine errors → the status the runner's HTTP API answers them with (coro.api.app)
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (JobNotFound, 404),
+    (PluginNotFound, 404),
+    (ProposalNotFound, 404),
+    (InvalidRequest, 400),
+    (ProposalError, 400),
+    (ValidationError, 400),
+    (PluginRequired, 409),
+    (Conflict, 409),
+    (ProposalConflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedType, 415),
+    (UpstreamFailed, 502),
+)
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+#: `(method, path, JSON body or None) -> answer`: the runner's API, called in process
+ApiCall = Callable[[str, str, Any], Awaitable[ApiAnswer]]
+#: a `POST /jobs` body → the job to create (raises `InvalidRequest`)
+JobRequestParser = Callable[[dict[str, Any]], NewJob]
+
+
+class CommandFailed(Exception):
+    def __init__(self, status: int, error: str, data: Any = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.data = data
+
+
+def error_status(exc: Exception) -> int | None:
+    for kind, status in ERROR_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return None
+
+
+class CloudCommands:
+    def __init__(self, env: EngineEnv, jobs: JobService, dispatcher: Dispatcher) -> None:
+        self.env = env
+        self.jobs = jobs
+        self.dispatcher = dispatcher
+        self._api: ApiCall | None = None
+        self._parse_job: JobRequestParser | None = None
+
+    def use_api(self, call: ApiCall, parse_job_request: JobRequestParser) -> None:
+        """What the API layer lends: its in-process call, and its `POST /jobs` parser."""
+        self._api = call
+        self._parse_job = parse_job_request
+
+    async def handle(self, command: CloudCommand) -> RpcResponse:
+        """Run one command; the answer (never an exception)."""
+        message_id = command.message_id
+        try:
+            data = await self._run(command)
+        except CommandFailed as exc:
+            return RpcResponse(
+                message_id=message_id, ok=False, status=exc.status, error=str(exc), data=exc.data
+            )
+        except Exception as exc:
+            status = error_status(exc)
+            if status is None:
+                logger.exception("cloud command %s failed", command.type)
+                return RpcResponse(
+                    message_id=message_id,
+                    ok=False,
+                    status=500,
+                    error="Internal error; see the runner's log",
+                )
+            return RpcResponse(message_id=message_id, ok=False, status=status, error=str(exc))
+        return RpcResponse(message_id=message_id, ok=True, data=data, status=200)
+
+    async def _run(self, command: CloudCommand) -> Any:
+        if isinstance(command, EventDispatch):
+            return await self._dispatch(command)
+        if isinstance(command, EventCancel):
+            return (await self.jobs.cancel(command.job_id, command.reason)).to_json()
+        if isinstance(command, EventPause):
+            return (await self.jobs.pause(command.job_id, command.reason)).to_json()
+        if isinstance(command, EventResume):
+            job = await self.jobs.resume(command.job_id, command.from_phase, command.clear_session)
+            return job.to_json()
+        if isinstance(command, EventMessage):
+            if not command.message.strip():
+                raise InvalidRequest("message must not be empty")
+            delivery = await self.jobs.message(command.job_id, command.message)
+            return {"sent": True, "delivery": delivery}
+        if isinstance(command, EventRequest):
+            return await self._request(command)
+        if isinstance(command, EventPluginWebhook):
+            return await self._webhook(command)
+        return await self._apply_proposal(command)
+
+    async def _dispatch(self, command: EventDispatch) -> Any:
+        if self._parse_job is None:
+            raise CommandFailed(503, "the runner's API is not up yet")
+        request = self._parse_job(command.request)
+        request.job_id = command.job_id
+        return (await self.jobs.create(request)).to_json()
+
+    async def _request(self, command: EventRequest) -> dict[str, Any]:
+        if self._api is None:
+            raise CommandFailed(503, "the runner's API is not up yet")
+        parts = urlsplit(command.path)
+        path = parts.path
+        prefix = f"/jobs/{command.job_id}"
+        segments = path.split("/")
+        if (
+            parts.scheme
+            or parts.netloc
+            or not (path == prefix or path.startswith(prefix + "/"))
+            or any(s in (".", "..") for s in segments)
+            or "%" in path
+        ):
+            raise InvalidRequest(f"only paths under {prefix} can be requested")
+        if path.rstrip("/") == f"{prefix}/stream":
+            raise InvalidRequest("the log stream is served by the cloud from its mirror")
+        await self.jobs.get(command.job_id)  # 404 for a job this runner does not have
+        target = path + (f"?{parts.query}" if parts.query else "")
+        try:
+            answer = await asyncio.wait_for(
+                self._api(command.method, target, command.body), API_CALL_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            raise CommandFailed(504, "the runner's API did not answer in time") from None
+        data = {
+            "status": answer.status,
+            "contentType": answer.content_type,
+            "bodyBase64": base64.b64encode(answer.body).decode("ascii"),
+        }
+        if answer.status >= 400:
+            raise CommandFailed(answer.status, _error_text(answer), data)
+        return data
+
+    async def _webhook(self, command: EventPluginWebhook) -> dict[str, Any]:
+        events = await events_from_webhook(self.env.plugins, command, self.env.store)
+        if events:
+            await self.dispatcher.deliver(events)
+        return {"events": len(events), "jobIds": sorted({e.job_id for e in events})}
+
+    async def _apply_proposal(self, command: ProposalApply) -> dict[str, Any]:
+        files = [ProposalFile.model_validate(item) for item in command.files]
+        if not files:
+            raise InvalidRequest("files: a proposal changes at least one file")
+        if len(files) > MAX_FILES:
+            raise InvalidRequest(f"files: at most {MAX_FILES} files per proposal")
+        for file in files:
+            if len(file.content.encode("utf-8")) > MAX_FILE_BYTES:
+                raise PayloadTooLarge(f"files: {file.path!r} is larger than {MAX_FILE_BYTES} bytes")
+        root = self.env.layers.tenant_dir
+        try:
+            written = await asyncio.to_thread(write_files_atomically, root, files)
+        except OSError as exc:
+            raise Conflict(f"Could not write the tenant layer: {exc.strerror}") from exc
+        store = self.env.store.backend.proposals
+        proposal = await store.get(command.proposal_id)
+        if proposal is not None:
+            now = iso_now()
+            proposal = await store.update(
+                proposal.id,
+                status="approved",
+                reviewed_by=proposal.reviewed_by or "team cloud",
+                decided_at=proposal.decided_at or now,
+                applied_at=now,
+            )
+            await self.env.store.log(
+                proposal.job_id,
+                f"[proposal] {proposal.id} applied from the team cloud: wrote "
+                f"{len(written)} file(s) to the tenant layer ({', '.join(written)})",
+            )
+        return {"applied": command.proposal_id, "written": written}
+
+
+def _error_text(answer: ApiAnswer) -> str:
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return f"HTTP {answer.status}"
