@@ -33,6 +33,7 @@ from coro.cli.client import (
     report_error,
 )
 from coro.cli.cloud import cloud_app
+from coro.cli.login import login
 from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
 from coro.config import CoroConfig, CoroHome
@@ -52,6 +53,7 @@ app.add_typer(repo_app)
 app.add_typer(campaign_app)
 app.add_typer(plugin_app)
 app.add_typer(cloud_app)
+app.command("login")(login)
 
 DEFAULT_WORKFLOW = "workflows/job/workflow.md"
 

@@ -1,12 +1,13 @@
 """The commands a hybrid runner takes from its team cloud, answered as its own API would.
 
 The cloud asks the runner that owns a job to change it (`coro.domain.cloud_protocol`):
-`event:dispatch` creates a job under the cloud's id (idempotent), `event:cancel`,
-`event:pause`, `event:resume` and `event:message` are the `JobService` controls,
-`event:request` is any other call of the runner's job API (answered by the API itself,
-in process), `event:pluginWebhook` wakes jobs as the PR poller would, and
-`proposal:apply` writes an approved proposal into the tenant layer. Errors carry the
-status the runner's HTTP API gives the same error (400, 404, 409, ...).
+`event:dispatch` creates a job under the cloud's id (idempotent: `JobService.create`);
+`event:cancel`, `event:pause`, `event:resume` and `event:message` are the runner's own
+control routes, and `event:request` any other call of its job API, both answered by the
+API itself in process (the same answers and errors a local caller gets);
+`event:pluginWebhook` wakes jobs as the PR poller would; `proposal:apply` writes an
+approved proposal into the tenant layer. Errors carry the status the runner's HTTP API
+gives the same error (400, 404, 409, ...).
 
 Two things come from the API layer above, once it is built (`use_api`): how a
 `POST /jobs` body becomes a `NewJob` (its validation), and the in-process call of the
@@ -30,7 +31,6 @@ from coro.domain.cloud_protocol import (
     CloudCommand,
     EventCancel,
     EventDispatch,
-    EventMessage,
     EventPause,
     EventPluginWebhook,
     EventRequest,
@@ -144,28 +144,29 @@ class CloudCommands:
                     error="Internal error; see the runner's log",
                 )
             return RpcResponse(message_id=message_id, ok=False, status=status, error=str(exc))
-        return RpcResponse(message_id=message_id, ok=True, data=data, status=200)
+        return RpcResponse(message_id=message_id, ok=True, data=data)
 
     async def _run(self, command: CloudCommand) -> Any:
         if isinstance(command, EventDispatch):
             return await self._dispatch(command)
-        if isinstance(command, EventCancel):
-            return (await self.jobs.cancel(command.job_id, command.reason)).to_json()
-        if isinstance(command, EventPause):
-            return (await self.jobs.pause(command.job_id, command.reason)).to_json()
-        if isinstance(command, EventResume):
-            job = await self.jobs.resume(command.job_id, command.from_phase, command.clear_session)
-            return job.to_json()
-        if isinstance(command, EventMessage):
-            if not command.message.strip():
-                raise InvalidRequest("message must not be empty")
-            delivery = await self.jobs.message(command.job_id, command.message)
-            return {"sent": True, "delivery": delivery}
         if isinstance(command, EventRequest):
             return await self._request(command)
         if isinstance(command, EventPluginWebhook):
             return await self._webhook(command)
-        return await self._apply_proposal(command)
+        if isinstance(command, ProposalApply):
+            return await self._apply_proposal(command)
+        # the controls: the runner's own routes, for their exact answers and errors
+        job_path = f"/jobs/{command.job_id}"
+        if isinstance(command, EventCancel | EventPause):
+            verb = "cancel" if isinstance(command, EventCancel) else "pause"
+            body = {"reason": command.reason} if command.reason is not None else None
+            return await self._control(f"{job_path}/{verb}", body)
+        if isinstance(command, EventResume):
+            resume: dict[str, Any] = {"clearSession": command.clear_session}
+            if command.from_phase is not None:
+                resume["fromPhase"] = command.from_phase
+            return await self._control(f"{job_path}/resume", resume)
+        return await self._control(f"{job_path}/message", {"message": command.message})
 
     async def _dispatch(self, command: EventDispatch) -> Any:
         if self._parse_job is None:
@@ -174,9 +175,29 @@ class CloudCommands:
         request.job_id = command.job_id
         return (await self.jobs.create(request)).to_json()
 
-    async def _request(self, command: EventRequest) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, body: Any) -> ApiAnswer:
         if self._api is None:
             raise CommandFailed(503, "the runner's API is not up yet")
+        try:
+            return await asyncio.wait_for(self._api(method, path, body), API_CALL_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise CommandFailed(504, "the runner's API did not answer in time") from None
+
+    async def _control(self, path: str, body: Any) -> Any:
+        """POST to one of the runner's control routes: its JSON answer, or its error (the
+        whole error body as `data`, so extra fields such as `missingKind` go along)."""
+        answer = await self._call("POST", path, body)
+        try:
+            data = json.loads(answer.body) if answer.body else None
+        except ValueError:
+            data = None
+        if answer.status >= 400:
+            raise CommandFailed(answer.status, _error_text(answer), data)
+        return data
+
+    async def _request(self, command: EventRequest) -> dict[str, Any]:
+        """Any call of the job's API: answered as the API answers it (`ok` even for an
+        error status: the cloud hands the answer on byte for byte)."""
         parts = urlsplit(command.path)
         path = parts.path
         prefix = f"/jobs/{command.job_id}"
@@ -193,20 +214,12 @@ class CloudCommands:
             raise InvalidRequest("the log stream is served by the cloud from its mirror")
         await self.jobs.get(command.job_id)  # 404 for a job this runner does not have
         target = path + (f"?{parts.query}" if parts.query else "")
-        try:
-            answer = await asyncio.wait_for(
-                self._api(command.method, target, command.body), API_CALL_TIMEOUT_SECONDS
-            )
-        except TimeoutError:
-            raise CommandFailed(504, "the runner's API did not answer in time") from None
-        data = {
+        answer = await self._call(command.method, target, command.body)
+        return {
             "status": answer.status,
             "contentType": answer.content_type,
             "bodyBase64": base64.b64encode(answer.body).decode("ascii"),
         }
-        if answer.status >= 400:
-            raise CommandFailed(answer.status, _error_text(answer), data)
-        return data
 
     async def _webhook(self, command: EventPluginWebhook) -> dict[str, Any]:
         events = await events_from_webhook(self.env.plugins, command, self.env.store)

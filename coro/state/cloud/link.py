@@ -252,10 +252,19 @@ class CloudLink:
 
     async def wait_for(self, *states: LinkState) -> LinkState:
         """Wait until the link is in one of `states` (bound it with a timeout)."""
-        while self.state not in states:
+        await self.wait_until(lambda: self.state in states)
+        return self.state
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until `condition()` holds, checked at every change of state."""
+        while not condition():
             self._changed.clear()
             await self._changed.wait()
-        return self.state
+
+    @property
+    def running(self) -> bool:
+        """Whether the link is still connecting or connected (not given up or stopped)."""
+        return self._task is not None and not self._task.done()
 
     def nudge(self) -> None:
         """Send a heartbeat now (the runner's load changed: a slot freed up)."""
