@@ -30,7 +30,7 @@ from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSlots
 from coro.state.backend import StateBackend
 from coro.state.cloud.backend import CloudStateBackend
-from coro.state.cloud.link import CloudLink, RunnerLoad
+from coro.state.cloud.link import CloudLink, LinkTimings, RunnerLoad
 from coro.state.store import JobStore
 from coro.tools import ToolRegistry, ToolSet
 from coro.tools.sandbox import runner_policy
@@ -82,6 +82,7 @@ class Runner:
         executors: ExecutorRegistry | None = None,
         tools: ToolRegistry | None = None,
         transport: EventTransport | None = None,
+        link_timings: LinkTimings | None = None,
     ) -> None:
         self.home = home
         self.config = config if config is not None else home.load_config()
@@ -101,6 +102,7 @@ class Runner:
                 cloud_dir=home.root / "cloud",
                 runner_id=cloud.runner_id,
                 load=self._load,
+                timings=link_timings,
             )
             backend = self.cloud_backend = CloudStateBackend(
                 backend, self.link, home.root / "cloud"
