@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,14 +24,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coro.api.errors import error_response, http_error, invalid_request
 from coro.cloud.auth import Auth
+from coro.cloud.broker import Broker, LocalBroker, RedisBroker
+from coro.cloud.commands import Commands
 from coro.cloud.dashboard import mount_dashboard
 from coro.cloud.db import Database
 from coro.cloud.deps import Services
 from coro.cloud.errors import CloudError, TooManyRequests, Unauthorized
+from coro.cloud.gateway import Gateway
+from coro.cloud.gateway import router as runner_socket
 from coro.cloud.github import GitHubLogin
+from coro.cloud.mirror import Mirror
 from coro.cloud.passwords import Passwords
 from coro.cloud.routes import auth as auth_routes
-from coro.cloud.routes import health, teams, webhooks
+from coro.cloud.routes import health, runners, teams, webhooks
+from coro.cloud.routes import ingress as webhook_ingress
+from coro.cloud.routes import jobs as team_job_routes
+from coro.cloud.routes import proposals as proposal_routes
 from coro.cloud.routes import runner_tokens as runner_token_routes
 from coro.cloud.runner_tokens import RevocationHub, RunnerTokens
 from coro.cloud.settings import CloudSettings
@@ -49,14 +58,31 @@ def build_services(
 ) -> Services:
     jwt = Jwt(settings.jwt_secret, settings.jwt_issuer, settings.access_ttl_seconds)
     auth = Auth(db, jwt, Passwords(), Throttle(db, settings.throttle), settings.refresh_ttl_seconds)
+    hub = hub or RevocationHub()
+    instance_id = uuid.uuid4().hex
+    broker: Broker = (
+        RedisBroker(settings.redis_url, settings.redis_channel_prefix)
+        if settings.redis_url
+        else LocalBroker()
+    )
+    mirror = Mirror(db)
+    timeout = settings.heartbeat_timeout_seconds
+    commands = Commands(db, broker, mirror, instance_id, timeout)
     return Services(
         settings=settings,
         db=db,
         auth=auth,
         teams=Teams(db),
-        runner_tokens=RunnerTokens(db, hub or RevocationHub()),
+        runner_tokens=RunnerTokens(db, hub),
         webhook_secrets=WebhookSecrets(db),
         github=GitHubLogin(settings.github, jwt, auth, db) if settings.github else None,
+        instance_id=instance_id,
+        broker=broker,
+        mirror=mirror,
+        commands=commands,
+        gateway=Gateway(
+            db, mirror, commands, broker, hub, instance_id, heartbeat_timeout_seconds=timeout
+        ),
     )
 
 
@@ -115,6 +141,11 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
     app.include_router(teams.router)
     app.include_router(runner_token_routes.router)
     app.include_router(webhooks.router)
+    app.include_router(webhook_ingress.router)
+    app.include_router(team_job_routes.router)
+    app.include_router(proposal_routes.router)
+    app.include_router(runners.router)
+    app.include_router(runner_socket)
     mount_dashboard(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

@@ -9,9 +9,13 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coro.cloud.auth import Auth, Principal
+from coro.cloud.broker import Broker
+from coro.cloud.commands import Commands
 from coro.cloud.db import Database
 from coro.cloud.errors import Unauthorized
+from coro.cloud.gateway import Gateway
 from coro.cloud.github import GitHubLogin
+from coro.cloud.mirror import Mirror
 from coro.cloud.models import ErrorBody
 from coro.cloud.runner_tokens import RunnerTokens
 from coro.cloud.settings import CloudSettings
@@ -34,6 +38,12 @@ class Services:
     runner_tokens: RunnerTokens
     webhook_secrets: WebhookSecrets
     github: GitHubLogin | None
+    #: this process among the cloud's instances (`runner_sessions.instance_id`)
+    instance_id: str
+    broker: Broker
+    mirror: Mirror
+    commands: Commands
+    gateway: Gateway
 
 
 def services(request: Request) -> Services:

@@ -19,6 +19,7 @@ from coro.api.listen import http_server, listening_socket, start_serving
 from coro.cloud import migrate
 from coro.cloud.app import create_app
 from coro.cloud.db import Database
+from coro.cloud.deps import Services
 from coro.cloud.runner_tokens import RevocationHub
 from coro.cloud.settings import CloudSettings
 
@@ -37,6 +38,11 @@ class ServedCloud:
     port: int
     server: uvicorn.Server
     task: asyncio.Task[None]  # uvicorn's serve(): done once the server has stopped
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.app.state.services
+        return found
 
     @property
     def url(self) -> str:
@@ -80,19 +86,27 @@ async def serve(
         sock = _bind(settings.host, settings.port)
         port = sock.getsockname()[1]
         app = create_app(settings, db, hub)
+        services: Services = app.state.services
         # (no access log: `coro.cloud.access` logs requests without their query strings)
         server = http_server(app, settings.host, port)
+        await services.broker.start()
         try:
-            task = await start_serving(server, sock)
-        except RuntimeError as exc:
-            raise StartupFailed(str(exc)) from None
-        try:
-            yield ServedCloud(
-                app=app, db=db, host=settings.host, port=port, server=server, task=task
-            )
+            try:
+                task = await start_serving(server, sock)
+            except RuntimeError as exc:
+                raise StartupFailed(str(exc)) from None
+            try:
+                yield ServedCloud(
+                    app=app, db=db, host=settings.host, port=port, server=server, task=task
+                )
+            finally:
+                # runners get 1001 (reconnect elsewhere), not uvicorn's own close code
+                await services.gateway.close()
+                server.should_exit = True
+                await task
         finally:
-            server.should_exit = True
-            await task
+            services.commands.close()
+            await services.broker.close()
     finally:
         if own_db:
             await db.close()

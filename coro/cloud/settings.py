@@ -6,7 +6,9 @@
 - `CLOUD_HOST`, `CLOUD_PORT`: the bind address, default `0.0.0.0:4000` (port 0: any).
 - `CLOUD_PUBLIC_URL`: the URL users reach the cloud at (OAuth redirects); default: the
   request's own.
-- `REDIS_URL`: optional; read now, used once several instances run.
+- `REDIS_URL`: optional: the broker between several instances (Redis pub/sub); without
+  it the cloud runs as one instance. `REDIS_CHANNEL_PREFIX`: the prefix of its channel
+  names, default `coro:` (several clouds on one Redis keep apart by it).
 - `JWT_ISSUER`, `JWT_ACCESS_TTL_SECONDS`, `JWT_REFRESH_TTL_SECONDS`: default
   `coro-cloud`, 900 (15 min), 604800 (7 days).
 - `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `LOGIN_MAX_FAILURES_PER_IP`,
@@ -27,6 +29,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from coro.domain.cloud_protocol import HEARTBEAT_TIMEOUT_SECONDS
 
 MIN_JWT_SECRET = 32
 
@@ -65,12 +69,15 @@ class CloudSettings:
     port: int = 4000
     public_url: str | None = None
     redis_url: str | None = field(default=None, repr=False)
+    redis_channel_prefix: str = "coro:"
     jwt_issuer: str = "coro-cloud"
     access_ttl_seconds: int = 900
     refresh_ttl_seconds: int = 604_800
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     github: GitHubOAuth | None = None
     max_body_bytes: int = 1024 * 1024
+    #: a runner socket without a heartbeat for this long is closed (tests shorten it)
+    heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CloudSettings:
@@ -144,6 +151,9 @@ class CloudSettings:
         redis_url = text("REDIS_URL")
         if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss"):
             problems.append("REDIS_URL must be a redis:// or rediss:// URL")
+        redis_prefix = env.get("REDIS_CHANNEL_PREFIX", "coro:")
+        if len(redis_prefix) > 100 or not redis_prefix.isprintable() or " " in redis_prefix:
+            problems.append("REDIS_CHANNEL_PREFIX must be at most 100 printable characters")
         access_ttl = number("JWT_ACCESS_TTL_SECONDS", 900, 1, 86_400)
         refresh_ttl = number("JWT_REFRESH_TTL_SECONDS", 604_800, 60, 31_536_000)
         throttle = LoginThrottle(
@@ -160,6 +170,7 @@ class CloudSettings:
             port=port,
             public_url=public_url,
             redis_url=redis_url,
+            redis_channel_prefix=redis_prefix,
             jwt_issuer=text("JWT_ISSUER") or "coro-cloud",
             access_ttl_seconds=access_ttl,
             refresh_ttl_seconds=refresh_ttl,

@@ -1,0 +1,707 @@
+"""`WS /ws/runner`: the runners' socket (the protocol is `coro.domain.cloud_protocol`).
+
+A runner token is checked before the upgrade (401 with a JSON body otherwise); the
+token's team is the team of everything on the socket. The first frame must be
+`runner:register`: it records the session in `runner_sessions` (with this instance's
+id, so other instances know where to send wake-ups), closes an older socket of the same
+runner on any instance (1000 "replaced"), answers `runner:registered`, then sends the
+runner its commands (`coro.cloud.commands`).
+
+Runner RPCs, each answered by `rpc:response` (errors carry an HTTP-like status):
+
+- `job:create` / `job:update` → `{stored, rev}` (kept when `rev` is higher; 409 if the
+  job belongs to another runner)
+- `job:log` → `{added}` (lines it lacked; 404 for a job the team does not have)
+- `job:delete` → `{deleted}`
+- `job:get` → the job; 404 if none
+- `job:list` → `{jobs, total}` (newest first); `job:listChildren` → `{jobs}`
+- `job:logGet` → `{entries: [{index, line}]}` (`start`..`end` inclusive)
+- `job:mapExternalRef` → `{mapped: true}`; 404 for no such job
+- `job:byExternalRef` → `{jobId}` (null when no job has it)
+- `proposal:*` → 501 until the cloud stores proposals
+
+The writes are de-duplicated through `rpc_results`: a repeated messageId gets the stored
+answer and has no second effect. Reads are answered afresh (storing every page of jobs
+or lines read would cost a write each, and a fresh answer is never older than the first).
+A frame that is not JSON or not a valid frame gets `rpc:response` 400; a socket never
+dies of a bad frame (except one too big: `CLOSE_TOO_BIG`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from coro.cloud.broker import JOB_CHANGED, RUNNER_REPLACED, RUNNER_WAKE, TOKEN_REVOKED, Broker
+from coro.cloud.commands import Commands
+from coro.cloud.db import Database
+from coro.cloud.mirror import Mirror
+from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
+from coro.cloud.schema import rpc_results, runner_sessions, teams
+from coro.domain.cloud_protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    CLOSE_REVOKED,
+    CLOSE_TIMEOUT,
+    CLOSE_TOO_BIG,
+    HEARTBEAT_TIMEOUT_SECONDS,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    JobByExternalRef,
+    JobDelete,
+    JobGet,
+    JobList,
+    JobListChildren,
+    JobLog,
+    JobLogGet,
+    JobMapExternalRef,
+    JobUpdate,
+    ProposalCreate,
+    ProposalList,
+    ProposalUpdate,
+    Request,
+    RpcResponse,
+    RunnerHeartbeat,
+    RunnerRegister,
+    RunnerRegistered,
+    major,
+    runner_frame,
+)
+from coro.domain.models import ExternalRef, Job, LogEntry
+from coro.state.backend import JobNotFound, JobQuery
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+#: How long stored RPC answers are kept: far longer than any runner retries a request.
+RPC_RESULT_TTL = timedelta(days=7)
+#: How long shutdown waits for the sockets' handlers to finish closing.
+SHUTDOWN_WAIT_SECONDS = 5.0
+
+_DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
+_RUNNER_FRAME_TYPES = frozenset(
+    {
+        "runner:register",
+        "runner:heartbeat",
+        "job:create",
+        "job:update",
+        "job:log",
+        "job:delete",
+        "job:get",
+        "job:list",
+        "job:listChildren",
+        "job:logGet",
+        "job:mapExternalRef",
+        "job:byExternalRef",
+        "proposal:create",
+        "proposal:list",
+        "proposal:update",
+    }
+)
+#: RPCs with an effect: their answers are stored, so a retry does not repeat the effect.
+_WRITES = (JobUpdate, JobLog, JobDelete, JobMapExternalRef, ProposalCreate, ProposalUpdate)
+
+
+class RpcError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(eq=False)
+class RunnerConnection:
+    """One accepted socket, and the runner on it once registered."""
+
+    websocket: WebSocket
+    identity: RunnerIdentity
+    last_heartbeat: float
+    connection_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    runner_id: str | None = None
+    connected_at: datetime | None = None  # its `runner_sessions` row's, once registered
+    closed: bool = False
+    revoked: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # sends (frames, the close) one at a time, commands in id order
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # command delivery: one pump at a time, run again while wanted
+    wanted: bool = False
+    resend: bool = False
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def team_id(self) -> str:
+        return self.identity.team_id
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        async with self.send_lock:
+            if self.closed:
+                return False
+            try:
+                await self.websocket.send_text(json.dumps(frame))
+            except (RuntimeError, OSError):
+                return False  # the socket went away: its commands are re-sent later
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self.send_lock:
+            if self.closed:
+                return
+            self.closed = True
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.websocket.close(code, reason)
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return websocket.query_params.get("token") or None
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few problems, by field, without the values (never echo input)."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "frame"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _message_id(raw: dict[str, Any]) -> str:
+    found = raw.get("messageId")
+    return found if isinstance(found, str) and len(found) <= 100 else ""
+
+
+def _error(message_id: str, status: int, message: str) -> dict[str, Any]:
+    return RpcResponse(message_id=message_id, ok=False, error=message, status=status).to_wire()
+
+
+def _ok(message_id: str, data: Any) -> dict[str, Any]:
+    return RpcResponse(message_id=message_id, ok=True, data=data, status=200).to_wire()
+
+
+def _ref(model: Any) -> ExternalRef:
+    return ExternalRef(
+        kind=model.kind,
+        plugin_id=model.plugin_id,
+        repo_key=model.repo_key,
+        external_id=model.external_id,
+    )
+
+
+class Gateway:
+    """The runner sockets this instance holds, and what arrives on them."""
+
+    def __init__(
+        self,
+        db: Database,
+        mirror: Mirror,
+        commands: Commands,
+        broker: Broker,
+        hub: RevocationHub,
+        instance_id: str,
+        *,
+        heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.db = db
+        self.mirror = mirror
+        self.commands = commands
+        self.broker = broker
+        self.instance_id = instance_id
+        self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
+        self._runners: dict[tuple[str, str], RunnerConnection] = {}
+        self._by_token: dict[str, set[RunnerConnection]] = {}
+        self._all: set[RunnerConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._unsubscribe = [
+            broker.subscribe(RUNNER_WAKE, self._on_wake),
+            broker.subscribe(TOKEN_REVOKED, self._on_token_revoked),
+            broker.subscribe(RUNNER_REPLACED, self._on_replaced),
+            hub.subscribe(self._on_revocation),
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Close every socket with 1001 (the runners reconnect, to another instance)."""
+        self._closing = True
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        held = list(self._all)
+        for connection in held:
+            await connection.close(CLOSE_GOING_AWAY, "cloud shutting down")
+        if held:
+            await asyncio.wait(
+                [asyncio.create_task(c.finished.wait()) for c in held],
+                timeout=SHUTDOWN_WAIT_SECONDS,
+            )
+        for task in list(self._tasks):
+            task.cancel()
+
+    def connection(self, team_id: str, runner_id: str) -> RunnerConnection | None:
+        """The runner's socket if this instance holds it (`finished` is set once its
+        handler is done, its session row gone)."""
+        return self._runners.get((team_id, runner_id))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ notices
+
+    def _on_wake(self, payload: dict[str, Any]) -> None:
+        team_id, runner_id = payload.get("teamId"), payload.get("runnerId")
+        for (team, runner), connection in list(self._runners.items()):
+            if team == team_id and runner_id in (None, runner):
+                self._kick(connection)
+
+    def _on_token_revoked(self, payload: dict[str, Any]) -> None:
+        for connection in list(self._by_token.get(str(payload.get("tokenId")), ())):
+            connection.revoked = True
+            self._spawn(connection.close(CLOSE_REVOKED, "runner token revoked"))
+
+    def _on_replaced(self, payload: dict[str, Any]) -> None:
+        team_id, runner_id = payload.get("teamId"), payload.get("runnerId")
+        for connection in list(self._all):
+            if (connection.team_id, connection.runner_id) == (
+                team_id,
+                runner_id,
+            ) and connection.connection_id != payload.get("connectionId"):
+                self._spawn(connection.close(CLOSE_NORMAL, "replaced"))
+
+    async def _on_revocation(self, identity: RunnerIdentity) -> None:
+        await self.broker.publish(TOKEN_REVOKED, {"tokenId": identity.token_id})
+
+    # ------------------------------------------------------------------ the socket
+
+    async def handle(self, websocket: WebSocket) -> None:
+        if self._closing:
+            await _deny(websocket, 503, "The cloud is shutting down; connect again")
+            return
+        token = _bearer(websocket)
+        if token is None:
+            await _deny(websocket, 401, "Missing runner token")
+            return
+        try:
+            identity = await verify_runner_token(self.db, token)
+        except _DATABASE_DOWN as exc:
+            logger.warning("runner socket refused: database unavailable (%s)", type(exc).__name__)
+            await _deny(websocket, 503, "Database unavailable; try again shortly")
+            return
+        if identity is None:
+            await _deny(websocket, 401, "Invalid or revoked runner token")
+            return
+        loop = asyncio.get_running_loop()
+        connection = RunnerConnection(websocket, identity, last_heartbeat=loop.time())
+        # tracked before the upgrade: a revocation from now on closes it
+        self._all.add(connection)
+        self._by_token.setdefault(identity.token_id, set()).add(connection)
+        watchdog = asyncio.create_task(self._watchdog(connection))
+        try:
+            await websocket.accept()
+            if connection.revoked:
+                await connection.close(CLOSE_REVOKED, "runner token revoked")
+            await self._serve(connection)
+        except Exception:
+            logger.exception("runner socket of team %s failed", identity.team_id)
+            await connection.close(1011, "internal error")
+        finally:
+            watchdog.cancel()
+            await self._forget(connection)
+            connection.finished.set()
+
+    async def _watchdog(self, connection: RunnerConnection) -> None:
+        """Close a socket whose runner has not sent a heartbeat (or registered) in time."""
+        loop = asyncio.get_running_loop()
+        timeout = self.heartbeat_timeout_seconds
+        while not connection.closed:
+            remaining = connection.last_heartbeat + timeout - loop.time()
+            if remaining <= 0:
+                logger.info("runner %s: no heartbeat in %gs", connection.runner_id, timeout)
+                await connection.close(CLOSE_TIMEOUT, f"no heartbeat for {timeout:g}s")
+                return
+            await asyncio.sleep(remaining)
+
+    async def _forget(self, connection: RunnerConnection) -> None:
+        self._all.discard(connection)
+        tokens = self._by_token.get(connection.identity.token_id)
+        if tokens is not None:
+            tokens.discard(connection)
+            if not tokens:
+                del self._by_token[connection.identity.token_id]
+        if connection.pump is not None:
+            connection.pump.cancel()
+        if connection.runner_id is None:
+            return
+        key = (connection.team_id, connection.runner_id)
+        if self._runners.get(key) is connection:
+            del self._runners[key]
+        try:
+            async with self.db.begin() as db:
+                # only its own row: a newer socket of the same runner may have taken it
+                await db.execute(
+                    runner_sessions.delete().where(
+                        runner_sessions.c.team_id == connection.team_id,
+                        runner_sessions.c.runner_id == connection.runner_id,
+                        runner_sessions.c.instance_id == self.instance_id,
+                        runner_sessions.c.connected_at == connection.connected_at,
+                    )
+                )
+        except _DATABASE_DOWN as exc:
+            # the row goes stale instead (its heartbeat ages); the next register replaces it
+            logger.warning("runner session not removed: %s", type(exc).__name__)
+
+    async def _receive(self, connection: RunnerConnection) -> str | bytes | None:
+        """The next frame's data, or None once the socket is gone."""
+        message = await connection.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        data: str | bytes | None = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        return data
+
+    async def _serve(self, connection: RunnerConnection) -> None:
+        first = await self._receive(connection)
+        if first is None:
+            return
+        if not await self._register(connection, first):
+            return
+        while True:
+            data = await self._receive(connection)
+            if data is None:
+                return
+            if len(data) > MAX_FRAME_BYTES or (
+                isinstance(data, str)
+                and len(data) * 4 > MAX_FRAME_BYTES
+                and len(data.encode()) > MAX_FRAME_BYTES
+            ):
+                await connection.close(CLOSE_TOO_BIG, f"frame over {MAX_FRAME_BYTES} bytes")
+                continue
+            reply = await self._frame(connection, data)
+            if reply is not None:
+                await connection.send(reply)
+
+    # ------------------------------------------------------------------ register
+
+    async def _register(self, connection: RunnerConnection, data: str | bytes) -> bool:
+        try:
+            raw = json.loads(data)
+            frame = runner_frame.validate_python(raw)
+        except (ValueError, ValidationError):
+            frame = None
+        if not isinstance(frame, RunnerRegister):
+            await connection.close(CLOSE_POLICY, "the first frame must be runner:register")
+            return False
+        if major(frame.protocol_version) != major(PROTOCOL_VERSION):
+            await connection.close(
+                CLOSE_PROTOCOL,
+                f"protocol {frame.protocol_version} is not compatible with the cloud's "
+                f"{PROTOCOL_VERSION}",
+            )
+            return False
+        team_id = connection.team_id
+        values = {
+            "token_id": connection.identity.token_id,
+            "instance_id": self.instance_id,
+            "hostname": frame.hostname,
+            "version": frame.version,
+            "capacity": frame.capacity,
+            "active_job_ids": frame.active_job_ids,
+        }
+        upsert = insert(runner_sessions).values(
+            team_id=team_id, runner_id=frame.runner_id, **values
+        )
+        async with self.db.begin() as db:
+            connected_at = (
+                await db.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[runner_sessions.c.team_id, runner_sessions.c.runner_id],
+                        set_={
+                            **values,
+                            "connected_at": func.now(),
+                            "last_heartbeat_at": func.now(),
+                        },
+                    ).returning(runner_sessions.c.connected_at)
+                )
+            ).scalar_one()
+            team_name = await db.scalar(select(teams.c.name).where(teams.c.id == team_id))
+            await db.execute(
+                rpc_results.delete().where(
+                    rpc_results.c.team_id == team_id,
+                    rpc_results.c.created_at < func.now() - RPC_RESULT_TTL,
+                )
+            )
+        connection.runner_id = frame.runner_id
+        connection.connected_at = connected_at
+        connection.last_heartbeat = asyncio.get_running_loop().time()
+        self._runners[(team_id, frame.runner_id)] = connection
+        await self.broker.publish(
+            RUNNER_REPLACED,
+            {
+                "teamId": team_id,
+                "runnerId": frame.runner_id,
+                "connectionId": connection.connection_id,
+            },
+        )
+        registered = RunnerRegistered(
+            runner_id=frame.runner_id, team_id=team_id, team_name=team_name or ""
+        )
+        await connection.send(registered.to_wire())
+        logger.info("runner %s of team %s registered", frame.runner_id, team_id)
+        connection.resend = True
+        self._kick(connection)
+        return True
+
+    # ------------------------------------------------------------------ commands
+
+    def _kick(self, connection: RunnerConnection) -> None:
+        """Send the runner what is queued for it (now, or again once the pump is done)."""
+        connection.wanted = True
+        if connection.pump is None or connection.pump.done():
+            connection.pump = asyncio.get_running_loop().create_task(self._pump(connection))
+
+    async def _pump(self, connection: RunnerConnection) -> None:
+        assert connection.runner_id is not None
+        while connection.wanted and not connection.closed:
+            connection.wanted = False
+            resend, connection.resend = connection.resend, False
+            try:
+                frames = await self.commands.claim(
+                    connection.team_id, connection.runner_id, resend=resend
+                )
+            except _DATABASE_DOWN as exc:
+                # what stays queued is claimed at the next heartbeat
+                connection.resend = connection.resend or resend
+                logger.warning("runner commands not claimed: %s", type(exc).__name__)
+                return
+            for frame in frames:
+                if not await connection.send(frame):
+                    return
+
+    # ------------------------------------------------------------------ frames
+
+    async def _frame(
+        self, connection: RunnerConnection, data: str | bytes
+    ) -> dict[str, Any] | None:
+        """The reply to one frame after register (None: nothing to answer)."""
+        if isinstance(data, bytes):
+            return _error("", 400, "Invalid frame: frames are JSON text, not binary")
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            return _error("", 400, "Invalid frame: not JSON")
+        if not isinstance(raw, dict):
+            return _error("", 400, "Invalid frame: not a JSON object")
+        message_id = _message_id(raw)
+        kind = raw.get("type")
+        if kind == "rpc:response":
+            await self._response(connection, raw)
+            return None
+        if kind not in _RUNNER_FRAME_TYPES:
+            shown = kind[:50] if isinstance(kind, str) else kind
+            return _error(message_id, 400, f"Invalid frame: unknown type {shown!r}")
+        try:
+            frame = runner_frame.validate_python(raw)
+        except ValidationError as exc:
+            return _error(message_id, 400, f"Invalid {kind} frame: {_problems(exc)}")
+        if isinstance(frame, RunnerRegister):
+            return _error(message_id, 400, "Already registered on this socket")
+        if isinstance(frame, RunnerHeartbeat):
+            await self._heartbeat(connection, frame)
+            return None
+        return await self._request(connection, frame)
+
+    async def _response(self, connection: RunnerConnection, raw: dict[str, Any]) -> None:
+        assert connection.runner_id is not None
+        try:
+            response = RpcResponse.model_validate(raw)
+        except ValidationError as exc:
+            # answering an answer would read as the reply to one of the runner's requests
+            logger.warning(
+                "runner %s: invalid rpc:response ignored: %s", connection.runner_id, _problems(exc)
+            )
+            return
+        try:
+            await self.commands.answer(connection.team_id, connection.runner_id, response)
+        except _DATABASE_DOWN as exc:
+            # still `sent`: re-sent at its next register, answered again
+            logger.warning("runner command answer not stored: %s", type(exc).__name__)
+
+    async def _heartbeat(self, connection: RunnerConnection, frame: RunnerHeartbeat) -> None:
+        connection.last_heartbeat = asyncio.get_running_loop().time()
+        values: dict[str, Any] = {
+            "active_job_ids": frame.active_job_ids,
+            "last_heartbeat_at": func.now(),
+        }
+        if frame.capacity is not None:
+            values["capacity"] = frame.capacity
+        try:
+            async with self.db.begin() as db:
+                await db.execute(
+                    runner_sessions.update()
+                    .where(
+                        runner_sessions.c.team_id == connection.team_id,
+                        runner_sessions.c.runner_id == connection.runner_id,
+                        runner_sessions.c.instance_id == self.instance_id,
+                        runner_sessions.c.connected_at == connection.connected_at,
+                    )
+                    .values(values)
+                )
+        except _DATABASE_DOWN as exc:
+            logger.warning("runner heartbeat not stored: %s", type(exc).__name__)
+            return
+        self._kick(connection)  # it may have room for more
+
+    async def _request(self, connection: RunnerConnection, frame: Request) -> dict[str, Any]:
+        team_id, message_id = connection.team_id, frame.message_id
+        write = isinstance(frame, _WRITES)
+        try:
+            if write:
+                stored = await self._stored(team_id, message_id)
+                if stored is not None:
+                    return stored
+            try:
+                reply = _ok(message_id, await self._rpc(connection, frame))
+            except RpcError as exc:
+                reply = _error(message_id, exc.status, exc.message)
+            if write:
+                reply = await self._keep(team_id, message_id, reply)
+            return reply
+        except _DATABASE_DOWN as exc:
+            logger.warning(
+                "runner %s: %s failed: %s",
+                connection.runner_id,
+                type(frame).__name__,
+                type(exc).__name__,
+            )
+            return _error(message_id, 503, "Database unavailable; retry")
+        except DBAPIError:
+            logger.exception("runner %s: %s failed", connection.runner_id, type(frame).__name__)
+            return _error(message_id, 400, "Invalid characters or values in the frame")
+
+    async def _stored(self, team_id: str, message_id: str) -> dict[str, Any] | None:
+        async with self.db.begin() as db:
+            found: dict[str, Any] | None = await db.scalar(
+                select(rpc_results.c.response).where(
+                    rpc_results.c.team_id == team_id, rpc_results.c.message_id == message_id
+                )
+            )
+        return found
+
+    async def _keep(self, team_id: str, message_id: str, reply: dict[str, Any]) -> dict[str, Any]:
+        """Store the answer; the one stored first if the same request raced this one."""
+        async with self.db.begin() as db:
+            kept = await db.scalar(
+                insert(rpc_results)
+                .values(team_id=team_id, message_id=message_id, response=reply)
+                .on_conflict_do_nothing()
+                .returning(rpc_results.c.message_id)
+            )
+        if kept is None:
+            return await self._stored(team_id, message_id) or reply
+        return reply
+
+    async def _rpc(self, connection: RunnerConnection, frame: Request) -> Any:
+        team_id, runner_id = connection.team_id, connection.runner_id
+        if isinstance(frame, JobUpdate):
+            try:
+                job = Job.model_validate(frame.job)
+            except ValidationError as exc:
+                raise RpcError(400, f"Invalid job: {_problems(exc)}") from None
+            if job.id != frame.job_id:
+                raise RpcError(400, "jobId does not match job.id")
+            written = await self.mirror.store(team_id, job, frame.rev, runner_id)
+            stored = await self.mirror.get(team_id, job.id)
+            if not written and stored is not None and stored.runner_id not in (None, runner_id):
+                raise RpcError(409, f"Job {job.id} belongs to another runner")
+            if written:
+                await self._changed(team_id, job.id)
+            return {"stored": written, "rev": stored.rev if stored else frame.rev}
+        if isinstance(frame, JobLog):
+            entries = [LogEntry(index=e.index, line=e.line) for e in frame.entries]
+            try:
+                added = await self.mirror.append_logs(team_id, frame.job_id, entries)
+            except JobNotFound:
+                raise RpcError(404, f"Job not found: {frame.job_id}") from None
+            if added:
+                await self._changed(team_id, frame.job_id)
+            return {"added": added}
+        if isinstance(frame, JobDelete):
+            deleted = await self.mirror.delete(team_id, frame.job_id)
+            if deleted:
+                await self.commands.cancel_pending(team_id, frame.job_id)
+                await self._changed(team_id, frame.job_id)
+            return {"deleted": deleted}
+        if isinstance(frame, JobGet):
+            found = await self.mirror.get(team_id, frame.job_id)
+            if found is None:
+                raise RpcError(404, f"Job not found: {frame.job_id}")
+            return found.job.summary()
+        if isinstance(frame, JobList):
+            jobs, total = await self.mirror.list(
+                team_id, JobQuery(limit=frame.limit, offset=frame.offset)
+            )
+            return {"jobs": [j.summary() for j in jobs], "total": total}
+        if isinstance(frame, JobListChildren):
+            children = await self.mirror.children(team_id, frame.parent_job_id)
+            return {"jobs": [j.summary() for j in children]}
+        if isinstance(frame, JobLogGet):
+            if frame.end != -1 and frame.end < frame.start:
+                return {"entries": []}
+            limit = None if frame.end == -1 else frame.end - frame.start + 1
+            lines = await self.mirror.read_logs(team_id, frame.job_id, frame.start - 1, limit)
+            return {"entries": [e.to_json() for e in lines]}
+        if isinstance(frame, JobMapExternalRef):
+            if not await self.mirror.map_ref(team_id, frame.job_id, _ref(frame.ref)):
+                raise RpcError(404, f"Job not found: {frame.job_id}")
+            return {"mapped": True}
+        if isinstance(frame, JobByExternalRef):
+            return {"jobId": await self.mirror.job_for_ref(team_id, _ref(frame.ref))}
+        if isinstance(frame, ProposalCreate | ProposalList | ProposalUpdate):
+            raise RpcError(501, "Proposals are not supported by this cloud yet")
+        raise RpcError(400, f"Unsupported frame {type(frame).__name__}")
+
+    async def _changed(self, team_id: str, job_id: str) -> None:
+        await self.broker.publish(JOB_CHANGED, {"teamId": team_id, "jobId": job_id})
+
+
+async def _deny(websocket: WebSocket, status: int, message: str) -> None:
+    """Refuse the upgrade with a real HTTP status and a JSON body (ASGI's websocket
+    denial response); a server without that extension gets a plain close (403)."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    try:
+        await websocket.send_denial_response(
+            JSONResponse({"error": message}, status_code=status, headers=headers)
+        )
+    except RuntimeError:
+        await websocket.close(CLOSE_POLICY, message)
+
+
+@router.websocket("/ws/runner")
+async def runner_socket(websocket: WebSocket) -> None:
+    """A runner's connection (token in `Authorization: Bearer` or `?token=`)."""
+    gateway: Gateway = websocket.app.state.services.gateway
+    await gateway.handle(websocket)
