@@ -14,8 +14,13 @@ from playwright.async_api import expect
 
 from coro.config import CoroConfig
 from tests.browser import Dashboard, dashboard_page
+from tests.cloud_helpers import Cloud
 from tests.conftest import Api, ApiFactory, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic, text
+from tests.hybrid_helpers import pair, revoke
+
+#: The cloud fixtures, for the hybrid runner's team page.
+pytest_plugins = ("tests.cloud_fixtures",)
 
 KEY = "sk-ant-dash-" + "k" * 40
 
@@ -563,4 +568,55 @@ async def test_work_items_prs_diff_and_a_phase_override_are_shown(
     await expect(page.get_by_label("Model override")).to_have_value("a-pinned-model")
     job = await api.job(job_id)
     assert job["phaseModelOverrides"]["work"]["model"] == "a-pinned-model"
+    assert ui.errors == []
+
+
+async def test_a_hybrid_runner_shows_its_team_and_its_connection_live(
+    api_factory: ApiFactory, cloud: Cloud, chromium: object
+) -> None:
+    paired = await pair(cloud)
+    team_name = paired.team["name"]
+    config = CoroConfig.model_validate(
+        {
+            "llm": {"defaultProvider": "script"},
+            "cloud": {"url": cloud.served.url, "token": paired.token},
+        }
+    )
+    async with api_factory(config) as api:
+        ui = await board(chromium, api)
+        await ui.open()
+        page = ui.page
+        chip = page.locator("#cloud-status")
+        await expect(chip).to_have_text(f"{team_name} · connected")
+        await page.get_by_role("navigation").get_by_role("link", name="Team").click()
+        await expect(page.get_by_role("heading", name="Team", exact=True)).to_be_visible()
+        await expect(page.locator("#cloud-team")).to_have_text(team_name)
+        await expect(page.locator("#cloud-state")).to_have_text("connected")
+        runner_id = (await api.client.get("/cloud")).json()["runnerId"]
+        await expect(page.get_by_text(runner_id)).to_be_visible()
+        runners = page.get_by_role("link", name="open the team's runners")
+        await expect(runners).to_have_attribute(
+            "href", f"{cloud.served.url}/#/t/{paired.team_id}/runners"
+        )
+        await ui.shot("hybrid-team")
+
+        # the team revokes the runner's token: the page follows without a reload
+        await revoke(cloud, paired)
+        await expect(page.locator("#cloud-state")).to_have_text("token revoked")
+        await expect(page.locator("#cloud-error")).to_be_visible()
+        await expect(chip).to_have_text(f"{team_name} · token revoked")
+        await expect(page.get_by_text("ask an admin for a new one")).to_be_visible()
+        assert ui.errors == []
+        await page.close()
+
+
+async def test_a_local_runner_shows_no_team(api: Api, chromium: object) -> None:
+    ui = await board(chromium, api)
+    await ui.open()
+    page = ui.page
+    await expect(page.locator("#runner-health")).to_contain_text("local")
+    await expect(page.locator("#cloud-status")).to_be_hidden()
+    await expect(page.get_by_role("navigation").get_by_role("link", name="Team")).to_be_hidden()
+    await ui.open("#/team")
+    await expect(page.get_by_text("This runner is local: it is in no team.")).to_be_visible()
     assert ui.errors == []

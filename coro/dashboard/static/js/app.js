@@ -1,16 +1,21 @@
-// The dashboard shell: navigation, a hash router, the token prompt, runner health.
+// The dashboard shell: navigation, a hash router, the token prompt, runner health and,
+// for a hybrid runner, its team cloud link (team and connection state, kept live).
 //
 // Each page module exports `render(main, params)`, which fills `main` and may return a
 // cleanup function (closing streams, timers) called when the user navigates away.
 
 import * as api from "./api.js";
+import { STATE_TEXT } from "./cloud.js";
 import { clear, h } from "./ui.js";
+
+const CLOUD_REFRESH_MS = 3000;
 
 const ROUTES = [
   { pattern: /^#\/runs\/([^/]+)$/, page: "run", nav: "runs" },
   { pattern: /^#\/new$/, page: "new-run", nav: "new" },
   { pattern: /^#\/intelligence$/, page: "intelligence", nav: "intelligence" },
   { pattern: /^#\/settings$/, page: "settings", nav: "settings" },
+  { pattern: /^#\/team$/, page: "team", nav: "team" },
   { pattern: /^#\/(runs)?$/, page: "runs", nav: "runs" },
 ];
 
@@ -89,11 +94,38 @@ async function health() {
   try {
     const info = await api.get("/health");
     target.textContent = `runner ${info.version} · ${info.mode}`;
-    target.className = "health ok";
+    target.className = "ok";
+    if (info.mode === "hybrid") cloudLink();
   } catch {
     target.textContent = "runner unreachable";
-    target.className = "health bad";
+    target.className = "bad";
   }
+}
+
+let cloudTimer = null;
+
+/** The header's team chip: polled while the runner is hybrid (the mode needs a restart
+ * to change, so a local runner is asked once). */
+async function cloudLink() {
+  const chip = document.getElementById("cloud-status");
+  let status = null;
+  try {
+    status = await api.get("/cloud");
+  } catch {
+    /* a token prompt or an unreachable runner: the chip keeps its last state */
+  }
+  if (status) {
+    const hybrid = status.mode === "hybrid";
+    chip.hidden = !hybrid;
+    document.getElementById("nav-team").hidden = !hybrid;
+    if (hybrid) {
+      chip.className = `conn ${status.state}`;
+      chip.textContent = `${status.teamName || "team"} · ${STATE_TEXT[status.state] || status.state}`;
+      chip.title = status.lastError || status.url || "";
+    }
+  }
+  clearTimeout(cloudTimer);
+  cloudTimer = setTimeout(cloudLink, CLOUD_REFRESH_MS);
 }
 
 api.onUnauthorized.add(askForToken);
