@@ -219,8 +219,12 @@ async def test_reads_and_refs_over_the_socket(cloud: Cloud) -> None:
         assert deleted["data"] == {"deleted": True}
         gone = await client.rpc({"type": "job:byExternalRef", "ref": ref})
         assert gone["data"] == {"jobId": None}
-        proposal = await client.rpc({"type": "proposal:list"})
-        assert (proposal["ok"], proposal["status"]) == (False, 501)
+        proposals = await client.rpc({"type": "proposal:list"})
+        assert proposals["data"] == {"proposals": []}
+        unknown = await client.rpc(
+            {"type": "proposal:update", "proposalId": "p-none", "updates": {"title": "x"}}
+        )
+        assert (unknown["ok"], unknown["status"]) == (False, 404)
 
 
 async def test_bad_frames_get_a_400_answer_and_the_socket_lives_on(cloud: Cloud) -> None:

@@ -18,7 +18,8 @@ Runner RPCs, each answered by `rpc:response` (errors carry an HTTP-like status):
 - `job:logGet` → `{entries: [{index, line}]}` (`start`..`end` inclusive)
 - `job:mapExternalRef` → `{mapped: true}`; 404 for no such job
 - `job:byExternalRef` → `{jobId}` (null when no job has it)
-- `proposal:*` → 501 until the cloud stores proposals
+- `proposal:create` → the stored proposal; `proposal:list` → `{proposals}` (newest
+  first); `proposal:update` → the stored proposal (`coro.cloud.proposals`)
 
 The writes are de-duplicated through `rpc_results`: a repeated messageId gets the stored
 answer and has no second effect. Reads are answered afresh (storing every page of jobs
@@ -49,7 +50,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from coro.cloud.broker import JOB_CHANGED, RUNNER_REPLACED, RUNNER_WAKE, TOKEN_REVOKED, Broker
 from coro.cloud.commands import Commands
 from coro.cloud.db import Database
+from coro.cloud.errors import CloudError
 from coro.cloud.mirror import Mirror
+from coro.cloud.proposals import TeamProposals
 from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
 from coro.cloud.schema import rpc_results, runner_sessions, teams
 from coro.domain.cloud_protocol import (
@@ -225,6 +228,7 @@ class Gateway:
         self.db = db
         self.mirror = mirror
         self.commands = commands
+        self.proposals = TeamProposals(db, commands)
         self.broker = broker
         self.instance_id = instance_id
         self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
@@ -585,7 +589,7 @@ class Gateway:
                     return stored
             try:
                 reply = _ok(message_id, await self._rpc(connection, frame))
-            except RpcError as exc:
+            except (RpcError, CloudError) as exc:
                 reply = _error(message_id, exc.status, exc.message)
             if write:
                 reply = await self._keep(team_id, message_id, reply)
@@ -680,8 +684,12 @@ class Gateway:
             return {"mapped": True}
         if isinstance(frame, JobByExternalRef):
             return {"jobId": await self.mirror.job_for_ref(team_id, _ref(frame.ref))}
-        if isinstance(frame, ProposalCreate | ProposalList | ProposalUpdate):
-            raise RpcError(501, "Proposals are not supported by this cloud yet")
+        if isinstance(frame, ProposalCreate):
+            return await self.proposals.create(team_id, frame.proposal)
+        if isinstance(frame, ProposalList):
+            return {"proposals": await self.proposals.list(team_id, frame.status)}
+        if isinstance(frame, ProposalUpdate):
+            return await self.proposals.update(team_id, frame.proposal_id, frame.updates)
         raise RpcError(400, f"Unsupported frame {type(frame).__name__}")
 
     async def _changed(self, team_id: str, job_id: str) -> None:
