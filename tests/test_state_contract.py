@@ -1,16 +1,19 @@
 """The `StateBackend` contract, one suite run against every implementation.
 
-`backend` runs each test on memory, SQLite (a real file under `tmp_path`) and
-PostgreSQL (the machine's server, a fresh database per test). The tests taking
-`shared` run on the stores several processes can share (SQLite, PostgreSQL): there,
-two backend objects on one store stand for two processes.
+`backend` runs each test on memory, SQLite (a real file under `tmp_path`), PostgreSQL
+(the machine's server, a fresh database per test) and the hybrid runner's
+`CloudStateBackend` (over SQLite, linked to a real cloud on the test's own database:
+after each test, once everything is acknowledged, the cloud's mirror holds exactly the
+local jobs and their log lines). The tests taking `shared` run on the stores several
+processes can share (SQLite, PostgreSQL): there, two backend objects on one store stand
+for two processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,18 @@ import pytest
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, WorkItem, iso_now
 from coro.state.backend import JobExists, JobNotFound, JobQuery, StateBackend, StatusTotal
+from coro.state.cloud.backend import CloudStateBackend
+from coro.state.cloud.link import CloudLink
 from coro.state.logbus import BusItem, StatusChange, Subscription
 from coro.state.memory import MemoryStateBackend
 from coro.state.postgres import PostgresStateBackend
+from coro.state.rows import load_job
 from coro.state.sqlite import SqliteStateBackend
+from tests.cloud_helpers import Cloud, CloudFactory
+from tests.hybrid_helpers import FAST, mirror_jobs, mirror_lines, pair, wait_state
 from tests.pg import fresh_database
+
+pytest_plugins = ("tests.cloud_fixtures",)
 
 WORKFLOW = "workflows/x/workflow.md"
 WAIT_LIMIT = 30  # a guard against hangs, not a timing assertion
@@ -72,10 +82,12 @@ def pairs(entries: list[LogEntry]) -> list[tuple[int, str]]:
 
 @dataclass
 class Store:
-    """One storage; `make()` gives another backend object on it (another process's)."""
+    """One storage; `make()` gives another backend object on it (another process's);
+    `verify(backend)`, when set, checks a backend after its test."""
 
     kind: str
     make: Callable[[], StateBackend]
+    verify: Callable[[StateBackend], Awaitable[None]] | None = None
 
     @contextlib.asynccontextmanager
     async def opened(self, count: int) -> AsyncIterator[list[StateBackend]]:
@@ -101,9 +113,71 @@ async def store_of(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
             yield Store(kind, lambda: PostgresStateBackend(url))
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with store_of(request.param, tmp_path) as found:
+class LinkedCloudBackend(CloudStateBackend):
+    """A `CloudStateBackend` that also starts and stops its link (a runner does that)."""
+
+    async def open(self) -> None:
+        await super().open()
+        await self.link.start()
+        await wait_state(self.link, "connected")
+
+    async def close(self) -> None:
+        await self.link.stop()
+        await super().close()
+
+
+@contextlib.asynccontextmanager
+async def cloud_store(cloud_factory: CloudFactory, tmp_path: Path) -> AsyncIterator[Store]:
+    async with cloud_factory() as cloud:
+        paired = await pair(cloud)
+        root = tmp_path / "home"
+
+        def make() -> StateBackend:
+            link = CloudLink(cloud.served.url, paired.token, cloud_dir=root / "cloud", timings=FAST)
+            local = SqliteStateBackend(root / "state.db")
+            return LinkedCloudBackend(local, link, root / "cloud")
+
+        async def verify(backend: StateBackend) -> None:
+            assert isinstance(backend, CloudStateBackend)
+            await mirrors_local(backend, cloud, paired.team_id)
+
+        yield Store("cloud", make, verify)
+
+
+async def mirrors_local(backend: CloudStateBackend, cloud: Cloud, team_id: str) -> None:
+    """Once acknowledged, the cloud holds exactly the local jobs and their lines."""
+    async with asyncio.timeout(WAIT_LIMIT):
+        await backend.flush()
+    local, _ = await backend.local.list_jobs(JobQuery(limit=100_000))
+    mirrored = await mirror_jobs(cloud, team_id)
+    assert sorted(mirrored) == sorted(job.id for job in local)
+    for job in local:
+        assert load_job(mirrored[job.id]["doc"]) == job
+        lines = pairs(await backend.local.read_logs(job.id))
+        assert await mirror_lines(cloud, team_id, job.id) == lines
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    cloud_factory: CloudFactory | None = None
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "cloud"])
+def store_kind(request: pytest.FixtureRequest) -> Kind:
+    # a plain fixture: the cloud's fixtures set up here only for the cloud variant
+    if request.param == "cloud":
+        return Kind("cloud", request.getfixturevalue("cloud_factory"))
+    return Kind(request.param)
+
+
+@pytest.fixture
+async def store(store_kind: Kind, tmp_path: Path) -> AsyncIterator[Store]:
+    if store_kind.cloud_factory is not None:
+        async with cloud_store(store_kind.cloud_factory, tmp_path) as found:
+            yield found
+        return
+    async with store_of(store_kind.name, tmp_path) as found:
         yield found
 
 
@@ -111,6 +185,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def backend(store: Store) -> AsyncIterator[StateBackend]:
     async with store.opened(1) as (opened,):
         yield opened
+        if store.verify is not None:
+            await store.verify(opened)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
