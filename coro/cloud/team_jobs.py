@@ -380,8 +380,13 @@ class TeamJobs:
             return Reply(409, {"error": "Job is already complete"})
         if job.status == CANCELLED:
             return Reply(200, {"cancelled": job.id, "status": job.status})
-        # no runner may take the dispatch any more: then the job is the cloud's to cancel
+        # Withdraw the dispatch first. Both this and a runner's claim lock the command,
+        # so afterwards it is either cancelled (the job is the cloud's to cancel) or was
+        # sent (the runner has the job and is the one to cancel it).
         await self.commands.cancel_pending(team_id, job.id)
+        if await self._dispatch_taken(team_id, job.id):
+            outcome = await self._submit(team_id, build(_message_id("cancel")), job.id)
+            return _answer(job.id, outcome, "cancel")
         suffix = f": {reason}" if reason else ""
 
         def cancel(j: Job) -> None:
@@ -394,7 +399,7 @@ class TeamJobs:
             team_id, job.id, cancel, f"[control] Job cancelled{suffix}"
         )
         if cancelled is None:
-            # a runner took the job meanwhile: it is the one to cancel it
+            # a runner replicated the job meanwhile: it is the one to cancel it
             outcome = await self._submit(team_id, build(_message_id("cancel")), job.id)
             return _answer(job.id, outcome, "cancel")
         await self._changed(team_id, job.id)

@@ -36,7 +36,7 @@ from coro.cloud.deps import ServicesDep, TeamAccessDep, errors
 from coro.cloud.errors import BadRequest
 from coro.cloud.models import ErrorBody, Wire
 from coro.cloud.team_jobs import Method, Reply, TeamJobs
-from coro.domain.models import PARKING, STOPPED
+from coro.domain.models import PARKING, STOPPED, Budget
 from coro.state.backend import JobQuery
 
 router = APIRouter(prefix="/teams/{team_id}/jobs", tags=["team jobs"])
@@ -58,6 +58,58 @@ def team_jobs(request: Request, found: ServicesDep) -> TeamJobs:
 
 
 TeamJobsDep = Annotated[TeamJobs, Depends(team_jobs)]
+
+
+# --------------------------------------------------------------------------- bodies
+# The runner's request bodies, validated strictly: a JSON `0` is not a boolean, nor
+# `"5"` a number (the document says what is accepted, and nothing else is).
+
+_STRICT = ConfigDict(strict=True)
+
+
+class StrictBudget(Budget):
+    model_config = _STRICT
+
+
+class TeamCreateJobBody(CreateJobBody):
+    model_config = _STRICT
+    budget: StrictBudget | None = None
+
+
+class TeamReasonBody(ReasonBody):
+    model_config = _STRICT
+
+
+class TeamMessageBody(MessageBody):
+    model_config = _STRICT
+
+
+class TeamResumeBody(ResumeBody):
+    model_config = _STRICT
+
+
+class TeamInteractiveBody(InteractiveBody):
+    model_config = _STRICT
+
+
+class TeamPhaseOverrideBody(PhaseOverrideBody):
+    model_config = _STRICT
+
+
+class TeamRerunBody(RerunBody):
+    model_config = _STRICT
+
+
+class TeamBudgetBody(BudgetBody):
+    model_config = _STRICT
+
+
+class TeamArtifactContentBody(ArtifactContentBody):
+    model_config = _STRICT
+
+
+class TeamChildActionBody(ChildActionBody):
+    model_config = _STRICT
 
 
 # --------------------------------------------------------------------------- answers
@@ -182,7 +234,7 @@ def _sent(body: BaseModel | None) -> Any:
     response_model=JobCreatedOut,
     responses=_responses(400, 401, 404, 409, 413, 502, 503, queued=False),
 )
-async def create_job(body: CreateJobBody, access: TeamAccessDep, jobs: TeamJobsDep) -> Response:
+async def create_job(body: TeamCreateJobBody, access: TeamAccessDep, jobs: TeamJobsDep) -> Response:
     """The runner's `POST /jobs` for a runner of the team: 201 with the runner's answer,
     or with the queued job and a `warning` while no runner has answered; a refusal
     comes back with the runner's status and error (the job is then `failed`)."""
@@ -289,11 +341,11 @@ async def cancel_job(
     job_id: JobId,
     access: TeamAccessDep,
     jobs: TeamJobsDep,
-    body: Annotated[ReasonBody | None, Body()] = None,
+    body: Annotated[TeamReasonBody | None, Body()] = None,
 ) -> Response:
     """Cancel: by the job's runner, or by the cloud while no runner has taken it (its
     dispatch is then withdrawn). Idempotent; 409 on a complete job."""
-    reason = (body or ReasonBody()).reason
+    reason = (body or TeamReasonBody()).reason
     frame = jobs.cancel_frame(job_id, reason)
     return _reply(await jobs.control(access.team_id, job_id, "cancel", frame, reason=reason))
 
@@ -307,9 +359,9 @@ async def pause_job(
     job_id: JobId,
     access: TeamAccessDep,
     jobs: TeamJobsDep,
-    body: Annotated[ReasonBody | None, Body()] = None,
+    body: Annotated[TeamReasonBody | None, Body()] = None,
 ) -> Response:
-    frame = jobs.pause_frame(job_id, (body or ReasonBody()).reason)
+    frame = jobs.pause_frame(job_id, (body or TeamReasonBody()).reason)
     return _reply(await jobs.control(access.team_id, job_id, "pause", frame))
 
 
@@ -322,9 +374,9 @@ async def resume_job(
     job_id: JobId,
     access: TeamAccessDep,
     jobs: TeamJobsDep,
-    body: Annotated[ResumeBody | None, Body()] = None,
+    body: Annotated[TeamResumeBody | None, Body()] = None,
 ) -> Response:
-    body = body or ResumeBody()
+    body = body or TeamResumeBody()
     frame = jobs.resume_frame(job_id, body.from_phase, body.clear_session)
     return _reply(await jobs.control(access.team_id, job_id, "resume", frame))
 
@@ -335,7 +387,7 @@ async def resume_job(
     responses=_responses(400, 401, 404, 409, 413, 502, 503),
 )
 async def message_job(
-    job_id: JobId, body: MessageBody, access: TeamAccessDep, jobs: TeamJobsDep
+    job_id: JobId, body: TeamMessageBody, access: TeamAccessDep, jobs: TeamJobsDep
 ) -> Response:
     frame = jobs.message_frame(job_id, body.message)
     return _reply(await jobs.control(access.team_id, job_id, "message", frame))
@@ -359,21 +411,21 @@ async def _forward(
 
 @router.patch("/{job_id}/interactive", responses=_FORWARDED)
 async def set_interactive(
-    job_id: JobId, body: InteractiveBody, access: TeamAccessDep, jobs: TeamJobsDep
+    job_id: JobId, body: TeamInteractiveBody, access: TeamAccessDep, jobs: TeamJobsDep
 ) -> Response:
     return await _forward(jobs, access.team_id, job_id, "PATCH", ("interactive",), _sent(body))
 
 
 @router.patch("/{job_id}/phase-overrides", responses=_FORWARDED)
 async def set_phase_override(
-    job_id: JobId, body: PhaseOverrideBody, access: TeamAccessDep, jobs: TeamJobsDep
+    job_id: JobId, body: TeamPhaseOverrideBody, access: TeamAccessDep, jobs: TeamJobsDep
 ) -> Response:
     return await _forward(jobs, access.team_id, job_id, "PATCH", ("phase-overrides",), _sent(body))
 
 
 @router.patch("/{job_id}/budget", responses=_FORWARDED)
 async def set_budget(
-    job_id: JobId, body: BudgetBody, access: TeamAccessDep, jobs: TeamJobsDep
+    job_id: JobId, body: TeamBudgetBody, access: TeamAccessDep, jobs: TeamJobsDep
 ) -> Response:
     return await _forward(jobs, access.team_id, job_id, "PATCH", ("budget",), _sent(body))
 
@@ -384,7 +436,7 @@ async def rerun_phase(
     phase: Segment,
     access: TeamAccessDep,
     jobs: TeamJobsDep,
-    body: Annotated[RerunBody | None, Body()] = None,
+    body: Annotated[TeamRerunBody | None, Body()] = None,
 ) -> Response:
     return await _forward(
         jobs, access.team_id, job_id, "POST", ("phases", phase, "rerun"), _sent(body)
@@ -417,7 +469,7 @@ async def artifact_content(
 async def edit_artifact(
     job_id: JobId,
     artifact_id: Segment,
-    body: ArtifactContentBody,
+    body: TeamArtifactContentBody,
     access: TeamAccessDep,
     jobs: TeamJobsDep,
 ) -> Response:
@@ -438,7 +490,7 @@ async def child_action(
     action: Literal["skip", "rerun", "cancel", "abandon", "resume", "start"],
     access: TeamAccessDep,
     jobs: TeamJobsDep,
-    body: Annotated[ChildActionBody | None, Body()] = None,
+    body: Annotated[TeamChildActionBody | None, Body()] = None,
 ) -> Response:
     return await _forward(
         jobs, access.team_id, job_id, "POST", ("children", name, action), _sent(body)
