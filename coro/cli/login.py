@@ -84,10 +84,12 @@ def login(
         raise typer.Exit(1) from None
     try:
         if token is not None:
-            team_name = _check_token(
-                url, token.strip(), home.root / "cloud", config.cloud.runner_id
-            )
-            runner_token = token.strip()
+            # `-`: from standard input (a token on the command line shows in `ps`)
+            runner_token = (sys.stdin.readline() if token == "-" else token).strip()
+            if not runner_token:
+                raise LoginFailed("no runner token given")
+            cloud_dir = home.root / "cloud"
+            team_name = _check_token(url, runner_token, cloud_dir, config.cloud.runner_id)
         else:
             assert email is not None
             password = _password(password_stdin)
