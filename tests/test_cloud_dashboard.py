@@ -169,6 +169,10 @@ async def test_a_member_signs_in_picks_a_team_and_cannot_mint(
     await page.get_by_role("link", name="Runner tokens").click()
     await expect(page.get_by_text("Only the team's admins mint")).to_be_visible()
     await expect(page.get_by_role("button", name="Mint token")).to_have_count(0)
+    # a team the user is not in is not found
+    stranger = await cloud.team(owner, slug="not-theirs")
+    await page.goto(f"{cloud.served.url}/#/t/{stranger['id']}/jobs")
+    await expect(page.get_by_role("alert")).to_contain_text("Could not load the jobs")
 
     # a reload stays signed in (the refresh token is this tab's); signing out ends it
     await page.reload()
@@ -179,8 +183,13 @@ async def test_a_member_signs_in_picks_a_team_and_cannot_mint(
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     stored = await page.evaluate("() => JSON.stringify(localStorage)")
     assert stored == "{}"
-    # the one refused sign-in
-    assert all("401" in error for error in ui.errors)
+    # a link into a team asks to sign in first, then leads there
+    await page.goto(f"{cloud.served.url}/#/t/{second['id']}/runners")
+    await sign_in_in_the_page(page, member, "Member")
+    await expect(page.get_by_role("heading", name="Runners")).to_be_visible()
+    await expect(page.get_by_label("Team", exact=True)).to_have_value(second["id"])
+    # the refused sign-in and the stranger's team
+    assert all("401" in error or "404" in error for error in ui.errors)
 
 
 async def test_an_expired_access_token_is_renewed_with_the_refresh_token(
