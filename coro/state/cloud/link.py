@@ -43,6 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from coro.domain.cloud_protocol import (
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_REVOKED,
     HEARTBEAT_INTERVAL_SECONDS,
@@ -243,10 +244,11 @@ class CloudLink:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for running in list(self._running.values()):
+        pending = [*self._running.values(), *self._replies]
+        for running in pending:
             running.cancel()
-        if self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.state not in ("revoked", "incompatible"):
             self._set_state("stopped")
 
@@ -289,6 +291,17 @@ class CloudLink:
                 self._set_state(exc.state)
                 return
             except LinkClosed as exc:
+                replaced = exc.code == CLOSE_NORMAL and exc.reason == "replaced"
+                if replaced:
+                    # another process registered under this runner id: back off (do not
+                    # take turns with it at full speed)
+                    self._was_registered = False
+                    logger.warning(
+                        "cloud %s: another runner connected as %s (same $CORO_HOME or "
+                        "cloud.runnerId?)",
+                        self.url,
+                        self.runner_id,
+                    )
                 self.last_error = f"connection closed ({exc.code}): {exc.reason or 'no reason'}"
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 self.last_error = f"cannot connect: {_describe(exc)}"
