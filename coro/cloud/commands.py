@@ -233,22 +233,28 @@ class Commands:
                 )
             ).all()
             free = (await _load(connection, team_id, session)).free
-            unassigned = (
+            unassigned = select(c.id, c.frame).where(
+                c.team_id == team_id, c.runner_id.is_(None), c.state == "pending"
+            )
+            taken: list[AnyRow] = list(own)
+            # only the rows it takes are locked: another instance claims the rest at once
+            taken += (
                 await connection.execute(
-                    select(c.id, c.type, c.frame)
-                    .where(c.team_id == team_id, c.runner_id.is_(None), c.state == "pending")
+                    unassigned.where(c.type != DISPATCH)
                     .order_by(c.id)
                     .limit(CLAIM_BATCH)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            taken: list[AnyRow] = list(own)
-            for row in unassigned:
-                if row.type == DISPATCH:
-                    if free <= 0:
-                        continue
-                    free -= 1
-                taken.append(row)
+            if free > 0:
+                taken += (
+                    await connection.execute(
+                        unassigned.where(c.type == DISPATCH)
+                        .order_by(c.id)
+                        .limit(min(free, CLAIM_BATCH))
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
             if not taken:
                 return []
             await connection.execute(
