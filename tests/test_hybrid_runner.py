@@ -20,7 +20,9 @@ from coro.domain.cloud_protocol import (
     RpcResponse,
     cloud_command,
 )
+from coro.intelligence.proposals import propose
 from coro.state.cloud.link import new_message_id
+from coro.state.proposals import ProposalFile
 from coro.state.rows import load_job
 from tests.cloud_helpers import WAIT_LIMIT, Cloud, CloudFactory
 from tests.conftest import Api, ApiFactory, write_workflow
@@ -154,6 +156,37 @@ async def test_lines_reach_the_mirror_once_and_in_order_across_a_cloud_restart(
                 assert load_job(stored["doc"]).status == "complete"
 
 
+async def test_a_restarted_runner_resends_nothing_the_cloud_has(
+    cloud: Cloud, paired: Paired, api_factory: ApiFactory
+) -> None:
+    config = hybrid_config(cloud.served.url, paired.token)
+    async with api_factory(config, link_timings=FAST) as api:
+        assert api.runner.link is not None
+        await wait_state(api.runner.link, "connected")
+        workflow = write_workflow(api.home, "asks", ONE_PHASE)
+        job_id = await api.create(workflow, ASKS)
+        await api.wait_for_line(job_id, "Job parked")
+        await assert_mirrored(api, cloud, paired.team_id, job_id)
+        rev = (await mirror_jobs(cloud, paired.team_id))[job_id]["rev"]
+        runner_id = api.runner.link.runner_id
+
+    async with api_factory(config, link_timings=FAST) as api:  # the same $CORO_HOME
+        assert api.runner.link is not None
+        await wait_state(api.runner.link, "connected")
+        assert api.runner.link.runner_id == runner_id
+        await flushed(api)
+        before = (await mirror_jobs(cloud, paired.team_id))[job_id]
+        # a parked job is left as it was: nothing of it is sent again
+        assert before["rev"] == rev
+        assert load_job(before["doc"]) == await api.runner.backend.get_job(job_id)
+
+        await api.client.post(f"/jobs/{job_id}/message", json={"message": "PG"})
+        assert (await api.finish(job_id)).done == "complete"
+
+        await assert_mirrored(api, cloud, paired.team_id, job_id)
+        assert (await mirror_jobs(cloud, paired.team_id))[job_id]["rev"] > before["rev"]
+
+
 async def test_a_job_run_before_the_cloud_is_reachable_is_replicated_once_it_is(
     cloud_factory: CloudFactory, api_factory: ApiFactory
 ) -> None:
@@ -229,6 +262,47 @@ async def test_a_revoked_runner_keeps_running_its_jobs_locally(
         workflow = write_workflow(api.home, "simple", ONE_PHASE)
         job_id = await api.create(workflow, DONE)
         assert (await api.finish(job_id)).done == "complete"
+
+
+async def test_a_proposal_is_reviewed_in_the_cloud_and_applied_by_the_runner(
+    cloud: Cloud, paired: Paired, api_factory: ApiFactory
+) -> None:
+    config = hybrid_config(cloud.served.url, paired.token)
+    async with api_factory(config, link_timings=FAST) as api:
+        assert api.runner.link is not None
+        await wait_state(api.runner.link, "connected")
+        workflow = write_workflow(api.home, "simple", ONE_PHASE)
+        job_id = await api.create(workflow, DONE)
+        await api.finish(job_id)
+        content = "# Reviewer\n\nCheck the tests first.\n"
+        proposed = await propose(
+            api.runner.backend.proposals,
+            job_id=job_id,
+            phase="work",
+            proposal_type="new-agent",
+            title="A reviewer",
+            rationale="Reviews were thin",
+            description="",
+            files=[ProposalFile(path="agents/reviewer.md", content=content)],
+            target_layer="tenant",
+        )
+        await flushed(api)
+        listed = await cloud.client.get(
+            f"/teams/{paired.team_id}/proposals", headers=paired.admin.headers
+        )
+        assert [p["id"] for p in listed.json()["proposals"]] == [proposed.proposal.id]
+
+        approved = await cloud.client.post(
+            f"/teams/{paired.team_id}/proposals/{proposed.proposal.id}/approve",
+            json={},
+            headers=paired.admin.headers,
+        )
+
+        assert approved.status_code == 200, approved.text
+        written = api.runner.env.layers.tenant_dir / "agents" / "reviewer.md"
+        assert written.read_text() == content
+        local = await api.runner.backend.proposals.get(proposed.proposal.id)
+        assert local is not None and local.status == "approved" and local.applied_at
 
 
 # --- the commands, handled by a runner (in process) ---------------------------------
