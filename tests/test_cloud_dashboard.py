@@ -306,3 +306,33 @@ async def test_a_control_of_a_job_whose_runner_is_offline_is_queued(
     )
     assert [(r["type"], r["state"]) for r in queued] == [("event:message", "pending")]
     assert ui.errors == []
+
+
+async def test_a_job_started_in_the_page_waits_for_a_runner(cloud: Cloud, chromium: object) -> None:
+    team = await team_runner(cloud)
+    ui = await team_page(chromium, cloud)
+    page = ui.page
+    await sign_in_in_the_page(page, team.owner, "Ada Lovelace")
+    await page.get_by_role("button", name="New job").click()
+    form = page.get_by_role("form", name="Start a team job")
+    await form.get_by_label("Workflow").fill("workflows/fix/workflow.md")
+    await form.get_by_label("What should be done").fill("Mend the flaky test")
+    await form.get_by_label("Repository").fill("acme/api")
+    await form.get_by_role("button", name="Start job").click()
+    await expect(page.get_by_role("status")).to_contain_text("No runner connected")
+    await expect(page.locator(".badge").first).to_have_text("queued")
+    await expect(page.get_by_text("Mend the flaky test")).to_be_visible()
+    job_id = page.url.split("/jobs/")[1]
+    queued = await cloud.rows(
+        "SELECT type, state, job_id FROM runner_commands WHERE team_id = :t", t=team.team_id
+    )
+    assert [(r["type"], r["state"], r["job_id"]) for r in queued] == [
+        ("event:dispatch", "pending", job_id)
+    ]
+    # the runner that connects takes it
+    async with runner_client(cloud.served.url, team.token) as runner:
+        await runner.register("late-laptop")
+        command = await runner.command()
+    assert (command["type"], command["jobId"]) == ("event:dispatch", job_id)
+    assert command["request"]["description"] == "Mend the flaky test"
+    assert ui.errors == []

@@ -4,6 +4,7 @@
 import { logView } from "../../js/log.js";
 import { busy, clear, confirmDialog, cost, h, notice, statusBadge, time } from "../../js/ui.js";
 import { cloud } from "../session.js";
+import { takeStartWarning } from "./jobs.js";
 
 const REFRESH_MS = 3000;
 
@@ -109,6 +110,8 @@ export async function render(main, { teamId, params }) {
     });
 
   await load();
+  const warning = takeStartWarning();
+  if (warning) notice(message, warning, "ok");
   if (!job) {
     main.append(h("p", {}, h("a", { href: `#/t/${encodeURIComponent(teamId)}/jobs` }, "← All jobs")), message);
     return undefined;

@@ -1,12 +1,22 @@
 // The team's jobs, from the cloud's mirror (readable while their runners are offline):
-// filters, a server-paginated table, polled for live status.
+// filters, a server-paginated table, polled for live status; and a form that starts a
+// job on the least busy runner of the team (or queues it until one connects).
 
 import { jobHeadings, jobRow } from "../../js/jobs.js";
-import { clear, h, notice } from "../../js/ui.js";
+import { busy, clear, h, notice } from "../../js/ui.js";
 import { cloud } from "../session.js";
 
 const PAGE_SIZE = 25;
 const REFRESH_MS = 3000;
+
+/** The cloud's warning about the job just started here (no runner took it yet). */
+let startWarning = null;
+
+export function takeStartWarning() {
+  const warning = startWarning;
+  startWarning = null;
+  return warning;
+}
 
 export async function render(main, { teamId, team }) {
   const base = `/teams/${encodeURIComponent(teamId)}/jobs`;
@@ -33,8 +43,43 @@ export async function render(main, { teamId, team }) {
     },
   });
 
+  const workflow = h("input", { id: "new-workflow", required: true, maxlength: 500, value: "workflows/job/workflow.md" });
+  const description = h("textarea", { id: "new-description", rows: 2 });
+  const repo = h("input", { id: "new-repo", maxlength: 500, placeholder: "owner/name" });
+  const start = h("button", { type: "submit", class: "primary" }, "Start job");
+  const startForm = h(
+    "form",
+    {
+      class: "panel",
+      "aria-label": "Start a team job",
+      hidden: true,
+      onsubmit: (event) => {
+        event.preventDefault();
+        busy(start, message, async () => {
+          const body = { workflowPath: workflow.value.trim(), triggerSource: "dashboard" };
+          if (description.value.trim()) body.description = description.value.trim();
+          if (repo.value.trim()) body.repo = repo.value.trim();
+          const created = await cloud.post(base, body);
+          const link = `#/t/${encodeURIComponent(teamId)}/jobs/${encodeURIComponent(created.jobId)}`;
+          startWarning = created.warning || null;
+          location.hash = link;
+        });
+      },
+    },
+    h("div", { class: "field" }, h("label", { for: "new-workflow" }, "Workflow"), workflow),
+    h("div", { class: "field" }, h("label", { for: "new-description" }, "What should be done"), description),
+    h("div", { class: "field" }, h("label", { for: "new-repo" }, "Repository"), repo),
+    h("div", { class: "row end" }, start),
+  );
+  const toggle = h("button", { type: "button", id: "new-job", "aria-expanded": "false" }, "New job");
+  toggle.onclick = () => {
+    startForm.hidden = !startForm.hidden;
+    toggle.setAttribute("aria-expanded", String(!startForm.hidden));
+  };
+
   main.append(
-    h("h1", {}, `Jobs of ${team?.name || "the team"}`),
+    h("div", { class: "row spread" }, h("h1", {}, `Jobs of ${team?.name || "the team"}`), toggle),
+    startForm,
     message,
     h(
       "form",
