@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from tests.cloud_runner_client import (
     RunnerClient,
     job_json,
     runner_client,
+    runner_token,
     team_runner,
     ws_url,
 )
@@ -377,3 +379,34 @@ async def test_a_closed_socket_leaves_no_session(cloud: Cloud) -> None:
         await held.finished.wait()
     assert await cloud.rows("SELECT * FROM runner_sessions") == []
     assert cloud.served.services.gateway.connection(team.team_id, "r1") is None
+
+
+async def test_revocation_and_replacement_reach_sockets_on_another_instance(
+    cloud_factory: CloudFactory,
+) -> None:
+    prefix = f"coro-test-{uuid.uuid4().hex}:"
+    redis = {"redis_url": "redis://127.0.0.1:6379/0", "redis_channel_prefix": prefix}
+    async with cloud_factory(**redis) as one, cloud_factory(**redis) as two:
+        team = await team_runner(one)
+        async with (
+            runner_client(two.served.url, team.token) as old,
+            runner_client(one.served.url, team.token) as new,
+        ):
+            await old.register("r1")
+            held = two.served.services.gateway.connection(team.team_id, "r1")
+            assert held is not None
+            await new.register("r1")
+            assert await old.closed() == (CLOSE_NORMAL, "replaced")
+            async with asyncio.timeout(WAIT_LIMIT):
+                await held.finished.wait()
+            # the old socket's end left the new session alone
+            sessions = await one.rows("SELECT runner_id, instance_id FROM runner_sessions")
+            assert sessions == [{"runner_id": "r1", "instance_id": one.served.services.instance_id}]
+        other, other_id = await runner_token(one, team.owner, team.team_id)
+        async with runner_client(two.served.url, other) as client:
+            await client.register("r2")
+            response = await one.client.delete(
+                f"/teams/{team.team_id}/runner-tokens/{other_id}", headers=team.owner.headers
+            )
+            assert response.status_code == 204
+            assert await client.closed() == (CLOSE_REVOKED, "runner token revoked")
