@@ -114,7 +114,7 @@ async def test_coro_cloud_migrates_serves_health_and_stops_on_sigterm(
             await proc.wait()
     db = Database(empty_db_url)
     try:
-        assert await migrate.current_revision(db) == "0001"
+        assert await migrate.current_revision(db) == migrate.head_revision()
     finally:
         await db.close()
 
@@ -163,7 +163,7 @@ async def test_concurrent_migrations_apply_once(empty_db_url: URL) -> None:
     dbs = [Database(empty_db_url) for _ in range(3)]
     try:
         await asyncio.gather(*(migrate.upgrade(db) for db in dbs))
-        assert await migrate.current_revision(dbs[0]) == "0001"
+        assert await migrate.current_revision(dbs[0]) == migrate.head_revision()
     finally:
         for db in dbs:
             await db.close()

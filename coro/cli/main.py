@@ -17,7 +17,7 @@ import threading
 import webbrowser
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -37,6 +37,9 @@ from coro.cli.login import login
 from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
 from coro.config import CoroConfig, CoroHome
+
+if TYPE_CHECKING:  # for annotations only: `coro --help` does not load the cloud link
+    from coro.state.cloud.link import CloudLink
 
 app = typer.Typer(
     name="coro",
@@ -280,6 +283,10 @@ async def _serve_until_stopped(
             console.print(f"API:       {served.url}")
             console.print(Text(f"Dashboard: {url}/dashboard/", style="bold green"))
             console.print(f"Home:      {home.root}")
+            if runner.link is not None:
+                console.print(f"Cloud:     {runner.link.url}")
+                reporter = asyncio.create_task(_report_cloud_link(runner.link, console))
+                stack.callback(reporter.cancel)
             console.print(Text("Press Ctrl+C to stop.", style="dim"))
             sys.stdout.flush()
             if open_browser:
@@ -295,6 +302,25 @@ async def _serve_until_stopped(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+async def _report_cloud_link(link: CloudLink, console: Console) -> None:
+    """One line per change of the hybrid runner's connection to its team cloud."""
+    shown: str | None = None
+
+    def changed() -> bool:
+        return link.state != shown
+
+    while True:
+        await link.wait_until(changed)
+        shown = link.state
+        if shown == "connected":
+            team = link.team_name or link.team_id
+            console.print(f"Cloud: connected as {link.runner_id} (team {team})", style="green")
+        elif shown != "connecting":
+            reason = f": {link.last_error}" if link.last_error else ""
+            console.print(f"Cloud: {shown}{reason}", style="yellow")
+        sys.stdout.flush()
 
 
 @app.command()

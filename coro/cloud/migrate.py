@@ -40,6 +40,15 @@ async def current_revision(db: Database) -> str | None:
         return await connection.run_sync(read)
 
 
+def head_revision() -> str:
+    """The newest revision of the history (what `upgrade` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None
+    return head
+
+
 def _run_alembic(connection: Connection) -> None:
     from alembic import command
 
