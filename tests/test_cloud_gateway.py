@@ -130,7 +130,7 @@ async def test_a_repeated_message_id_gets_the_first_answer_and_no_second_effect(
     assert rows == [{"id": "j1"}]
 
 
-async def test_a_lower_revision_is_ignored(cloud: Cloud) -> None:
+async def test_a_lower_revision_is_ignored_and_another_runner_refused(cloud: Cloud) -> None:
     team = await team_runner(cloud)
     async with runner_client(cloud.served.url, team.token) as client:
         await client.register("r1")
@@ -141,7 +141,11 @@ async def test_a_lower_revision_is_ignored(cloud: Cloud) -> None:
         late = await update(client, job_json("j1", status="queued"), 2)
         assert late["ok"] is True and late["data"] == {"stored": False, "rev": 3}
         got = await client.rpc({"type": "job:get", "jobId": "j1"})
-    assert got["data"]["status"] == "running"
+        assert got["data"]["status"] == "running"
+    async with runner_client(cloud.served.url, team.token) as other:
+        await other.register("r2")
+        taken = await update(other, job_json("j1", status="failed"), 10)
+    assert (taken["ok"], taken["status"]) == (False, 409)
 
 
 async def test_log_lines_sent_twice_are_stored_once(cloud: Cloud) -> None:

@@ -70,6 +70,10 @@ async def test_a_higher_revision_replaces_and_a_lower_one_is_ignored(db: Databas
     assert await mirror.store(team, make_job("j1", status="complete"), 3, "r1")
     stored = await mirror.get(team, "j1")
     assert stored is not None and stored.job.status == "complete"
+    # another runner of the team does not take the job over
+    assert not await mirror.store(team, make_job("j1", status="failed"), 9, "r2")
+    stored = await mirror.get(team, "j1")
+    assert stored is not None and (stored.job.status, stored.runner_id) == ("complete", "r1")
 
 
 async def test_the_conversation_is_not_replicated(db: Database) -> None:

@@ -17,7 +17,7 @@ import builtins
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -101,14 +101,22 @@ class Mirror:
         self.db = db
 
     async def store(self, team_id: str, job: Job, rev: int, runner_id: str | None) -> bool:
-        """Keep `job` if `rev` is higher than the stored revision; whether it was written."""
+        """Keep `job` if `rev` is higher than the stored revision and the job is not
+        another runner's; whether it was written."""
         row = _row(team_id, job, rev, runner_id)
         upsert = insert(team_jobs).values(**row)
         changed = {k: upsert.excluded[k] for k in row if k not in ("team_id", "id")}
         statement = upsert.on_conflict_do_update(
             index_elements=[team_jobs.c.team_id, team_jobs.c.id],
             set_={**changed, "stored_at": func.now()},
-            where=team_jobs.c.rev < upsert.excluded.rev,
+            # a job one runner owns is never taken over by another (nor by the cloud)
+            where=and_(
+                team_jobs.c.rev < upsert.excluded.rev,
+                or_(
+                    team_jobs.c.runner_id.is_(None),
+                    team_jobs.c.runner_id == upsert.excluded.runner_id,
+                ),
+            ),
         ).returning(team_jobs.c.id)
         async with self.db.begin() as connection:
             written = (await connection.execute(statement)).first() is not None
