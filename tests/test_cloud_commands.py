@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from coro.cloud.broker import RUNNER_WAKE
+import pytest
+
+from coro.cloud.broker import RUNNER_WAKE, RedisBroker
 from coro.cloud.commands import Commands
 from coro.domain.cloud_protocol import EventCancel, EventDispatch, EventPluginWebhook
 from coro.domain.models import Job
@@ -288,3 +290,75 @@ async def _collect(clients: list[RunnerClient], total: int) -> list[list[dict[st
             for task in done:
                 received[gets[task]].append(task.result())
     return received
+
+
+class Proxy:
+    """A TCP relay to Redis whose connections the test can cut."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def __aenter__(self) -> Proxy:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self.writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+async def test_the_redis_broker_reconnects_after_its_connection_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prefix = f"coro-test-{uuid.uuid4().hex}:"
+    async with Proxy() as proxy:
+        broker = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", prefix)
+        peer = RedisBroker(REDIS_URL, prefix)
+        await broker.start()
+        await peer.start()
+        try:
+            got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            broker.subscribe("wake", got.put_nowait)
+            await peer.publish("wake", {"n": 1})
+            async with asyncio.timeout(WAIT_LIMIT):
+                assert await got.get() == {"n": 1}
+            proxy.cut()
+            # notices sent while it is away are lost (the database is the truth): publish
+            # until one arrives through the new subscription
+            async with asyncio.timeout(WAIT_LIMIT):
+                while True:
+                    await peer.publish("wake", {"n": 2})
+                    try:
+                        async with asyncio.timeout(0.2):
+                            assert await got.get() == {"n": 2}
+                        break
+                    except TimeoutError:
+                        continue
+            assert "redis broker: connection failed" in caplog.text
+        finally:
+            await broker.close()
+            await peer.close()
