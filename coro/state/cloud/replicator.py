@@ -335,28 +335,45 @@ class Replicator:
         job = await self.local.get_job(job_id)
         if job is None:  # lines of a job that does not exist (yet) wait for it
             return
-        cursor = self.cursors.job(job_id)
-        doc = job.to_json()
-        fp = fingerprint(doc)
-        if fp != cursor.fingerprint:
-            rev = cursor.rev + 1
-            frame = JobUpdate(
-                type="job:update", message_id=new_message_id(), job_id=job_id, rev=rev, job=doc
-            )
-            if len(json.dumps(frame.to_wire())) > FRAME_BUDGET:
-                if self._refused.get(job_id) != fp:
-                    self._refused[job_id] = fp
-                    logger.error("job %s is too large to replicate to the cloud", job_id)
-                return
-            cursor = replace(cursor, rev=rev)
-            await self.cursors.save_job(job_id, cursor)
-            await self.link.call(frame)
-            cursor = replace(cursor, fingerprint=fp)
-            await self.cursors.save_job(job_id, cursor)
+        # counted after the job was read: every line committed with or before this
+        # version of it (the lines of a status change are written with it)
         count = await self.local.count_logs(job_id)
+        cursor = self.cursors.job(job_id)
+        if cursor.fingerprint is not None:
+            # The cloud has the job: its lines go first, so a stream through the cloud
+            # never sees a final status before the lines that led to it.
+            cursor = await self._send_lines(job_id, cursor, count)
+            cursor = await self._send_job(job_id, cursor, job.to_json())
+        else:  # the lines need the job's row in the cloud
+            cursor = await self._send_job(job_id, cursor, job.to_json())
+            cursor = await self._send_lines(job_id, cursor, count)
+
+    async def _send_job(self, job_id: str, cursor: JobCursor, doc: dict[str, Any]) -> JobCursor:
+        fp = fingerprint(doc)
+        if fp == cursor.fingerprint:
+            return cursor
+        rev = cursor.rev + 1
+        frame = JobUpdate(
+            type="job:update", message_id=new_message_id(), job_id=job_id, rev=rev, job=doc
+        )
+        if len(json.dumps(frame.to_wire())) > FRAME_BUDGET:
+            if self._refused.get(job_id) != fp:
+                self._refused[job_id] = fp
+                logger.error("job %s is too large to replicate to the cloud", job_id)
+            return cursor
+        cursor = replace(cursor, rev=rev)
+        await self.cursors.save_job(job_id, cursor)
+        await self.link.call(frame)
+        cursor = replace(cursor, fingerprint=fp)
+        await self.cursors.save_job(job_id, cursor)
+        return cursor
+
+    async def _send_lines(self, job_id: str, cursor: JobCursor, count: int) -> JobCursor:
         while cursor.logs < count:
             entries = await self.local.read_logs(
-                job_id, after=cursor.logs - 1, limit=MAX_LOG_LINES_PER_FRAME
+                job_id,
+                after=cursor.logs - 1,
+                limit=min(MAX_LOG_LINES_PER_FRAME, count - cursor.logs),
             )
             if not entries:
                 break
@@ -366,6 +383,7 @@ class Replicator:
             )
             cursor = replace(cursor, logs=lines[-1].index + 1)
             await self.cursors.save_job(job_id, cursor)
+        return cursor
 
     async def _sync_proposal(self, proposal_id: str) -> None:
         proposal = await self.local.proposals.get(proposal_id)
