@@ -207,6 +207,25 @@ async def test_dispatches_go_to_the_least_busy_runner_with_room(cloud: Cloud) ->
     assert full.commands.empty() and half.commands.empty() and empty.commands.empty()
 
 
+async def test_a_command_for_a_dispatched_job_follows_its_dispatch(cloud: Cloud) -> None:
+    """Until its runner reports the job, its commands go where its dispatch went (not to
+    whichever runner of the team claims first)."""
+    team = await team_runner(cloud)
+    commands = cloud.served.services.commands
+    async with (
+        runner_client(cloud.served.url, team.token) as taker,
+        runner_client(cloud.served.url, team.token) as other,
+    ):
+        await taker.register("taker", capacity=1)
+        await commands.submit(team.team_id, dispatch("j1"), job_id="j1", wait_seconds=0)
+        assert (await taker.command())["jobId"] == "j1"
+        await other.register("other", capacity=4)
+        cancel = EventCancel(message_id=uuid.uuid4().hex, job_id="j1")
+        await commands.submit(team.team_id, cancel, job_id="j1", wait_seconds=0)
+        assert (await taker.command())["messageId"] == cancel.message_id
+    assert other.commands.empty()
+
+
 @asynccontextmanager
 async def two_instances(cloud_factory: CloudFactory) -> AsyncIterator[tuple[Cloud, Cloud]]:
     prefix = f"coro-test-{uuid.uuid4().hex}:"

@@ -180,6 +180,21 @@ class Commands:
             )
             if owner is not None:
                 return owner
+            # dispatched, but its runner has not reported it yet: the runner it went to
+            dispatched_to: str | None = await connection.scalar(
+                select(runner_commands.c.runner_id)
+                .where(
+                    runner_commands.c.team_id == team_id,
+                    runner_commands.c.job_id == job_id,
+                    runner_commands.c.type == DISPATCH,
+                    runner_commands.c.runner_id.is_not(None),
+                    runner_commands.c.state.in_(("sent", "done")),
+                )
+                .order_by(runner_commands.c.id.desc())
+                .limit(1)
+            )
+            if dispatched_to is not None:
+                return dispatched_to
         if kind != DISPATCH:
             return None
         # the team's sessions stay locked until the command is stored: two dispatches

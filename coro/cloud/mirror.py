@@ -65,7 +65,8 @@ def _row(team_id: str, job: Job, rev: int, runner_id: str | None) -> dict[str, o
         "workflow_path": job.workflow_path,
         "campaign_parent_id": job.campaign_parent_id,
         "created_at": job.created_at,
-        "search": search_text(job),
+        # PostgreSQL text cannot hold NUL (the JSON document escapes it)
+        "search": search_text(job).replace("\x00", ""),
         "cost_usd": job.token_usage.total_cost_usd,
         # the conversation is not replicated (dump_job leaves it out)
         "doc": dump_job(job),
