@@ -60,7 +60,7 @@ def _prepare(
     current = workflow
     workflow_layer: str | None = None
     try:
-        reloaded = stack.load_workflow(job.workflow_path)
+        layer, reloaded = stack.load_workflow_from(job.workflow_path)
     except (WorkflowError, WorkflowNotFound, ValueError) as exc:
         notes.append(f"kept the workflow loaded earlier: {exc}")
     else:
@@ -71,7 +71,7 @@ def _prepare(
             )
         else:
             current = reloaded
-            workflow_layer = _winning_layer(stack, job.workflow_path)
+            workflow_layer = layer.name
 
     materialised: Materialised | None = None
     try:
@@ -137,11 +137,3 @@ def _read_capped(path: Path) -> str | None:
         return None
     text = data[:MAX_INSTRUCTIONS_BYTES].decode("utf-8", "replace")
     return text + "\n[… cut]" if len(data) > MAX_INSTRUCTIONS_BYTES else text
-
-
-def _winning_layer(stack: LayerStack, path: str) -> str | None:
-    try:
-        found = stack.locate(path)
-    except ValueError:
-        return None
-    return found[0].name if found else None

@@ -92,7 +92,8 @@ def _real_root(root: Path) -> Path:
 def _packaged_base_files() -> tuple[str, ...]:
     """The files of the base layer that ships with Coro: it changes only with Coro
     itself, so it is listed once per process, not at every job's materialisation."""
-    return tuple(Layer(name=BASE, kind=BASE, root=BASE_LAYER_DIR)._list_files(None))
+    layer = Layer(name=BASE, kind=BASE, root=BASE_LAYER_DIR)
+    return tuple(relative for relative, _ in layer._listing(None))
 
 
 def within_root(root: Path, relative: str) -> Path:
@@ -196,6 +197,30 @@ def _read_fd_file(dir_fd: int, name: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """A regular file's bytes (None when it is not one, or larger than `limit`), opened
+    without following a symlink; OSError when it cannot be opened so."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, max(info.st_size + 1, 4096)))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        return None if len(data) > limit else data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 # --- layers -----------------------------------------------------------------------------
 
 
@@ -279,14 +304,43 @@ class Layer:
         list symlinks (they are skipped when read) but never descend through one."""
         if self.kind == BASE and self.root == BASE_LAYER_DIR:
             return list(_packaged_base_files())
-        return self._list_files(warnings)
+        return [relative for relative, _ in self._listing(warnings)]
 
-    def _list_files(self, warnings: list[str] | None) -> list[str]:
-        found: list[str] = []
+    def contents(
+        self, warnings: list[str] | None = None
+    ) -> list[tuple[str, bytes | ValueError | None]]:
+        """`files()` with what `read_bytes` gives for each (None: unreadable or not a
+        regular file; ValueError: refused), in one pass: a trusted layer's file that the
+        listing reached without a symlink is read at once, without resolving it again."""
+        if self.kind == BASE and self.root == BASE_LAYER_DIR:
+            listing: list[tuple[str, str | None]] = [(f, None) for f in _packaged_base_files()]
+        else:
+            listing = self._listing(warnings)
+        contents: list[tuple[str, bytes | ValueError | None]] = []
+        for relative, direct in listing:
+            try:
+                relative = check_relative_path(relative)
+                try:
+                    data = _read_regular(direct, MAX_FILE_BYTES) if direct else None
+                except OSError:  # no longer the plain file the listing saw
+                    direct = None
+                if direct is None:
+                    data = self.read_bytes(relative)
+            except ValueError as exc:
+                contents.append((relative, exc))
+                continue
+            contents.append((relative, data))
+        return contents
+
+    def _listing(self, warnings: list[str] | None) -> list[tuple[str, str | None]]:
+        """The layer's files, sorted, each with its real path when the walk reached it
+        without a symlink (a trusted layer's regular file), else None."""
+        found: list[tuple[str, str | None]] = []
         if not self.exists():
             return found
         for top in LAYOUT:
-            for relative in self._walk(top):
+            walk = self._walk_trusted(top) if not self.confined else self._walk_confined(top)
+            for entry in walk:
                 if len(found) >= MAX_LAYER_FILES:
                     if warnings is not None:
                         warnings.append(
@@ -294,64 +348,91 @@ class Layer:
                             "the rest are ignored"
                         )
                     return sorted(found)
-                found.append(relative)
+                found.append(entry)
         return sorted(found)
 
-    def _walk(self, top: str) -> Iterator[str]:
-        if self.confined:
-            anchor, parts = self._confined_parts()
+    def _walk_confined(self, top: str) -> Iterator[tuple[str, str | None]]:
+        anchor, parts = self._confined_parts()
+        try:
+            root_fd = _open_dir_nofollow(anchor, parts)
+        except OSError:
+            return
+        try:
             try:
-                root_fd = _open_dir_nofollow(anchor, parts)
+                info = os.stat(top, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 return
-            try:
-                try:
-                    info = os.stat(top, dir_fd=root_fd, follow_symlinks=False)
-                except OSError:
-                    return
-                if not stat.S_ISDIR(info.st_mode):
-                    return
-                for dirpath, dirnames, filenames, _fd in os.fwalk(
-                    top, dir_fd=root_fd, follow_symlinks=False
-                ):
-                    dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_NAMES)
-                    for name in sorted(filenames):
-                        if name not in SKIPPED_NAMES:
-                            yield f"{dirpath}/{name}"
-            except OSError:
-                return  # changed while being read: what was listed so far stands
-            finally:
-                os.close(root_fd)
-            return
+            if not stat.S_ISDIR(info.st_mode):
+                return
+            for dirpath, dirnames, filenames, _fd in os.fwalk(
+                top, dir_fd=root_fd, follow_symlinks=False
+            ):
+                dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_NAMES)
+                for name in sorted(filenames):
+                    if name not in SKIPPED_NAMES:
+                        yield f"{dirpath}/{name}", None
+        except OSError:
+            return  # changed while being read: what was listed so far stands
+        finally:
+            os.close(root_fd)
+
+    def _walk_trusted(self, top: str) -> Iterator[tuple[str, str | None]]:
+        """`os.walk(root/top, followlinks=True)`, top-down in name order, keeping the
+        folders and files whose real path is inside the layer (each folder once). A
+        folder reached from a real one through no symlink is real itself, and so are
+        its entries that are not symlinks: their type comes from the directory listing
+        and their path needs no resolving (only symlinks are resolved, file by file)."""
         real_root = _real_root(self.root)
         prefix = str(real_root).rstrip("/") + "/"
-        start = prefix + top
-        if not os.path.isdir(start):
+        if not os.path.isdir(prefix + top):
             return
         seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(start, followlinks=True):
-            rel_dir = dirpath[len(prefix) :]
+        # (relative folder, whether its path is real: no symlink below the root)
+        pending: list[tuple[str, bool]] = [(top, _resolve_below(real_root, top) == prefix + top)]
+        while pending:
+            rel_dir, real = pending.pop()
+            dirpath = prefix + rel_dir
+            try:
+                with os.scandir(dirpath) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue  # os.walk skips a folder it cannot list
+            folders: dict[str, bool] = {}  # name → whether it is a symlink
+            files: list[os.DirEntry[str]] = []
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    folders[entry.name] = entry.is_symlink()
+                else:
+                    files.append(entry)
             try:
                 info = os.stat(dirpath)
-                if (info.st_dev, info.st_ino) in seen or not _inside(
-                    _resolve_below(real_root, rel_dir), real_root
+                if (info.st_dev, info.st_ino) in seen or not (
+                    real or _inside(_resolve_below(real_root, rel_dir), real_root)
                 ):
-                    dirnames[:] = []
                     continue
             except OSError:
-                dirnames[:] = []
                 continue
             seen.add((info.st_dev, info.st_ino))
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_NAMES)
-            for name in sorted(filenames):
-                if name in SKIPPED_NAMES:
+            for entry in sorted(files, key=lambda e: e.name):
+                if entry.name in SKIPPED_NAMES:
                     continue
-                relative = f"{rel_dir}/{name}"
+                relative = f"{rel_dir}/{entry.name}"
+                if real and not entry.is_symlink():
+                    if entry.is_file(follow_symlinks=False):
+                        yield relative, entry.path
+                    continue
                 try:
                     if os.path.isfile(within_root(self.root, relative)):
-                        yield relative
+                        yield relative, None
                 except ValueError:
                     continue
+            children = sorted(name for name in folders if name not in SKIPPED_NAMES)
+            for name in reversed(children):
+                pending.append((f"{rel_dir}/{name}", real and not folders[name]))
 
     def entries(self, folder: str) -> list[str]:
         """Names directly inside `folder` (a relative directory), sorted; [] if none."""
@@ -472,11 +553,15 @@ class LayerStack:
     def load_workflow(self, workflow_path: str) -> Workflow:
         """Parse the winning workflow file. A higher file wins even when it is invalid,
         so the person who wrote it sees their error instead of a silent fallback."""
+        return self.load_workflow_from(workflow_path)[1]
+
+    def load_workflow_from(self, workflow_path: str) -> tuple[Layer, Workflow]:
+        """`load_workflow`, with the layer the workflow came from."""
         relative = check_relative_path(workflow_path)
         for layer in self.highest_first():
             workflow = layer.load_workflow(relative)
             if workflow is not None:
-                return workflow
+                return layer, workflow
         raise WorkflowNotFound(workflow_path, [layer.name for layer in self.highest_first()])
 
     def read_agent_from(self, agent_path: str) -> tuple[Layer, str] | None:

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from coro.domain.paths import check_relative_path
 from coro.intelligence.layers import MAX_FILE_BYTES, Layer, LayerStack
 
 INTELLIGENCE_DIRNAME = "_intelligence"
@@ -131,13 +130,7 @@ def _contents(layer: Layer, warnings: list[str]) -> list[tuple[str, bytes | Valu
     """Every file of `layer` with its bytes (None: unreadable; ValueError: refused)."""
     if layer.kind == "base" and layer.root in _BASE_CONTENTS:
         return _BASE_CONTENTS[layer.root]
-    contents: list[tuple[str, bytes | ValueError | None]] = []
-    for relative in layer.files(warnings):
-        try:
-            relative = check_relative_path(relative)
-            contents.append((relative, layer.read_bytes(relative)))
-        except ValueError as exc:
-            contents.append((relative, exc))
+    contents = layer.contents(warnings)
     if layer.kind == "base":
         _BASE_CONTENTS[layer.root] = contents
     return contents
