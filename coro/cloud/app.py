@@ -35,6 +35,7 @@ from coro.cloud.gateway import router as runner_socket
 from coro.cloud.github import GitHubLogin
 from coro.cloud.mirror import Mirror
 from coro.cloud.passwords import Passwords
+from coro.cloud.proposals import TeamProposals
 from coro.cloud.routes import auth as auth_routes
 from coro.cloud.routes import health, runners, teams, webhooks
 from coro.cloud.routes import ingress as webhook_ingress
@@ -43,6 +44,7 @@ from coro.cloud.routes import proposals as proposal_routes
 from coro.cloud.routes import runner_tokens as runner_token_routes
 from coro.cloud.runner_tokens import RevocationHub, RunnerTokens
 from coro.cloud.settings import CloudSettings
+from coro.cloud.team_jobs import TeamJobs
 from coro.cloud.teams import Teams
 from coro.cloud.throttle import Throttle
 from coro.cloud.tokens import Jwt
@@ -68,6 +70,7 @@ def build_services(
     mirror = Mirror(db)
     timeout = settings.heartbeat_timeout_seconds
     commands = Commands(db, broker, mirror, instance_id, timeout)
+    proposals = TeamProposals(db, commands)
     return Services(
         settings=settings,
         db=db,
@@ -81,8 +84,17 @@ def build_services(
         mirror=mirror,
         commands=commands,
         gateway=Gateway(
-            db, mirror, commands, broker, hub, instance_id, heartbeat_timeout_seconds=timeout
+            db,
+            mirror,
+            commands,
+            broker,
+            hub,
+            instance_id,
+            proposals,
+            heartbeat_timeout_seconds=timeout,
         ),
+        team_jobs=TeamJobs(db, mirror, commands, broker),
+        proposals=proposals,
     )
 
 

@@ -17,8 +17,10 @@ from coro.cloud.gateway import Gateway
 from coro.cloud.github import GitHubLogin
 from coro.cloud.mirror import Mirror
 from coro.cloud.models import ErrorBody
+from coro.cloud.proposals import TeamProposals
 from coro.cloud.runner_tokens import RunnerTokens
 from coro.cloud.settings import CloudSettings
+from coro.cloud.team_jobs import TeamJobs
 from coro.cloud.teams import TeamAccess, Teams
 from coro.cloud.webhook_secrets import WebhookSecrets
 
@@ -44,6 +46,8 @@ class Services:
     mirror: Mirror
     commands: Commands
     gateway: Gateway
+    team_jobs: TeamJobs
+    proposals: TeamProposals
 
 
 def services(request: Request) -> Services:

@@ -222,13 +222,14 @@ class Gateway:
         broker: Broker,
         hub: RevocationHub,
         instance_id: str,
+        proposals: TeamProposals,
         *,
         heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT_SECONDS,
     ) -> None:
         self.db = db
         self.mirror = mirror
         self.commands = commands
-        self.proposals = TeamProposals(db, commands)
+        self.proposals = proposals
         self.broker = broker
         self.instance_id = instance_id
         self.heartbeat_timeout_seconds = heartbeat_timeout_seconds

@@ -100,8 +100,10 @@ async def serve(
                     app=app, db=db, host=settings.host, port=port, server=server, task=task
                 )
             finally:
-                # runners get 1001 (reconnect elsewhere), not uvicorn's own close code
+                # runners get 1001 (reconnect elsewhere), not uvicorn's own close code;
+                # open team streams end now rather than hold the graceful shutdown
                 await services.gateway.close()
+                await services.team_jobs.close()
                 server.should_exit = True
                 await task
         finally:

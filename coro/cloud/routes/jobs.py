@@ -48,13 +48,8 @@ JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9.
 Segment = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-def team_jobs(request: Request, found: ServicesDep) -> TeamJobs:
-    """This app's `TeamJobs` (one log bus per app), made on first use."""
-    existing: TeamJobs | None = getattr(request.app.state, "team_jobs", None)
-    if existing is None:
-        existing = TeamJobs(found.db, found.mirror, found.commands, found.broker)
-        request.app.state.team_jobs = existing
-    return existing
+def team_jobs(found: ServicesDep) -> TeamJobs:
+    return found.team_jobs
 
 
 TeamJobsDep = Annotated[TeamJobs, Depends(team_jobs)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from coro.api.schemas import Body as RequestBody
@@ -22,13 +22,8 @@ ProposalId = Annotated[
 ]
 
 
-def team_proposals(request: Request, found: ServicesDep) -> TeamProposals:
-    """This app's `TeamProposals`, made on first use."""
-    existing: TeamProposals | None = getattr(request.app.state, "team_proposals", None)
-    if existing is None:
-        existing = TeamProposals(found.db, found.commands)
-        request.app.state.team_proposals = existing
-    return existing
+def team_proposals(found: ServicesDep) -> TeamProposals:
+    return found.proposals
 
 
 ProposalsDep = Annotated[TeamProposals, Depends(team_proposals)]
