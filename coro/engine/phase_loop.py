@@ -143,6 +143,12 @@ class PhaseLoop:
     async def log(self, text: str) -> None:
         await self.store.log(self.job_id, text)
 
+    async def _log_lines(self, lines: list[str]) -> None:
+        """Append `lines` (if any) in one write, and empty the list."""
+        if lines:
+            await self.store.log_many(self.job_id, lines)
+            lines.clear()
+
     async def run(self) -> None:
         try:
             await self._run()
@@ -190,9 +196,15 @@ class PhaseLoop:
             return []
         return await self.store.backend.read_transcript(self.job_id)
 
-    async def _snapshot_phases(self, job: Job, workflow: Workflow) -> None:
+    async def _snapshot_phases(
+        self, job: Job, workflow: Workflow, pending: list[str] | None = None
+    ) -> None:
+        """Record the workflow's phases on the job if they changed (after the `pending`
+        lines, logged first)."""
         summary = workflow.phase_summaries()
         if job.workflow_phases != summary:
+            if pending:
+                await self._log_lines(pending)
 
             def apply(j: Job) -> None:
                 j.workflow_phases = summary
@@ -234,11 +246,13 @@ class PhaseLoop:
             return False
         # Re-resolve the job's layers (base → tenant → repo) and materialise them.
         intel = await prepare_phase(self.env.layers, job, self.env.workdir(self.job_id), workflow)
-        for note in intel.notes:
-            await self.log(f"[intelligence] {note}")
+        # The phase start's lines go out in one append (the last with the provider line
+        # below), before anything else the start logs or writes.
+        lines = [f"[intelligence] {note}" for note in intel.notes]
         workflow, phase = intel.workflow, intel.workflow.phase(job.phase) or phase
-        await self._snapshot_phases(job, workflow)
+        await self._snapshot_phases(job, workflow, lines)
         if _waits_for_events(phase):
+            await self._log_lines(lines)
             # A runner-only phase: PR tracking ends once every PR of the job is merged
             # or declined; others (a campaign's coordinating) are ended by their owner.
             tracking = phase.status == AWAITING_PR_MERGE
@@ -252,22 +266,24 @@ class PhaseLoop:
         try:
             choice = select_model(job, phase, self.env)
         except NoExecutor as exc:
+            await self._log_lines(lines)
             await self._fail(str(exc))
             return False
         executor = self.env.executors.get(choice.provider)
         assert executor is not None  # select_model checked it
+        agent_md = intel.agent_markdown
+        if phase.agent and agent_md is None:
+            lines.append(f"[warning] Agent file {phase.agent} not found; running without a role")
+        model_note = f" model={choice.model}" if choice.model else ""
+        lines.append(
+            f"Phase {phase.name} (visit {job.phase_visits[phase.name]}): "
+            f"provider={choice.provider}{model_note} [{choice.source}]"
+        )
+        await self._log_lines(lines)
         history = await self._conversation(job)
         transcript = _Transcript(self.store, self.job_id, saved=len(history))
         prompt = taken[0] or prompts.kickoff(job, phase.name, continuing=bool(history))
         history.append(ConversationMessage(role="user", content=prompt))
-        agent_md = intel.agent_markdown
-        if phase.agent and agent_md is None:
-            await self.log(f"[warning] Agent file {phase.agent} not found; running without a role")
-        model_note = f" model={choice.model}" if choice.model else ""
-        await self.log(
-            f"Phase {phase.name} (visit {job.phase_visits[phase.name]}): "
-            f"provider={choice.provider}{model_note} [{choice.source}]"
-        )
 
         signals = PhaseSignals()
         workdir = self.env.workdir(self.job_id)
@@ -564,11 +580,12 @@ class PhaseLoop:
             j.phase = next_phase
             return True
 
-        job, advanced = await self.store.update(self.job_id, advance)
+        job, advanced = await self.store.update(
+            self.job_id, advance, note=f"Phase advanced → {next_phase}"
+        )
         if not advanced:
             await self._note_boundary_stop(job, "phase advance")
             return False
-        await self.log(f"Phase advanced → {next_phase}")
         return True
 
     async def _complete_or_gate(self, job: Job, phase: Phase) -> bool:
