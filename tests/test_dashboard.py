@@ -593,7 +593,10 @@ async def test_a_hybrid_runner_shows_its_team_and_its_connection_live(
         await expect(page.locator("#cloud-team")).to_have_text(team_name)
         await expect(page.locator("#cloud-state")).to_have_text("connected")
         runner_id = (await api.client.get("/cloud")).json()["runnerId"]
-        await expect(page.get_by_text(runner_id)).to_be_visible()
+        # the team's runners, as the cloud lists them: this one, marked
+        row = page.locator(f'tr[data-runner="{runner_id}"]')
+        await expect(row).to_contain_text("this runner")
+        await expect(row).to_contain_text("idle")
         runners = page.get_by_role("link", name="open the team's runners")
         await expect(runners).to_have_attribute(
             "href", f"{cloud.served.url}/#/t/{paired.team_id}/runners"

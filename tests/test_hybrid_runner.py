@@ -124,6 +124,30 @@ async def test_a_local_runner_has_no_cloud(api: Api) -> None:
         "runnerId": None,
         "lastError": None,
     }
+    refused = await api.client.get("/cloud/runners")
+    assert refused.status_code == 409
+    assert "not paired" in refused.json()["error"]
+
+
+async def test_a_hybrid_runner_lists_its_teams_runners(
+    cloud: Cloud, paired: Paired, api_factory: ApiFactory
+) -> None:
+    other_team = await pair(cloud)  # another team's runner is never listed
+    config = hybrid_config(cloud.served.url, paired.token)
+    other = hybrid_config(cloud.served.url, other_team.token)
+    async with (
+        api_factory(config, link_timings=FAST) as api,
+        api_factory(other, link_timings=FAST) as stranger,
+    ):
+        assert api.runner.link is not None and stranger.runner.link is not None
+        await wait_state(api.runner.link, "connected")
+        await wait_state(stranger.runner.link, "connected")
+        listed = await api.client.get("/cloud/runners")
+        assert listed.status_code == 200, listed.text
+        runners = listed.json()["runners"]
+        assert [r["runnerId"] for r in runners] == [api.runner.link.runner_id]
+        assert runners[0]["status"] == "idle"
+        assert runners[0]["capacity"] >= 1
 
 
 async def test_lines_reach_the_mirror_once_and_in_order_across_a_cloud_restart(

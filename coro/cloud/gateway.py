@@ -54,6 +54,7 @@ from coro.cloud.errors import CloudError
 from coro.cloud.mirror import Mirror
 from coro.cloud.proposals import TeamProposals
 from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
+from coro.cloud.runners import team_runners
 from coro.cloud.schema import rpc_results, runner_sessions, teams
 from coro.domain.cloud_protocol import (
     CLOSE_GOING_AWAY,
@@ -66,6 +67,7 @@ from coro.domain.cloud_protocol import (
     HEARTBEAT_TIMEOUT_SECONDS,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
+    RUNNER_FRAME_TYPES,
     JobByExternalRef,
     JobDelete,
     JobGet,
@@ -81,6 +83,7 @@ from coro.domain.cloud_protocol import (
     Request,
     RpcResponse,
     RunnerHeartbeat,
+    RunnerList,
     RunnerRegister,
     RunnerRegistered,
     major,
@@ -99,25 +102,6 @@ RPC_RESULT_TTL = timedelta(days=7)
 SHUTDOWN_WAIT_SECONDS = 5.0
 
 _DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
-_RUNNER_FRAME_TYPES = frozenset(
-    {
-        "runner:register",
-        "runner:heartbeat",
-        "job:create",
-        "job:update",
-        "job:log",
-        "job:delete",
-        "job:get",
-        "job:list",
-        "job:listChildren",
-        "job:logGet",
-        "job:mapExternalRef",
-        "job:byExternalRef",
-        "proposal:create",
-        "proposal:list",
-        "proposal:update",
-    }
-)
 #: RPCs with an effect: their answers are stored, so a retry does not repeat the effect.
 _WRITES = (JobUpdate, JobLog, JobDelete, JobMapExternalRef, ProposalCreate, ProposalUpdate)
 
@@ -525,7 +509,7 @@ class Gateway:
         if kind == "rpc:response":
             await self._response(connection, raw)
             return None
-        if kind not in _RUNNER_FRAME_TYPES:
+        if kind not in RUNNER_FRAME_TYPES:
             shown = kind[:50] if isinstance(kind, str) else kind
             return _error(message_id, 400, f"Invalid frame: unknown type {shown!r}")
         try:
@@ -685,6 +669,9 @@ class Gateway:
             return {"mapped": True}
         if isinstance(frame, JobByExternalRef):
             return {"jobId": await self.mirror.job_for_ref(team_id, _ref(frame.ref))}
+        if isinstance(frame, RunnerList):
+            runners = await team_runners(self.db, team_id, self.heartbeat_timeout_seconds)
+            return {"runners": [r.model_dump(mode="json", by_alias=True) for r in runners]}
         if isinstance(frame, ProposalCreate):
             return await self.proposals.create(team_id, frame.proposal)
         if isinstance(frame, ProposalList):

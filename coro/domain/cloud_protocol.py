@@ -30,7 +30,7 @@ RPCs and acknowledgements (both directions)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
@@ -53,7 +53,7 @@ RECONNECT_CAP_SECONDS = 30.0
 # close codes
 CLOSE_NORMAL = 1000  # reason "replaced" when the same runner id connects again
 CLOSE_GOING_AWAY = 1001  # the cloud is shutting down: reconnect (to another instance)
-CLOSE_POLICY = 1008  # a frame before runner:register, or a frame that is not JSON
+CLOSE_POLICY = 1008  # anything but runner:register first (later bad frames: an error answer)
 CLOSE_TOO_BIG = 1009
 CLOSE_PROTOCOL = 4000  # incompatible protocol version: do not reconnect blindly
 CLOSE_REVOKED = 4001  # the runner token was revoked: do not reconnect
@@ -101,6 +101,13 @@ class RunnerHeartbeat(Frame):
     active_job_ids: Annotated[list[JobId], Field(max_length=10_000)] = []
     capacity: Annotated[int, Field(ge=0, le=10_000)] | None = None
     uptime_ms: Annotated[int, Field(ge=0)] | None = None
+
+
+class RunnerList(Request):
+    """The runners of the team (answer `{runners: [...]}`, as `GET
+    /teams/:teamId/runners`): for the runner's own dashboard."""
+
+    type: Literal["runner:list"]
 
 
 class JobUpdate(Request):
@@ -191,6 +198,7 @@ class ProposalUpdate(Request):
 RunnerFrame = Annotated[
     RunnerRegister
     | RunnerHeartbeat
+    | RunnerList
     | JobUpdate
     | JobLog
     | JobDelete
@@ -206,6 +214,16 @@ RunnerFrame = Annotated[
     Field(discriminator="type"),
 ]
 runner_frame: TypeAdapter[RunnerFrame] = TypeAdapter(RunnerFrame)
+
+
+def _frame_types(union: Any) -> frozenset[str]:
+    """The `type` values of a discriminated union of frames."""
+    members = get_args(get_args(union)[0])
+    return frozenset(t for m in members for t in get_args(m.model_fields["type"].annotation))
+
+
+#: every `type` a runner may send
+RUNNER_FRAME_TYPES = _frame_types(RunnerFrame)
 
 
 # --- both directions ------------------------------------------------------------------

@@ -1,11 +1,10 @@
 // Team (hybrid runners): the team cloud this runner has joined, its connection state
-// (polled, so it follows reconnects live) and where the team's runners and jobs are.
-//
-// The runner's API has no list of the team's other runners (only the cloud has it, for
-// signed-in members), so this page links to the cloud's team page for them.
+// and the team's runners (`GET /cloud/runners`, which the runner asks its cloud for),
+// both polled, so they follow reconnects live.
 
 import * as api from "../api.js";
 import { cloudPage, stateBadge } from "../cloud.js";
+import { runnersTable } from "../runners.js";
 import { clear, h, notice } from "../ui.js";
 
 const REFRESH_MS = 2000;
@@ -14,6 +13,8 @@ export async function render(main) {
   const message = h("div");
   const details = h("div", { class: "panel" });
   const runners = h("section", { class: "panel", "aria-labelledby": "team-runners-title" });
+  const table = runnersTable();
+  const tableNote = h("p", { class: "muted" });
 
   function link(url, text) {
     return url ? h("a", { href: url, target: "_blank", rel: "noopener" }, text) : h("span", { class: "muted" }, text);
@@ -51,23 +52,37 @@ export async function render(main) {
         ? h("p", {}, "The team revoked this runner's token: ask an admin for a new one, run coro login again and restart.")
         : null,
     );
-    clear(
-      runners,
-      h("h2", { id: "team-runners-title" }, "The team's runners"),
-      h(
-        "p",
-        {},
-        "The cloud lists every runner of the team, with how busy each is, on its team page: ",
-        link(cloudPage(status, "runners"), "open the team's runners"),
-        ".",
-      ),
-    );
+    if (!runners.childElementCount) {
+      runners.append(
+        h("h2", { id: "team-runners-title" }, "The team's runners"),
+        table.element,
+        tableNote,
+        h("p", {}, link(cloudPage(status, "runners"), "open the team's runners"), " on the cloud's team page"),
+      );
+    }
+  }
+
+  async function refreshRunners(status) {
+    if (status.mode !== "hybrid") return;
+    if (status.state !== "connected") {
+      tableNote.textContent = "The list comes back when the runner is connected to its cloud again.";
+      return;
+    }
+    try {
+      const listed = await api.get("/cloud/runners");
+      table.show(listed.runners || [], status.runnerId);
+      tableNote.textContent = "";
+    } catch (error) {
+      tableNote.textContent = `The team's runners are not available now: ${error.message}`;
+    }
   }
 
   async function refresh() {
     try {
-      draw(await api.get("/cloud"));
+      const status = await api.get("/cloud");
+      draw(status);
       notice(message, null);
+      await refreshRunners(status);
     } catch (error) {
       notice(message, `Could not read the cloud link: ${error.message}`, "error");
     }
