@@ -7,7 +7,9 @@ runner token and 10 simulated runners (protocol-level clients: `websockets`
 connections that register with a large capacity, heartbeat once a minute and answer
 every `event:dispatch` with ok at once), run in child processes of their own so the
 cloud's event loop is what is measured. Then jobs are created through the REST API
-(round robin over the teams, a few requests in flight at once) from this process; per
+from this process, round robin over the teams, at a steady rate (default 10 jobs/s,
+open loop, at most 8 requests in flight; `--rate 0` sends as fast as `--concurrency`
+allows, which measures the cloud saturated: latency is then mostly queueing); per
 job, the latency is from just before its POST is sent to the moment a runner's socket
 delivers the dispatch frame (both read on CLOCK_MONOTONIC, shared by every process).
 The POST's own round trip (which includes the runner's answer) is reported apart.
@@ -136,6 +138,7 @@ async def run(
     jobs: int = 1000,
     warmup: int = 20,
     concurrency: int = 8,
+    rate: float = 10.0,
     instances: int = 1,
     client_processes: int = 2,
     heartbeat: float = 60.0,
@@ -165,6 +168,7 @@ async def run(
             await asyncio.sleep(SETTLE_SECONDS)
             rss_connected = back.rss_kib()
 
+            jobs_started = 0
             sent_at: dict[str, int] = {}
             post_ns: dict[str, int] = {}
             warned: list[str] = []
@@ -172,10 +176,17 @@ async def run(
             for n in range(warmup + jobs):
                 queue.put_nowait(n)
 
+            late: list[int] = []  # how far behind schedule sends were (rate > 0)
+
             async def worker(client: httpx.AsyncClient) -> None:
                 while not queue.empty():
                     n = queue.get_nowait()
                     team = made[n % teams]
+                    if rate > 0:  # open loop: job n is due n/rate seconds in
+                        due = jobs_started + int(n * 1e9 / rate)
+                        if (wait := due - clock_ns()) > 0:
+                            await asyncio.sleep(wait / 1e9)
+                        late.append(clock_ns() - due)
                     started_ns = clock_ns()
                     response = await client.post(
                         f"/teams/{team.id}/jobs",
@@ -198,12 +209,12 @@ async def run(
                     if body.get("warning"):
                         warned.append(job_id)
 
-            jobs_started = clock_ns()
             async with httpx.AsyncClient(
                 base_url=front.url,
                 timeout=WAIT_LIMIT,
                 limits=httpx.Limits(max_connections=concurrency),
             ) as client:
+                jobs_started = clock_ns()
                 await asyncio.gather(*(worker(client) for _ in range(concurrency)))
             jobs_seconds = (clock_ns() - jobs_started) / 1e9
 
@@ -232,6 +243,8 @@ async def run(
         "jobs": jobs,
         "warmup_jobs": warmup,
         "concurrency": concurrency,
+        "rate_per_s": rate,
+        "sends_late_over_50ms": sum(1 for v in late if v > 50_000_000),
         "connect_seconds": connect_seconds,
         "jobs_per_s": (warmup + jobs) / jobs_seconds if jobs_seconds else 0.0,
         "dispatch_ms": summary,
@@ -255,7 +268,8 @@ def report(result: dict[str, Any]) -> None:
     print_table(
         f"{NAME} ({result['runners']} runners in {result['teams']} teams, "
         f"{result['instances']} instance(s), {result['jobs']} jobs, "
-        f"{result['concurrency']} in flight)",
+        + (f"at {result['rate_per_s']:g}/s, " if result["rate_per_s"] > 0 else "")
+        + f"≤ {result['concurrency']} in flight)",
         [
             ("POST → event:dispatch p50 (ms)", f"{lat.get('p50', nan):.2f}", ""),
             (
@@ -266,6 +280,7 @@ def report(result: dict[str, Any]) -> None:
             ("POST → event:dispatch max (ms)", f"{lat.get('max', nan):.2f}", ""),
             ("POST round trip p50 (ms)", f"{post.get('p50', nan):.2f}", ""),
             ("jobs created per second", f"{result['jobs_per_s']:.1f}", ""),
+            ("sends over 50 ms behind schedule", str(result["sends_late_over_50ms"]), ""),
             ("dispatches missing", str(result["missing"]), "0"),
             ("runners that got a job", str(result["runners_used"]), ""),
             (
@@ -288,7 +303,13 @@ def main() -> None:
     parser.add_argument("--teams", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="jobs first, not measured")
-    parser.add_argument("--concurrency", type=int, default=8, help="POSTs in flight at once")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="jobs created per second (open loop); 0: as fast as --concurrency allows",
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="POSTs in flight at most")
     parser.add_argument("--instances", type=int, choices=(1, 2), default=1)
     parser.add_argument(
         "--runner-processes", type=int, default=2, help="child processes the runners run in"
@@ -306,6 +327,8 @@ def main() -> None:
         args.runners, args.teams, args.jobs, args.warmup = 50, 5, 50, 5
     if min(args.runners, args.teams, args.jobs, args.concurrency, args.runner_processes) < 1:
         parser.error("--runners, --teams, --jobs, --concurrency, --runner-processes: at least 1")
+    if args.rate < 0:
+        parser.error("--rate: 0 or more")
     try:
         result = asyncio.run(
             run(
@@ -314,6 +337,7 @@ def main() -> None:
                 jobs=args.jobs,
                 warmup=args.warmup,
                 concurrency=args.concurrency,
+                rate=args.rate,
                 instances=args.instances,
                 client_processes=min(args.runner_processes, args.runners),
                 heartbeat=args.heartbeat,
