@@ -169,11 +169,14 @@ class PhaseLoop:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
             return
         await self._snapshot_phases(job, workflow)
-        await self.log(f"Runner started — phase: {job.phase}")
+        started = [f"Runner started — phase: {job.phase}"]
         if self.env.sandbox.off:
-            await self.log(SANDBOX_OFF_WARNING)
-        while await self._run_phase(workflow):
-            job = await self.store.get(self.job_id)
+            started.append(SANDBOX_OFF_WARNING)
+        await self._log_lines(started)
+        # Each visit hands back the job as it last wrote it: a switch made during the
+        # turn (a tool's write, before the turn's own) is in it.
+        while (visited := await self._run_phase(workflow)) is not None:
+            job = visited
             if job.workflow_path != workflow.path:
                 # `switch_workflow` / `convert_to_campaign` moved the job to another lane.
                 try:
@@ -211,8 +214,9 @@ class PhaseLoop:
 
             await self.store.update(self.job_id, apply)
 
-    async def _run_phase(self, workflow: Workflow) -> bool:
-        """One visit of the current phase; True to continue with the next iteration."""
+    async def _run_phase(self, workflow: Workflow) -> Job | None:
+        """One visit of the current phase: the job as the visit last wrote it to go on
+        with the next iteration, None to stop."""
         # Interrupts aimed at an earlier turn are spent; any from now on count (the
         # state written by the control is what the start below checks).
         self.handle.interrupt.clear()
@@ -237,13 +241,13 @@ class PhaseLoop:
         phase = declared[0]
         if phase is None:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
-            return False
+            return None
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
-            return False
+            return None
         if not started:
             await self._note_boundary_stop(job, "phase start")
-            return False
+            return None
         # Re-resolve the job's layers (base → tenant → repo) and materialise them.
         intel = await prepare_phase(self.env.layers, job, self.env.workdir(self.job_id), workflow)
         # The phase start's lines go out in one append (the last with the provider line
@@ -261,14 +265,14 @@ class PhaseLoop:
                 return await self._after_turn(job, workflow, phase, PhaseSignals())
             label = f"phase-{phase.name}-event"
             await self._park(phase, label, None, None, status=phase.status)
-            return False
+            return None
 
         try:
             choice = select_model(job, phase, self.env)
         except NoExecutor as exc:
             await self._log_lines(lines)
             await self._fail(str(exc))
-            return False
+            return None
         executor = self.env.executors.get(choice.provider)
         assert executor is not None  # select_model checked it
         agent_md = intel.agent_markdown
@@ -415,7 +419,7 @@ class PhaseLoop:
         except RateLimited as exc:
             await self._end_turn(live, started_at, transcript, history, session_id, signals)
             await self._park_rate_limited(exc)
-            return False
+            return None
         except ExecutorError as exc:
             current = await self._end_turn(
                 live, started_at, transcript, history, session_id, signals
@@ -427,14 +431,14 @@ class PhaseLoop:
                 await self._fail(message, status=ESCALATED)
             else:
                 await self._fail(message)
-            return False
+            return None
         finally:
             await stream.aclose()
             self.handle.in_turn = False
         job = await self._end_turn(live, started_at, transcript, history, session_id, signals)
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
-            return False
+            return None
         idle = stuck.enabled and is_idle_turn(
             tool_calls=call_counter[0],
             model_turns=usage.num_turns,
@@ -477,14 +481,14 @@ class PhaseLoop:
         _, escalated = await self.store.update(self.job_id, apply, note=f"[stuck] {reason}")
         return escalated
 
-    async def _idle_turn(self, phase: Phase) -> bool:
+    async def _idle_turn(self, phase: Phase) -> Job | None:
         """The agent ended its turn without acting: run the phase again with a reminder,
         or escalate once that has happened `idleTurns` times in a row."""
         self.idle_turns += 1
         limit = self.env.config.jobs.stuck.idle_turns
         if self.idle_turns >= limit:
             await self._escalate_stuck(idle_reason(phase.name, self.idle_turns))
-            return False
+            return None
         reminder = idle_reminder(phase.name, self.idle_turns, limit)
 
         def rerun(j: Job) -> bool:
@@ -500,7 +504,8 @@ class PhaseLoop:
         job, ok = await self.store.update(self.job_id, rerun, note=note)
         if not ok:
             await self._note_boundary_stop(job, "idle turn")
-        return ok
+            return None
+        return job
 
     async def _end_turn(
         self,
@@ -544,16 +549,16 @@ class PhaseLoop:
         signals: PhaseSignals,
         *,
         idle: bool = False,
-    ) -> bool:
+    ) -> Job | None:
         if not is_running(job.status):
             if not signals.escalated:
                 await self._note_boundary_stop(job, "end of turn")
-            return False
+            return None
         if self.handle.interrupt.is_set() and not signals.any:
             # A pause cut this turn short and a message already woke the job: the phase
             # did not finish, so run it again (with the message) instead of advancing.
             await self.log(f"[control] Turn interrupted — running phase {phase.name} again")
-            return True
+            return job
         if idle:
             return await self._idle_turn(phase)
         self.idle_turns = 0
@@ -565,14 +570,14 @@ class PhaseLoop:
             if job.interactive and phase.interactive_checkpoint and asks_approval:
                 checkpoint_next = workflow.next_phase(phase.name)
             await self._park(phase, signals.awaiting_event, signals.awaiting_pr_id, checkpoint_next)
-            return False
+            return None
         next_phase = signals.next_phase or workflow.next_phase(phase.name)
         if next_phase is None:
             return await self._complete_or_gate(job, phase)
         self.gate_blocks = 0
         if job.interactive and phase.interactive_checkpoint:
             await self._park(phase, f"{CHECKPOINT_LABEL_PREFIX}{phase.name}", None, next_phase)
-            return False
+            return None
 
         def advance(j: Job) -> bool:
             if not is_running(j.status):
@@ -585,10 +590,10 @@ class PhaseLoop:
         )
         if not advanced:
             await self._note_boundary_stop(job, "phase advance")
-            return False
-        return True
+            return None
+        return job
 
-    async def _complete_or_gate(self, job: Job, phase: Phase) -> bool:
+    async def _complete_or_gate(self, job: Job, phase: Phase) -> Job | None:
         limit = self.env.config.jobs.completion_gate_max_retries
         blockers = [f"{w.name} ({w.status})" for w in job.unfinished_work_items()]
         blockers += [f"PR #{p.pr_id} in {p.repo_slug} (open)" for p in job.open_prs()]
@@ -601,7 +606,7 @@ class PhaseLoop:
                     f"attempts. Still unfinished: {names}. Resolve them from the "
                     "dashboard or start a new job."
                 )
-                return False
+                return None
             corrective = prompts.completion_gate(job, self.gate_blocks, limit)
 
             def rerun(j: Job) -> bool:
@@ -613,13 +618,13 @@ class PhaseLoop:
             job, ok = await self.store.update(self.job_id, rerun)
             if not ok:
                 await self._note_boundary_stop(job, "completion gate")
-                return False
+                return None
             await self.log(
                 f"[completion-gate] Blocking job completion ({len(blockers)} unfinished: "
                 f"{names}). Re-running phase '{phase.name}' "
                 f"(attempt {self.gate_blocks}/{limit})."
             )
-            return True
+            return job
 
         def complete(j: Job) -> bool:
             if not is_running(j.status):
@@ -633,7 +638,7 @@ class PhaseLoop:
         )
         if not done:
             await self._note_boundary_stop(job, "completion")
-        return False
+        return None
 
     async def _park(
         self,
