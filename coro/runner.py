@@ -143,7 +143,10 @@ class Runner:
             self.link.handler = self.cloud_commands.handle
             self.dispatcher.on_run_end.append(self._slot_freed)
         self.transport = transport or self.extensions.transport(
-            self.config, TransportContext(home, self.store, self.plugins, self.config)
+            self.config,
+            TransportContext(
+                home, self.store, self.plugins, self.config, webhooks=self._receives_webhooks
+            ),
         )
         self.version = __version__
         #: held by whoever reads, changes and reloads config.json (PUT /config, installs)
@@ -167,6 +170,9 @@ class Runner:
         if self.link is not None:
             self.link.nudge()  # the cloud may send a queued dispatch now
 
+    def _receives_webhooks(self, plugin_id: str) -> bool:
+        return self.link is not None and self.link.receives_webhooks(plugin_id)
+
     def cloud_status(self) -> dict[str, Any]:
         """The link's state for the dashboard (never the token)."""
         link = self.link
@@ -178,6 +184,7 @@ class Runner:
             "teamName": link.team_name if link is not None else None,
             "runnerId": link.runner_id if link is not None else None,
             "lastError": link.last_error if link is not None else None,
+            "webhookPlugins": sorted(link.webhook_plugins) if link is not None else [],
         }
 
     async def reload_config(self, new: CoroConfig) -> ReloadResult:

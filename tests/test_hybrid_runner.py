@@ -98,6 +98,7 @@ async def test_a_hybrid_runner_replicates_its_jobs_and_says_so(
             "teamName": paired.team["name"],
             "runnerId": api.runner.link.runner_id,
             "lastError": None,
+            "webhookPlugins": [],
         }
         shown = (await api.client.get("/config")).json()["config"]["cloud"]
         assert shown["token"] != paired.token and paired.token not in json.dumps(shown)
@@ -123,6 +124,7 @@ async def test_a_local_runner_has_no_cloud(api: Api) -> None:
         "teamName": None,
         "runnerId": None,
         "lastError": None,
+        "webhookPlugins": [],
     }
     refused = await api.client.get("/cloud/runners")
     assert refused.status_code == 409
@@ -458,3 +460,28 @@ async def test_a_webhook_for_no_job_wakes_nothing(api: Api) -> None:
         )
     )
     assert answer.ok and answer.data == {"events": 0, "jobIds": []}
+
+
+async def test_the_runner_learns_which_plugins_reach_it_as_webhooks(
+    cloud: Cloud, paired: Paired, api_factory: ApiFactory
+) -> None:
+    """Setting or removing a webhook secret in the cloud reaches a connected runner at once
+    (its poller then leaves that plugin's PRs alone, or polls them again)."""
+    config = hybrid_config(cloud.served.url, paired.token)
+    async with api_factory(config, link_timings=FAST) as api:
+        link = api.runner.link
+        assert link is not None
+        await wait_state(link, "connected")
+        assert not link.receives_webhooks("github")
+        url = f"/teams/{paired.team_id}/webhooks/github"
+        put = await cloud.client.put(
+            url, json={"secret": "a webhook secret of the team"}, headers=paired.admin.headers
+        )
+        assert put.status_code == 201, put.text
+        async with asyncio.timeout(WAIT_LIMIT):
+            await link.wait_until(lambda: link.receives_webhooks("github"))
+        assert (await api.client.get("/cloud")).json()["webhookPlugins"] == ["github"]
+        removed = await cloud.client.delete(url, headers=paired.admin.headers)
+        assert removed.status_code == 204
+        async with asyncio.timeout(WAIT_LIMIT):
+            await link.wait_until(lambda: not link.receives_webhooks("github"))

@@ -250,3 +250,25 @@ async def test_changes_wait_for_a_job_that_is_not_waiting_on_its_prs(
     await store.update(job_id, park_again)
     events = await poller.poll_once()
     assert [e.event_key for e in events] == ["pullrequest:approved"]
+
+
+async def test_prs_whose_events_arrive_as_webhooks_are_not_polled(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    """A hybrid runner's poller leaves the plugins whose webhooks reach it alone, and
+    polls them again as soon as they stop (e.g. the link to the cloud dropped)."""
+    pr_id = github.open_pr(REPO, "coro/x")
+    await parked_job(store, pr_id, seen=PrSeen())
+    delivered_as_webhooks = {"github"}
+    poller = PollingTransport(
+        store, plugins, interval_seconds=3600, webhooks=delivered_as_webhooks.__contains__
+    )
+    poller._handler = Collected()
+    github.approve(REPO, pr_id, "alice")
+    before = len(github.requests)
+    assert await poller.poll_once() == []
+    assert len(github.requests) == before  # GitHub was not asked
+
+    delivered_as_webhooks.clear()
+    events = await poller.poll_once()
+    assert [e.event_key for e in events] == ["pullrequest:approved"]

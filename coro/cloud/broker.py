@@ -34,6 +34,7 @@ RUNNER_WAKE = "runner-wake"  # {teamId, runnerId | None}
 COMMAND_DONE = "command-done"  # {id}
 TOKEN_REVOKED = "token-revoked"  # {tokenId}
 RUNNER_REPLACED = "runner-replaced"  # {teamId, runnerId, connectionId}
+WEBHOOKS_CHANGED = "webhooks-changed"  # {teamId}: a webhook secret was set or removed
 
 Callback = Callable[[dict[str, Any]], None]
 

@@ -46,8 +46,16 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coro.cloud.broker import JOB_CHANGED, RUNNER_REPLACED, RUNNER_WAKE, TOKEN_REVOKED, Broker
+from coro.cloud.broker import (
+    JOB_CHANGED,
+    RUNNER_REPLACED,
+    RUNNER_WAKE,
+    TOKEN_REVOKED,
+    WEBHOOKS_CHANGED,
+    Broker,
+)
 from coro.cloud.commands import Commands
 from coro.cloud.db import Database
 from coro.cloud.errors import CloudError
@@ -55,7 +63,7 @@ from coro.cloud.mirror import Mirror
 from coro.cloud.proposals import TeamProposals
 from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
 from coro.cloud.runners import team_runners
-from coro.cloud.schema import rpc_results, runner_sessions, teams
+from coro.cloud.schema import rpc_results, runner_sessions, teams, webhook_secrets
 from coro.domain.cloud_protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -86,6 +94,7 @@ from coro.domain.cloud_protocol import (
     RunnerList,
     RunnerRegister,
     RunnerRegistered,
+    RunnerSettings,
     major,
     runner_frame,
 )
@@ -226,6 +235,7 @@ class Gateway:
             broker.subscribe(RUNNER_WAKE, self._on_wake),
             broker.subscribe(TOKEN_REVOKED, self._on_token_revoked),
             broker.subscribe(RUNNER_REPLACED, self._on_replaced),
+            broker.subscribe(WEBHOOKS_CHANGED, self._on_webhooks_changed),
             hub.subscribe(self._on_revocation),
         ]
 
@@ -279,6 +289,19 @@ class Gateway:
                 runner_id,
             ) and connection.connection_id != payload.get("connectionId"):
                 self._spawn(connection.close(CLOSE_NORMAL, "replaced"))
+
+    def _on_webhooks_changed(self, payload: dict[str, Any]) -> None:
+        team_id = payload.get("teamId")
+        held = [c for (team, _), c in self._runners.items() if team == team_id]
+        if held:
+            self._spawn(self._send_settings(str(team_id), held))
+
+    async def _send_settings(self, team_id: str, held: list[RunnerConnection]) -> None:
+        async with self.db.begin() as db:
+            plugins = await _webhook_plugins(db, team_id)
+        frame = RunnerSettings(webhook_plugins=plugins).to_wire()
+        for connection in held:
+            await connection.send(frame)
 
     async def _on_revocation(self, identity: RunnerIdentity) -> None:
         await self.broker.publish(TOKEN_REVOKED, {"tokenId": identity.token_id})
@@ -437,6 +460,7 @@ class Gateway:
                 )
             ).scalar_one()
             team_name = await db.scalar(select(teams.c.name).where(teams.c.id == team_id))
+            plugins = await _webhook_plugins(db, team_id)
             await db.execute(
                 rpc_results.delete().where(
                     rpc_results.c.team_id == team_id,
@@ -456,7 +480,10 @@ class Gateway:
             },
         )
         registered = RunnerRegistered(
-            runner_id=frame.runner_id, team_id=team_id, team_name=team_name or ""
+            runner_id=frame.runner_id,
+            team_id=team_id,
+            team_name=team_name or "",
+            webhook_plugins=plugins,
         )
         await connection.send(registered.to_wire())
         logger.info("runner %s of team %s registered", frame.runner_id, team_id)
@@ -682,6 +709,15 @@ class Gateway:
 
     async def _changed(self, team_id: str, job_id: str) -> None:
         await self.broker.publish(JOB_CHANGED, {"teamId": team_id, "jobId": job_id})
+
+
+async def _webhook_plugins(db: AsyncConnection, team_id: str) -> list[str]:
+    rows = await db.scalars(
+        select(webhook_secrets.c.plugin_id)
+        .where(webhook_secrets.c.team_id == team_id)
+        .order_by(webhook_secrets.c.plugin_id)
+    )
+    return list(rows)
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:

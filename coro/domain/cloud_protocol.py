@@ -249,6 +249,16 @@ class RunnerRegistered(Frame):
     team_name: str = ""
     protocol_version: str = PROTOCOL_VERSION
     heartbeat_interval_ms: int = int(HEARTBEAT_INTERVAL_SECONDS * 1000)
+    #: plugins whose webhooks reach the team (a secret is set): while connected, the
+    #: runner need not poll them — their events arrive as `event:pluginWebhook`
+    webhook_plugins: list[str] = []
+
+
+class RunnerSettings(Frame):
+    """What changed of `runner:registered` since (e.g. a webhook secret set or removed)."""
+
+    type: Literal["runner:settings"] = "runner:settings"
+    webhook_plugins: list[str] = []
 
 
 class EventDispatch(Request):
@@ -329,6 +339,7 @@ CloudCommand = Annotated[
 ]
 CloudFrame = Annotated[
     RunnerRegistered
+    | RunnerSettings
     | RpcResponse
     | EventDispatch
     | EventCancel

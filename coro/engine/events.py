@@ -93,6 +93,10 @@ class EventTransport(Protocol):
         transport is made, and after every reload)."""
 
 
+def _no_webhooks(plugin_id: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class TransportContext:
     """What a `transport` plugin's factory is given besides its settings."""
@@ -101,6 +105,9 @@ class TransportContext:
     store: JobStore
     plugins: PluginSet
     config: CoroConfig
+    #: whether a plugin's events reach the runner as webhooks now (a hybrid runner
+    #: connected to a team that set the plugin's secret): a poller leaves those alone
+    webhooks: Callable[[str], bool] = _no_webhooks
 
 
 class MemoryEventTransport:

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,9 +73,12 @@ class PollingTransport:
         interval_seconds: float = 60.0,
         failure_threshold: int = 5,
         change_delay_seconds: float = 1.0,
+        webhooks: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.plugins = plugins
+        #: plugins whose events arrive as webhooks now: their PRs are not polled
+        self.webhooks = webhooks or (lambda plugin_id: False)
         self.interval = interval_seconds
         self.failure_threshold = failure_threshold
         self.change_delay = change_delay_seconds
@@ -178,7 +182,7 @@ class PollingTransport:
         targets = []
         for mapping in job.open_prs():
             plugin = self._plugin(job, mapping.plugin_id)
-            if plugin is None:
+            if plugin is None or self.webhooks(plugin.id):
                 continue
             ref = ExternalRef(
                 kind="pull_request",
@@ -192,7 +196,12 @@ class PollingTransport:
         if pr_id is not None and job.find_pr(pr_id) is None:
             repo = job.params.get("repo")
             plugin = self._plugin(job, None)
-            if isinstance(repo, str) and repo and plugin is not None:
+            if (
+                isinstance(repo, str)
+                and repo
+                and plugin is not None
+                and not self.webhooks(plugin.id)
+            ):
                 ref = ExternalRef(
                     kind="pull_request", plugin_id=plugin.id, repo_key=repo, external_id=str(pr_id)
                 )
@@ -329,6 +338,6 @@ class PollingTransport:
 
 def create(settings: dict[str, Any], context: TransportContext) -> PollingTransport:
     """The `polling` transport plugin; it takes its settings from `config.polling`."""
-    transport = PollingTransport(context.store, context.plugins)
+    transport = PollingTransport(context.store, context.plugins, webhooks=context.webhooks)
     transport.reconfigure(context.plugins, context.config)
     return transport

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse
 
+from coro.cloud.broker import WEBHOOKS_CHANGED
 from coro.cloud.deps import ServicesDep, TeamAccessDep, errors
 from coro.cloud.models import PLUGIN_ID, WebhookSecretBody, WebhookSecretOut
 
@@ -44,6 +45,7 @@ async def put_secret(
 ) -> JSONResponse:
     """Set or replace the plugin's secret: 201 when new, 200 when replaced."""
     meta, created = await found.webhook_secrets.put(access, plugin_id, body.secret)
+    await found.broker.publish(WEBHOOKS_CHANGED, {"teamId": access.team_id})
     out = WebhookSecretOut.model_validate(meta, from_attributes=True)
     return JSONResponse(
         out.model_dump(mode="json", by_alias=True), status_code=201 if created else 200
@@ -53,4 +55,5 @@ async def put_secret(
 @router.delete("/{plugin_id}", status_code=204, responses=errors(400, 401, 403, 404))
 async def delete_secret(plugin_id: PluginId, access: TeamAccessDep, found: ServicesDep) -> Response:
     await found.webhook_secrets.delete(access, plugin_id)
+    await found.broker.publish(WEBHOOKS_CHANGED, {"teamId": access.team_id})
     return Response(status_code=204)

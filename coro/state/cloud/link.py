@@ -59,6 +59,7 @@ from coro.domain.cloud_protocol import (
     RunnerHeartbeat,
     RunnerRegister,
     RunnerRegistered,
+    RunnerSettings,
     cloud_command,
 )
 from coro.version import __version__
@@ -199,6 +200,9 @@ class CloudLink:
         self.state: LinkState = "stopped"
         self.team_id: str | None = None
         self.team_name: str | None = None
+        #: plugins whose webhooks the cloud forwards to this team (`runner:registered`,
+        #: `runner:settings`)
+        self.webhook_plugins: frozenset[str] = frozenset()
         self.last_error: str | None = None
         #: successful registrations so far (each reconnect adds one)
         self.registrations = 0
@@ -258,7 +262,7 @@ class CloudLink:
         return self.state
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
-        """Wait until `condition()` holds, checked at every change of state."""
+        """Wait until `condition()` holds, checked at every change of state or settings."""
         while not condition():
             self._changed.clear()
             await self._changed.wait()
@@ -327,6 +331,7 @@ class CloudLink:
             self._was_registered = True
             self._ws = ws
             self.team_id, self.team_name = registered.team_id, registered.team_name
+            self.webhook_plugins = frozenset(registered.webhook_plugins)
             self.registrations += 1
             self.last_error = None
             self._set_state("connected")
@@ -440,10 +445,26 @@ class CloudLink:
                 kind = data.get("type")
                 if kind == "rpc:response":
                     self._answered(data)
+                elif kind == "runner:settings":
+                    self._settings(data)
                 elif kind == "runner:registered":
                     continue
                 else:
                     self._command(data)
+
+    def _settings(self, data: dict[str, Any]) -> None:
+        try:
+            settings = RunnerSettings.model_validate(data)
+        except ValidationError:
+            logger.warning("cloud %s: ignored an invalid runner:settings", self.url)
+            return
+        self.webhook_plugins = frozenset(settings.webhook_plugins)
+        self._changed.set()
+
+    def receives_webhooks(self, plugin_id: str) -> bool:
+        """Whether `plugin_id`'s events reach this runner as webhooks now (connected,
+        and the team has its secret): the PR poller leaves such PRs alone."""
+        return self.state == "connected" and plugin_id in self.webhook_plugins
 
     # --- RPCs to the cloud ----------------------------------------------------------
 
