@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from coro.domain.models import Budget, BudgetTokens, BudgetUsd, TriggerSource
+from coro.engine.service import NewJob
 
 
 class Body(BaseModel):
@@ -27,6 +28,10 @@ class CreateJobBody(Body):
     interactive: bool | None = None
     trigger_source: TriggerSource | None = None
     budget: Budget | None = None
+
+    def new_job(self, job_id: str | None = None) -> NewJob:
+        """The job this body asks for (under `job_id` when the cloud chose it)."""
+        return NewJob(**dict(self), job_id=job_id)
 
 
 class ReasonBody(Body):

@@ -62,7 +62,7 @@ def job_request(body: dict[str, Any]) -> NewJob:
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
         )
         raise InvalidRequest(f"Invalid request: {issues}") from None
-    return NewJob(**dict(parsed))
+    return parsed.new_job()
 
 
 def in_process_api(app: FastAPI, runner: Runner) -> ApiCall:

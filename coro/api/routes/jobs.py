@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from coro.api.deps import RunnerDep
+from coro.api.queries import JobFilterDep
 from coro.api.schemas import (
     ArtifactContentBody,
     BudgetBody,
@@ -19,34 +20,14 @@ from coro.api.schemas import (
     RerunBody,
     ResumeBody,
 )
-from coro.domain.models import PARKING, STOPPED
-from coro.engine.service import NewJob
-from coro.state.backend import JobQuery
 from coro.system.git import NoCheckout
 
 router = APIRouter(tags=["jobs"])
 
-GROUP_STATUSES = {"waiting": sorted(PARKING - {"failed", "escalated"}), "stopped": sorted(STOPPED)}
-
 
 @router.post("/jobs", status_code=201)
 async def create_job(runner: RunnerDep, body: CreateJobBody) -> dict[str, Any]:
-    job = await runner.jobs.create(
-        NewJob(
-            workflow_path=body.workflow_path,
-            type=body.type,
-            params=body.params,
-            repo=body.repo,
-            service_name=body.service_name,
-            description=body.description,
-            reviewers=body.reviewers,
-            git_provider=body.git_provider,
-            jira_ticket_id=body.jira_ticket_id,
-            interactive=body.interactive,
-            trigger_source=body.trigger_source,
-            budget=body.budget,
-        )
-    )
+    job = await runner.jobs.create(body.new_job())
     return {
         "jobId": job.id,
         "type": job.type,
@@ -56,40 +37,10 @@ async def create_job(runner: RunnerDep, body: CreateJobBody) -> dict[str, Any]:
 
 
 @router.get("/jobs")
-async def list_jobs(
-    runner: RunnerDep,
-    status: Annotated[list[str] | None, Query(max_length=20)] = None,
-    group: Literal["active", "waiting", "stopped"] | None = None,
-    type: Annotated[str | None, Query(max_length=100)] = None,
-    workflow_path: Annotated[str | None, Query(alias="workflowPath", max_length=500)] = None,
-    campaign_parent_id: Annotated[
-        str | None, Query(alias="campaignParentId", max_length=200)
-    ] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> dict[str, Any]:
-    statuses = list(status or [])
-    excluded: list[str] = []
-    if group == "active":  # phase statuses are open-ended: "not parked, not stopped"
-        excluded = sorted(PARKING | STOPPED)
-    elif group is not None:
-        allowed = GROUP_STATUSES[group]
-        statuses = [s for s in statuses if s in allowed] if statuses else allowed
-        if not statuses:
-            return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
-    query = JobQuery(
-        statuses=statuses,
-        exclude_statuses=excluded,
-        type=type,
-        workflow_path=workflow_path,
-        campaign_parent_id=campaign_parent_id,
-        text=q,
-        limit=limit,
-        offset=offset,
-    )
-    jobs, total = await runner.jobs.list(query)
-    return {"jobs": [j.summary() for j in jobs], "total": total, "limit": limit, "offset": offset}
+async def list_jobs(runner: RunnerDep, listing: JobFilterDep) -> dict[str, Any]:
+    if listing.matches_nothing:
+        return listing.page([], 0)
+    return listing.page(*await runner.jobs.list(listing.query))
 
 
 @router.get("/jobs/{job_id}")

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from coro.api import sse
+from coro.api.queries import JobFilterDep
 from coro.api.routes.campaigns import ChildActionBody
-from coro.api.routes.jobs import GROUP_STATUSES
 from coro.api.schemas import (
     ArtifactContentBody,
     BudgetBody,
@@ -36,8 +36,7 @@ from coro.cloud.deps import ServicesDep, TeamAccessDep, errors
 from coro.cloud.errors import BadRequest
 from coro.cloud.models import ErrorBody, Wire
 from coro.cloud.team_jobs import Method, Reply, TeamJobs
-from coro.domain.models import PARKING, STOPPED, Budget
-from coro.state.backend import JobQuery
+from coro.domain.models import Budget
 
 router = APIRouter(prefix="/teams/{team_id}/jobs", tags=["team jobs"])
 
@@ -237,44 +236,11 @@ async def create_job(body: TeamCreateJobBody, access: TeamAccessDep, jobs: TeamJ
 
 
 @router.get("", response_model=JobListOut, responses=errors(400, 401, 404, 503))
-async def list_jobs(
-    access: TeamAccessDep,
-    jobs: TeamJobsDep,
-    status: Annotated[list[str] | None, Query(max_length=20)] = None,
-    group: Literal["active", "waiting", "stopped"] | None = None,
-    type: Annotated[str | None, Query(max_length=100)] = None,
-    workflow_path: Annotated[str | None, Query(alias="workflowPath", max_length=500)] = None,
-    campaign_parent_id: Annotated[
-        str | None, Query(alias="campaignParentId", max_length=200)
-    ] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> Response:
+async def list_jobs(access: TeamAccessDep, jobs: TeamJobsDep, listing: JobFilterDep) -> Response:
     """The team's jobs, newest first, filtered as the runner's `GET /jobs`."""
-    statuses = list(status or [])
-    excluded: list[str] = []
-    if group == "active":  # phase statuses are open-ended: "not parked, not stopped"
-        excluded = sorted(PARKING | STOPPED)
-    elif group is not None:
-        allowed = GROUP_STATUSES[group]
-        statuses = [s for s in statuses if s in allowed] if statuses else allowed
-        if not statuses:
-            return JSONResponse({"jobs": [], "total": 0, "limit": limit, "offset": offset})
-    query = JobQuery(
-        statuses=statuses,
-        exclude_statuses=excluded,
-        type=type,
-        workflow_path=workflow_path,
-        campaign_parent_id=campaign_parent_id,
-        text=q,
-        limit=limit,
-        offset=offset,
-    )
-    found, total = await jobs.list(access.team_id, query)
-    return JSONResponse(
-        {"jobs": [j.summary() for j in found], "total": total, "limit": limit, "offset": offset}
-    )
+    if listing.matches_nothing:
+        return JSONResponse(listing.page([], 0))
+    return JSONResponse(listing.page(*await jobs.list(access.team_id, listing.query)))
 
 
 @router.get("/{job_id}", response_model=JobSummaryOut, responses=errors(400, 401, 404, 503))
