@@ -27,7 +27,12 @@ from coro.intelligence.layers import (
     WorkflowNotFound,
     agent_file,
 )
-from coro.intelligence.materialise import INTELLIGENCE_DIRNAME, Materialised, materialise
+from coro.intelligence.materialise import (
+    INSTRUCTIONS_FILE,
+    INTELLIGENCE_DIRNAME,
+    Materialised,
+    materialise,
+)
 
 
 @dataclass
@@ -85,8 +90,9 @@ def _prepare(
         notes.append(f"could not materialise the layers into {INTELLIGENCE_DIRNAME}/: {exc}")
 
     result = PhaseIntelligence(stack=stack, workflow=current, materialised=materialised)
-    if materialised is not None:
-        result.instructions = _read_capped(materialised.directory / ".claude" / "CLAUDE.md")
+    # The directory holds exactly the files materialised: no CLAUDE.md among them, none there.
+    if materialised is not None and INSTRUCTIONS_FILE in materialised.sources:
+        result.instructions = _read_capped(materialised.directory / INSTRUCTIONS_FILE)
     phase = current.phase(job.phase)
     if phase is not None and phase.agent:
         try:

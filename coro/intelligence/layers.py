@@ -98,14 +98,20 @@ def _packaged_base_files() -> tuple[str, ...]:
 
 def within_root(root: Path, relative: str) -> Path:
     """`root/relative` with symlinks resolved; ValueError when that leaves the root."""
+    return _within(root, relative)[0]
+
+
+def _within(root: Path, relative: str) -> tuple[Path, int | None]:
+    """`within_root`, with the `lstat` mode of the target when that was taken on the way
+    (it is no symlink then, so the mode is what `stat` gives too); None when not."""
     try:
         real_root = _real_root(root)
-        target = _resolve_below(real_root, relative)
+        target, mode = _resolve_below(real_root, relative)
     except (OSError, RuntimeError) as exc:  # symlink loops end up here
         raise ValueError(f"path '{relative}' cannot be resolved in {root}: {exc}") from None
     if not _inside(target, real_root):
         raise ValueError(f"path '{relative}' resolves outside its layer ({root})")
-    return Path(target)
+    return Path(target), mode
 
 
 def _inside(path: str, real_root: Path) -> bool:
@@ -114,24 +120,27 @@ def _inside(path: str, real_root: Path) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _resolve_below(real_root: Path, relative: str) -> str:
-    """`str((real_root / relative).resolve())`. `Path.resolve` examines every component
-    from `/` down; the root is resolved already, so when no component of `relative` is
-    a symlink (nearly always) checking those below the root gives the same path for a
-    fraction of the cost (this runs for every layer file at every phase start)."""
+def _resolve_below(real_root: Path, relative: str) -> tuple[str, int | None]:
+    """`str((real_root / relative).resolve())`, and the target's mode when known (see
+    `_within`). `Path.resolve` examines every component from `/` down; the root is
+    resolved already, so when no component of `relative` is a symlink (nearly always)
+    checking those below the root gives the same path for a fraction of the cost (this
+    runs for every layer file at every phase start)."""
     parts = relative.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        return str((real_root / relative).resolve())
+        return str((real_root / relative).resolve()), None
     path = str(real_root).rstrip("/")
+    mode: int | None = None
     for part in parts:
         path = f"{path}/{part}"
         try:
             mode = os.lstat(path).st_mode
         except OSError:  # missing (or below a file): resolve() keeps such a part as it is
+            mode = None
             continue
         if stat.S_ISLNK(mode):
-            return str((real_root / relative).resolve())
-    return path
+            return str((real_root / relative).resolve()), None
+    return path, mode
 
 
 def agent_file(agent: str) -> str:
@@ -294,7 +303,9 @@ class Layer:
             return self.root / relative if self.read_bytes(relative) is not None else None
         if not self.root.is_dir():
             return None
-        target = within_root(self.root, relative)
+        target, mode = _within(self.root, relative)
+        if mode is not None:
+            return target if stat.S_ISREG(mode) else None
         return target if target.is_file() else None
 
     def files(self, warnings: list[str] | None = None) -> list[str]:
@@ -384,11 +395,17 @@ class Layer:
         and their path needs no resolving (only symlinks are resolved, file by file)."""
         real_root = _real_root(self.root)
         prefix = str(real_root).rstrip("/") + "/"
-        if not os.path.isdir(prefix + top):
+        try:
+            mode = os.lstat(prefix + top).st_mode
+        except OSError:
+            return
+        if stat.S_ISLNK(mode) and not os.path.isdir(prefix + top):
+            return
+        if not stat.S_ISLNK(mode) and not stat.S_ISDIR(mode):
             return
         seen: set[tuple[int, int]] = set()
         # (relative folder, whether its path is real: no symlink below the root)
-        pending: list[tuple[str, bool]] = [(top, _resolve_below(real_root, top) == prefix + top)]
+        pending: list[tuple[str, bool]] = [(top, not stat.S_ISLNK(mode))]
         while pending:
             rel_dir, real = pending.pop()
             dirpath = prefix + rel_dir
@@ -411,7 +428,7 @@ class Layer:
             try:
                 info = os.stat(dirpath)
                 if (info.st_dev, info.st_ino) in seen or not (
-                    real or _inside(_resolve_below(real_root, rel_dir), real_root)
+                    real or _inside(_resolve_below(real_root, rel_dir)[0], real_root)
                 ):
                     continue
             except OSError:
