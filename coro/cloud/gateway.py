@@ -7,25 +7,9 @@ id, so other instances know where to send wake-ups), closes an older socket of t
 runner on any instance (1000 "replaced"), answers `runner:registered`, then sends the
 runner its commands (`coro.cloud.commands`).
 
-Runner RPCs, each answered by `rpc:response` (errors carry an HTTP-like status):
-
-- `job:create` / `job:update` → `{stored, rev}` (kept when `rev` is higher; 409 if the
-  job belongs to another runner)
-- `job:log` → `{added}` (lines it lacked; 404 for a job the team does not have)
-- `job:delete` → `{deleted}`
-- `job:get` → the job; 404 if none
-- `job:list` → `{jobs, total}` (newest first); `job:listChildren` → `{jobs}`
-- `job:logGet` → `{entries: [{index, line}]}` (`start`..`end` inclusive)
-- `job:mapExternalRef` → `{mapped: true}`; 404 for no such job
-- `job:byExternalRef` → `{jobId}` (null when no job has it)
-- `proposal:create` → the stored proposal; `proposal:list` → `{proposals}` (newest
-  first); `proposal:update` → the stored proposal (`coro.cloud.proposals`)
-
-The writes are de-duplicated through `rpc_results`: a repeated messageId gets the stored
-answer and has no second effect. Reads are answered afresh (storing every page of jobs
-or lines read would cost a write each, and a fresh answer is never older than the first).
-A frame that is not JSON or not a valid frame gets `rpc:response` 400; a socket never
-dies of a bad frame (except one too big: `CLOSE_TOO_BIG`).
+The runner's RPCs are answered by `coro.cloud.runner_rpcs`; a frame that is not JSON
+or not a valid frame gets `rpc:response` 400, and a socket never dies of a bad frame
+(except one too big: `CLOSE_TOO_BIG`).
 """
 
 from __future__ import annotations
@@ -36,7 +20,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -44,12 +28,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coro.cloud.broker import (
-    JOB_CHANGED,
     RUNNER_REPLACED,
     RUNNER_WAKE,
     TOKEN_REVOKED,
@@ -58,11 +39,16 @@ from coro.cloud.broker import (
 )
 from coro.cloud.commands import Commands
 from coro.cloud.db import Database
-from coro.cloud.errors import CloudError
 from coro.cloud.mirror import Mirror
 from coro.cloud.proposals import TeamProposals
+from coro.cloud.runner_rpcs import (
+    DATABASE_DOWN,
+    RPC_RESULT_TTL,
+    RunnerRpcs,
+    error_reply,
+    problems,
+)
 from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
-from coro.cloud.runners import team_runners
 from coro.cloud.schema import rpc_results, runner_sessions, teams, webhook_secrets
 from coro.domain.cloud_protocol import (
     CLOSE_GOING_AWAY,
@@ -76,50 +62,21 @@ from coro.domain.cloud_protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     RUNNER_FRAME_TYPES,
-    JobByExternalRef,
-    JobDelete,
-    JobGet,
-    JobList,
-    JobListChildren,
-    JobLog,
-    JobLogGet,
-    JobMapExternalRef,
-    JobUpdate,
-    ProposalCreate,
-    ProposalList,
-    ProposalUpdate,
-    Request,
     RpcResponse,
     RunnerHeartbeat,
-    RunnerList,
     RunnerRegister,
     RunnerRegistered,
     RunnerSettings,
     major,
     runner_frame,
 )
-from coro.domain.models import ExternalRef, Job, LogEntry
-from coro.state.backend import JobNotFound, JobQuery
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-#: How long stored RPC answers are kept: far longer than any runner retries a request.
-RPC_RESULT_TTL = timedelta(days=7)
 #: How long shutdown waits for the sockets' handlers to finish closing.
 SHUTDOWN_WAIT_SECONDS = 5.0
-
-_DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
-#: RPCs with an effect: their answers are stored, so a retry does not repeat the effect.
-_WRITES = (JobUpdate, JobLog, JobDelete, JobMapExternalRef, ProposalCreate, ProposalUpdate)
-
-
-class RpcError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(eq=False)
@@ -173,35 +130,9 @@ def _bearer(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or None
 
 
-def _problems(exc: ValidationError) -> str:
-    """The first few problems, by field, without the values (never echo input)."""
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "frame"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
 def _message_id(raw: dict[str, Any]) -> str:
     found = raw.get("messageId")
     return found if isinstance(found, str) and len(found) <= 100 else ""
-
-
-def _error(message_id: str, status: int, message: str) -> dict[str, Any]:
-    return RpcResponse(message_id=message_id, ok=False, error=message, status=status).to_wire()
-
-
-def _ok(message_id: str, data: Any) -> dict[str, Any]:
-    return RpcResponse(message_id=message_id, ok=True, data=data, status=200).to_wire()
-
-
-def _ref(model: Any) -> ExternalRef:
-    return ExternalRef(
-        kind=model.kind,
-        plugin_id=model.plugin_id,
-        repo_key=model.repo_key,
-        external_id=model.external_id,
-    )
 
 
 class Gateway:
@@ -222,10 +153,10 @@ class Gateway:
         self.db = db
         self.mirror = mirror
         self.commands = commands
-        self.proposals = proposals
         self.broker = broker
         self.instance_id = instance_id
         self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
+        self.rpcs = RunnerRpcs(db, mirror, commands, proposals, broker, heartbeat_timeout_seconds)
         self._runners: dict[tuple[str, str], RunnerConnection] = {}
         self._by_token: dict[str, set[RunnerConnection]] = {}
         self._all: set[RunnerConnection] = set()
@@ -318,7 +249,7 @@ class Gateway:
             return
         try:
             identity = await verify_runner_token(self.db, token)
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             logger.warning("runner socket refused: database unavailable (%s)", type(exc).__name__)
             await _deny(websocket, 503, "Database unavailable; try again shortly")
             return
@@ -381,7 +312,7 @@ class Gateway:
                         runner_sessions.c.connected_at == connection.connected_at,
                     )
                 )
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             # the row goes stale instead (its heartbeat ages); the next register replaces it
             logger.warning("runner session not removed: %s", type(exc).__name__)
 
@@ -508,7 +439,7 @@ class Gateway:
                 frames = await self.commands.claim(
                     connection.team_id, connection.runner_id, resend=resend
                 )
-            except _DATABASE_DOWN as exc:
+            except DATABASE_DOWN as exc:
                 # what stays queued is claimed at the next heartbeat
                 connection.resend = connection.resend or resend
                 logger.warning("runner commands not claimed: %s", type(exc).__name__)
@@ -524,13 +455,13 @@ class Gateway:
     ) -> dict[str, Any] | None:
         """The reply to one frame after register (None: nothing to answer)."""
         if isinstance(data, bytes):
-            return _error("", 400, "Invalid frame: frames are JSON text, not binary")
+            return error_reply("", 400, "Invalid frame: frames are JSON text, not binary")
         try:
             raw = json.loads(data)
         except ValueError:
-            return _error("", 400, "Invalid frame: not JSON")
+            return error_reply("", 400, "Invalid frame: not JSON")
         if not isinstance(raw, dict):
-            return _error("", 400, "Invalid frame: not a JSON object")
+            return error_reply("", 400, "Invalid frame: not a JSON object")
         message_id = _message_id(raw)
         kind = raw.get("type")
         if kind == "rpc:response":
@@ -538,17 +469,18 @@ class Gateway:
             return None
         if kind not in RUNNER_FRAME_TYPES:
             shown = kind[:50] if isinstance(kind, str) else kind
-            return _error(message_id, 400, f"Invalid frame: unknown type {shown!r}")
+            return error_reply(message_id, 400, f"Invalid frame: unknown type {shown!r}")
         try:
             frame = runner_frame.validate_python(raw)
         except ValidationError as exc:
-            return _error(message_id, 400, f"Invalid {kind} frame: {_problems(exc)}")
+            return error_reply(message_id, 400, f"Invalid {kind} frame: {problems(exc)}")
         if isinstance(frame, RunnerRegister):
-            return _error(message_id, 400, "Already registered on this socket")
+            return error_reply(message_id, 400, "Already registered on this socket")
         if isinstance(frame, RunnerHeartbeat):
             await self._heartbeat(connection, frame)
             return None
-        return await self._request(connection, frame)
+        assert connection.runner_id is not None
+        return await self.rpcs.answer(connection.team_id, connection.runner_id, frame)
 
     async def _response(self, connection: RunnerConnection, raw: dict[str, Any]) -> None:
         assert connection.runner_id is not None
@@ -557,12 +489,12 @@ class Gateway:
         except ValidationError as exc:
             # answering an answer would read as the reply to one of the runner's requests
             logger.warning(
-                "runner %s: invalid rpc:response ignored: %s", connection.runner_id, _problems(exc)
+                "runner %s: invalid rpc:response ignored: %s", connection.runner_id, problems(exc)
             )
             return
         try:
             await self.commands.answer(connection.team_id, connection.runner_id, response)
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             # still `sent`: re-sent at its next register, answered again
             logger.warning("runner command answer not stored: %s", type(exc).__name__)
 
@@ -586,129 +518,10 @@ class Gateway:
                     )
                     .values(values)
                 )
-        except _DATABASE_DOWN as exc:
+        except DATABASE_DOWN as exc:
             logger.warning("runner heartbeat not stored: %s", type(exc).__name__)
             return
         self._kick(connection)  # it may have room for more
-
-    async def _request(self, connection: RunnerConnection, frame: Request) -> dict[str, Any]:
-        team_id, message_id = connection.team_id, frame.message_id
-        write = isinstance(frame, _WRITES)
-        try:
-            if write:
-                stored = await self._stored(team_id, message_id)
-                if stored is not None:
-                    return stored
-            try:
-                reply = _ok(message_id, await self._rpc(connection, frame))
-            except (RpcError, CloudError) as exc:
-                reply = _error(message_id, exc.status, exc.message)
-            if write:
-                reply = await self._keep(team_id, message_id, reply)
-            return reply
-        except _DATABASE_DOWN as exc:
-            logger.warning(
-                "runner %s: %s failed: %s",
-                connection.runner_id,
-                type(frame).__name__,
-                type(exc).__name__,
-            )
-            return _error(message_id, 503, "Database unavailable; retry")
-        except DBAPIError:
-            logger.exception("runner %s: %s failed", connection.runner_id, type(frame).__name__)
-            return _error(message_id, 400, "Invalid characters or values in the frame")
-
-    async def _stored(self, team_id: str, message_id: str) -> dict[str, Any] | None:
-        async with self.db.begin() as db:
-            found: dict[str, Any] | None = await db.scalar(
-                select(rpc_results.c.response).where(
-                    rpc_results.c.team_id == team_id, rpc_results.c.message_id == message_id
-                )
-            )
-        return found
-
-    async def _keep(self, team_id: str, message_id: str, reply: dict[str, Any]) -> dict[str, Any]:
-        """Store the answer; the one stored first if the same request raced this one."""
-        async with self.db.begin() as db:
-            kept = await db.scalar(
-                insert(rpc_results)
-                .values(team_id=team_id, message_id=message_id, response=reply)
-                .on_conflict_do_nothing()
-                .returning(rpc_results.c.message_id)
-            )
-        if kept is None:
-            return await self._stored(team_id, message_id) or reply
-        return reply
-
-    async def _rpc(self, connection: RunnerConnection, frame: Request) -> Any:
-        team_id, runner_id = connection.team_id, connection.runner_id
-        if isinstance(frame, JobUpdate):
-            try:
-                job = Job.model_validate(frame.job)
-            except ValidationError as exc:
-                raise RpcError(400, f"Invalid job: {_problems(exc)}") from None
-            if job.id != frame.job_id:
-                raise RpcError(400, "jobId does not match job.id")
-            written = await self.mirror.store(team_id, job, frame.rev, runner_id)
-            stored = await self.mirror.get(team_id, job.id)
-            if not written and stored is not None and stored.runner_id not in (None, runner_id):
-                raise RpcError(409, f"Job {job.id} belongs to another runner")
-            if written:
-                await self._changed(team_id, job.id)
-            return {"stored": written, "rev": stored.rev if stored else frame.rev}
-        if isinstance(frame, JobLog):
-            entries = [LogEntry(index=e.index, line=e.line) for e in frame.entries]
-            try:
-                added = await self.mirror.append_logs(team_id, frame.job_id, entries)
-            except JobNotFound:
-                raise RpcError(404, f"Job not found: {frame.job_id}") from None
-            if added:
-                await self._changed(team_id, frame.job_id)
-            return {"added": added}
-        if isinstance(frame, JobDelete):
-            deleted = await self.mirror.delete(team_id, frame.job_id)
-            if deleted:
-                await self.commands.cancel_pending(team_id, frame.job_id)
-                await self._changed(team_id, frame.job_id)
-            return {"deleted": deleted}
-        if isinstance(frame, JobGet):
-            found = await self.mirror.get(team_id, frame.job_id)
-            if found is None:
-                raise RpcError(404, f"Job not found: {frame.job_id}")
-            return found.job.summary()
-        if isinstance(frame, JobList):
-            jobs, total = await self.mirror.list(
-                team_id, JobQuery(limit=frame.limit, offset=frame.offset)
-            )
-            return {"jobs": [j.summary() for j in jobs], "total": total}
-        if isinstance(frame, JobListChildren):
-            children = await self.mirror.children(team_id, frame.parent_job_id)
-            return {"jobs": [j.summary() for j in children]}
-        if isinstance(frame, JobLogGet):
-            if frame.end != -1 and frame.end < frame.start:
-                return {"entries": []}
-            limit = None if frame.end == -1 else frame.end - frame.start + 1
-            lines = await self.mirror.read_logs(team_id, frame.job_id, frame.start - 1, limit)
-            return {"entries": [e.to_json() for e in lines]}
-        if isinstance(frame, JobMapExternalRef):
-            if not await self.mirror.map_ref(team_id, frame.job_id, _ref(frame.ref)):
-                raise RpcError(404, f"Job not found: {frame.job_id}")
-            return {"mapped": True}
-        if isinstance(frame, JobByExternalRef):
-            return {"jobId": await self.mirror.job_for_ref(team_id, _ref(frame.ref))}
-        if isinstance(frame, RunnerList):
-            runners = await team_runners(self.db, team_id, self.heartbeat_timeout_seconds)
-            return {"runners": [r.model_dump(mode="json", by_alias=True) for r in runners]}
-        if isinstance(frame, ProposalCreate):
-            return await self.proposals.create(team_id, frame.proposal)
-        if isinstance(frame, ProposalList):
-            return {"proposals": await self.proposals.list(team_id, frame.status)}
-        if isinstance(frame, ProposalUpdate):
-            return await self.proposals.update(team_id, frame.proposal_id, frame.updates)
-        raise RpcError(400, f"Unsupported frame {type(frame).__name__}")
-
-    async def _changed(self, team_id: str, job_id: str) -> None:
-        await self.broker.publish(JOB_CHANGED, {"teamId": team_id, "jobId": job_id})
 
 
 async def _webhook_plugins(db: AsyncConnection, team_id: str) -> list[str]:
