@@ -165,6 +165,9 @@ async def start_cloud(db_url: URL, name: str, redis_prefix: str | None = None) -
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        # out of the terminal's process group: a Ctrl+C reaches this process only, which
+        # then stops its children in order (a cloud gone first would fail the run)
+        start_new_session=True,
     )
     cloud = CloudProcess(process, name)
     listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -377,6 +380,7 @@ class LineChild:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 28,
+            start_new_session=True,  # stopped by this process (see `start_cloud`)
         )
         return cls(process)
 
