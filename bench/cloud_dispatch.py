@@ -232,6 +232,15 @@ async def run(
             await asyncio.gather(*(c.close() for c in children), return_exceptions=True)
 
     latencies = [ms(received[j][1] - t) for j, t in sent_at.items() if j in received]
+    # when the slowest ones were sent: together (a stall of the cloud) or spread out
+    slowest = sorted(
+        (
+            (ms(received[j][1] - t), (t - jobs_started) / 1e9)
+            for j, t in sent_at.items()
+            if j in received
+        ),
+        reverse=True,
+    )[:10]
     missing = sorted(set(sent_at) - set(received))
     per_runner_kib = (rss_connected - rss_before) / runners if runners else 0.0
     summary = summarize(latencies)
@@ -249,6 +258,7 @@ async def run(
         "jobs_per_s": (warmup + jobs) / jobs_seconds if jobs_seconds else 0.0,
         "dispatch_ms": summary,
         "post_round_trip_ms": summarize([ms(v) for v in post_ns.values()]),
+        "slowest": [{"ms": v, "sent_at_s": at} for v, at in slowest],
         "missing": len(missing),
         "queued_warnings": len(warned),
         "runners_used": len({received[j][0] for j in sent_at if j in received}),
