@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -80,6 +81,39 @@ async def test_register_with_the_token_in_the_query_names_the_team(cloud: Cloud)
     assert registered["teamId"] == team.team_id
     assert registered["teamName"].startswith("Team ")
     assert registered["protocolVersion"] == PROTOCOL_VERSION
+
+
+async def test_a_registration_forgets_what_no_retry_can_ask_for_any_more(cloud: Cloud) -> None:
+    """Answers and finished commands older than a week go; newer ones and unfinished
+    ones stay (the tables do not grow forever)."""
+    team = await team_runner(cloud)
+    for message_id, state, age in (
+        ("old-done", "done", timedelta(days=8)),
+        ("old-pending", "pending", timedelta(days=8)),
+        ("new-done", "done", timedelta(days=1)),
+    ):
+        await cloud.rows(
+            "INSERT INTO runner_commands (team_id, message_id, type, frame, state, done_at) "
+            "VALUES (:team, :mid, 'event:cancel', '{}'::jsonb, :state, CAST(:at AS timestamptz)) "
+            "RETURNING id",
+            team=team.team_id,
+            mid=message_id,
+            state=state,
+            at=datetime.now(UTC) - age,
+        )
+        await cloud.rows(
+            "INSERT INTO rpc_results (team_id, message_id, response, created_at) "
+            "VALUES (:team, :mid, '{}'::jsonb, CAST(:at AS timestamptz)) RETURNING message_id",
+            team=team.team_id,
+            mid=message_id,
+            at=datetime.now(UTC) - age,
+        )
+    async with runner_client(cloud.served.url, team.token) as client:
+        await client.register("r1")
+    kept = await cloud.rows("SELECT message_id FROM runner_commands ORDER BY message_id")
+    assert [row["message_id"] for row in kept] == ["new-done", "old-pending"]
+    answers = await cloud.rows("SELECT message_id FROM rpc_results ORDER BY message_id")
+    assert [row["message_id"] for row in answers] == ["new-done"]
 
 
 async def test_another_major_protocol_version_is_closed_naming_both(cloud: Cloud) -> None:

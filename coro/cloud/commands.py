@@ -65,24 +65,41 @@ def _fresh(timeout_seconds: float) -> ColumnElement[bool]:
     return runner_sessions.c.last_heartbeat_at > func.now() - timedelta(seconds=timeout_seconds)
 
 
-async def _load(connection: AsyncConnection, team_id: str, session: AnyRow) -> Load:
-    """Active jobs (from the last heartbeat) plus dispatches sent or about to be, whose
-    job the heartbeat does not list yet (answered since it came, or still unanswered)."""
-    active: list[str] = list(session.active_job_ids or [])
+async def _loads(
+    connection: AsyncConnection, team_id: str, sessions: list[AnyRow]
+) -> dict[str, Load]:
+    """Per runner: active jobs (from its last heartbeat) plus dispatches sent or about
+    to be whose job the heartbeat does not list yet (answered since it came, or still
+    unanswered). One query for the whole team."""
+    if not sessions:
+        return {}
+    oldest = min(session.last_heartbeat_at for session in sessions)
     c = runner_commands.c
-    conditions = [
-        c.team_id == team_id,
-        c.runner_id == session.runner_id,
-        c.type == DISPATCH,
-        or_(
-            c.state.in_(("pending", "sent")),
-            and_(c.state == "done", c.done_at > session.last_heartbeat_at),
-        ),
-    ]
-    if active:
-        conditions.append(or_(c.job_id.is_(None), c.job_id.not_in(active)))
-    on_the_way = await connection.scalar(select(func.count()).where(*conditions))
-    return Load(capacity=session.capacity, busy=len(active) + int(on_the_way or 0))
+    rows = (
+        await connection.execute(
+            select(c.runner_id, c.job_id, c.state, c.done_at).where(
+                c.team_id == team_id,
+                c.type == DISPATCH,
+                c.runner_id.in_([session.runner_id for session in sessions]),
+                or_(
+                    c.state.in_(("pending", "sent")),
+                    and_(c.state == "done", c.done_at > oldest),
+                ),
+            )
+        )
+    ).all()
+    loads = {}
+    for session in sessions:
+        active = set(session.active_job_ids or [])
+        on_the_way = sum(
+            1
+            for row in rows
+            if row.runner_id == session.runner_id
+            and (row.job_id is None or row.job_id not in active)
+            and (row.state != "done" or row.done_at > session.last_heartbeat_at)
+        )
+        loads[session.runner_id] = Load(capacity=session.capacity, busy=len(active) + on_the_way)
+    return loads
 
 
 def _outcome(row: AnyRow) -> CommandOutcome:
@@ -211,8 +228,9 @@ class Commands:
             )
         ).all()
         best: tuple[float, int, str] | None = None
+        loads = await _loads(connection, team_id, list(sessions))
         for session in sessions:
-            load = await _load(connection, team_id, session)
+            load = loads[session.runner_id]
             if load.free <= 0:
                 continue
             rank = (load.busy / load.capacity, -load.free, session.runner_id)
@@ -247,7 +265,7 @@ class Commands:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            free = (await _load(connection, team_id, session)).free
+            free = (await _loads(connection, team_id, [session]))[runner_id].free
             unassigned = select(c.id, c.frame).where(
                 c.team_id == team_id, c.runner_id.is_(None), c.state == "pending"
             )

@@ -49,7 +49,13 @@ from coro.cloud.runner_rpcs import (
     problems,
 )
 from coro.cloud.runner_tokens import RevocationHub, RunnerIdentity, verify_runner_token
-from coro.cloud.schema import rpc_results, runner_sessions, teams, webhook_secrets
+from coro.cloud.schema import (
+    rpc_results,
+    runner_commands,
+    runner_sessions,
+    teams,
+    webhook_secrets,
+)
 from coro.domain.cloud_protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -392,10 +398,18 @@ class Gateway:
             ).scalar_one()
             team_name = await db.scalar(select(teams.c.name).where(teams.c.id == team_id))
             plugins = await _webhook_plugins(db, team_id)
+            # what no retry can ask for again any more: old answers, finished commands
             await db.execute(
                 rpc_results.delete().where(
                     rpc_results.c.team_id == team_id,
                     rpc_results.c.created_at < func.now() - RPC_RESULT_TTL,
+                )
+            )
+            await db.execute(
+                runner_commands.delete().where(
+                    runner_commands.c.team_id == team_id,
+                    runner_commands.c.state.in_(("done", "failed", "cancelled")),
+                    runner_commands.c.done_at < func.now() - RPC_RESULT_TTL,
                 )
             )
         connection.runner_id = frame.runner_id
