@@ -72,3 +72,25 @@ def test_a_layer_reached_through_a_symlinked_root_reads_the_same(
     layer = Layer(name=TENANT, kind=TENANT, root=tmp_path / "via-link")
     assert layer.files() == Layer(name=TENANT, kind=TENANT, root=tenant).files()
     assert layer.file_path("agents/coder.md") == tenant.resolve() / "agents" / "coder.md"
+
+
+def test_a_trusted_layer_whose_root_is_no_folder_has_no_files(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    for name in ("missing", "a-file", "dangling", "loop"):
+        layer = Layer(name=TENANT, kind=TENANT, root=tmp_path / name)
+        assert layer.file_path("workflows/job/workflow.md") is None
+        assert layer.read_bytes("agents/coder.md") is None
+        assert layer.load_workflow("workflows/job/workflow.md") is None
+
+
+def test_a_workflow_edited_in_place_is_read_again(tenant: Path) -> None:
+    path = tenant / "workflows" / "one" / "workflow.md"
+    _write(tenant, "workflows/one/workflow.md", "---\nphases:\n  - name: a\n---\n# One\n")
+    layer = Layer(name=TENANT, kind=TENANT, root=tenant)
+    first = layer.load_workflow("workflows/one/workflow.md")
+    assert first is not None and first.phase_names == ("a",)
+    path.write_text("---\nphases:\n  - name: a\n  - name: second\n---\n# One\n")
+    again = layer.load_workflow("workflows/one/workflow.md")
+    assert again is not None and again.phase_names == ("a", "second")

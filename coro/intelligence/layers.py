@@ -88,6 +88,12 @@ def _real_root(root: Path) -> Path:
     return root.resolve()
 
 
+#: Parsed workflows by (real path, layer path, inode, size, mtime): the identity that
+#: `load_workflow_file` caches by, taken from the lookup's own `lstat`.
+_WORKFLOWS: dict[tuple[str, str, int, int, int], Workflow] = {}
+_WORKFLOWS_KEPT = 256
+
+
 @functools.cache
 def _packaged_base_files() -> tuple[str, ...]:
     """The files of the base layer that ships with Coro: it changes only with Coro
@@ -101,17 +107,17 @@ def within_root(root: Path, relative: str) -> Path:
     return _within(root, relative)[0]
 
 
-def _within(root: Path, relative: str) -> tuple[Path, int | None]:
-    """`within_root`, with the `lstat` mode of the target when that was taken on the way
-    (it is no symlink then, so the mode is what `stat` gives too); None when not."""
+def _within(root: Path, relative: str) -> tuple[Path, os.stat_result | None]:
+    """`within_root`, with the target's `lstat` when that was taken on the way (it is no
+    symlink then, so that is what `stat` gives too); None when not."""
     try:
         real_root = _real_root(root)
-        target, mode = _resolve_below(real_root, relative)
+        target, info = _resolve_below(real_root, relative)
     except (OSError, RuntimeError) as exc:  # symlink loops end up here
         raise ValueError(f"path '{relative}' cannot be resolved in {root}: {exc}") from None
     if not _inside(target, real_root):
         raise ValueError(f"path '{relative}' resolves outside its layer ({root})")
-    return Path(target), mode
+    return Path(target), info
 
 
 def _inside(path: str, real_root: Path) -> bool:
@@ -120,8 +126,8 @@ def _inside(path: str, real_root: Path) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _resolve_below(real_root: Path, relative: str) -> tuple[str, int | None]:
-    """`str((real_root / relative).resolve())`, and the target's mode when known (see
+def _resolve_below(real_root: Path, relative: str) -> tuple[str, os.stat_result | None]:
+    """`str((real_root / relative).resolve())`, and the target's `lstat` when known (see
     `_within`). `Path.resolve` examines every component from `/` down; the root is
     resolved already, so when no component of `relative` is a symlink (nearly always)
     checking those below the root gives the same path for a fraction of the cost (this
@@ -130,17 +136,17 @@ def _resolve_below(real_root: Path, relative: str) -> tuple[str, int | None]:
     if any(part in ("", ".", "..") for part in parts):
         return str((real_root / relative).resolve()), None
     path = str(real_root).rstrip("/")
-    mode: int | None = None
+    info: os.stat_result | None = None
     for part in parts:
         path = f"{path}/{part}"
         try:
-            mode = os.lstat(path).st_mode
+            info = os.lstat(path)
         except OSError:  # missing (or below a file): resolve() keeps such a part as it is
-            mode = None
+            info = None
             continue
-        if stat.S_ISLNK(mode):
+        if stat.S_ISLNK(info.st_mode):
             return str((real_root / relative).resolve()), None
-    return path, mode
+    return path, info
 
 
 def agent_file(agent: str) -> str:
@@ -301,12 +307,22 @@ class Layer:
         relative = check_relative_path(relative)
         if self.confined:
             return self.root / relative if self.read_bytes(relative) is not None else None
-        if not self.root.is_dir():
-            return None
-        target, mode = _within(self.root, relative)
-        if mode is not None:
-            return target if stat.S_ISREG(mode) else None
-        return target if target.is_file() else None
+        found = self._regular_file(relative)
+        return found[0] if found is not None else None
+
+    def _regular_file(self, relative: str) -> tuple[Path, os.stat_result | None] | None:
+        """A trusted layer's `file_path`, with the file's `stat` when the lookup took it.
+        (Nothing below a root that is no directory can be a file: the root is checked
+        only when the path does not resolve, where it makes the answer None.)"""
+        try:
+            target, info = _within(self.root, relative)
+        except ValueError:
+            if not self.root.is_dir():
+                return None
+            raise
+        if info is not None:
+            return (target, info) if stat.S_ISREG(info.st_mode) else None
+        return (target, None) if target.is_file() else None
 
     def files(self, warnings: list[str] | None = None) -> list[str]:
         """Every file of the layer's layout as a sorted relative POSIX path.
@@ -477,10 +493,20 @@ class Layer:
                 return None
             source = self.describe(relative)
             return parse_workflow(decode_markdown(data, source), source=source, path=relative)
-        target = self.file_path(relative)
-        if target is None:
+        found = self._regular_file(relative)
+        if found is None:
             return None
-        return load_workflow_file(target, relative)
+        target, info = found
+        # What `load_workflow_file` would find in its cache, without its own `stat`.
+        key = (str(target), relative, info.st_ino, info.st_size, info.st_mtime_ns) if info else None
+        workflow = _WORKFLOWS.get(key) if key else None
+        if workflow is None:
+            workflow = load_workflow_file(target, relative)
+            if key:
+                if len(_WORKFLOWS) >= _WORKFLOWS_KEPT:
+                    _WORKFLOWS.pop(next(iter(_WORKFLOWS)))
+                _WORKFLOWS[key] = workflow
+        return workflow
 
     def to_json(self) -> dict[str, Any]:
         return {
