@@ -102,12 +102,13 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job_id: str, handle: RunHandle) -> None:
+        last: Job | None = None
         try:
-            await PhaseLoop(self.env, job_id, handle).run()
+            last = await PhaseLoop(self.env, job_id, handle).run()
         finally:
             del self._active[job_id]
             try:
-                await self._after_run(job_id)
+                await self._after_run(job_id, last)
             except Exception:
                 logger.exception("after-run handling failed for %s", job_id)
             for callback in self.on_run_end:
@@ -116,10 +117,17 @@ class Dispatcher:
             if not self._active and not self._waiting:
                 self._idle.set()
 
-    async def _after_run(self, job_id: str) -> None:
+    async def _after_run(self, job_id: str, last: Job | None) -> None:
+        """What follows a run; `last` is the job as the loop last read or wrote it. That
+        will do unless the job's current state is needed: events are held for it, or it
+        was submitted while it ran (a control that wakes a job submits it). Any other
+        control written since stops the job, and a rate-limit timer armed from `last`
+        then finds nothing to resume."""
         if self._closing:
             return
-        job = await self.store.find(job_id)
+        job = last
+        if job is None or job_id in self._rerun_after or self._events.get(job_id):
+            job = await self.store.find(job_id)
         if job is None:
             return
         if job.status == AWAITING_RATE_LIMIT:

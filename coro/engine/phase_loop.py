@@ -64,6 +64,7 @@ from coro.executors.base import (
 )
 from coro.intelligence.job import prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
+from coro.state.backend import JobMutation
 from coro.state.store import JobStore
 from coro.tools.registry import PhaseSignals, ToolContext, ToolResult
 from coro.tools.sandbox import SANDBOX_OFF_WARNING
@@ -139,9 +140,17 @@ class PhaseLoop:
         self.idle_turns = 0
         #: the conversation as this run last saved it (None: read it from the store)
         self._history: list[ConversationMessage] | None = None
+        #: the job as this loop last read or wrote it
+        self.last: Job | None = None
 
     async def log(self, text: str) -> None:
         await self.store.log(self.job_id, text)
+
+    async def _update(self, mutate: JobMutation, *, note: str | None = None) -> tuple[Job, bool]:
+        """`store.update` of this job, remembering what it returned (`last`)."""
+        job, written = await self.store.update(self.job_id, mutate, note=note)
+        self.last = job
+        return job, written
 
     async def _log_lines(self, lines: list[str]) -> None:
         """Append `lines` (if any) in one write, and empty the list."""
@@ -149,15 +158,17 @@ class PhaseLoop:
             await self.store.log_many(self.job_id, lines)
             lines.clear()
 
-    async def run(self) -> None:
+    async def run(self) -> Job | None:
+        """Run the job; the job as the loop last read or wrote it (None if it never did)."""
         try:
             await self._run()
         except Exception as exc:  # the job must end in a visible state, never silently
             logger.exception("runner crashed on job %s", self.job_id)
             await self._fail(f"Runner crashed: {type(exc).__name__}: {exc}", clear_session=True)
+        return self.last
 
     async def _run(self) -> None:
-        job = await self.store.get(self.job_id)
+        job = self.last = await self.store.get(self.job_id)
         if not is_running(job.status):
             return
         try:
@@ -212,7 +223,7 @@ class PhaseLoop:
             def apply(j: Job) -> None:
                 j.workflow_phases = summary
 
-            await self.store.update(self.job_id, apply)
+            await self._update(apply)
 
     async def _run_phase(self, workflow: Workflow) -> Job | None:
         """One visit of the current phase: the job as the visit last wrote it to go on
@@ -237,7 +248,7 @@ class PhaseLoop:
             j.phase_visits[j.phase] = j.phase_visits.get(j.phase, 0) + 1
             return True
 
-        job, started = await self.store.update(self.job_id, start)
+        job, started = await self._update(start)
         phase = declared[0]
         if phase is None:
             await self._fail(f"Phase {job.phase!r} is not declared by {workflow.path}")
@@ -457,7 +468,7 @@ class PhaseLoop:
             f"[usage] Phase {u.phase}: +{event.input_tokens:,} in / {event.output_tokens:,} "
             f"out — phase {u.input_tokens:,} in / {u.output_tokens:,} out, ${u.cost_usd:.4f}"
         )
-        await self.store.update(self.job_id, live.mutation(final=False), note=note)
+        await self._update(live.mutation(final=False), note=note)
         live.saved()
 
     async def _on_loop(self, verdict: Verdict, signals: PhaseSignals) -> None:
@@ -478,7 +489,7 @@ class PhaseLoop:
             j.escalation_message = reason
             return True
 
-        _, escalated = await self.store.update(self.job_id, apply, note=f"[stuck] {reason}")
+        _, escalated = await self._update(apply, note=f"[stuck] {reason}")
         return escalated
 
     async def _idle_turn(self, phase: Phase) -> Job | None:
@@ -501,7 +512,7 @@ class PhaseLoop:
             f"[stuck] Phase {phase.name}: the turn ended without a tool call — running it "
             f"again with a reminder ({self.idle_turns}/{limit})"
         )
-        job, ok = await self.store.update(self.job_id, rerun, note=note)
+        job, ok = await self._update(rerun, note=note)
         if not ok:
             await self._note_boundary_stop(job, "idle turn")
             return None
@@ -538,7 +549,7 @@ class PhaseLoop:
 
         note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
         # Both writes in flight at once: the state store commits them together.
-        (job, _), _ = await asyncio.gather(self.store.update(self.job_id, apply, note=note), saving)
+        (job, _), _ = await asyncio.gather(self._update(apply, note=note), saving)
         return job
 
     async def _after_turn(
@@ -585,9 +596,7 @@ class PhaseLoop:
             j.phase = next_phase
             return True
 
-        job, advanced = await self.store.update(
-            self.job_id, advance, note=f"Phase advanced → {next_phase}"
-        )
+        job, advanced = await self._update(advance, note=f"Phase advanced → {next_phase}")
         if not advanced:
             await self._note_boundary_stop(job, "phase advance")
             return None
@@ -615,7 +624,7 @@ class PhaseLoop:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, corrective)
                 return True
 
-            job, ok = await self.store.update(self.job_id, rerun)
+            job, ok = await self._update(rerun)
             if not ok:
                 await self._note_boundary_stop(job, "completion gate")
                 return None
@@ -633,8 +642,8 @@ class PhaseLoop:
             j.clear_wait()
             return True
 
-        job, done = await self.store.update(
-            self.job_id, complete, note="All phases complete — job finished successfully"
+        job, done = await self._update(
+            complete, note="All phases complete — job finished successfully"
         )
         if not done:
             await self._note_boundary_stop(job, "completion")
@@ -661,9 +670,7 @@ class PhaseLoop:
             j.awaiting_next_phase = next_phase
             return True
 
-        job, parked = await self.store.update(
-            self.job_id, apply, note=f"Job parked — waiting for: {label}"
-        )
+        job, parked = await self._update(apply, note=f"Job parked — waiting for: {label}")
         if not parked:
             await self._note_boundary_stop(job, "parking")
 
@@ -677,7 +684,7 @@ class PhaseLoop:
             return True
 
         note = f"[budget] Job paused: {reason}. Raise the budget, then resume."
-        job, parked = await self.store.update(self.job_id, apply, note=note)
+        job, parked = await self._update(apply, note=note)
         if not parked:
             await self._note_boundary_stop(job, "budget")
 
@@ -701,7 +708,7 @@ class PhaseLoop:
         note = (
             f"[rate-limit] {exc.provider}: {exc}. Resuming automatically in {exc.retry_after:g}s."
         )
-        job, parked = await self.store.update(self.job_id, apply, note=note)
+        job, parked = await self._update(apply, note=note)
         if not parked:
             await self._note_boundary_stop(job, "rate limit")
 
@@ -717,7 +724,7 @@ class PhaseLoop:
                 j.session_id = None
             return True
 
-        await self.store.update(self.job_id, apply, note=f"[error] {message}")
+        await self._update(apply, note=f"[error] {message}")
 
     async def _note_boundary_stop(self, job: Job, boundary: str) -> None:
         if job.status == CANCELLED:
