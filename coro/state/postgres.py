@@ -45,7 +45,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -508,13 +508,11 @@ class PostgresStateBackend:
     def _connect(self) -> AsyncConnection:
         return self._require_engine().connect()
 
-    @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
+    def _driver(self) -> _Lease:
         """An asyncpg connection of the hot pool, for one statement (or transaction)."""
         if self._hot is None:
             raise RuntimeError(f"{self!r} is not open")
-        async with self._hot.connection() as connection:
-            yield connection
+        return self._hot.connection()
 
     async def _read_job(self, job_id: str) -> tuple[int, str] | None:
         """`(version, doc)` as stored (and remembered), or None."""
@@ -560,6 +558,30 @@ def _failure(what: str, exc: Exception) -> RuntimeError:
 # --- the hot pool ------------------------------------------------------------------------
 
 
+class _Lease:
+    """One connection of a `_Pool` for the length of an `async with` (a plain class: a
+    generator-based context manager costs several more calls per statement)."""
+
+    __slots__ = ("_connection", "_pool")
+
+    def __init__(self, pool: _Pool) -> None:
+        self._pool = pool
+        self._connection: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._connection = await self._pool._acquire()
+        return self._connection
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any
+    ) -> None:
+        connection, self._connection = self._connection, None
+        # a server-side error leaves the connection usable; anything else (a lost
+        # connection, a statement cancelled half-way) may not
+        broken = exc is not None and (not _is_server_error(exc) or connection.is_in_transaction())
+        self._pool._release(connection, broken=broken)
+
+
 async def _connect(url: URL, settings: dict[str, str]) -> Any:
     """A new asyncpg connection to the database of `url`."""
     import asyncpg
@@ -587,18 +609,9 @@ class _Pool:
         self._closed = False
         self.pids: set[int] = set()
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        connection = await self._acquire()
-        try:
-            yield connection
-        except BaseException as exc:
-            # a server-side error leaves the connection usable; anything else (a lost
-            # connection, a statement cancelled half-way) may not
-            broken = not _is_server_error(exc) or connection.is_in_transaction()
-            self._release(connection, broken=broken)
-            raise
-        self._release(connection, broken=False)
+    def connection(self) -> _Lease:
+        """`async with pool.connection() as connection:` one connection of the pool."""
+        return _Lease(self)
 
     async def _acquire(self) -> Any:
         if self._closed:
