@@ -138,8 +138,7 @@ class JobService:
         if request.job_id is not None:
             if not _GIVEN_JOB_ID.match(request.job_id):
                 raise InvalidRequest(
-                    "jobId: 1-200 letters, digits, '.', '_' or '-', starting with a letter "
-                    "or digit"
+                    "jobId: 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit"
                 )
             existing = await self.store.find(request.job_id)
             if existing is not None:
