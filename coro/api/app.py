@@ -12,7 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coro.api.errors import error_response as _error
-from coro.api.errors import http_error, invalid_request
+from coro.api.errors import errors, http_error, invalid_request
+from coro.api.openapi import SSE_OK, truthful_openapi
 from coro.api.routes import campaigns as campaign_routes
 from coro.api.routes import cloud as cloud_routes
 from coro.api.routes import config as config_routes
@@ -99,7 +100,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     app.include_router(insight_routes.router)
     app.include_router(jobs.router)
     app.include_router(campaign_routes.router)
-    app.include_router(stream.router)
+    app.include_router(stream.router, responses={**SSE_OK, **errors(404)})
     app.include_router(stats.router)
     app.include_router(intelligence.router)
     app.include_router(proposal_routes.router)
@@ -121,4 +122,5 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
         port=port,
         api_token=lambda: runner.config.api_token,
     )
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     return app

@@ -8,8 +8,45 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
+
+#: What each error status means, as the OpenAPI documents say it.
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a malformed body or parameter (`issues` names each failing field)",
+    401: "Missing or invalid API token (when `apiToken` is configured)",
+    403: "Refused: a foreign Host (DNS rebinding) or a cross-site state-changing request",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    415: "Unsupported content type",
+    422: "Understood, but refused on its content (the body says why)",
+    502: "An upstream service (git, the SCM or tracker provider, the team cloud) failed",
+    503: "Not available now (the body's `reason` says why)",
+    504: "An upstream service (git) timed out",
+}
+
+
+class Issue(BaseModel):
+    path: str = Field(description="Where: a body field's dotted path, or `query.<name>` etc.")
+    message: str = Field(description="The rule it breaks (never the value sent)")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer; some carry more fields (e.g. `missingKind` for a 409
+    `plugin_required`)."""
+
+    model_config = ConfigDict(extra="allow", title="Error")
+
+    error: str
+    reason: str | None = Field(default=None, description="A machine-readable cause")
+    issues: list[Issue] | None = Field(default=None, description="For invalid requests")
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer."""
+    return {s: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 def error_response(status: int, error: str, **extra: Any) -> JSONResponse:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import Field
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
 from coro.api.schemas import Body as RequestBody
 
 router = APIRouter(tags=["campaigns"])
@@ -37,12 +38,12 @@ async def list_campaigns(
     return {"campaigns": campaigns, "total": len(campaigns)}
 
 
-@router.get("/jobs/{job_id}/children")
+@router.get("/jobs/{job_id}/children", responses=errors(404))
 async def list_children(runner: RunnerDep, job_id: str) -> dict[str, Any]:
     return await runner.campaigns.children(job_id)
 
 
-@router.post("/jobs/{job_id}/children/{name}/{action}")
+@router.post("/jobs/{job_id}/children/{name}/{action}", responses=errors(404, 409))
 async def child_action(
     runner: RunnerDep,
     job_id: str,

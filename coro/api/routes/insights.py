@@ -23,12 +23,55 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query
 
 from coro.api.deps import RunnerDep
-from coro.engine.insights import InsightNotFound, InsightPatch, InsightService
+from coro.api.errors import errors
+from coro.engine.insights import (
+    INSIGHT_LAYERS,
+    INSIGHT_STATUSES,
+    MAX_EDIT_CHARS,
+    InsightNotFound,
+    InsightPatch,
+    InsightService,
+)
 
 router = APIRouter(tags=["insights"])
 
+_TEXT = {"anyOf": [{"type": "string", "maxLength": MAX_EDIT_CHARS}, {"type": "null"}]}
+_LAYER = {"enum": [*INSIGHT_LAYERS, None]}
+#: The PATCH body as `InsightPatch.parse` checks it (it reads the raw object, so the
+#: document says its rules): a field and its alias edit one text, so not both.
+PATCH_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "status": {"enum": list(INSIGHT_STATUSES)},
+        "userLayer": _LAYER,
+        "suggestedLayer": _LAYER,
+        **{
+            key: _TEXT
+            for key in (
+                "editedSummary",
+                "editedDetail",
+                "editedSuggestion",
+                "summary",
+                "detail",
+                "suggestion",
+            )
+        },
+        "editedBy": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "allOf": [
+        {"not": {"required": pair}}
+        for pair in (
+            ["userLayer", "suggestedLayer"],
+            ["editedSummary", "summary"],
+            ["editedDetail", "detail"],
+            ["editedSuggestion", "suggestion"],
+        )
+    ],
+}
 
-@router.get("/jobs/{job_id}/insights")
+
+@router.get("/jobs/{job_id}/insights", responses=errors(404))
 async def list_insights(
     runner: RunnerDep,
     job_id: str,
@@ -40,12 +83,12 @@ async def list_insights(
     )
 
 
-@router.patch("/jobs/{job_id}/insights/{insight_id}")
+@router.patch("/jobs/{job_id}/insights/{insight_id}", responses=errors(404))
 async def patch_insight(
     runner: RunnerDep,
     job_id: str,
     insight_id: str,
-    body: Annotated[dict[str, Any], Body()],
+    body: Annotated[dict[str, Any], Body(json_schema_extra=PATCH_SCHEMA)],
 ) -> dict[str, Any]:
     patch = InsightPatch.parse(body)
     try:
@@ -54,7 +97,7 @@ async def patch_insight(
         raise HTTPException(status_code=404, detail=str(exc)) from exc
 
 
-@router.delete("/jobs/{job_id}/insights/{insight_id}")
+@router.delete("/jobs/{job_id}/insights/{insight_id}", responses=errors(404, 409))
 async def delete_insight(
     runner: RunnerDep,
     job_id: str,

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
+from coro.api.openapi import SSE_OK
 from coro.api.schemas import IntakeBody
 from coro.engine.intake import IntakeTurn, NoLLM
 from coro.engine.service import InvalidRequest
@@ -17,7 +19,13 @@ from coro.engine.service import InvalidRequest
 router = APIRouter(tags=["plan mode"])
 
 
-@router.post("/intake/stream", response_model=None)
+# 503 `reason: no-llm`: no executor that can chat is configured
+@router.post(
+    "/intake/stream",
+    response_model=None,
+    response_class=EventSourceResponse,
+    responses={**SSE_OK, **errors(503)},
+)
 async def intake_stream(runner: RunnerDep, body: IntakeBody) -> EventSourceResponse | JSONResponse:
     if body.messages[-1].role != "user":
         raise InvalidRequest("The last message must be the developer's (role 'user')")

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coro.api.deps import RunnerDep
-from coro.domain.paths import check_relative_path
+from coro.api.errors import errors
+from coro.domain.paths import MAX_PATH_LENGTH, check_relative_path
 from coro.intelligence.catalogue import (
     LayerRefused,
     check_writable,
@@ -42,14 +43,14 @@ async def list_workflows(
 # --- layers and files (SPEC §2.4) ------------------------------------------------------
 
 JobIdQuery = Annotated[str | None, Query(alias="jobId", min_length=1, max_length=200)]
-PathQuery = Annotated[str, Query(max_length=2048)]
+PathQuery = Annotated[str, Query(min_length=1, max_length=MAX_PATH_LENGTH)]
 LayerQuery = Annotated[str, Query(max_length=300)]
 
 
 class FileWriteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(max_length=2048)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
     content: str
     layer: str = Field(default="tenant", max_length=300)
 
@@ -57,7 +58,7 @@ class FileWriteBody(BaseModel):
 class PreflightBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(max_length=2048)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
     content: str
 
 
@@ -94,7 +95,7 @@ def _checker(runner: RunnerDep, stack: LayerStack) -> Checker:
     return Checker.create(stack, runner.env.tools.names(), runner.env.executors.ids())
 
 
-@router.get("/intelligence/layers")
+@router.get("/intelligence/layers", responses=errors(404))
 async def intelligence_layers(
     runner: RunnerDep, job_id: JobIdQuery = None, refresh: bool = False
 ) -> dict[str, Any]:
@@ -105,7 +106,7 @@ async def intelligence_layers(
     return await asyncio.to_thread(describe_layers, stack, runner.env.layers.remote)
 
 
-@router.get("/intelligence/file")
+@router.get("/intelligence/file", responses=errors(404))
 async def get_intelligence_file(
     runner: RunnerDep,
     path: PathQuery,
@@ -120,7 +121,8 @@ async def get_intelligence_file(
         raise _refused(exc) from None
 
 
-@router.put("/intelligence/file")
+# 403 the base layer; 409 a remote or repository layer; 422 the preflight's issues
+@router.put("/intelligence/file", responses=errors(409, 422))
 async def put_intelligence_file(runner: RunnerDep, body: FileWriteBody, force: bool = False) -> Any:
     """Write a file of the tenant layer (atomically). Workflow, agent and skill files
     are preflighted first (422 with the issues) unless `?force=true`."""
@@ -156,7 +158,7 @@ async def put_intelligence_file(runner: RunnerDep, body: FileWriteBody, force: b
     }
 
 
-@router.delete("/intelligence/file")
+@router.delete("/intelligence/file", responses=errors(404, 409))
 async def delete_intelligence_file(
     runner: RunnerDep, path: PathQuery, layer: LayerQuery = "tenant"
 ) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
+from coro.api.openapi import FILE_BYTES
 from coro.api.queries import JobFilterDep
 from coro.api.schemas import (
     ArtifactContentBody,
@@ -24,8 +26,13 @@ from coro.system.git import NoCheckout
 
 router = APIRouter(tags=["jobs"])
 
+#: an unknown job; a control its state forbids
+CONTROL_ERRORS = errors(404, 409)
 
-@router.post("/jobs", status_code=201)
+
+# 409 `plugin_required` (`missingKind`, `message`): no plugin for what the job needs;
+# 502: the tracker failed reading `jiraTicketId`
+@router.post("/jobs", status_code=201, responses=errors(409, 502))
 async def create_job(runner: RunnerDep, body: CreateJobBody) -> dict[str, Any]:
     job = await runner.jobs.create(body.new_job())
     return {
@@ -43,7 +50,7 @@ async def list_jobs(runner: RunnerDep, listing: JobFilterDep) -> dict[str, Any]:
     return listing.page(*await runner.jobs.list(listing.query))
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=errors(404))
 async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
     job = await runner.store.with_transcript(job_id)
     # a campaign's children carry their job's summary, plus campaign totals
@@ -53,7 +60,7 @@ async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
 # `/jobs/{job_id}/insights` (list, PATCH, DELETE): coro/api/routes/insights.py
 
 
-@router.post("/jobs/{job_id}/resume")
+@router.post("/jobs/{job_id}/resume", responses=CONTROL_ERRORS)
 async def resume_job(
     runner: RunnerDep, job_id: str, body: Annotated[ResumeBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -62,7 +69,7 @@ async def resume_job(
     return {"resumed": job.id, "status": job.status, "phase": job.phase}
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=CONTROL_ERRORS)
 async def cancel_job(
     runner: RunnerDep, job_id: str, body: Annotated[ReasonBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -70,7 +77,7 @@ async def cancel_job(
     return {"cancelled": job.id, "status": job.status}
 
 
-@router.post("/jobs/{job_id}/pause")
+@router.post("/jobs/{job_id}/pause", responses=CONTROL_ERRORS)
 async def pause_job(
     runner: RunnerDep, job_id: str, body: Annotated[ReasonBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -78,13 +85,13 @@ async def pause_job(
     return {"paused": job.id, "status": job.status, "awaitingEvent": job.awaiting_event}
 
 
-@router.post("/jobs/{job_id}/message")
+@router.post("/jobs/{job_id}/message", responses=CONTROL_ERRORS)
 async def message_job(runner: RunnerDep, job_id: str, body: MessageBody) -> dict[str, Any]:
     delivery = await runner.jobs.message(job_id, body.message)
     return {"sent": True, "delivery": delivery}
 
 
-@router.patch("/jobs/{job_id}/interactive")
+@router.patch("/jobs/{job_id}/interactive", responses=CONTROL_ERRORS)
 async def set_interactive(runner: RunnerDep, job_id: str, body: InteractiveBody) -> dict[str, Any]:
     job = await runner.jobs.set_interactive(job_id, body.interactive)
     return {
@@ -95,7 +102,7 @@ async def set_interactive(runner: RunnerDep, job_id: str, body: InteractiveBody)
     }
 
 
-@router.patch("/jobs/{job_id}/phase-overrides")
+@router.patch("/jobs/{job_id}/phase-overrides", responses=errors(404))
 async def set_phase_override(
     runner: RunnerDep, job_id: str, body: PhaseOverrideBody
 ) -> dict[str, Any]:
@@ -105,13 +112,13 @@ async def set_phase_override(
     return {"phaseModelOverrides": {k: v.to_json() for k, v in overrides.items()}}
 
 
-@router.patch("/jobs/{job_id}/budget")
+@router.patch("/jobs/{job_id}/budget", responses=errors(404))
 async def set_budget(runner: RunnerDep, job_id: str, body: BudgetBody) -> dict[str, Any]:
     job = await runner.jobs.set_budget(job_id, body.max_cost_usd, body.max_tokens)
     return {"jobId": job.id, "budget": job.budget.to_json(), "status": job.status}
 
 
-@router.post("/jobs/{job_id}/phases/{phase}/rerun")
+@router.post("/jobs/{job_id}/phases/{phase}/rerun", responses=CONTROL_ERRORS)
 async def rerun_phase(
     runner: RunnerDep, job_id: str, phase: str, body: Annotated[RerunBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -120,7 +127,7 @@ async def rerun_phase(
     return {"rerunning": True, "phase": phase}
 
 
-@router.get("/jobs/{job_id}/diff")
+@router.get("/jobs/{job_id}/diff", responses=errors(404, 409))
 async def job_diff(
     runner: RunnerDep,
     job_id: str,
@@ -141,13 +148,18 @@ async def job_diff(
         raise HTTPException(status_code=404, detail=str(exc)) from exc
 
 
-@router.get("/jobs/{job_id}/artifacts/{artifact_id}/content")
+@router.get(
+    "/jobs/{job_id}/artifacts/{artifact_id}/content",
+    response_class=Response,
+    responses={**FILE_BYTES, **errors(404)},
+)
 async def artifact_content(runner: RunnerDep, job_id: str, artifact_id: str) -> Response:
     data, content_type = await runner.jobs.artifact_content(job_id, artifact_id)
     return Response(content=data, media_type=content_type)
 
 
-@router.put("/jobs/{job_id}/artifacts/{artifact_id}/content")
+# 415: the artefact's type cannot be edited; 413: content over 2 MiB
+@router.put("/jobs/{job_id}/artifacts/{artifact_id}/content", responses=errors(404))
 async def edit_artifact(
     runner: RunnerDep, job_id: str, artifact_id: str, body: ArtifactContentBody
 ) -> JSONResponse:

@@ -60,7 +60,10 @@ async def mcp_servers(runner: RunnerDep) -> dict[str, Any]:
 
 @router.get("/config/claude-code-mcps")
 async def claude_code_mcps(
-    project_dir: Annotated[str | None, Query(alias="projectDir")] = None,
+    # (the pattern only documents the rule: the route's own check says it better)
+    project_dir: Annotated[
+        str | None, Query(alias="projectDir", json_schema_extra={"pattern": "^/"})
+    ] = None,
 ) -> dict[str, Any]:
     """MCP servers configured for Claude Code, with env/header values masked."""
     if project_dir is None:

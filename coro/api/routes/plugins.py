@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
 from coro.api.schemas import HealthcheckBody, TestConnectionBody, TestLlmBody
 from coro.config import mask_config
 from coro.domain.errors import PluginConfigError, PluginError
@@ -129,7 +130,8 @@ def _local_path(raw: str) -> str:
     return str(local.resolve())
 
 
-@router.post("/plugins/install", response_model=None)
+# 422: pip failed (`output`), or the package did not provide a loadable plugin
+@router.post("/plugins/install", response_model=None, responses=errors(422))
 async def install_plugin(runner: RunnerDep, body: InstallBody) -> dict[str, Any] | JSONResponse:
     """pip-install a drop-in into `$CORO_HOME/plugins/site` and load it without a restart."""
     given = [v for v in (body.spec, body.package, body.path) if v is not None]
@@ -161,7 +163,7 @@ async def install_plugin(runner: RunnerDep, body: InstallBody) -> dict[str, Any]
     return result
 
 
-@router.delete("/plugins/{plugin_id}")
+@router.delete("/plugins/{plugin_id}", responses=errors(404, 409))
 async def remove_plugin(runner: RunnerDep, plugin_id: PluginId) -> dict[str, Any]:
     """Uninstall the drop-in distribution that provides `plugin_id` (its config stays)."""
     entry = runner.catalog.get(plugin_id)
@@ -204,7 +206,7 @@ def _executor(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> Exec
     return executor
 
 
-@router.get("/plugins/{plugin_id}/models")
+@router.get("/plugins/{plugin_id}/models", responses=errors(404))
 async def plugin_models(runner: RunnerDep, plugin_id: str) -> dict[str, Any]:
     models = await _executor(runner, plugin_id, None).models()
     return {
@@ -229,7 +231,7 @@ async def _check(runner: Any, plugin_id: str, draft: dict[str, Any] | None) -> H
             await close_executor(executor)
 
 
-@router.post("/plugins/{plugin_id}/healthcheck")
+@router.post("/plugins/{plugin_id}/healthcheck", responses=errors(404))
 async def plugin_healthcheck(
     runner: RunnerDep,
     plugin_id: str,
@@ -239,7 +241,7 @@ async def plugin_healthcheck(
     return {"ok": health.ok, "message": health.message, "latencyMs": round(health.latency_ms)}
 
 
-@router.post("/test/llm")
+@router.post("/test/llm", responses=errors(404))
 async def test_llm(
     runner: RunnerDep, body: Annotated[TestLlmBody | None, Body()] = None
 ) -> dict[str, Any]:

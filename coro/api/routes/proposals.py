@@ -25,6 +25,7 @@ from fastapi import APIRouter, Body, HTTPException
 from pydantic import Field
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
 from coro.api.schemas import Body as BodyModel
 from coro.engine.insights import ProposalService
 from coro.intelligence.proposals import ProposalError
@@ -55,14 +56,14 @@ def _errors() -> Iterator[None]:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
-@router.get("/proposals/{proposal_id}")
+@router.get("/proposals/{proposal_id}", responses=errors(404))
 async def get_proposal(runner: RunnerDep, proposal_id: str) -> dict[str, Any]:
     with _errors():
         proposal = await ProposalService(runner.env, runner.jobs).get(proposal_id)
     return proposal.to_json()
 
 
-@router.post("/proposals/{proposal_id}/approve")
+@router.post("/proposals/{proposal_id}/approve", responses=errors(404, 409, 422, 502))
 async def approve_proposal(
     runner: RunnerDep,
     proposal_id: str,
@@ -76,7 +77,7 @@ async def approve_proposal(
     return proposal.to_json()
 
 
-@router.post("/proposals/{proposal_id}/reject")
+@router.post("/proposals/{proposal_id}/reject", responses=errors(404, 409, 422))
 async def reject_proposal(
     runner: RunnerDep,
     proposal_id: str,

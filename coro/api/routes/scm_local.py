@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query
 from pydantic import Field
 
 from coro.api.deps import RunnerDep
+from coro.api.errors import errors
 from coro.api.schemas import Body as RequestBody
 from coro.domain.errors import PluginError, PluginNotFoundError
 from coro.plugins.scm.local import (
@@ -18,7 +19,9 @@ from coro.plugins.scm.local import (
     LocalScm,
 )
 
-router = APIRouter(tags=["scm"])
+#: every route: 404 also while the local SCM is disabled; 400, 503 and 504 are the local
+#: SCM's own errors (`_fail`)
+router = APIRouter(tags=["scm"], responses=errors(400, 404, 503, 504))
 
 #: Who approves or comments when the request does not say.
 DEFAULT_PERSON = "developer"
@@ -74,7 +77,7 @@ async def list_repos(runner: RunnerDep) -> dict[str, Any]:
         _fail(exc)
 
 
-@router.post("/scm/local/repos", status_code=201)
+@router.post("/scm/local/repos", status_code=201, responses=errors(409))
 async def create_repo(runner: RunnerDep, body: CreateRepoBody) -> dict[str, Any]:
     scm = _scm(runner)
     try:
@@ -105,7 +108,7 @@ async def get_pr(runner: RunnerDep, pr_id: PrId) -> dict[str, Any]:
         _fail(exc)
 
 
-@router.post("/scm/local/prs/{prId}/approve")
+@router.post("/scm/local/prs/{prId}/approve", responses=errors(409))
 async def approve_pr(
     runner: RunnerDep, pr_id: PrId, body: Annotated[ApproveBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -117,7 +120,7 @@ async def approve_pr(
         _fail(exc)
 
 
-@router.post("/scm/local/prs/{prId}/comments", status_code=201)
+@router.post("/scm/local/prs/{prId}/comments", status_code=201, responses=errors(409))
 async def comment_pr(runner: RunnerDep, pr_id: PrId, body: CommentBody) -> dict[str, Any]:
     scm = _scm(runner)
     try:
@@ -128,7 +131,7 @@ async def comment_pr(runner: RunnerDep, pr_id: PrId, body: CommentBody) -> dict[
         _fail(exc)
 
 
-@router.post("/scm/local/prs/{prId}/merge")
+@router.post("/scm/local/prs/{prId}/merge", responses=errors(409))
 async def merge_pr(
     runner: RunnerDep, pr_id: PrId, body: Annotated[MergeBody | None, Body()] = None
 ) -> dict[str, Any]:
@@ -148,7 +151,7 @@ async def merge_pr(
     }
 
 
-@router.post("/scm/local/prs/{prId}/decline")
+@router.post("/scm/local/prs/{prId}/decline", responses=errors(409))
 async def decline_pr(runner: RunnerDep, pr_id: PrId) -> dict[str, Any]:
     scm = _scm(runner)
     try:

@@ -1,0 +1,100 @@
+"""Every runner route against generated requests (schemathesis over `/openapi.json`): no
+5xx, no hang, and every answer as the document declares it (status, content type, body
+schema, `Allow` on 405, schema-invalid requests refused), for a runner served on a real
+port.
+
+Bounded (a fixed seed and a few examples per operation) so it runs in CI. Left out, as
+they reach outside loopback: plugin installs (pip reads package indexes), the connection
+tests `/test/*` (a draft config points them at GitHub, Jira or an LLM provider), and a
+plugin's `models` and `healthcheck` (an executor answers them by calling its provider).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ApiFactory
+
+pytestmark = pytest.mark.timeout(300)
+
+SCHEMATHESIS = shutil.which("schemathesis") or f"{sys.prefix}/bin/schemathesis"
+
+EXCLUDED = r"^/(plugins/install|test/.+|plugins/[^/]+/(models|healthcheck))$"
+
+# Rules a JSON schema cannot state (they depend on what exists, or on the other fields'
+# values), so a schema-valid request may still be refused, with 400 and a reason.
+CONFIG = """
+# the workflow named must exist in the layers; a ticket needs a tracker (409)
+[[operations]]
+include-name = "POST /jobs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+# a path must name an intelligence file of the layout, and a workflow, agent or skill
+# must pass its preflight (422 with the issues)
+[[operations]]
+include-path-regex = "^/intelligence/(file|preflight)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409", "422"]
+
+# the project directory must exist
+[[operations]]
+include-name = "GET /config/claude-code-mcps"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+# the local SCM's own rules for repository and person names (trimmed, no control
+# characters, no '..')
+[[operations]]
+include-path-regex = "^/scm/local/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+# a partial config is merged into the stored one, then the result is validated
+[[operations]]
+include-name = "PUT /config"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+# the last message must be the developer's; and with no LLM configured (as here) plan
+# mode answers 503 `reason: no-llm` (SPEC §2.3), by design
+[[operations]]
+include-name = "POST /intake/stream"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "503"]
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
+"""
+
+
+async def test_no_check_fails_on_any_runner_route(api_factory: ApiFactory, tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    async with api_factory() as api:
+        process = await asyncio.create_subprocess_exec(
+            SCHEMATHESIS,
+            "--config-file",
+            str(config),
+            "run",
+            f"{api.served.url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "5",
+            "--seed",
+            "20261202",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+            "--exclude-path-regex",
+            EXCLUDED,
+            "--no-color",
+            cwd=tmp_path,  # its cache (.hypothesis, .schemathesis) stays out of the checkout
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+    report = output.decode(errors="replace")
+    assert process.returncode == 0, report[-6000:]
+    assert "Tested: " in report
