@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,9 @@ from typer.testing import CliRunner, Result
 from coro.api.server import free_port
 from coro.cli.client import LogLine, RunnerClient, StreamDone
 from coro.cli.main import app, parse_params
+from coro.config import CoroConfig
 from coro.state.logbus import Subscription
-from tests.conftest import WAIT_LIMIT, Api, write_workflow
+from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +79,13 @@ def invoke(url: str, *args: str) -> Result:
 async def cli(api: Api, *args: str) -> Result:
     """Run one `coro` command off the event loop against the fixture's runner."""
     return await asyncio.to_thread(invoke, api.served.url, *args)
+
+
+def local_line(stored: str) -> str:
+    """A stored log line (`<UTC ISO> <text>`) as the CLI shows it: local time."""
+    stamp, text = stored.split(" ", 1)
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
+    return f"{moment:%Y-%m-%d %H:%M:%S} {text}"
 
 
 def json_of(result: Result) -> Any:
@@ -206,16 +216,20 @@ async def test_logs_tail_prints_exactly_the_last_stored_lines(api: Api) -> None:
     job_id = await create_by_cli(api, workflow, TWO_PHASE_SCRIPT)
     stored = (await api.finish(job_id)).lines
 
-    tail = await cli(api, "logs", job_id, "--tail", "2")
+    tail = await cli(api, "logs", job_id, "--tail", "2", "--raw")
     assert tail.exit_code == 0, tail.output
     assert tail.stdout.splitlines() == stored[-2:]
 
-    everything = await cli(api, "logs", job_id)
+    everything = await cli(api, "logs", job_id, "--raw")
     assert everything.exit_code == 0, everything.output
     assert everything.stdout.splitlines() == stored
 
     nothing = await cli(api, "logs", job_id, "--tail", "0")
     assert nothing.exit_code == 0 and nothing.stdout == ""
+
+    # without --raw: the same lines with local times, YYYY-MM-DD HH:MM:SS
+    local = await cli(api, "logs", job_id, "--tail", "2")
+    assert local.stdout.splitlines() == [local_line(line) for line in stored[-2:]]
 
 
 async def test_logs_of_a_parked_job_print_what_is_stored_and_exit(api: Api) -> None:
@@ -225,13 +239,13 @@ async def test_logs_of_a_parked_job_print_what_is_stored_and_exit(api: Api) -> N
     stored = (await api.wait_for_line(job_id, "Job parked")).lines
     assert (await api.job(job_id))["status"] == "awaiting-developer-input"
 
-    tail = await cli(api, "logs", job_id, "--tail", "2")
+    tail = await cli(api, "logs", job_id, "--tail", "2", "--raw")
     assert tail.exit_code == 0, tail.output
     assert tail.stdout.splitlines() == stored[-2:]
-    more = await cli(api, "logs", job_id, "--tail", str(len(stored) + 5))
+    more = await cli(api, "logs", job_id, "--tail", str(len(stored) + 5), "--raw")
     assert more.stdout.splitlines() == stored
     everything = await cli(api, "logs", job_id)
-    assert everything.stdout.splitlines() == stored
+    assert everything.stdout.splitlines() == [local_line(line) for line in stored]
 
 
 async def test_logs_follow_ends_when_the_job_completes(
@@ -592,4 +606,187 @@ async def test_demo_runs_end_to_end_offline(tmp_path: Path) -> None:
     assert "All phases complete — job finished successfully" in text
     assert "Status: complete" in text
     assert "Demo finished: complete" in text
+    # the log's times: local, YYYY-MM-DD HH:MM:SS, as `coro logs` shows them
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Runner started", text, re.M)
     assert not (tmp_path / "unused-home").exists()
+
+
+# --------------------------------------------------------------------------- first-run polish
+
+
+def _at_width(url: str, columns: int, *args: str) -> Result:
+    env = {"CORO_URL": url, "CORO_API_TOKEN": None, "COLUMNS": str(columns)}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+async def test_jobs_prints_every_id_whole_at_any_width(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    label = "a-rather-long-service-name-for-the-listing"
+    job_id = await create_by_cli(api, workflow, TWO_PHASE_SCRIPT, "--service-name", label)
+    assert (await api.finish(job_id)).done == "complete"
+    assert len(job_id) > 60
+
+    for columns in (40, 80, 200):
+        listed = await asyncio.to_thread(_at_width, api.served.url, columns, "jobs")
+        assert listed.exit_code == 0, listed.output
+        assert job_id in listed.stdout.split(), (columns, listed.stdout)
+        assert "complete" in listed.stdout
+    # the id as printed names the job
+    assert json_of(await cli(api, "status", job_id, "--json"))["id"] == job_id
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _commands(command, (*path, name))
+
+
+def test_help_shows_no_value_type_on_flags() -> None:
+    import typer.main
+
+    root = typer.main.get_command(app)
+    paths = list(_commands(root))
+    assert ("jobs",) in paths and ("pr", "list") in paths and ("init",) in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.stdout, path
+    jobs_help = CliRunner().invoke(app, ["jobs", "--help"], env={"COLUMNS": "120"}).stdout
+    assert "STATUS" in jobs_help and "<active|waiting|stopped>" in jobs_help  # values keep theirs
+
+
+async def test_an_unknown_status_is_refused_with_the_valid_ones(api: Api) -> None:
+    bogus = await cli(api, "jobs", "--status", "bogus")
+    assert bogus.exit_code == 2, bogus.output
+    message = " ".join(bogus.stderr.split())
+    assert "unknown status 'bogus'" in message
+    for listed in ("queued", "awaiting-developer-input", "complete", "cancelled", "failed"):
+        assert listed in message, listed
+    assert "spec-writing" in message  # a phase status of the built-in job workflow
+    assert "Groups (--group): active, waiting, stopped" in message
+
+    group = await cli(api, "jobs", "--status", "waiting")
+    assert group.exit_code == 2
+    assert "use --group waiting" in " ".join(group.stderr.split())
+
+    for valid in ("complete", "spec-writing", "awaiting-pr-merge"):
+        result = await cli(api, "jobs", "--status", valid)
+        assert result.exit_code == 0, (valid, result.output)
+        assert "No jobs match." in result.stdout
+
+
+async def test_resume_of_a_stopped_job_says_why_it_cannot(api: Api) -> None:
+    workflow = write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+    job_id = await create_by_cli(api, workflow, ASKS_DEVELOPER)
+    await api.wait_for_line(job_id, "Job parked")
+    assert (await cli(api, "cancel", job_id)).exit_code == 0
+    cancelled = await cli(api, "resume", job_id)
+    assert cancelled.exit_code == 1
+    message = " ".join(cancelled.stderr.split())
+    assert "Job was cancelled; a cancelled job cannot be resumed" in message
+    assert "already" not in message
+
+    done_id = await create_by_cli(api, workflow, {"work": [{"text": "done"}]})
+    assert (await api.finish(done_id)).done == "complete"
+    complete = await cli(api, "resume", done_id)
+    assert complete.exit_code == 1
+    assert "Job is complete; there is nothing to resume" in " ".join(complete.stderr.split())
+
+
+async def test_status_shows_local_times(api: Api) -> None:
+    workflow = write_workflow(api.home, "two-phase", TWO_PHASES)
+    job_id = await create_by_cli(api, workflow, TWO_PHASE_SCRIPT)
+    await api.finish(job_id)
+    job = await api.job(job_id)
+    shown = await cli(api, "status", job_id)
+    created = datetime.fromisoformat(job["createdAt"].replace("Z", "+00:00")).astimezone()
+    assert f"Created {created:%Y-%m-%d %H:%M:%S}" in " ".join(shown.stdout.split())
+
+
+async def test_a_runner_without_a_provider_names_the_fix(api_factory: ApiFactory) -> None:
+    async with api_factory(CoroConfig()) as api:
+        result = await cli(api, "job", "--description", "Add rate limiting")
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "phase 'spec-writing' has no executor: no LLM provider is configured" in message
+    assert "Run `coro init`" in message and "llm.defaultProvider" in message
+    assert "installed executors: script" in message
+
+
+# --------------------------------------------------------------------------- coro init
+
+
+def _init(home: Path, *args: str, stdin: str = "", **env: str) -> Result:
+    environ: dict[str, str | None] = {
+        "CORO_HOME": str(home),
+        "ANTHROPIC_API_KEY": None,
+        "OPENAI_API_KEY": None,
+        **env,
+    }
+    return CliRunner().invoke(app, ["init", *args], input=stdin, env=environ)
+
+
+def _stored(home: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((home / "config.json").read_text())
+    return data
+
+
+def test_init_takes_the_key_from_the_environment_and_never_prints_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    key = "sk-ant-from-env-0123456789"
+    result = _init(home, "--provider", "anthropic", "--yes", ANTHROPIC_API_KEY=key)
+    assert result.exit_code == 0, result.output
+    assert key not in result.output
+    assert "taken from $ANTHROPIC_API_KEY" in result.stdout
+    assert "coro start" in result.stdout
+    stored = _stored(home)
+    assert stored["llm"]["defaultProvider"] == "anthropic"
+    assert stored["plugins"]["installed"]["anthropic"]["config"]["apiKey"] == key
+    assert (home / "config.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_init_without_what_it_needs_asks_nothing_with_yes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    nothing = _init(home, "--yes")
+    assert nothing.exit_code == 2
+    assert "--yes needs --provider" in nothing.stderr
+    keyless = _init(home, "--provider", "anthropic", "--yes")
+    assert keyless.exit_code == 2
+    assert "set ANTHROPIC_API_KEY" in keyless.stderr
+    no_model = _init(home, "--provider", "local", "--yes")
+    assert no_model.exit_code == 2
+    assert "give --model" in no_model.stderr
+    assert not (home / "config.json").exists()
+
+
+def test_init_for_a_local_server_then_openai_keeps_other_settings(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text(json.dumps({"port": 3111}))
+    local = _init(home, "--provider", "local", "--model", "qwen2.5-coder:7b", "--yes")
+    assert local.exit_code == 0, local.output
+    stored = _stored(home)
+    assert stored["port"] == 3111
+    assert stored["llm"]["defaultProvider"] == "openai"
+    assert stored["plugins"]["installed"]["openai"]["config"] == {
+        "baseUrl": "http://localhost:11434/v1",
+        "defaultModel": "qwen2.5-coder:7b",
+    }
+    bad = _init(home, "--provider", "local", "--base-url", "ftp://x", "--model", "m", "--yes")
+    assert bad.exit_code == 2
+    assert "baseUrl" in bad.stderr
+    official = _init(home, "--provider", "openai", "--yes", OPENAI_API_KEY="sk-proj-123456789")
+    assert official.exit_code == 0, official.output
+    config = _stored(home)["plugins"]["installed"]["openai"]["config"]
+    assert "baseUrl" not in config  # the local server chosen before is dropped
+    assert config["apiKey"] == "sk-proj-123456789"
+
+
+def test_init_refuses_to_overwrite_a_broken_config(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text("{not json")
+    result = _init(home, "--provider", "script", "--yes")
+    assert result.exit_code == 1
+    assert "invalid JSON" in result.stderr
+    assert (home / "config.json").read_text() == "{not json"

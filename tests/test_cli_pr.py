@@ -7,10 +7,13 @@ off the loop (`asyncio.to_thread`, see `tests.test_cli.cli`).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from coro.cli.main import app
 from tests.conftest import Api
 from tests.test_cli import cli, json_of
 from tests.test_scm_local import (  # noqa: F401  (git_env: an autouse fixture)
@@ -19,6 +22,7 @@ from tests.test_scm_local import (  # noqa: F401  (git_env: an autouse fixture)
     local_of,
     push_change,
     repo_with_pr,
+    seed_dir,
 )
 
 
@@ -127,3 +131,32 @@ async def test_repo_create_and_list(api: Api) -> None:
     assert "already exists" in duplicate.output
     assert [(r["name"], r["description"]) for r in listed["repos"]] == [("blog", "The blog")]
     assert "blog" in table.stdout
+
+
+async def test_list_on_a_narrow_terminal_breaks_no_word(api: Api, tmp_path: Path) -> None:
+    """Too narrow for the table: each pull request on two lines, every word whole."""
+    scm = local_of(api)
+    await scm.create_repo("shop", from_dir=seed_dir(tmp_path / "shop"))
+    await push_change(scm, "shop", "feature/rate-limits", {"src/app.py": "limits\n"}, tmp_path)
+    pr = await scm.create_pr(
+        "shop",
+        source_branch="feature/rate-limits",
+        target_branch="main",
+        title="Limit the request rate of the public endpoints",
+        body="",
+        reviewers=[],
+    )
+    await scm.approve(pr.id, "alice")
+
+    for columns in ("60", "200"):
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["pr", "list"],
+            env={"CORO_URL": api.served.url, "CORO_API_TOKEN": None, "COLUMNS": columns},
+        )
+        assert result.exit_code == 0, result.output
+        words = set(result.stdout.split())
+        for word in ("Limit", "request", "endpoints", "feature/rate-limits", "alice", "open"):
+            assert word in words, (columns, word, result.stdout)
+        assert ("APPROVALS" in result.stdout) == (columns == "200")  # the table when it fits

@@ -68,6 +68,8 @@ class ApiError(ClientError):
                     if isinstance(i, dict)
                 ]
                 detail = "\n".join([error, *lines])
+            elif error == "plugin_required" and isinstance(body.get("message"), str):
+                detail = body["message"]  # names what is missing and how to set it up
             elif isinstance(body.get("message"), str) and body["message"] != error:
                 detail = f"{error}: {body['message']}"
         if status == 401:

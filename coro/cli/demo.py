@@ -298,7 +298,7 @@ async def _run_job(client: httpx.AsyncClient, console: Console, started: float, 
             if isinstance(item, StreamDone):
                 final = item.status
                 break
-            console.print(render_line(item, short_time=True, clip=TOOL_LINE_CLIP))
+            console.print(render_line(item, clip=TOOL_LINE_CLIP))
             if item.text.startswith(PARKED_PREFIX):
                 spinner.stop()
                 label = item.text.removeprefix(PARKED_PREFIX)

@@ -33,14 +33,26 @@ from coro.cli.client import (
     report_error,
 )
 from coro.cli.cloud import cloud_app
+from coro.cli.init import init
 from coro.cli.login import login
 from coro.cli.plugin import plugin_app
 from coro.cli.pr import pr_app, repo_app
+from coro.cli.ui import hide_flag_types, local_time, parse_time, print_listing
 from coro.config import CoroConfig, CoroHome
+from coro.domain.models import (
+    CANCELLED,
+    COMPLETE,
+    ESCALATED,
+    FAILED,
+    PARKING,
+    QUEUED,
+    STATUS_GROUPS,
+)
 
 if TYPE_CHECKING:  # for annotations only: `coro --help` does not load the cloud link
     from coro.state.cloud.link import CloudLink
 
+hide_flag_types()
 app = typer.Typer(
     name="coro",
     help="Coro runs AI software-engineering jobs defined by markdown workflows.\n\n"
@@ -57,6 +69,7 @@ app.add_typer(campaign_app)
 app.add_typer(plugin_app)
 app.add_typer(cloud_app)
 app.command("login")(login)
+app.command("init")(init)
 
 DEFAULT_WORKFLOW = "workflows/job/workflow.md"
 
@@ -123,36 +136,24 @@ def line_style(text: str) -> str:
     return ""
 
 
-def render_line(item: LogLine, *, short_time: bool = False, clip: int | None = None) -> Text:
-    """`<timestamp> <text>`: the stored line verbatim, coloured.
+def render_line(item: LogLine, *, raw: bool = False, clip: int | None = None) -> Text:
+    """`<local time> <text>`, coloured; `raw` keeps the stored UTC timestamp.
 
-    `short_time` shows the local HH:MM:SS; `clip` shortens long tool-call lines (their
-    JSON input) for a compact display. Print it with soft wrap to keep lines whole.
+    `clip` shortens long tool-call lines (their JSON input) for a compact display. Print
+    it with soft wrap to keep lines whole.
     """
     stamp, text = item.timestamp, item.text
     if clip is not None and text.startswith("→ ") and len(text) > clip:
         text = text[: clip - 1] + "…"
     if not stamp:
         return Text(text, style=line_style(text))
-    if short_time:
-        stamp = _local_time(stamp)
+    if not raw:
+        stamp = local_time(stamp)
     return Text.assemble((stamp, "dim"), " ", (text, line_style(text)))
 
 
-def _parse_time(raw: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _local_time(raw: str) -> str:
-    parsed = _parse_time(raw)
-    return parsed.astimezone().strftime("%H:%M:%S") if parsed else raw
-
-
 def age(raw: str | None) -> str:
-    parsed = _parse_time(raw) if raw else None
+    parsed = parse_time(raw) if raw else None
     if parsed is None:
         return raw or "-"
     seconds = max(0, int((datetime.now(UTC) - parsed).total_seconds()))
@@ -181,7 +182,7 @@ def follow_log(
     console: Console,
     *,
     tail: int | None = None,
-    short_time: bool = False,
+    raw: bool = False,
 ) -> str | None:
     """Print the log stream until `event: done`; the final status, or None if detached."""
     final: str | None = None
@@ -194,7 +195,7 @@ def follow_log(
                 if isinstance(item, StreamDone):
                     final = item.status
                     break
-                console.print(render_line(item, short_time=short_time))
+                console.print(render_line(item, raw=raw))
     except KeyboardInterrupt:
         console.print(
             Text(
@@ -502,11 +503,68 @@ def create_job(
 # --------------------------------------------------------------------------- jobs
 
 
+#: statuses every job can have; the others are the `status` of a workflow's phases
+FIXED_STATUSES = (
+    QUEUED,
+    *sorted(PARKING - {FAILED, ESCALATED}),
+    COMPLETE,
+    CANCELLED,
+    FAILED,
+    ESCALATED,
+)
+
+
+def _check_statuses(client: RunnerClient, statuses: list[str]) -> None:
+    """Refuse a `--status` no job can have, naming the valid ones.
+
+    Phase statuses come from the workflows (`GET /workflows`); a status outside them
+    that some job still has (a workflow since removed) is accepted.
+    """
+    unknown = [s for s in statuses if s not in FIXED_STATUSES]
+    if not unknown:
+        return
+    workflows = client.get("/workflows").get("workflows") or []
+    phase_statuses = sorted(
+        {
+            str(phase.get("status"))
+            for workflow in workflows
+            for phase in workflow.get("phases") or []
+            if phase.get("status") and phase.get("status") not in FIXED_STATUSES
+        }
+    )
+    for wanted in unknown:
+        if wanted in phase_statuses:
+            continue
+        if client.get("/jobs", params=[("status", wanted), ("limit", 1)]).get("total"):
+            continue
+        hint = f" (a group: use --group {wanted})" if wanted in STATUS_GROUPS else ""
+        raise typer.BadParameter(
+            f"unknown status {wanted!r}{hint}. Statuses: {', '.join(FIXED_STATUSES)}; "
+            f"phase statuses of the workflows: {', '.join(phase_statuses) or 'none'}. "
+            f"Groups (--group): {', '.join(STATUS_GROUPS)}.",
+            param_hint="--status",
+        )
+
+
+def _job_row(job: dict[str, Any]) -> tuple[Text, Text]:
+    """A job as two lines: its id (whole), then the other columns."""
+    return Text(str(job.get("id")), style="bold"), Text.assemble(
+        status_text(str(job.get("status"))),
+        f" · phase {job.get('phase') or '-'} · updated {age(job.get('updatedAt'))} · ",
+        cost((job.get("tokenUsage") or {}).get("totalCostUsd")),
+    )
+
+
 @app.command("jobs")
 def list_jobs(
     status: Annotated[
         list[str] | None,
-        typer.Option("--status", "-s", metavar="STATUS", help="Only this status. Repeatable."),
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            help="Only this status (queued, complete, awaiting-…, a phase's status). Repeatable.",
+        ),
     ] = None,
     group: Annotated[
         Literal["active", "waiting", "stopped"] | None,
@@ -527,7 +585,7 @@ def list_jobs(
     ] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (ids are never shortened)."""
     params: list[tuple[str, str | int]] = [("limit", limit), ("offset", offset)]
     params += [("status", s) for s in status or []]
     if group:
@@ -537,6 +595,7 @@ def list_jobs(
     if query:
         params.append(("q", query))
     with connect() as client:
+        _check_statuses(client, status or [])
         page = client.get("/jobs", params=params)
     if json_output:
         print_json(page)
@@ -549,7 +608,7 @@ def list_jobs(
         )
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True, overflow="fold")
+    table.add_column("ID", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("PHASE", no_wrap=True)
     table.add_column("UPDATED", no_wrap=True)
@@ -562,7 +621,7 @@ def list_jobs(
             age(job.get("updatedAt")),
             cost((job.get("tokenUsage") or {}).get("totalCostUsd")),
         )
-    console.print(table, soft_wrap=False)
+    print_listing(console, table, jobs, _job_row)
     total = int(page.get("total", len(jobs)))
     if total > len(jobs):
         shown = f"{offset + 1}–{offset + len(jobs)}"
@@ -593,8 +652,8 @@ def _print_status(job: dict[str, Any], console: Console) -> None:
     flags = [name for name in ("interactive", "paused") if job.get(name)]
     if flags:
         grid.add_row("Flags", ", ".join(flags))
-    grid.add_row("Created", f"{job.get('createdAt')}")
-    grid.add_row("Updated", f"{job.get('updatedAt')} ({age(job.get('updatedAt'))})")
+    grid.add_row("Created", local_time(job.get("createdAt")))
+    grid.add_row("Updated", f"{local_time(job.get('updatedAt'))} ({age(job.get('updatedAt'))})")
     if job.get("awaitingEvent"):
         waiting = str(job["awaitingEvent"])
         if job.get("awaitingNextPhase"):
@@ -773,18 +832,23 @@ def logs(
         int | None,
         typer.Option("--tail", "-n", min=0, metavar="N", help="Only the last N stored lines."),
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Print the lines as stored: UTC ISO timestamps, no colour."),
+    ] = False,
 ) -> None:
-    """Print a job's log; with --follow, stream new lines as they arrive."""
-    console = out()
+    """Print a job's log (local times, YYYY-MM-DD HH:MM:SS); with --follow, stream new
+    lines as they arrive."""
+    console = Console(highlight=False, soft_wrap=True, no_color=True) if raw else out()
     with connect() as client:
         if not follow:
             if tail == 0:
                 client.get(client.job_path(job_id))  # still report an unknown job
                 return
             for item in stored_log(client, job_id, tail):
-                console.print(render_line(item))
+                console.print(render_line(item, raw=raw))
             return
-        final = follow_log(client, job_id, console, tail=tail)
+        final = follow_log(client, job_id, console, tail=tail, raw=raw)
     if final is not None and final != "complete":
         raise typer.Exit(1)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import typer
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coro.cli.client import connect
+from coro.cli.ui import local_time, print_listing
 
 pr_app = typer.Typer(
     name="pr",
@@ -65,13 +65,7 @@ def _pr_path(number: int, *rest: str) -> str:
 
 
 def _when(raw: Any) -> str:
-    if not isinstance(raw, str) or not raw:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return raw
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    return local_time(raw)
 
 
 def _state(state: Any) -> Text:
@@ -112,10 +106,10 @@ def list_prs(
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("REPO", no_wrap=True)
-    table.add_column("TITLE", overflow="fold")
+    table.add_column("TITLE", no_wrap=True)
     table.add_column("STATE", no_wrap=True)
-    table.add_column("BRANCHES", overflow="fold")
-    table.add_column("APPROVALS", overflow="fold")
+    table.add_column("BRANCHES", no_wrap=True)
+    table.add_column("APPROVALS", no_wrap=True)
     table.add_column("COMMENTS", justify="right", no_wrap=True)
     table.add_column("UPDATED", no_wrap=True)
     for pr in prs:
@@ -130,7 +124,17 @@ def list_prs(
             str(pr.get("commentCount", 0)),
             _when(pr.get("updatedAt")),
         )
-    console.print(table, soft_wrap=False)
+    print_listing(console, table, prs, _pr_row)
+
+
+def _pr_row(pr: dict[str, Any]) -> tuple[Text, Text]:
+    """A pull request as two lines: number and title, then the other columns."""
+    approvals = ", ".join(str(a) for a in pr.get("approvals") or []) or "none"
+    return Text.assemble((f"#{pr.get('id')} ", "bold"), str(pr.get("title"))), Text.assemble(
+        _state(pr.get("state")),
+        f" · {pr.get('repo')} · {_branches(pr)} · approvals: {approvals} · "
+        f"{pr.get('commentCount', 0)} comments · updated {_when(pr.get('updatedAt'))}",
+    )
 
 
 @pr_app.command("show")

@@ -79,6 +79,27 @@ class PluginRequired(RuntimeError):
         self.missing_kind = missing_kind
 
 
+def _no_executor_help(
+    reason: str, phase: str, tier: str | None, model: str | None, env: EngineEnv
+) -> str:
+    """Why a phase cannot run and how to configure its executor: a fresh runner has no
+    LLM provider at all, which says more than "no executor"."""
+    if " has no executor:" not in reason:  # a provider is named but not installed
+        return f"{reason}; configure it under plugins.installed, or run `coro init`"
+    looked = "a provider on the phase"
+    if model:
+        looked += f", the alias {model!r}"
+    elif tier:
+        looked += f", the alias 'tier:{tier}'"
+    return (
+        f"phase {phase!r} has no executor: no LLM provider is configured (the phase looks "
+        f"for {looked}, then llm.defaultProvider; none is set). Run `coro init` to choose "
+        "one — anthropic, openai, a local OpenAI-compatible server, or the offline "
+        "`script` executor — or set llm.defaultProvider in config.json (installed "
+        f"executors: {', '.join(env.executors.ids())})"
+    )
+
+
 class PayloadTooLarge(ValueError):
     pass
 
@@ -198,7 +219,10 @@ class JobService:
             try:
                 providers.add(select_model(job, phase, self.env).provider)
             except NoExecutor as exc:
-                raise PluginRequired("executor", str(exc)) from exc
+                raise PluginRequired(
+                    "executor",
+                    _no_executor_help(str(exc), phase.name, phase.tier, phase.model, self.env),
+                ) from exc
         for provider in sorted(providers):  # parameters an executor reads, e.g. params.script
             executor = self.env.executors.get(provider)
             if isinstance(executor, ValidatesParams):
@@ -346,8 +370,13 @@ class JobService:
     ) -> Job:
         """Manual resume; at an interactive checkpoint it approves and advances."""
         job = await self.store.get(job_id)
-        if is_terminal(job.status):
-            raise Conflict(f"Job is already {job.status}")
+        if job.status == CANCELLED:
+            raise Conflict(
+                "Job was cancelled; a cancelled job cannot be resumed (create a new job to "
+                "run it again)"
+            )
+        if job.status == COMPLETE:
+            raise Conflict("Job is complete; there is nothing to resume")
         if is_running(job.status):
             raise Conflict(f"Job is already {'queued' if job.status == QUEUED else 'running'}")
         phase_names = [p.name for p in job.workflow_phases]
