@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from coro.api.slow_clients import ClientTimeouts, GuardedConfig
+
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to `host:port` (port 0: any free one); OSError if taken."""
@@ -25,11 +27,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app: Any, host: str, port: int) -> uvicorn.Server:
+def http_server(
+    app: Any, host: str, port: int, *, timeouts: ClientTimeouts | None = None
+) -> uvicorn.Server:
     """uvicorn for one of Coro's apps: no lifespan, no access log (it would print query
-    strings, which may carry codes or tokens), a bounded graceful shutdown."""
-    config = uvicorn.Config(
+    strings, which may carry codes or tokens), a bounded graceful shutdown, and time
+    limits on clients that are slow to send a request or do not read the response
+    (`coro.api.slow_clients`)."""
+    config = GuardedConfig(
         app,
+        timeouts=timeouts or ClientTimeouts(),
         host=host,
         port=port,
         log_level="warning",

@@ -12,6 +12,7 @@ import uvicorn
 
 from coro.api.app import create_app
 from coro.api.listen import http_server, listening_socket, start_serving
+from coro.api.slow_clients import ClientTimeouts
 from coro.config import LOOPBACK_HOSTS, CoroConfig
 from coro.runner import Runner
 
@@ -46,13 +47,16 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve(runner: Runner, host: str, port: int) -> AsyncIterator[Served]:
-    """Start the runner and its HTTP API in this event loop; stop both on exit."""
+async def serve(
+    runner: Runner, host: str, port: int, *, timeouts: ClientTimeouts | None = None
+) -> AsyncIterator[Served]:
+    """Start the runner and its HTTP API in this event loop; stop both on exit.
+    `timeouts`: how long clients may be slow (default `ClientTimeouts()`)."""
     check_bind(host, runner.config)
     # Bind before starting anything, so a taken port is a plain OSError for the caller.
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]
-    server = http_server(create_app(runner, host=host, port=port), host, port)
+    server = http_server(create_app(runner, host=host, port=port), host, port, timeouts=timeouts)
     await runner.start()
     # Start-up objects live as long as the runner: keep them out of later full
     # collections, whose pauses otherwise dominate SSE tail latency.

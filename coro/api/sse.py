@@ -7,10 +7,19 @@ Subscribe first, then replay from storage, then forward live lines from the bus 
 carries lines other processes append too); the 0-based line index is the event id, so
 replay and live lines join without gaps or duplicates and a client can resume with
 Last-Event-ID. A stopped status ends the stream with `event: done`, `data: <status>`.
+
+Replayed lines go out in chunks of up to `CHUNK_BYTES` (one send, one write per chunk
+rather than per line: a long log is replayed at a fraction of the cost). Each send
+waits while the client's connection does not drain, so a client that stops reading
+holds at most a chunk and the server's write buffer; the server aborts its
+connection once writing has been blocked for its send timeout
+(`coro.api.slow_clients`), which ends the stream as a client disconnect.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -20,10 +29,18 @@ from coro.domain.models import LogEntry, is_stopped
 from coro.state.logbus import StatusChange, Subscription, SubscriptionClosed
 
 HEARTBEAT_SECONDS = 15
-REPLAY_PAGE = 1000
-SEND_TIMEOUT_SECONDS = 30
+#: lines read from storage at a time (a stalled client holds one page)
+REPLAY_PAGE = 200
+#: replayed frames are sent together up to about this many bytes
+CHUNK_BYTES = 64 * 1024
 #: the largest line index a client may name (a 64-bit signed integer, as stored)
 MAX_LINE_INDEX = 2**63 - 1
+
+
+logger = logging.getLogger(__name__)
+
+#: what splits a line into several `data:` lines (as sse-starlette splits them)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class InvalidLastEventId(ValueError):
@@ -75,73 +92,106 @@ def log_stream(
         _events(source, source.subscribe(), last_seen, tail),
         ping=heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
-        send_timeout=SEND_TIMEOUT_SECONDS,
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _frame(entry: LogEntry) -> ServerSentEvent:
-    return ServerSentEvent(data=entry.line, id=str(entry.index), sep="\n")
+def _frame(entry: LogEntry) -> bytes:
+    """`ServerSentEvent(data=entry.line, id=str(entry.index), sep="\n").encode()`,
+    written out: this runs for every line of every replay."""
+    line = entry.line
+    if "\n" in line or "\r" in line:
+        data = "".join(f"data: {part}\n" for part in _LINE_BREAK.split(line))
+    else:
+        data = f"data: {line}\n"
+    return f"id: {entry.index}\n{data}\n".encode()
 
 
-def _done(status: str) -> ServerSentEvent:
-    return ServerSentEvent(data=status, event="done", sep="\n")
+def _done(status: str) -> bytes:
+    return ServerSentEvent(data=status, event="done", sep="\n").encode()
 
 
-async def _replay(source: LogSource, after: int) -> AsyncIterator[LogEntry]:
+class _Cursor:
+    """The last line index sent to the client."""
+
+    def __init__(self, sent: int) -> None:
+        self.sent = sent
+
+
+async def _replay(
+    source: LogSource, cursor: _Cursor, before: int | None = None
+) -> AsyncIterator[bytes]:
+    """Stored lines after `cursor.sent` (below `before`, if given) in chunks of frames;
+    `cursor` advances as each chunk is handed over."""
     while True:
-        batch = await source.read_logs(after, REPLAY_PAGE)
+        batch = await source.read_logs(cursor.sent, REPLAY_PAGE)
+        frames: list[bytes] = []
+        size = 0
+        last = cursor.sent
         for entry in batch:
-            yield entry
-            after = entry.index
+            if before is not None and entry.index >= before:
+                batch = []  # the rest is live
+                break
+            frame = _frame(entry)
+            frames.append(frame)
+            size += len(frame)
+            last = entry.index
+            if size >= CHUNK_BYTES:
+                cursor.sent = last
+                yield b"".join(frames)
+                frames, size = [], 0
+        if frames:
+            cursor.sent = last
+            yield b"".join(frames)
         if len(batch) < REPLAY_PAGE:
             return
 
 
 async def _events(
     source: LogSource, subscription: Subscription, last_seen: int | None, tail: int | None
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     try:
         if last_seen is not None:
-            sent = last_seen
+            cursor = _Cursor(last_seen)
         elif tail is not None:
-            sent = await source.count_logs() - tail - 1
+            cursor = _Cursor(await source.count_logs() - tail - 1)
         else:
-            sent = -1
-        async for entry in _replay(source, sent):
-            yield _frame(entry)
-            sent = entry.index
+            cursor = _Cursor(-1)
+        async for chunk in _replay(source, cursor):
+            yield chunk
         status = await source.status()
         if status is None:
             return
         if is_stopped(status):
-            async for entry in _replay(source, sent):
-                yield _frame(entry)
+            async for chunk in _replay(source, cursor):
+                yield chunk
             yield _done(status)
             return
         # From here on live lines come from the bus, other processes' lines too (the
         # source's catch-up brings this subscriber up from `sent` when it hears of them).
-        subscription.replayed(sent)
+        subscription.replayed(cursor.sent)
         while True:
             item = await subscription.get()
             if isinstance(item, LogEntry):
-                if item.index <= sent:
+                if item.index <= cursor.sent:
                     continue
-                if item.index > sent + 1:  # fell between replay and subscribe
-                    async for entry in _replay(source, sent):
-                        if entry.index >= item.index:
-                            break
-                        yield _frame(entry)
-                        sent = entry.index
+                if item.index > cursor.sent + 1:  # fell between replay and subscribe
+                    async for chunk in _replay(source, cursor, before=item.index):
+                        yield chunk
                 yield _frame(item)
-                sent = item.index
+                cursor.sent = item.index
             elif isinstance(item, StatusChange) and is_stopped(item.status):
-                async for entry in _replay(source, sent):
-                    yield _frame(entry)
+                async for chunk in _replay(source, cursor):
+                    yield chunk
                 yield _done(item.status)
                 return
     except SubscriptionClosed:
-        return  # the client reconnects with Last-Event-ID and catches up from storage
+        # it fell too far behind, or the runner is stopping: the client reconnects with
+        # Last-Event-ID and catches up from storage
+        logger.info(
+            "ended a live log stream of job %s at line %d", subscription.job_id, cursor.sent
+        )
+        return
     finally:
         subscription.close()
