@@ -1,6 +1,7 @@
 """Protections of a local server (SPEC §2.8), as one ASGI middleware.
 
-- `Host` must name the bound address or localhost (DNS rebinding).
+- `Host` must name the bound address or localhost, and the port the request came in on
+  (no port: the scheme's default) (DNS rebinding, and other local ports' proxies).
 - State-changing requests with a foreign `Origin`, or from another site by the browser's
   `Sec-Fetch-Site` and without an `Origin`, are refused (CSRF from any web page).
 - With `apiToken` configured, every API call carries `Authorization: Bearer <token>`.
@@ -30,6 +31,27 @@ def _hostname(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """A `Host` header as (name, port or None); None when it is malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[: end + 1], value[end + 1 :]
+    elif value.count(":") > 1:  # a bare IPv6 address, no port
+        return value, None
+    else:
+        name, colon, port = value.partition(":")
+        rest = colon + port
+    if rest in ("", ":"):  # an empty port is the default one (RFC 3986)
+        return name, None
+    digits = rest[1:]
+    if not rest.startswith(":") or not (digits.isascii() and digits.isdigit()):
+        return None
+    return name, int(digits)
+
+
 class SecurityMiddleware:
     def __init__(
         self,
@@ -57,7 +79,7 @@ class SecurityMiddleware:
         method = scope["method"]
         path = scope["path"]
         host = headers.get("host", "")
-        if not self.any_host and _hostname(host) not in self.allowed_hosts:
+        if not self._host_allowed(host, scope):
             await _error(send, 403, f"Host '{host}' is not allowed")
             return
         origin = headers.get("origin")
@@ -82,6 +104,25 @@ class SecurityMiddleware:
                 return
             receive = body_check
         await self.app(scope, receive, send)
+
+    def _host_allowed(self, host: str, scope: Scope) -> bool:
+        parsed = _split_host(host)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if not self.any_host and name not in self.allowed_hosts:
+            return False
+        default = 443 if scope.get("scheme") == "https" else 80
+        return (port if port is not None else default) == self._local_port(scope, default)
+
+    def _local_port(self, scope: Scope, default: int) -> int:
+        """The port the request came in on: the listening socket's (uvicorn's `server`),
+        or for an in-process call (httpx's ASGITransport) its URL's."""
+        server = scope.get("server")
+        if server is None:
+            return self.port
+        port = server[1]
+        return default if port is None else int(port)
 
     def _same_origin(self, origin: str) -> bool:
         parts = urlsplit(origin)
