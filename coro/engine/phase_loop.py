@@ -62,7 +62,7 @@ from coro.executors.base import (
     ThinkingEvent,
     UsageEvent,
 )
-from coro.intelligence.job import prepare_phase
+from coro.intelligence.job import load_workflow, prepare_phase
 from coro.intelligence.layers import WorkflowNotFound
 from coro.state.backend import JobMutation
 from coro.state.store import JobStore
@@ -172,7 +172,7 @@ class PhaseLoop:
         if not is_running(job.status):
             return
         try:
-            workflow = await asyncio.to_thread(self.env.layers.load_workflow, job.workflow_path)
+            workflow = await load_workflow(self.env.layers, job.workflow_path)
         except (WorkflowError, WorkflowNotFound, ValueError) as exc:
             await self._fail(f"Workflow could not be loaded: {exc}")
             return
@@ -191,9 +191,7 @@ class PhaseLoop:
             if job.workflow_path != workflow.path:
                 # `switch_workflow` / `convert_to_campaign` moved the job to another lane.
                 try:
-                    switched = await asyncio.to_thread(
-                        self.env.layers.load_workflow, job.workflow_path
-                    )
+                    switched = await load_workflow(self.env.layers, job.workflow_path)
                 except (WorkflowError, WorkflowNotFound, ValueError) as exc:
                     await self._fail(f"Workflow could not be loaded: {exc}")
                     return

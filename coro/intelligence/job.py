@@ -15,9 +15,13 @@ At every phase start the phase loop calls `prepare_phase()`, which
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from coro.domain.models import Job
 from coro.domain.workflows import Workflow, WorkflowError
@@ -34,6 +38,8 @@ from coro.intelligence.materialise import (
     materialise,
 )
 
+T = TypeVar("T")
+
 
 @dataclass
 class PhaseIntelligence:
@@ -49,12 +55,32 @@ class PhaseIntelligence:
     notes: list[str] = field(default_factory=list)
 
 
+#: The threads phase starts read and materialise layers in. This is Python making many
+#: small system calls, which gains nothing from more threads under the GIL: the
+#: default executor's (up to six) would only take turns with each other and the event
+#: loop, at a cost in hand-offs that exceeds the work itself. Two, so that one slow file
+#: system call does not hold up every job.
+_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="coro-intelligence")
+
+
+async def _in_thread(func: Callable[..., T], /, *args: object) -> T:
+    """`asyncio.to_thread` on the intelligence threads (the context goes along)."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, call)
+
+
+async def load_workflow(layers: IntelligenceLayers, workflow_path: str) -> Workflow:
+    """`layers.load_workflow` in a thread (the same errors)."""
+    return await _in_thread(layers.load_workflow, workflow_path)
+
+
 async def prepare_phase(
     layers: IntelligenceLayers, job: Job, workdir: Path, workflow: Workflow
 ) -> PhaseIntelligence:
     """The intelligence for the phase `job.phase` is about to run (see module doc)."""
     await layers.refresh()
-    return await asyncio.to_thread(_prepare, layers, job, workdir, workflow)
+    return await _in_thread(_prepare, layers, job, workdir, workflow)
 
 
 def _prepare(
