@@ -250,13 +250,24 @@ async def test_the_completion_gate_waits_for_an_open_pull_request(
                     step("file_write", path="shop/greeting.py", content=GREETING),
                     step("scm_create_pr", title="Add greet()"),
                 ],
-                [step("scm_merge_pr", prId=1)],  # the corrective run merges it
+                [  # the corrective run may not merge it unreviewed: it waits for a review
+                    step("scm_merge_pr", prId=1),
+                    step("await_event", eventName="pr:review", prId=1),
+                ],
+                [step("scm_merge_pr", prId=1)],  # approved: now it merges
             ]
         }
         job_id = await api.create(workflow, script, repo="shop")
+        await api.wait_for_line(job_id, "Job parked — waiting for: pr:review")
+        assert "greeting.py" not in show(bare, "--name-only", "--format=", "main")
+        approved = await cli(api, "pr", "approve", "1", "--as", "alice")
+        assert approved.exit_code == 0, approved.output
+        await api.runner.transport.poll_once()  # type: ignore[attr-defined]
         result = await api.finish(job_id)
         job = await api.job(job_id)
     assert result.done == "complete"
+    refused = [t for t in result.texts() if "has no approval" in t]
+    assert len(refused) == 1, result.texts()
     blocked = [t for t in result.texts() if t.startswith("[completion-gate]")]
     assert blocked == [
         "[completion-gate] Blocking job completion (1 unfinished: PR #1 in shop (open)). "

@@ -418,6 +418,13 @@ def register(registry: ToolRegistry) -> None:
         job = await ctx.store.get(ctx.job_id)
         plugin, repo = _pr_target(ctx, job, args)
         with _plugin_errors():
+            # an agent's work is merged only once a person approved it (no tool approves)
+            status = await plugin.pr_status(repo, args.pr_id)
+            if status.approval_count < 1:
+                raise ToolError(
+                    f"PR #{args.pr_id} has no approval: it can be merged once a reviewer "
+                    "approves it (wait for the review with await_event)"
+                )
             result = await plugin.merge(repo, args.pr_id, message=args.message)
         if not result.merged:
             raise ToolError(f"PR #{args.pr_id} was not merged: {result.message}")
