@@ -44,6 +44,10 @@ class ClientTimeouts:
     send: float = 30.0
     #: the request line and headers together, in bytes
     max_head_bytes: int = 64 * 1024
+    #: the kernel's send buffer of each connection (SO_SNDBUF) in bytes; None: the
+    #: kernel sizes it (up to net.ipv4.tcp_wmem's maximum, megabytes that a client
+    #: which does not read keeps filled until the send limit resets it)
+    send_buffer: int | None = None
 
 
 class GuardedConfig(uvicorn.Config):
@@ -84,6 +88,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self._limits.send_buffer is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._limits.send_buffer)
         self._head_timer = self.loop.call_later(self._limits.head, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,7 +167,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.scope is not None:
             request = f" ({self.scope.get('method', '?')} {self.scope.get('path', '?')})"
         logger.warning(
-            "closed the connection of %s%s: it read nothing for %g s",
+            "reset the connection of %s%s: the client read nothing of the response for %g s",
             _peer(self.client),
             request,
             self._limits.send,
