@@ -128,3 +128,22 @@ async def test_absurd_budget_numbers_are_400_on_update(api: Api) -> None:
     fine = await api.client.patch(f"/jobs/{job_id}/budget", json={"maxCostUsd": 1e6})
     assert fine.status_code == 200
     assert fine.json()["budget"] == {"maxCostUsd": 1e6, "maxTokens": None}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/jobs", "GET, POST"),
+        ("DELETE", "/jobs/job-1", "GET"),
+        ("PATCH", "/intelligence/file", "DELETE, GET, PUT"),
+        ("GET", "/jobs/job-1/cancel", "POST"),
+        ("POST", "/health", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_of_the_path(
+    api: Api, method: str, path: str, allow: str
+) -> None:
+    response = await api.client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allow
+    assert response.json() == {"error": "Method Not Allowed"}

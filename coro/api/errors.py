@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 #: What each error status means, as the OpenAPI documents say it.
 ERROR_DESCRIPTIONS = {
@@ -78,15 +78,20 @@ def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return response
 
 
+#: The methods a 405's `Allow` may name.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """The methods of every route matching the request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches({**request.scope, "method": "GET"})
-            if match != Match.NONE:
-                methods |= route.methods
-    return sorted(methods)
+    """The methods some route answers on the request's path. Asked of the routes
+    themselves, one method at a time: FastAPI keeps an included router as one route
+    (its own routes are not in `app.router.routes`)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
 
 
 def _issues(exc: RequestValidationError) -> list[dict[str, str]]:
