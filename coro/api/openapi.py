@@ -27,11 +27,6 @@ FILE_BYTES: dict[int | str, dict[str, Any]] = {
     }
 }
 
-#: Errors of routes declared in modules whose routes do not list them themselves.
-_ELSEWHERE: dict[tuple[str, str], tuple[int, ...]] = {
-    ("get", "/cloud/runners"): (409, 502, 503),
-}
-
 
 def truthful_openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, made truthful: invalid requests are 400 `{error, issues}`,
@@ -50,7 +45,7 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
-            statuses = {403, *_ELSEWHERE.get((method, path), ())}
+            statuses = {403}
             default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
             if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
                 del responses["422"]

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from coro.api.deps import RunnerDep
-from coro.api.errors import error_response
+from coro.api.errors import error_response, errors
 from coro.api.schemas import CreateJobBody
 from coro.domain.cloud_protocol import RunnerList
 from coro.engine.cloud_commands import ApiAnswer, ApiCall
@@ -34,7 +34,7 @@ async def cloud_status(runner: RunnerDep) -> dict[str, Any]:
     return runner.cloud_status()
 
 
-@router.get("/cloud/runners", response_model=None)
+@router.get("/cloud/runners", response_model=None, responses=errors(409, 502, 503))
 async def cloud_runners(runner: RunnerDep) -> dict[str, Any] | JSONResponse:
     """`{runners: [...]}`: the runners of this runner's team, as the cloud lists them
     (`GET /teams/:teamId/runners`); 409 in local mode, 503 while the cloud is away."""
