@@ -305,7 +305,8 @@ async def test_a_failed_child_halts_the_campaign_until_resumed_with_a_note(
         )
         assert status == 200, body
         assert body["ok"] is True and body["action"] == "resume"
-        assert body["child"]["status"] == "dispatched"
+        # running again (a one-step child may already have finished by the answer)
+        assert body["child"]["status"] in ("dispatched", "complete")
         result = await api.finish(parent)
         assert result.done == "complete"
         texts = result.texts()
