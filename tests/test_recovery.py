@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -142,3 +144,70 @@ async def test_rate_limit_timer_is_rearmed_after_a_restart(
         result = await read_stream(client, job_id, until=None)
     assert result.done == "complete"
     assert "resumed after restart" in result.texts()
+
+
+#: Once the stored job holds a finished visit's usage, no further write of it commits:
+#: a runner killed then stopped exactly between that write and any that would follow.
+FREEZE_AFTER_FINAL_USAGE = """
+CREATE TRIGGER freeze_after_final_usage BEFORE UPDATE ON jobs
+WHEN EXISTS (
+    SELECT 1 FROM json_each(old.doc, '$.phaseUsage')
+    WHERE json_extract(value, '$.inProgress') = 0
+)
+BEGIN SELECT RAISE(ABORT, 'frozen by the test'); END
+"""
+
+
+def run_sql(home: CoroHome, statement: str) -> None:
+    with closing(sqlite3.connect(home.state_db)) as db:
+        db.execute(statement)
+        db.commit()
+
+
+@pytest.mark.backends("sqlite")
+async def test_a_runner_killed_right_after_a_phase_counted_its_usage_counts_it_once(
+    home: CoroHome,
+) -> None:
+    home.save_config(make_config())
+    workflow = write_workflow(
+        home, "paid", [{"name": "build", "agent": None}, {"name": "verify", "agent": None}]
+    )
+    script = {
+        "build": [{"usage": {"inputTokens": 40, "outputTokens": 10, "costUsd": 0.25}}],
+        "verify": [{"text": "verified"}],
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = await start_runner(home, port)
+    try:
+        await asyncio.to_thread(run_sql, home, FREEZE_AFTER_FINAL_USAGE)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            created = await client.post(
+                "/jobs", json={"workflowPath": workflow, "params": {"script": script}}
+            )
+            job_id = created.json()["jobId"]
+            # The end of build's turn: its usage is counted; nothing after it commits.
+            await read_stream(client, job_id, until="[usage] Phase build: 40 in / 10 out")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    await asyncio.to_thread(run_sql, home, "DROP TRIGGER freeze_after_final_usage")
+
+    process = await start_runner(home, port)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            after = await read_stream(client, job_id, until=None)
+            job = (await client.get(f"/jobs/{job_id}")).json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+    assert after.done == "complete", after.texts()
+    assert job["phaseVisits"] == {"build": 1, "verify": 1}  # build was not run again
+    usage = job["tokenUsage"]
+    assert (usage["inputTokens"], usage["outputTokens"]) == (40, 10)
+    assert usage["totalCostUsd"] == pytest.approx(0.25)
+    assert [(u["phase"], u["inputTokens"]) for u in job["phaseUsage"]] == [
+        ("build", 40),
+        ("verify", 0),
+    ]

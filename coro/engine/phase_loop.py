@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ from coro.domain.models import (
     ToolResultRecord,
     is_running,
     is_terminal,
+    iso_now,
 )
 from coro.domain.workflows import Phase, Workflow, WorkflowError
 from coro.engine import prompts
@@ -74,6 +76,18 @@ logger = logging.getLogger(__name__)
 LOG_CHUNK = 1600
 APPROVAL_LABEL = re.compile(r"approv(e|ed|al)", re.IGNORECASE)
 TOOL_LOG_PREVIEW = 2000
+COMPLETE_NOTE = "All phases complete — job finished successfully"
+
+
+@dataclass(frozen=True)
+class _Transition:
+    """Where a finished turn leads, written with the turn's usage: `apply` changes the
+    job (False: it does not hold for the job as stored), `note` is logged with it, and
+    `goes_on` says whether the loop runs another phase."""
+
+    note: str
+    apply: Callable[[Job], bool]
+    goes_on: bool
 
 
 @dataclass
@@ -430,7 +444,7 @@ class PhaseLoop:
             await self._park_rate_limited(exc)
             return None
         except ExecutorError as exc:
-            current = await self._end_turn(
+            current, _ = await self._end_turn(
                 live, started_at, transcript, history, session_id, signals
             )
             message = f"Executor {choice.provider} failed in phase {phase.name}: {exc}"
@@ -444,19 +458,29 @@ class PhaseLoop:
         finally:
             await stream.aclose()
             self.handle.in_turn = False
-        job = await self._end_turn(live, started_at, transcript, history, session_id, signals)
+
+        def idle_in(j: Job) -> bool:
+            return stuck.enabled and is_idle_turn(
+                tool_calls=call_counter[0],
+                model_turns=usage.num_turns,
+                has_agent=phase.agent is not None,
+                has_tools=bool(request.tools),
+                said_something=said[0],
+                work_pending=bool(j.unfinished_work_items()),
+            )
+
+        then = None if over_budget else self._transition(workflow, phase, signals, idle_in)
+        job, moved = await self._end_turn(
+            live, started_at, transcript, history, session_id, signals, then=then
+        )
+        if moved and then is not None:
+            self.idle_turns = 0
+            self.gate_blocks = 0
+            return job if then.goes_on else None
         if over_budget and is_running(job.status):
             await self._park_on_budget(over_budget)
             return None
-        idle = stuck.enabled and is_idle_turn(
-            tool_calls=call_counter[0],
-            model_turns=usage.num_turns,
-            has_agent=phase.agent is not None,
-            has_tools=bool(request.tools),
-            said_something=said[0],
-            work_pending=bool(job.unfinished_work_items()),
-        )
-        return await self._after_turn(job, workflow, phase, signals, idle=idle)
+        return await self._after_turn(job, workflow, phase, signals, idle=idle_in(job))
 
     async def _record_usage(self, live: LiveUsage, event: UsageEvent) -> None:
         """After each round trip the job shows the running visit's usage (and a log line
@@ -524,9 +548,16 @@ class PhaseLoop:
         history: list[ConversationMessage],
         session_id: str | None,
         signals: PhaseSignals,
-    ) -> Job:
+        *,
+        then: _Transition | None = None,
+    ) -> tuple[Job, bool]:
         """Record usage and transcript; live messages nobody read wait for the next turn.
-        A turn that asked for a new session leaves no transcript or session behind."""
+        A turn that asked for a new session leaves no transcript or session behind.
+
+        `then`, where the turn leads, is written in the same transaction when it holds
+        for the job as stored (the second value says whether it was): a runner killed
+        after the turn's usage was counted must not find the phase unfinished and run
+        (and count) it again after a restart."""
         saving = asyncio.ensure_future(transcript.save(history, signals))
         self._history = [] if signals.new_session else list(history)
         if signals.new_session:
@@ -539,16 +570,88 @@ class PhaseLoop:
 
         record = live.mutation(final=True)
 
-        def apply(j: Job) -> None:
+        def finish(j: Job) -> None:
             record(j)
             j.session_id = session_id
             for message in leftover:
                 j.pending_prompt = prompts.append_prompt(j.pending_prompt, message)
 
+        def finish_and_move(j: Job) -> bool:
+            assert then is not None
+            if not then.apply(j):
+                return False  # written without it below; the loop decides as before
+            finish(j)
+            return True
+
         note = f"[usage] Phase {usage.phase}: {usage.input_tokens} in / {usage.output_tokens} out"
-        # Both writes in flight at once: the state store commits them together.
-        (job, _), _ = await asyncio.gather(self._update(apply, note=note), saving)
-        return job
+        if then is not None:
+            stamp = iso_now()
+            log = [f"{stamp} {note}", f"{stamp} {then.note}"]
+            # The transcript write in flight at once: the state store commits them together.
+            (job, moved), _ = await asyncio.gather(
+                self.store.backend.update_job(self.job_id, finish_and_move, log=log), saving
+            )
+            self.last = job
+            if moved:
+                return job, True
+            job, _ = await self._update(finish, note=note)
+        else:
+            (job, _), _ = await asyncio.gather(self._update(finish, note=note), saving)
+        return job, False
+
+    def _transition(
+        self,
+        workflow: Workflow,
+        phase: Phase,
+        signals: PhaseSignals,
+        idle_in: Callable[[Job], bool],
+    ) -> _Transition | None:
+        """What `_after_turn` does with a finished turn when that is a single write (park,
+        advance, complete), as a mutation that declines (False) whenever the job as
+        stored calls for anything else; None when it never is such a write."""
+        if self.handle.interrupt.is_set() and not signals.any:
+            return None
+
+        def plain(j: Job) -> bool:
+            # the cases `_after_turn` handles otherwise: stopped, interrupted, idle
+            if not is_running(j.status) or idle_in(j):
+                return False
+            return not (self.handle.interrupt.is_set() and not signals.any)
+
+        if signals.awaiting_event:
+            label, pr_id = signals.awaiting_event, signals.awaiting_pr_id
+            asks_approval = APPROVAL_LABEL.search(label) is not None
+            status = park_status(label)
+
+            def park(j: Job) -> bool:
+                if not plain(j):
+                    return False
+                checkpoint_next = None
+                if j.interactive and phase.interactive_checkpoint and asks_approval:
+                    checkpoint_next = workflow.next_phase(phase.name)
+                _set_parked(j, status, label, pr_id, checkpoint_next)
+                return True
+
+            return _Transition(f"Job parked — waiting for: {label}", park, goes_on=False)
+        next_phase = signals.next_phase or workflow.next_phase(phase.name)
+        if next_phase is None:
+
+            def complete(j: Job) -> bool:
+                if not plain(j) or j.unfinished_work_items() or j.open_prs():
+                    return False
+                j.status = COMPLETE
+                j.clear_wait()
+                return True
+
+            return _Transition(COMPLETE_NOTE, complete, goes_on=False)
+
+        def advance(j: Job) -> bool:
+            if not plain(j) or (j.interactive and phase.interactive_checkpoint):
+                return False
+            j.phase = next_phase
+            return True
+
+        return _Transition(f"Phase advanced → {next_phase}", advance, goes_on=True)
 
     async def _after_turn(
         self,
@@ -640,9 +743,7 @@ class PhaseLoop:
             j.clear_wait()
             return True
 
-        job, done = await self._update(
-            complete, note="All phases complete — job finished successfully"
-        )
+        job, done = await self._update(complete, note=COMPLETE_NOTE)
         if not done:
             await self._note_boundary_stop(job, "completion")
         return None
@@ -661,11 +762,7 @@ class PhaseLoop:
         def apply(j: Job) -> bool:
             if not is_running(j.status):
                 return False
-            j.status = status
-            j.clear_wait()
-            j.awaiting_event = label
-            j.awaiting_pr_id = pr_id
-            j.awaiting_next_phase = next_phase
+            _set_parked(j, status, label, pr_id, next_phase)
             return True
 
         job, parked = await self._update(apply, note=f"Job parked — waiting for: {label}")
@@ -729,6 +826,14 @@ class PhaseLoop:
             await self.log(f"[control] Stopped at a safe boundary ({boundary}): job cancelled")
         elif job.paused:
             await self.log(f"[control] Stopped at a safe boundary ({boundary}): job paused")
+
+
+def _set_parked(j: Job, status: str, label: str, pr_id: int | None, next_phase: str | None) -> None:
+    j.status = status
+    j.clear_wait()
+    j.awaiting_event = label
+    j.awaiting_pr_id = pr_id
+    j.awaiting_next_phase = next_phase
 
 
 def _thresholds(settings: StuckConfig) -> Thresholds:
