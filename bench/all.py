@@ -15,7 +15,7 @@ from typing import Any
 
 from bench._common import RESULTS_DIR, base_parser, print_table, write_result
 
-BENCHMARKS = ("phase_overhead", "throughput", "sse_fanout", "event_wake")
+BENCHMARKS = ("phase_overhead", "throughput", "sse_fanout", "event_wake", "sse_stalled")
 CLOUD_BENCHMARKS = ("cloud_dispatch", "cloud_webhook", "cloud_sse")
 #: benchmarks whose results depend on the runner's store (`--backend`)
 _BACKEND_BOUND = {*BENCHMARKS, "cloud_webhook"}
@@ -60,6 +60,24 @@ def _figures(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("event (poll) → phase started p50 (ms)", f"{wake['p50']:.2f}", f"≤ 100  {ok}"),
             ("event (poll) → phase started p95 (ms)", f"{wake['p95']:.2f}", ""),
         ]
+    if name == "sse_stalled":
+        stalled, slow = result["stalled"], result.get("slow", {})
+        rows = [
+            (
+                "RSS growth after SSE cut-off, 50 stalled (MB)",
+                f"{stalled['rss_growth_after_cutoff_mb']:.1f}",
+                f"≤ 50  {ok}",
+            ),
+            (
+                "stalled streams reset / tracebacks",
+                f"{stalled['reset']} / {stalled['log']['tracebacks']}",
+                "50 / 0",
+            ),
+        ]
+        if slow:
+            closed = f"{slow['all_closed_after_s']:.1f}"
+            rows.append(("1,000 stuck requests closed after (s)", closed, "≤ 30"))
+        return rows
     if name == "cloud_dispatch":
         lat = result["dispatch_ms"]
         return [
