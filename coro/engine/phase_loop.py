@@ -417,8 +417,10 @@ class PhaseLoop:
         started_at = time.monotonic()
         self.handle.in_turn = True
         stream = executor.execute_phase(request)
+        events = 0  # what the executor reported: none at all means it had nothing to do
         try:
             async for event in stream:
+                events += 1
                 if isinstance(event, TextEvent):
                     for chunk in _chunks(event.text):
                         await self.log(chunk)
@@ -470,6 +472,11 @@ class PhaseLoop:
             )
 
         then = None if over_budget else self._transition(workflow, phase, signals, idle_in)
+        if not events and not call_counter[0] and not request.stop_requested:
+            await self.log(
+                f"[warning] Phase {phase.name} ran with nothing to do: the {choice.provider} "
+                "executor reported no text, tool call or usage for it"
+            )
         job, moved = await self._end_turn(
             live, started_at, transcript, history, session_id, signals, then=then
         )
