@@ -26,6 +26,36 @@ WAIT_LIMIT = 60  # a guard against hangs, not a timing assertion
 pytest_plugins = ("tests.browser",)
 
 
+#: `record_property(SUMMARY, line)`: a line the run prints at its end (under xdist too:
+#: workers relay a test's properties, not its output), e.g. the crash suite's figures.
+SUMMARY = "summary"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = [
+        str(value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == SUMMARY
+    ]
+    if lines:
+        terminalreporter.section("summaries")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def schemathesis_summary(name: str, report: str) -> str:
+    """One line of a schemathesis run's report: what it tested and found."""
+    picked = [
+        line.strip()
+        for line in report.splitlines()
+        if line.strip().startswith(("Tested:", "Selected:")) or " generated" in line
+    ]
+    return f"schemathesis ({name}): " + "; ".join(picked)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`@pytest.mark.backends("sqlite", "postgres")`: run the test once per state backend
     (its runners get that backend through the `state_url` fixture)."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ApiFactory
+from tests.conftest import SUMMARY, ApiFactory, schemathesis_summary
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -65,7 +66,9 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 """
 
 
-async def test_no_check_fails_on_any_runner_route(api_factory: ApiFactory, tmp_path: Path) -> None:
+async def test_no_check_fails_on_any_runner_route(
+    api_factory: ApiFactory, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     async with api_factory() as api:
@@ -98,3 +101,4 @@ async def test_no_check_fails_on_any_runner_route(api_factory: ApiFactory, tmp_p
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-6000:]
     assert "Tested: " in report
+    record_property(SUMMARY, schemathesis_summary("runner", report))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from tests.cloud_helpers import Cloud
+from tests.conftest import SUMMARY, schemathesis_summary
 
 pytest_plugins = ("tests.cloud_fixtures",)
 
@@ -24,7 +26,9 @@ pytestmark = pytest.mark.timeout(600)
 SCHEMATHESIS = shutil.which("schemathesis") or f"{sys.prefix}/bin/schemathesis"
 
 
-async def test_no_check_fails_on_any_cloud_route(cloud: Cloud) -> None:
+async def test_no_check_fails_on_any_cloud_route(
+    cloud: Cloud, record_property: Callable[[str, object], None]
+) -> None:
     account = await cloud.signup()
     created = await cloud.client.post(
         "/teams", json={"name": "Schema team", "slug": "schema-team"}, headers=account.headers
@@ -59,3 +63,4 @@ async def test_no_check_fails_on_any_cloud_route(cloud: Cloud) -> None:
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-6000:]
     assert "Tested: " in report
+    record_property(SUMMARY, schemathesis_summary("cloud", report))

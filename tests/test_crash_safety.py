@@ -10,23 +10,18 @@ import os
 import random
 from collections.abc import Callable
 
-import pytest
-
 from bench.crash_safety import run
+from tests.conftest import SUMMARY
 
 TRIALS = 6
 
 
 async def test_runner_killed_at_random_moments_loses_and_repeats_nothing(
-    capsys: pytest.CaptureFixture[str], record_property: Callable[[str, object], None]
+    record_property: Callable[[str, object], None],
 ) -> None:
     seed = int(os.environ.get("CORO_CRASH_SEED", random.randrange(1_000_000)))
     totals = await run(TRIALS, seed)
-    # Shown on the terminal without xdist (`-n 0`); under xdist a worker's output is
-    # not relayed, so the summary is also a property of the test (JUnit XML).
-    with capsys.disabled():
-        print(f"\n{totals.summary(seed)}")
-    record_property("crash_safety", totals.summary(seed))
+    record_property(SUMMARY, totals.summary(seed))  # printed at the end of the run
     assert totals.problems == [], f"seed {seed} (rerun with CORO_CRASH_SEED={seed})"
     assert totals.trials == TRIALS
     assert totals.kills >= TRIALS
