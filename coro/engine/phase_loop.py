@@ -56,6 +56,7 @@ from coro.engine.stuck import (
 from coro.engine.usage import LiveUsage, add_usage
 from coro.executors.base import (
     ExecutorError,
+    NothingToDo,
     PhaseRequest,
     PromptEvent,
     RateLimited,
@@ -418,8 +419,12 @@ class PhaseLoop:
         self.handle.in_turn = True
         stream = executor.execute_phase(request)
         events = 0  # what the executor reported: none at all means it had nothing to do
+        idle_reason: str | None = None
         try:
             async for event in stream:
+                if isinstance(event, NothingToDo):
+                    idle_reason = event.reason
+                    continue
                 events += 1
                 if isinstance(event, TextEvent):
                     for chunk in _chunks(event.text):
@@ -473,10 +478,10 @@ class PhaseLoop:
 
         then = None if over_budget else self._transition(workflow, phase, signals, idle_in)
         if not events and not call_counter[0] and not request.stop_requested:
-            await self.log(
-                f"[warning] Phase {phase.name} ran with nothing to do: the {choice.provider} "
-                "executor reported no text, tool call or usage for it"
+            reason = idle_reason or (
+                f"the {choice.provider} executor reported no text, tool call or usage for it"
             )
+            await self.log(f"[warning] Phase {phase.name} ran with nothing to do: {reason}")
         job, moved = await self._end_turn(
             live, started_at, transcript, history, session_id, signals, then=then
         )

@@ -57,7 +57,14 @@ class PromptEvent:
     text: str
 
 
-ExecutorEvent = TextEvent | ThinkingEvent | UsageEvent | SessionEvent | PromptEvent
+@dataclass(frozen=True)
+class NothingToDo:
+    """The executor had nothing to run for the phase (the job log warns, with `reason`)."""
+
+    reason: str
+
+
+ExecutorEvent = TextEvent | ThinkingEvent | UsageEvent | SessionEvent | PromptEvent | NothingToDo
 
 
 class ExecutorError(Exception):

@@ -17,6 +17,7 @@ from coro.executors.base import (
     ExecutorEvent,
     Health,
     ModelInfo,
+    NothingToDo,
     PhaseRequest,
     PromptEvent,
     RateLimited,
@@ -131,6 +132,7 @@ class ScriptExecutor:
             raise ExecutorError(str(exc)) from exc
         visits = script.get(request.phase)
         if not visits:
+            yield NothingToDo(f"params.script has no steps for phase {request.phase!r}")
             return
         steps = visits[min(request.visit, len(visits)) - 1]
         for step in steps:
