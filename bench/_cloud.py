@@ -27,7 +27,7 @@ from sqlalchemy import URL, make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench._common import _state_database
+from bench._common import _state_database, write_result
 from coro.cloud import migrate
 from coro.cloud.db import Database
 from coro.domain.cloud_protocol import PROTOCOL_VERSION
@@ -408,3 +408,22 @@ class LineChild:
 async def read_parent_line() -> str:
     """The next line the parent wrote to this helper process's stdin ('' at its end)."""
     return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+def finish(
+    result: dict[str, Any],
+    name: str,
+    *,
+    as_json: bool,
+    quiet: bool,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Write a benchmark's result file, then print it: the JSON alone, or the report
+    (and where the file went, unless quiet)."""
+    path = write_result(name, result)
+    if as_json:
+        print(json.dumps(result))
+        return
+    report(result)
+    if not quiet:
+        print(f"  → {path}")

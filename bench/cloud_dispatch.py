@@ -41,10 +41,11 @@ from bench._cloud import (
     Team,
     clock_ns,
     clouds,
+    finish,
     make_teams,
     read_parent_line,
 )
-from bench._common import ms, print_table, summarize, verdict, write_result
+from bench._common import ms, print_table, summarize, verdict
 
 NAME = "cloud_dispatch"
 TARGET_P99_MS = 200.0
@@ -356,13 +357,7 @@ def main() -> None:
     except KeyboardInterrupt:  # everything started is stopped by then
         sys.exit(130)
     name = NAME + ("-2instances" if args.instances == 2 else "") + ("-quick" if args.quick else "")
-    path = write_result(name, result)
-    if args.json:
-        print(json.dumps(result))
-        return
-    report(result)
-    if not args.quiet:
-        print(f"  → {path}")
+    finish(result, name, as_json=args.json, quiet=args.quiet, report=report)
 
 
 if __name__ == "__main__":

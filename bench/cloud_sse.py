@@ -35,11 +35,12 @@ from bench._cloud import (
     ProtocolRunner,
     clock_ns,
     clouds,
+    finish,
     job_json,
     make_teams,
     read_parent_line,
 )
-from bench._common import ms, print_table, summarize, verdict, write_result
+from bench._common import ms, print_table, summarize, verdict
 from coro.domain.cloud_protocol import HEARTBEAT_INTERVAL_SECONDS
 
 NAME = "cloud_sse"
@@ -336,13 +337,7 @@ def main() -> None:
     except KeyboardInterrupt:  # everything started is stopped by then
         sys.exit(130)
     name = NAME + ("-2instances" if args.instances == 2 else "") + ("-quick" if args.quick else "")
-    path = write_result(name, result)
-    if args.json:
-        print(json.dumps(result))
-        return
-    report(result)
-    if not args.quiet:
-        print(f"  → {path}")
+    finish(result, name, as_json=args.json, quiet=args.quiet, report=report)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench._cloud import WAIT_LIMIT, clouds, make_teams
+from bench._cloud import WAIT_LIMIT, clouds, finish, make_teams
 from bench._common import (
     base_parser,
     make_backend,
@@ -38,7 +38,6 @@ from bench._common import (
     summarize,
     temp_home,
     verdict,
-    write_result,
     write_workflow,
 )
 from coro.domain.models import Job, LogEntry, PrMapping, PrSeen, iso_now
@@ -253,13 +252,8 @@ def main() -> None:
     except KeyboardInterrupt:  # everything started is stopped by then
         sys.exit(130)
     name = NAME if args.backend == "sqlite" else f"{NAME}-{args.backend}"
-    path = write_result(name + ("-quick" if args.quick else ""), result)
-    if args.json:
-        print(json.dumps(result))
-        return
-    report(result)
-    if not args.quiet:
-        print(f"  → {path}")
+    name += "-quick" if args.quick else ""
+    finish(result, name, as_json=args.json, quiet=args.quiet, report=report)
 
 
 if __name__ == "__main__":
