@@ -16,8 +16,7 @@ async def test_a_phase_the_executor_had_nothing_for_is_logged_as_a_warning(api: 
     assert result.done == "complete", result.texts()
     warnings = [t for t in result.texts() if t.startswith("[warning] Phase")]
     assert warnings == [
-        "[warning] Phase build ran with nothing to do: params.script has no steps for "
-        "phase 'build'"
+        "[warning] Phase build ran with nothing to do: params.script has no steps for phase 'build'"
     ]
 
 
