@@ -46,7 +46,8 @@ PROVIDERS: dict[Choice, Provider] = {
 
 NEXT_STEPS = """Next:
   coro start                      # the runner: http://127.0.0.1:3000 and /dashboard/
-  coro job --repo org/api --description "Add rate limiting" --follow"""
+  coro repo create api            # a repository of the offline local SCM
+  coro job --repo api --description "Add rate limiting" --follow"""
 
 SCRIPT_NOTE = (
     "The script executor runs the steps a job gives in params.script (SPEC §6; README: "
