@@ -2,7 +2,7 @@
 // words are written by strangers), a filter (all, agent, tools), "follow" scrolling and
 // the stream's connection state.
 
-import { h } from "./ui.js";
+import { clock, h } from "./ui.js";
 
 const TOOL_LINE = /^\S+ (→ |\[tool-error\])/;
 // The runner's own lines are tagged `[…]` or are one of its few phase-boundary notes;
@@ -77,7 +77,7 @@ export function logView({ onLine } = {}) {
         class: `line${body.startsWith("[tool-error]") ? " error" : body.startsWith("→ ") ? " tool" : ""}`,
         dataset: { index: String(index), kind: kind(text) },
       },
-      h("span", { class: "time" }, when && !Number.isNaN(when.getTime()) ? when.toLocaleTimeString() : ""),
+      h("span", { class: "time" }, when && !Number.isNaN(when.getTime()) ? clock(when) : ""),
       body,
     );
     node.hidden = !visible(node);

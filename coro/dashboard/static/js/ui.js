@@ -72,8 +72,18 @@ export function ago(iso) {
   return `${Math.floor(seconds / 86400)}d ago`;
 }
 
+const pad = (n) => String(n).padStart(2, "0");
+
+/** A local time of day, `HH:MM:SS` (as the CLI shows times). */
+export function clock(date) {
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+/** A local date and time, `YYYY-MM-DD HH:MM:SS` (as `coro logs` and `coro status`). */
 export function time(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
+  const date = iso ? new Date(iso) : null;
+  if (!date || Number.isNaN(date.getTime())) return "";
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${clock(date)}`;
 }
 
 const STOPPED = new Set(["complete", "cancelled", "failed", "escalated"]);
