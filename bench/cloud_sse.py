@@ -26,7 +26,6 @@ import contextlib
 import json
 import secrets
 import sys
-import time
 from typing import Any
 
 from bench._cloud import (
@@ -41,84 +40,21 @@ from bench._cloud import (
     read_parent_line,
 )
 from bench._common import ms, print_table, summarize, verdict
+from bench._sse import MARK, WARMUP, SseReader, until
 from coro.domain.cloud_protocol import HEARTBEAT_INTERVAL_SECONDS
 
 NAME = "cloud_sse"
 TARGET_P99_MS = 100.0
-MARK = b"bench-line"
-WARMUP = b"bench-warmup"
 
 
-class Viewer:
-    """One SSE viewer on its own TCP connection."""
-
-    def __init__(self, url: str, path: str, authorization: str) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.host, self.port = host, int(port)
-        self.path, self.authorization = path, authorization
-        self.instance = url
-        self.latencies_ns: list[tuple[int, int]] = []  # (line number, latency)
-        self.warmups = 0
-        self.connected = False
-        self.error: BaseException | None = None
-
-    async def run(self) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        except OSError as exc:
-            self.error = exc
-            return
-        try:
-            request = (
-                f"GET {self.path} HTTP/1.1\r\n"
-                f"Host: {self.host}:{self.port}\r\n"
-                f"Authorization: {self.authorization}\r\n"
-                "Accept: text/event-stream\r\n\r\n"
-            )
-            writer.write(request.encode())
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"stream refused: {head[:80]!r}")
-            chunked = b"transfer-encoding: chunked" in head.lower()
-            self.connected = True
-            pending = b""
-            while True:
-                if chunked:
-                    size = int((await reader.readline()).split(b";")[0], 16)
-                    if size == 0:
-                        return
-                    pending += (await reader.readexactly(size + 2))[:-2]
-                else:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    if MARK in line:
-                        now = clock_ns()
-                        _, number, sent = line.rsplit(b" ", 2)
-                        self.latencies_ns.append((int(number), now - int(sent)))
-                    elif WARMUP in line:
-                        self.warmups += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = exc
-        finally:
-            writer.close()
+def viewer(url: str, path: str, authorization: str) -> SseReader:
+    """One SSE viewer of `url` (an instance of the cloud) on its own TCP connection."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return SseReader(host, int(port), path, {"Authorization": authorization})
 
 
-async def _until(check: Any, what: str, limit: float = WAIT_LIMIT) -> None:
-    """Poll `check()` (the viewers' state changes in their own tasks)."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def _until(check: Any, what: str) -> None:
+    await until(check, what, WAIT_LIMIT)
 
 
 async def viewer_process() -> None:
@@ -127,8 +63,9 @@ async def viewer_process() -> None:
     (`[instance number, line number, latency ns]`) and how many viewers failed."""
     config = json.loads(await read_parent_line())
     urls: list[str] = config["urls"]
+    # the viewers take the instances in turn: viewer n is on instance n % len(urls)
     viewers = [
-        Viewer(urls[n % len(urls)], config["path"], config["authorization"])
+        viewer(urls[n % len(urls)], config["path"], config["authorization"])
         for n in range(int(config["count"]))
     ]
     tasks = [asyncio.create_task(v.run()) for v in viewers]
@@ -149,7 +86,7 @@ async def viewer_process() -> None:
         lines = int((await read_parent_line()).split()[1])
         expected = lines * len(viewers)
         with contextlib.suppress(TimeoutError):  # then report what arrived
-            await _until(
+            await until(
                 lambda: (
                     sum(len(v.latencies_ns) for v in viewers) >= expected
                     or all(t.done() for t in tasks)
@@ -158,7 +95,9 @@ async def viewer_process() -> None:
                 30.0,
             )
         deliveries = [
-            (urls.index(v.instance), n, value) for v in viewers for n, value in v.latencies_ns
+            (index % len(urls), n, value)
+            for index, v in enumerate(viewers)
+            for n, value in v.latencies_ns
         ]
         print(json.dumps({"deliveries": deliveries, "errors": len(failed())}), flush=True)
     finally:

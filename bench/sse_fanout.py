@@ -41,75 +41,20 @@ from bench._common import (
     write_result,
     write_workflow,
 )
+from bench._sse import MARK, WARMUP, SseReader, until
 from coro.api.server import serve
 from coro.domain.models import is_running
 from coro.engine.service import NewJob
 
 NAME = "sse_fanout"
 TARGET_P99_MS = 100.0
-MARK = b"bench-line"
-WARMUP = b"bench-warmup"
 WAIT_LIMIT = 60.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Client:
-    """One SSE subscriber on its own TCP connection."""
-
-    def __init__(self, host: str, port: int, job_id: str) -> None:
-        self.host, self.port, self.job_id = host, port, job_id
-        self.latencies_ns: list[tuple[int, int]] = []  # (line number, latency)
-        self.warmups = 0
-        self.connected = False
-        self.error: BaseException | None = None
-
-    async def run(self) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        except OSError as exc:
-            self.error = exc
-            return
-        try:
-            request = (
-                f"GET /jobs/{self.job_id}/stream?tail=0 HTTP/1.1\r\n"
-                f"Host: {self.host}:{self.port}\r\n"
-                "Accept: text/event-stream\r\n\r\n"
-            )
-            writer.write(request.encode())
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"stream refused: {head[:80]!r}")
-            chunked = b"transfer-encoding: chunked" in head.lower()
-            self.connected = True
-            pending = b""
-            while True:
-                if chunked:
-                    size = int((await reader.readline()).split(b";")[0], 16)
-                    if size == 0:
-                        return
-                    pending += (await reader.readexactly(size + 2))[:-2]
-                else:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    if MARK in line:
-                        now = time.perf_counter_ns()
-                        _, number, sent = line.rsplit(b" ", 2)
-                        self.latencies_ns.append((int(number), now - int(sent)))
-                    elif WARMUP in line:
-                        self.warmups += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = exc
-        finally:
-            writer.close()
+def subscriber(host: str, port: int, job_id: str) -> SseReader:
+    """One SSE subscriber of the job on its own TCP connection."""
+    return SseReader(host, port, f"/jobs/{job_id}/stream?tail=0", {})
 
 
 class Clients(Protocol):
@@ -126,20 +71,15 @@ class Clients(Protocol):
         ...
 
 
-async def _until(check: Any, what: str, limit: float = WAIT_LIMIT) -> None:
-    """Poll `check()` (client state changes in other tasks and processes)."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def _until(check: Any, what: str) -> None:
+    await until(check, what, WAIT_LIMIT)
 
 
 class LocalClients:
     """Clients in this event loop (also what the child process runs)."""
 
     def __init__(self, host: str, port: int, job_id: str, count: int) -> None:
-        self.clients = [Client(host, port, job_id) for _ in range(count)]
+        self.clients = [subscriber(host, port, job_id) for _ in range(count)]
         self.tasks = [asyncio.create_task(c.run()) for c in self.clients]
 
     def _check_errors(self) -> None:
@@ -160,7 +100,7 @@ class LocalClients:
     async def results(self, lines: int) -> tuple[list[tuple[int, int]], int]:
         expected = lines * len(self.clients)
         with contextlib.suppress(TimeoutError):  # then report what arrived
-            await _until(
+            await until(
                 lambda: (
                     sum(len(c.latencies_ns) for c in self.clients) >= expected
                     or all(t.done() for t in self.tasks)
