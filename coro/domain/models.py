@@ -159,6 +159,25 @@ class ExternalRef(CamelModel):
     url: str | None = None
 
 
+class JobOrigin(CamelModel):
+    """The issue or pull-request thread a job started by a trigger came from: where Coro
+    replies with a link to the run, posts the job's questions and reads the answers."""
+
+    rule_id: str
+    #: one per event (the delivery or the comment, label, assignment, transition): a
+    #: second delivery of the same event finds the job this one started
+    event_key: str
+    plugin_id: str  # the tracker or SCM plugin the thread lives in
+    kind: Literal["issue", "pull_request"]
+    key: str  # "owner/name#12" (GitHub) or "PROJ-12" (Jira)
+    url: str | None = None
+    author: str | None = None  # who started it
+    #: the last comment of the thread already read (answers are the ones after it)
+    seen_comment_id: str | None = None
+    #: when the job's current question was posted in the thread (posted once per park)
+    asked_at: str | None = None
+
+
 class Artifact(CamelModel):
     id: str
     phase: str
@@ -367,6 +386,7 @@ class Job(CamelModel):
     work_item_loop_count: int = 0
     pr_mappings: list[PrMapping] = Field(default_factory=list)
     external_refs: list[ExternalRef] = Field(default_factory=list)
+    origin: JobOrigin | None = None
     checkouts: list[Checkout] = Field(default_factory=list)
     artifacts: list[Artifact] = Field(default_factory=list)
     insights: list[Insight] = Field(default_factory=list)

@@ -601,7 +601,7 @@ class PhaseLoop:
             log = [f"{stamp} {note}", f"{stamp} {then.note}"]
             # The transcript write in flight at once: the state store commits them together.
             (job, moved), _ = await asyncio.gather(
-                self.store.backend.update_job(self.job_id, finish_and_move, log=log), saving
+                self.store.update(self.job_id, finish_and_move, log=log), saving
             )
             self.last = job
             if moved:

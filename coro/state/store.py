@@ -3,6 +3,8 @@ its `LogBus` (`store.bus`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from coro.domain.models import Job, LogEntry, iso_now
@@ -10,9 +12,25 @@ from coro.state.backend import JobMutation, JobNotFound, StateBackend
 from coro.state.logbus import LogBus
 
 
+@dataclass(frozen=True)
+class JobChange:
+    """An update of a job this process wrote, as `JobStore.observers` see it."""
+
+    before_status: str
+    before_pr_count: int
+    job: Job  # after the update (shared: read it, never change it)
+
+
+JobObserver = Callable[[JobChange], None]
+
+
 class JobStore:
     def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
+        #: called after every written update (not for another process's writes, which
+        #: that process observes): the notifier watches status moves and new pull
+        #: requests here. An observer must not block.
+        self.observers: list[JobObserver] = []
 
     @property
     def bus(self) -> LogBus:
@@ -32,16 +50,35 @@ class JobStore:
         return job
 
     async def update(
-        self, job_id: str, mutate: JobMutation, *, note: str | None = None
+        self,
+        job_id: str,
+        mutate: JobMutation,
+        *,
+        note: str | None = None,
+        log: Sequence[str] = (),
     ) -> tuple[Job, bool]:
         """Atomic read-modify-write; subscribers hear about any status change.
 
-        `note` is logged only if the mutation was written, in the same transaction and
-        announced before the status change, so a stream that ends on the new status has
-        already carried it.
+        `note` (stamped now) and `log` (lines already stamped) are logged only if the
+        mutation was written, in the same transaction and announced before the status
+        change, so a stream that ends on the new status has already carried them.
         """
-        log = [f"{iso_now()} {note}"] if note else []
-        return await self.backend.update_job(job_id, mutate, log=log)
+        lines = [*log, f"{iso_now()} {note}"] if note else list(log)
+        if not self.observers:
+            return await self.backend.update_job(job_id, mutate, log=lines)
+        before: tuple[str, int] | None = None
+
+        def observed(draft: Job) -> bool | None:
+            nonlocal before  # the draft the write is made from (the last try's)
+            before = (draft.status, len(draft.pr_mappings))
+            return mutate(draft)
+
+        job, changed = await self.backend.update_job(job_id, observed, log=lines)
+        if changed and before is not None:
+            change = JobChange(before[0], before[1], job)
+            for observer in tuple(self.observers):
+                observer(change)
+        return job, changed
 
     async def mark_pr(
         self, job_id: str, pr_id: int, repo: str | None, state: Literal["merged", "declined"]

@@ -18,16 +18,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from coro.config.notifications import NotificationsConfig
+from coro.config.section import ConfigSection, http_url
+from coro.config.triggers import TriggersConfig
 from coro.domain.models import BudgetTokens, BudgetUsd
 from coro.secrets import MASKED, mask_secret, mask_url
 
@@ -45,11 +45,7 @@ class ConfigError(Exception):
         self.issues = issues or []
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class PathsConfig(_Section):
+class PathsConfig(ConfigSection):
     working_dir: str | None = None
     intelligence_dir: str | None = None
 
@@ -58,7 +54,7 @@ class PathsConfig(_Section):
 ToolCalling = Literal["native", "prompted", "constrained", "auto"]
 
 
-class ModelAlias(_Section):
+class ModelAlias(ConfigSection):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
@@ -68,17 +64,17 @@ class ModelAlias(_Section):
     tool_calling: ToolCalling | None = None
 
 
-class LlmConfig(_Section):
+class LlmConfig(ConfigSection):
     default_provider: str | None = Field(default=None, min_length=1)
     aliases: dict[str, ModelAlias] = Field(default_factory=dict)
 
 
-class BudgetConfig(_Section):
+class BudgetConfig(ConfigSection):
     max_cost_usd: BudgetUsd | None = None
     max_tokens: BudgetTokens | None = None
 
 
-class StuckConfig(_Section):
+class StuckConfig(ConfigSection):
     """Stuck detection in the phase loop (see `coro.engine.stuck`)."""
 
     enabled: bool = True
@@ -92,14 +88,14 @@ class StuckConfig(_Section):
     idle_turns: int = Field(default=2, ge=1, le=100)
 
 
-class JobsConfig(_Section):
+class JobsConfig(ConfigSection):
     max_concurrent: int = Field(default=4, ge=1, le=1000)
     completion_gate_max_retries: int = Field(default=5, ge=0, le=100)
     default_budget: BudgetConfig = Field(default_factory=BudgetConfig)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
 
 
-class IntakeConfig(_Section):
+class IntakeConfig(ConfigSection):
     """Plan-mode budgets per session."""
 
     max_turns: int = Field(default=8, ge=1, le=100)
@@ -107,13 +103,13 @@ class IntakeConfig(_Section):
     max_session_tokens: int = Field(default=30_000, ge=1_000, le=2_000_000)
 
 
-class CoordinationConfig(_Section):
+class CoordinationConfig(ConfigSection):
     """How campaigns run their children."""
 
     max_parallel_children: int = Field(default=1, ge=1, le=100)
 
 
-class PollingConfig(_Section):
+class PollingConfig(ConfigSection):
     """How the local runner watches the pull requests of parked jobs."""
 
     interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
@@ -124,19 +120,19 @@ class PollingConfig(_Section):
     local_change_delay_seconds: float = Field(default=1.0, ge=0, le=86_400)
 
 
-class PluginSlot(_Section):
+class PluginSlot(ConfigSection):
     """One installed plugin: whether it is on, and its own settings (validated by it)."""
 
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-class PluginsConfig(_Section):
+class PluginsConfig(ConfigSection):
     defaults: dict[str, str] = Field(default_factory=dict)  # kind -> plugin id
     installed: dict[str, PluginSlot] = Field(default_factory=dict)
 
 
-class IntelligenceConfig(_Section):
+class IntelligenceConfig(ConfigSection):
     """Where the tenant intelligence layer comes from besides `paths.intelligenceDir`:
     an optional git remote, cloned under `$CORO_HOME/cache/` and refreshed on demand."""
 
@@ -153,7 +149,7 @@ MCP_SERVER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_MCP_SERVER_IDS = frozenset({"coro"})
 
 
-class _McpServerBase(_Section):
+class _McpServerBase(ConfigSection):
     """What every external MCP server entry has besides its transport."""
 
     enabled: bool = True
@@ -210,7 +206,7 @@ McpServerConfig = Annotated[
 ]
 
 
-class ShellToolConfig(_Section):
+class ShellToolConfig(ConfigSection):
     """The `shell` tool. `sandbox`: "bwrap" (the default) runs every command in a
     bubblewrap sandbox and refuses to run one where bubblewrap cannot work; "off" runs
     commands unsandboxed, with a warning at every job start (see `coro.tools.sandbox`)."""
@@ -218,7 +214,7 @@ class ShellToolConfig(_Section):
     sandbox: Literal["bwrap", "off"] = "bwrap"
 
 
-class ToolsConfig(_Section):
+class ToolsConfig(ConfigSection):
     shell: ShellToolConfig = Field(default_factory=ShellToolConfig)
 
 
@@ -231,7 +227,7 @@ STATE_URL_SCHEMES = {
 }
 
 
-class StateConfig(_Section):
+class StateConfig(ConfigSection):
     """Where the runner keeps jobs, logs and its other records (`coro.state.factory`):
     `sqlite:///<absolute path>` (the default is `$CORO_HOME/state.db`) or
     `postgresql+asyncpg://user[:password]@host[:port]/database`."""
@@ -259,7 +255,7 @@ class StateConfig(_Section):
         return STATE_URL_SCHEMES[self.url.split("://", 1)[0].lower()]
 
 
-class CloudConfig(_Section):
+class CloudConfig(ConfigSection):
     """The team cloud this runner joins (`coro login`): with both `url` and `token` the
     runner is *hybrid* (it replicates its jobs to the cloud and takes commands from it);
     without them it is local. `token` is a runner token (a secret: masked in GET
@@ -277,12 +273,8 @@ class CloudConfig(_Section):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip().rstrip("/")
+        value = http_url(value)
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not carry a user or password (the token authenticates)")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment")
         return value
@@ -300,7 +292,7 @@ class CloudConfig(_Section):
         return bool(self.url and self.token)
 
 
-class CoroConfig(_Section):
+class CoroConfig(ConfigSection):
     """The sections of config.json the runner understands; unknown keys are refused."""
 
     host: str = DEFAULT_HOST
@@ -318,6 +310,8 @@ class CoroConfig(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
 
     @field_validator("host")
     @classmethod
@@ -428,7 +422,10 @@ def _expand(raw: str) -> Path:
 #: Keys whose string values are secrets wherever they appear (`apiKey`, `token`,
 #: `apiToken`, `bearerToken`, `appPassword`, `webhookSecret`, ...).
 SECRET_KEY_PATTERN = re.compile(
-    r"token|secret|passw(or)?d|api[_-]?key|credential|authorization|private[_-]?key", re.I
+    r"token|secret|passw(or)?d|api[_-]?key|credential|authorization|private[_-]?key"
+    # a Slack incoming webhook's URL is its own credential
+    r"|webhook[_-]?url",
+    re.I,
 )
 #: Maps whose every value is a secret (an MCP server's environment and HTTP headers).
 SECRET_VALUE_MAPS = frozenset({"env", "headers"})
