@@ -528,6 +528,8 @@ def apply_config_patch(
             seen = shown.get(key) if isinstance(shown, dict) else None
             if isinstance(value, dict) and isinstance(into.get(key), dict):
                 restore(value, into[key], before, seen, here)
+            elif isinstance(value, list) and isinstance(into.get(key), list):
+                restore_entries(value, into[key], before, seen, here)
             elif isinstance(value, str) and here in SECRET_URL_PATHS:
                 if isinstance(before, str) and value == seen and seen != before:
                     into[key] = before
@@ -551,8 +553,31 @@ def apply_config_patch(
                         }
                     )
 
+    def restore_entries(
+        sent: list[Any], into: list[Any], old: Any, shown: Any, path: ConfigPath
+    ) -> None:
+        # Entries of a list (notification channels) are matched by their `id`, never by
+        # position: a reordered or removed channel must not hand its secret to another.
+        old_by_id, shown_by_id = _entries_by_id(old), _entries_by_id(shown)
+        for index, (item, target) in enumerate(zip(sent, into, strict=True)):
+            if isinstance(item, dict) and isinstance(target, dict):
+                ident = item.get("id")
+                found = old_by_id.get(ident) if isinstance(ident, str) else None
+                seen = shown_by_id.get(ident) if isinstance(ident, str) else None
+                restore(item, target, found, seen, (*path, str(index)))
+
     restore(patch, merged, stored, masked, ())
     return merged, issues
+
+
+def _entries_by_id(entries: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(entries, list):
+        return {}
+    return {
+        entry["id"]: entry
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+    }
 
 
 def _has_masked_password(url: str) -> bool:
