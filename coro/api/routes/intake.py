@@ -1,12 +1,15 @@
-"""`POST /intake/stream`: plan mode over Server-Sent Events (SPEC §2.3)."""
+"""`POST /intake/stream`: plan mode over Server-Sent Events (SPEC §2.3); `GET /intake`:
+whether plan mode can answer, so the dashboard says so before the developer types."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coro.api.deps import RunnerDep
@@ -17,6 +20,21 @@ from coro.engine.intake import IntakeTurn, NoLLM
 from coro.engine.service import InvalidRequest
 
 router = APIRouter(tags=["plan mode"])
+
+
+class IntakeStatus(BaseModel):
+    available: bool = Field(description="A turn with no provider or model override can run")
+    reason: Literal["no-llm"] | None = Field(default=None, description="Set when it cannot")
+    message: str | None = Field(default=None, description="Why not, for the developer")
+
+
+@router.get("/intake", response_model=IntakeStatus)
+async def intake_status(runner: RunnerDep) -> IntakeStatus:
+    try:
+        runner.intake.resolve(None, None)
+    except NoLLM as exc:
+        return IntakeStatus(available=False, reason="no-llm", message=str(exc))
+    return IntakeStatus(available=True)
 
 
 # 503 `reason: no-llm`: no executor that can chat is configured

@@ -8,12 +8,11 @@ const BRIEF = /<brief>([\s\S]*?)<\/brief>/;
 
 export async function render(main) {
   const message = h("div");
-  let workflows = [];
-  try {
-    workflows = (await api.get("/workflows?kind=job")).workflows;
-  } catch (error) {
-    notice(message, `Could not list workflows: ${error.message}`, "error");
-  }
+  // Whether plan mode can answer is asked up front, so a runner without an LLM says so
+  // before anything is typed (if the question fails, a turn's 503 still says it).
+  const [listed, intake] = await Promise.allSettled([api.get("/workflows?kind=job"), api.get("/intake")]);
+  const workflows = listed.status === "fulfilled" ? listed.value.workflows : [];
+  if (listed.status === "rejected") notice(message, `Could not list workflows: ${listed.reason.message}`, "error");
 
   // --- the form -------------------------------------------------------------------
   const field = (id, label, input, hint) =>
@@ -93,6 +92,8 @@ export async function render(main) {
   const budget = h("p", { class: "muted", id: "chat-budget" }, "");
   const input = h("textarea", { id: "chat-input", rows: 3, placeholder: "Describe the change you want…" });
   const send = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
+  const title = h("h2", { id: "chat-title" }, "Plan it with the assistant");
+  const composer = h("div", { class: "stack" }, h("label", { for: "chat-input" }, "Your message"), input, h("div", { class: "row" }, send));
   const chat = h(
     "form",
     {
@@ -104,19 +105,32 @@ export async function render(main) {
         busy(send, message, turn);
       },
     },
-    h("h2", { id: "chat-title" }, "Plan it with the assistant"),
+    title,
     transcript,
     budget,
-    h("label", { for: "chat-input" }, "Your message"),
-    input,
-    h("div", { class: "row" }, send),
+    composer,
   );
+
+  /** Plan mode cannot answer: the note (once) in place of the composer; `typed` (a
+   * message it could not take) moves into the form's description, never lost. */
+  function planModeOff(note, typed) {
+    title.textContent = "Plan mode is off";
+    transcript.hidden = !transcript.childElementCount;
+    budget.hidden = !budget.textContent;
+    clear(composer, h("p", { id: "no-llm" }, note));
+    if (!typed) return;
+    const written = description.value.trim();
+    description.value = written ? `${written}\n\n${typed}` : typed;
+    notice(message, "Your message is in the form below, under “What should be done”.", "ok");
+  }
+  if (intake.status === "fulfilled" && !intake.value.available) planModeOff(intake.value.message);
 
   async function turn() {
     const text = input.value.trim();
     if (!text) throw new Error("Write a message first.");
     history.push({ role: "user", content: text });
-    transcript.append(h("div", { class: "bubble user" }, text));
+    const mine = h("div", { class: "bubble user" }, text);
+    transcript.append(mine);
     input.value = "";
     const reply = h("div", { class: "bubble assistant" }, "…");
     transcript.append(reply);
@@ -144,12 +158,15 @@ export async function render(main) {
         }
       }
     } catch (error) {
+      // The turn did not happen: what was typed goes back where it can be sent again.
       reply.remove();
+      mine.remove();
       history.pop();
       if (error.status === 503) {
-        clear(chat, h("h2", {}, "Plan mode is off"), h("p", { id: "no-llm" }, error.message + " — the form below works without it."));
+        planModeOff(error.message, text);
         return;
       }
+      input.value = text;
       throw error;
     }
     history.push({ role: "assistant", content: answer });
