@@ -6,9 +6,9 @@ the runs table fits a phone.
 
 from __future__ import annotations
 
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
-from tests.conftest import Api, ApiFactory, provider_config
+from tests.conftest import Api, ApiFactory, provider_config, write_workflow
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.test_dashboard import board
 
@@ -17,6 +17,8 @@ NO_LLM = (
     "Plan mode needs an LLM provider (anthropic, openai or compatible); "
     "configure one in Settings or use the form."
 )
+#: Generous: the page learns of a rerun from its own request, then from the stream.
+LIVE_MS = 30_000
 
 
 # --- plan mode without an LLM ---------------------------------------------------------
@@ -81,3 +83,72 @@ async def test_a_message_plan_mode_can_no_longer_take_moves_into_the_form(
         assert fake.message_requests == []
         assert all("503" in error for error in ui.errors)  # the refused turn, nothing else
         await page.close()
+
+
+# --- a finished run's controls ------------------------------------------------------
+
+
+async def expect_controls(page: Page, *, enabled: bool) -> None:
+    """The resume controls (phase, fresh session) and the message composer."""
+    for control in (
+        page.get_by_role("button", name="Resume", exact=True),
+        page.get_by_label("Resume from phase"),
+        page.get_by_label("fresh session"),
+        page.get_by_label("Message to the agent"),
+        page.locator("#send-message"),
+    ):
+        if enabled:
+            await expect(control).to_be_enabled(timeout=LIVE_MS)
+        else:
+            await expect(control).to_be_disabled(timeout=LIVE_MS)
+
+
+async def test_a_finished_run_turns_its_controls_off_until_it_runs_again(
+    api: Api, chromium: object
+) -> None:
+    workflow = write_workflow(api.home, "once", [{"name": "work", "agent": None}])
+    script = {"work": [[{"text": "first visit done"}], [{"text": "rerun going"}, {"sleep": 600}]]}
+    job_id = await api.create(workflow, script)
+    assert (await api.finish(job_id)).done == "complete"
+    ui = await board(chromium, api)
+    await ui.open(f"#/runs/{job_id}")
+    page = ui.page
+    log = page.get_by_role("log", name="Live log")
+    await expect(log).to_contain_text("first visit done")
+    await expect_controls(page, enabled=False)
+    await expect(page.locator("#finished-why")).to_contain_text("Rerun a phase to reopen it")
+    await expect(page.locator("#message-why")).to_have_text("A complete run takes no message.")
+    await ui.shot("run-complete")
+
+    # A rerun brings the run, its controls and its live log back.
+    await page.get_by_role("button", name="Rerun").click()
+    await expect(log).to_contain_text("rerun going", timeout=LIVE_MS)
+    await expect(page.locator("#log-connection")).to_have_text("live")
+    await expect_controls(page, enabled=True)
+    await expect(page.locator("#finished-why")).to_have_count(0)
+    await expect(page.locator("#message-why")).to_be_hidden()
+    assert (await log.inner_text()).count("first visit done") == 1  # followed on, not replayed
+
+    await page.get_by_role("button", name="Cancel").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel run").click()
+    await expect(page.locator("#finished-why")).to_contain_text("Start a new run")
+    await expect_controls(page, enabled=False)
+    await expect(page.get_by_role("button", name="Rerun")).to_be_disabled()
+    assert (await api.job(job_id))["status"] == "cancelled"
+    assert ui.errors == []
+
+
+async def test_an_escalated_run_keeps_its_controls(api: Api, chromium: object) -> None:
+    workflow = write_workflow(api.home, "stuck", [{"name": "work", "agent": None}])
+    script = {"work": [[{"tool": "escalate", "input": {"reason": "needs a decision"}}]]}
+    job_id = await api.create(workflow, script)
+    assert (await api.finish(job_id)).done == "escalated"
+    ui = await board(chromium, api)
+    await ui.open(f"#/runs/{job_id}")
+    page = ui.page
+    await expect(page.locator("#log-connection")).to_have_text("stream closed")
+    await expect_controls(page, enabled=True)
+    await expect(page.locator("#finished-why")).to_have_count(0)
+    # It takes no interactive switch (the runner refuses it for a stopped run).
+    await expect(page.get_by_label("Interactive", exact=False)).to_be_disabled()
+    assert ui.errors == []

@@ -8,6 +8,15 @@ import { renderCampaign } from "./run-campaign.js";
 import { renderInsights } from "./run-insights.js";
 
 const CHECKPOINT = "developer-input: approval after ";
+// As `coro.domain.models`: a finished run takes no resume or message (a complete one can
+// still re-run a phase); a stopped one (finished, failed or escalated) ends its stream and
+// takes no pause or interactive switch, but failed and escalated runs resume.
+const FINISHED = new Set(["complete", "cancelled"]);
+const STOPPED = new Set([...FINISHED, "failed", "escalated"]);
+const FINISHED_WHY = {
+  complete: "This run is complete: it takes no resume or message. Rerun a phase to reopen it.",
+  cancelled: "This run was cancelled: it takes no resume, rerun or message. Start a new run to do it again.",
+};
 const EDITABLE = /\.(md|txt|ya?ml|json)$/i;
 
 export async function render(main, [jobId]) {
@@ -24,6 +33,25 @@ export async function render(main, [jobId]) {
   // --- the live log ---------------------------------------------------------------
   const log = logView({ onLine: () => scheduleRefresh() });
   const logPanel = log.panel;
+  // The stream ends when the run stops; when the run goes on again (a resume or rerun)
+  // `load` follows it anew, from the line after the last one shown.
+  let closeLog = null;
+  let lastLine = -1;
+  function follow() {
+    const after = lastLine >= 0 ? `?lastEventId=${lastLine}` : "";
+    closeLog = api.runner.followLog(`/jobs/${id}/stream${after}`, {
+      onLine: (index, text) => {
+        if (index <= lastLine) return;
+        lastLine = index;
+        log.addLine(index, text);
+      },
+      onDone: () => {
+        closeLog = null;
+        load();
+      },
+      onState: log.setState,
+    });
+  }
 
   // --- loading and refreshing -----------------------------------------------------
   let refreshTimer = null;
@@ -43,12 +71,14 @@ export async function render(main, [jobId]) {
       return;
     }
     drawHeader();
+    drawComposer();
+    if (!closeLog && !STOPPED.has(job.status)) follow();
     // Sections with inputs are redrawn only when what they show changed, so a reply
     // being typed or a model being chosen survives the live refreshes.
     redraw("controls", [job.status, job.paused, job.interactive, job.phase], drawControls);
     const edits = (job.artifacts || []).map((a) => `${a.id}@${a.editedAt || ""}@${a.updatedAt || ""}`);
     redraw("attention", [job.status, job.paused, job.awaitingEvent, job.escalationMessage, edits], drawAttention);
-    redraw("phases", [job.phase, job.workflowPhases, job.phaseUsage?.length, job.phaseModelOverrides], drawPhases);
+    redraw("phases", [job.phase, job.workflowPhases, job.phaseUsage?.length, job.phaseModelOverrides, job.status === "cancelled"], drawPhases);
     // A running phase's usage changes after every round trip: only its text is updated,
     // so a model override being typed survives.
     drawPhaseUsage();
@@ -88,21 +118,21 @@ export async function render(main, [jobId]) {
   }
 
   function drawControls() {
-    const stopped = ["complete", "cancelled"].includes(job.status);
+    const finished = FINISHED.has(job.status);
     const parked = job.status.startsWith("awaiting-") || ["failed", "escalated"].includes(job.status);
     const fromPhase = h(
       "select",
-      { id: "resume-phase", "aria-label": "Resume from phase" },
+      { id: "resume-phase", "aria-label": "Resume from phase", disabled: finished },
       h("option", { value: "" }, `current (${job.phase})`),
       (job.workflowPhases || []).map((p) => h("option", { value: p.name }, p.name)),
     );
-    const fresh = h("input", { type: "checkbox", id: "resume-fresh" });
-    const pause = h("button", { type: "button", id: "pause", disabled: stopped || job.paused || parked }, "Pause");
+    const fresh = h("input", { type: "checkbox", id: "resume-fresh", disabled: finished });
+    const pause = h("button", { type: "button", id: "pause", disabled: finished || job.paused || parked }, "Pause");
     pause.onclick = () => busy(pause, message, async () => {
       await api.post(`/jobs/${id}/pause`, {});
       await load();
     });
-    const resume = h("button", { type: "button", id: "resume", disabled: stopped }, "Resume");
+    const resume = h("button", { type: "button", id: "resume", disabled: finished }, "Resume");
     resume.onclick = () => busy(resume, message, async () => {
       const body = {};
       if (fromPhase.value) body.fromPhase = fromPhase.value;
@@ -110,7 +140,7 @@ export async function render(main, [jobId]) {
       await api.post(`/jobs/${id}/resume`, body);
       await load();
     });
-    const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: stopped }, "Cancel");
+    const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: finished }, "Cancel");
     cancel.onclick = async () => {
       const sure = await confirmDialog(
         "Cancel this run?",
@@ -128,7 +158,7 @@ export async function render(main, [jobId]) {
       type: "checkbox",
       id: "interactive",
       checked: job.interactive,
-      disabled: stopped,
+      disabled: STOPPED.has(job.status),
     });
     interactive.onchange = () => busy(interactive, message, async () => {
       await api.patch(`/jobs/${id}/interactive`, { interactive: interactive.checked });
@@ -141,6 +171,7 @@ export async function render(main, [jobId]) {
         h("label", { class: "check", for: "resume-fresh" }, fresh, "fresh session")),
       cancel,
       h("label", { class: "check", for: "interactive" }, interactive, "Interactive (stop for approval after each checkpoint)"),
+      finished ? h("p", { class: "muted", id: "finished-why" }, FINISHED_WHY[job.status]) : null,
     );
   }
 
@@ -300,7 +331,11 @@ export async function render(main, [jobId]) {
           await api.patch(`/jobs/${id}/phase-overrides`, body);
           await load();
         });
-        const rerun = h("button", { type: "button", class: "rerun", dataset: { phase: phase.name } }, "Rerun");
+        const rerun = h(
+          "button",
+          { type: "button", class: "rerun", dataset: { phase: phase.name }, disabled: job.status === "cancelled" },
+          "Rerun",
+        );
         rerun.onclick = () => busy(rerun, message, async () => {
           await api.post(`/jobs/${encodeURIComponent(job.id)}/phases/${encodeURIComponent(phase.name)}/rerun`, {});
           await load();
@@ -494,6 +529,7 @@ export async function render(main, [jobId]) {
   // --- composer -------------------------------------------------------------------
   const composer = h("textarea", { id: "message", rows: 2, placeholder: "Message the agent" });
   const sendMessage = h("button", { type: "button", id: "send-message" }, "Send");
+  const composerWhy = h("p", { class: "muted", id: "message-why", hidden: true }, "");
   sendMessage.onclick = () => busy(sendMessage, message, async () => {
     if (!composer.value.trim()) throw new Error("Write a message first.");
     const answer = await api.post(`/jobs/${id}/message`, { message: composer.value.trim() });
@@ -501,6 +537,15 @@ export async function render(main, [jobId]) {
     notice(message, `Message ${answer.delivery || "sent"}.`, "ok");
     await load();
   });
+  // Only the disabled states change, so a message being typed survives the refreshes.
+  function drawComposer() {
+    const finished = FINISHED.has(job.status);
+    composer.disabled = finished;
+    composerWhy.hidden = !finished;
+    composerWhy.textContent = finished ? `A ${job.status} run takes no message.` : "";
+    // `busy` re-enables the button when its request ends; a finished run keeps it off.
+    if (!sendMessage.hasAttribute("aria-busy")) sendMessage.disabled = finished;
+  }
 
   await load();
   if (!job) return undefined;
@@ -521,16 +566,13 @@ export async function render(main, [jobId]) {
       h("h2", { id: "composer-title" }, "Message"),
       h("label", { for: "message" }, "Message to the agent (live turn, next phase, or to wake a parked run)"),
       composer,
+      composerWhy,
       h("div", { class: "row" }, sendMessage),
     ),
   );
-  const close = api.followLog(jobId, {
-    onLine: log.addLine,
-    onDone: () => load(),
-    onState: log.setState,
-  });
+  if (!closeLog) follow();
   return () => {
-    close();
+    closeLog?.();
     clearTimeout(refreshTimer);
   };
 }
