@@ -152,3 +152,41 @@ async def test_an_escalated_run_keeps_its_controls(api: Api, chromium: object) -
     # It takes no interactive switch (the runner refuses it for a stopped run).
     await expect(page.get_by_label("Interactive", exact=False)).to_be_disabled()
     assert ui.errors == []
+
+
+# --- the runs table on a phone --------------------------------------------------------
+
+
+async def test_the_runs_table_fits_a_phone_with_every_id_and_status_in_reach(
+    api: Api, chromium: object
+) -> None:
+    workflow = write_workflow(api.home, "quick", [{"name": "work", "agent": None}])
+    long = "Add rate limiting to the public API so one client cannot starve the others. " * 2
+    done = [await api.create(workflow, {"work": [{"text": "ok"}]}, description=long)]
+    assert (await api.finish(done[0])).done == "complete"
+    asks = {"work": [{"tool": "await_event", "input": {"eventName": "developer-input: ok?"}}]}
+    url = "See https://issues.example.com/acme/a-long-repository-name/issues/12345678/comments"
+    waiting = await api.create(workflow, asks, description=url)
+    await api.wait_for_line(waiting, "Job parked")
+    statuses = {done[0]: "complete", waiting: "awaiting-developer-input"}
+
+    ui = await board(chromium, api, width=390)
+    page = ui.page
+    await ui.open("#/runs")
+    rows = page.get_by_role("table", name="Runs").locator("tbody tr")
+    await expect(rows).to_have_count(2)
+    width = await page.evaluate("innerWidth")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= width
+    wrap = page.locator(".table-wrap")
+    assert await wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), "the table scrolls sideways"
+    for job_id, status in statuses.items():
+        row = rows.filter(has=page.get_by_role("link", name=job_id))
+        for part in (row.get_by_role("link", name=job_id), row.locator(".badge")):
+            await expect(part).to_be_visible()
+            box = await part.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        await expect(row.locator(".badge")).to_have_text(status)
+        # Without the column headings on show, the phase says what it is.
+        await expect(row.get_by_role("cell", name="phase work")).to_be_visible()
+    await ui.shot("runs-phone")
+    assert ui.errors == []

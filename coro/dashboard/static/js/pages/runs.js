@@ -59,7 +59,7 @@ export async function render(main) {
       { class: "table-wrap", style: "margin-top:.8rem" },
       h(
         "table",
-        { "aria-label": "Runs" },
+        { "aria-label": "Runs", class: "runs-table" },
         h(
           "thead",
           {},
