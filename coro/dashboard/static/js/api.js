@@ -171,16 +171,41 @@ export class Client {
       };
     }
 
+    return this.followEvents(url, {
+      onState,
+      lastEventId: () => (last >= 0 ? String(last) : null),
+      onEvent: (event) => {
+        if (event.event !== "done") {
+          line(event.id, event.data);
+          return false;
+        }
+        onState("closed");
+        onDone(event.data);
+        return true;
+      },
+    });
+  }
+
+  /**
+   * Reads the SSE stream at `url` through fetch (so the bearer header goes with it),
+   * reconnecting with a growing pause and sending `lastEventId()` (when not null) as
+   * Last-Event-ID. `onEvent({id, event, data})` for every event, returning true to stop
+   * reading; `onState("live" | "reconnecting" | "closed")`. A 401, 403 or 404 closes it.
+   * Returns a function that closes the stream.
+   */
+  followEvents(url, { onEvent, onState = () => {}, lastEventId = () => null }) {
+    let closed = false;
     const controller = new AbortController();
     (async () => {
       let attempt = 0;
       while (!closed) {
         try {
           const extra = { Accept: "text/event-stream" };
-          if (last >= 0) extra["Last-Event-ID"] = String(last);
+          const lastId = lastEventId();
+          if (lastId !== null) extra["Last-Event-ID"] = lastId;
           const response = await this.fetch(url, { signal: controller.signal }, extra);
           if (response.status === 401 || response.status === 403 || response.status === 404) {
-            // no retry can succeed: signed out, or the job is not (or no longer) visible
+            // no retry can succeed: signed out, or the resource is not (or no longer) visible
             closed = true;
             onState("closed");
             return;
@@ -194,13 +219,11 @@ export class Client {
             const { value, done } = await reader.read();
             if (done) break;
             for (const event of parser.feed(value)) {
-              if (event.event === "done") {
+              if (onEvent(event) === true) {
                 closed = true;
-                onState("closed");
-                onDone(event.data);
+                controller.abort();
                 return;
               }
-              line(event.id, event.data);
             }
           }
         } catch (error) {

@@ -1,11 +1,13 @@
-// The dashboard shell: navigation, a hash router, the token prompt, runner health and,
-// for a hybrid runner, its team cloud link (team and connection state, kept live).
+// The dashboard shell: navigation, a hash router, the token prompt, runner health,
+// desktop notifications and the title's count (`notifications.js`) and, for a hybrid
+// runner, its team cloud link (team and connection state, kept live).
 //
 // Each page module exports `render(main, params)`, which fills `main` and may return a
 // cleanup function (closing streams, timers) called when the user navigates away.
 
 import * as api from "./api.js";
 import { STATE_TEXT } from "./cloud.js";
+import * as notifications from "./notifications.js";
 import { clear, h } from "./ui.js";
 
 const CLOUD_REFRESH_MS = 3000;
@@ -84,6 +86,7 @@ function askForToken() {
     api.setToken(input.value.trim());
     dialog.remove();
     route();
+    notifications.start();
   });
   document.body.append(dialog);
   dialog.showModal();
@@ -130,5 +133,8 @@ async function cloudLink() {
 
 api.onUnauthorized.add(askForToken);
 window.addEventListener("hashchange", route);
+const notifyToggle = notifications.control();
+if (notifyToggle) document.getElementById("runner-health").before(notifyToggle);
 route();
 health();
+notifications.start();

@@ -1,9 +1,11 @@
 // Plugins & settings: installed plugins with forms generated from their JSON Schema
 // (secrets masked: a masked value sent back means "unchanged"), test connection,
-// install/remove, default providers, the model aliases editor, and proposals.
+// install/remove, default providers, the model aliases editor, notifications
+// (`settings-notifications.js`), and proposals.
 
 import * as api from "../api.js";
 import { busy, clear, confirmDialog, h, notice } from "../ui.js";
+import { renderNotifications } from "./settings-notifications.js";
 
 const SECRET_NAME = /key|token|secret|password/i;
 
@@ -13,6 +15,9 @@ export async function render(main) {
   const defaultsBox = h("section", { "aria-labelledby": "defaults-title", class: "panel" });
   const aliasesBox = h("section", { "aria-labelledby": "aliases-title", class: "panel" });
   const proposalsBox = h("section", { "aria-labelledby": "proposals-title" });
+  const notificationsBox = h("section", { "aria-labelledby": "notifications-title" });
+  const notificationsMessage = h("div");
+  let closeNotifications = null;
   let config = null;
   let plugins = [];
 
@@ -24,15 +29,29 @@ export async function render(main) {
     drawPlugins();
     drawDefaults();
     drawAliases();
+    if (closeNotifications) closeNotifications();
+    closeNotifications = await renderNotifications(notificationsBox, {
+      config,
+      save: saveConfig,
+      message: notificationsMessage,
+    });
     await drawProposals();
   }
 
-  async function saveConfig(patch, what) {
-    const answer = await api.put("/config", patch);
+  /** PUT /config; says what happened in `where` (a refused patch names its paths). */
+  async function saveConfig(patch, what, where = message) {
+    let answer;
+    try {
+      answer = await api.put("/config", patch);
+    } catch (error) {
+      const issues = error.body?.issues || [];
+      if (issues.length) error.message = `${error.message}: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}`;
+      throw error;
+    }
     const failed = answer.reload?.failed || [];
     const restart = answer.reload?.restartRequired || [];
     notice(
-      message,
+      where,
       `${what} saved.${failed.length ? ` Not loaded: ${failed.map((f) => `${f.id} (${f.error})`).join("; ")}.` : ""}${restart.length ? ` Restart the runner for: ${restart.join(", ")}.` : ""}`,
       failed.length ? "error" : "ok",
     );
@@ -318,6 +337,7 @@ export async function render(main) {
     message,
     pluginsBox,
     h("div", { class: "grid split", style: "margin-top:1rem" }, defaultsBox, aliasesBox),
+    notificationsBox,
     proposalsBox,
   );
   try {
@@ -325,5 +345,5 @@ export async function render(main) {
   } catch (error) {
     notice(message, `Could not load the settings: ${error.message}`, "error");
   }
-  return undefined;
+  return () => closeNotifications?.();
 }
