@@ -21,6 +21,7 @@ from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport, TransportContext
 from coro.engine.intake import IntakeService
 from coro.engine.service import JobService
+from coro.engine.thread_replies import ThreadReplies
 from coro.executors import ExecutorRegistry
 from coro.extensions import Extensions
 from coro.intelligence.layers import IntelligenceLayers
@@ -139,6 +140,9 @@ class Runner:
         self.mcp = McpService(self.env)
         #: the cloud's commands (`use_api` is called by the API layer that serves us)
         self.cloud_commands = CloudCommands(self.env, self.jobs, self.dispatcher)
+        #: parked jobs' questions posted in the issue or PR they came from, answers read back
+        self.thread_replies = ThreadReplies(self.env, self.jobs)
+        self.store.observers.append(self.thread_replies.observe)
         if self.link is not None:
             self.link.handler = self.cloud_commands.handle
             self.dispatcher.on_run_end.append(self._slot_freed)
@@ -268,6 +272,7 @@ class Runner:
         self.mcp.http.contexts.campaigns = self.campaigns
         await self.dispatcher.recover()
         await self.campaigns.recover()
+        await self.thread_replies.start()
         if self.link is not None:
             await self.link.start()  # connects in the background: never waits for the cloud
 
@@ -277,6 +282,7 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tenant_refresh
         await self.transport.disconnect()
+        await self.thread_replies.stop()
         await self.dispatcher.close()
         await self.campaigns.close()
         await self.mcp.stop()

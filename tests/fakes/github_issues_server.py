@@ -37,6 +37,7 @@ class FakeComment:
     author: str
     body: str
     created_at: str
+    association: str = "CONTRIBUTOR"  # GitHub's `author_association`
 
 
 @dataclass
@@ -120,9 +121,15 @@ class FakeGitHubIssues(TrackerServer):
         return issue
 
     def add_comment(
-        self, full_name: str, number: int, body: str, *, author: str = "octocat"
+        self,
+        full_name: str,
+        number: int,
+        body: str,
+        *,
+        author: str = "octocat",
+        association: str = "CONTRIBUTOR",
     ) -> FakeComment:
-        comment = FakeComment(self._next_id(), author, body, self._timestamp())
+        comment = FakeComment(self._next_id(), author, body, self._timestamp(), association)
         self.repos[full_name.lower()].issues[number].comments.append(comment)
         return comment
 
@@ -374,7 +381,7 @@ class FakeGitHubIssues(TrackerServer):
             "user": self._user(comment.author),
             "created_at": comment.created_at,
             "updated_at": comment.created_at,
-            "author_association": "CONTRIBUTOR",
+            "author_association": comment.association,
         }
 
 

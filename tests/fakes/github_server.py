@@ -130,6 +130,13 @@ class GhRepo:
         return f"{self.owner}/{self.name}"
 
 
+def _association(repo: GhRepo, login: str) -> str:
+    """What GitHub says of a user's relation to the repository (`author_association`)."""
+    if login.lower() == repo.owner.lower():
+        return "OWNER"
+    return "COLLABORATOR" if login in repo.collaborators else "NONE"
+
+
 # --- the server -------------------------------------------------------------------------
 
 
@@ -776,7 +783,7 @@ class FakeGitHub(ForgeServer):
             "pull_request_url": f"{self.base_url}/repos/{repo.full_name}/pulls/{pull.number}",
             "submitted_at": review.submitted_at,
             "commit_id": review.commit_id,
-            "author_association": "COLLABORATOR",
+            "author_association": _association(repo, review.user),
         }
 
     def _comment_json(self, repo: GhRepo, pull: GhPull, comment: GhComment) -> dict[str, Any]:
@@ -788,7 +795,7 @@ class FakeGitHub(ForgeServer):
             "body": comment.body,
             "created_at": comment.created_at,
             "updated_at": comment.created_at,
-            "author_association": "COLLABORATOR",
+            "author_association": _association(repo, comment.user),
         }
         if comment.path is None:
             data["html_url"] = f"{html}#issuecomment-{comment.id}"

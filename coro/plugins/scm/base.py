@@ -23,6 +23,8 @@ class PrComment:
     created_at: str  # ISO 8601
     in_reply_to: str | None = None
     path: str | None = None  # review comments: the file they are on
+    #: the author's relation to the repository (GitHub: OWNER, MEMBER, COLLABORATOR, …)
+    author_association: str | None = None
 
 
 @dataclass(frozen=True)

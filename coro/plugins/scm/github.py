@@ -166,6 +166,7 @@ class _Review(BaseModel):
     state: str
     body: str | None = None
     submitted_at: str | None = None
+    author_association: str | None = None
 
 
 class _IssueComment(BaseModel):
@@ -173,6 +174,7 @@ class _IssueComment(BaseModel):
     user: _User | None = None
     body: str | None = None
     created_at: str
+    author_association: str | None = None
 
 
 class _ReviewComment(BaseModel):
@@ -182,6 +184,7 @@ class _ReviewComment(BaseModel):
     created_at: str
     in_reply_to_id: int | None = None
     path: str | None = None
+    author_association: str | None = None
 
 
 class _Merge(BaseModel):
@@ -358,6 +361,7 @@ class GitHubPlugin:
                 author=_login(r.user),
                 body=r.body or "",
                 created_at=r.submitted_at or "",
+                author_association=r.author_association,
             )
             for r in reviews
             if (r.body or "").strip() and r.state != "PENDING" and r.submitted_at
@@ -549,6 +553,7 @@ def _issue_comment(comment: _IssueComment) -> PrComment:
         author=_login(comment.user),
         body=comment.body or "",
         created_at=comment.created_at,
+        author_association=comment.author_association,
     )
 
 
@@ -560,4 +565,5 @@ def _review_comment(comment: _ReviewComment) -> PrComment:
         created_at=comment.created_at,
         in_reply_to=str(comment.in_reply_to_id) if comment.in_reply_to_id else None,
         path=comment.path,
+        author_association=comment.author_association,
     )

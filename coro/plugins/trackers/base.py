@@ -14,6 +14,8 @@ class TrackerComment:
     author: str
     body: str  # plain text (Atlassian document format converted)
     created_at: str
+    #: the author's relation to the repository (GitHub: OWNER, MEMBER, COLLABORATOR, …)
+    author_association: str | None = None
 
 
 @dataclass(frozen=True)

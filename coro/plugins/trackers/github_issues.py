@@ -442,6 +442,7 @@ class GitHubIssuesTracker:
             author=_login(data.get("user")) or "unknown",
             body=_body(data.get("body")),
             created_at=created if isinstance(created, str) else "",
+            author_association=_text(data.get("author_association")) or None,
         )
 
     async def comment(self, key: str, body: str) -> TrackerComment:
