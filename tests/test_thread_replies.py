@@ -191,6 +191,42 @@ async def test_coros_own_comments_are_never_answers_even_from_a_permitted_accoun
     assert not any("[human] Coro" in t for t in result.texts())
 
 
+async def test_a_comment_forwarded_from_a_webhook_answers_under_the_same_rules(
+    api_factory: ApiFactory,
+) -> None:
+    async with FakeGitHubIssues() as github:
+        github.add_issue("acme/api", 12, "Cache")
+        origin = {"ruleId": "gh", "pluginId": "github-issues", "kind": "issue"}
+        origin |= {"key": "acme/api#12", "author": "ada"}
+        async with api_factory(issues_config(github)) as api:
+            workflow = write_workflow(api.home, "ask", [{"name": "work", "agent": None}])
+            job_id = await start_job(api, workflow, {"work": ASK}, origin)
+            await api.wait_for_line(job_id, "[thread] Question posted")
+            seen = int((await api.job(job_id))["origin"]["seenCommentId"])
+            replies = api.runner.thread_replies
+
+            async def forward(comment_id: int, author: str, body: str, thread: str) -> str:
+                return await replies.receive_comment(
+                    plugin_id="github-issues",
+                    thread=thread,
+                    comment_id=str(comment_id),
+                    author=author,
+                    body=body,
+                    author_association="NONE",
+                )
+
+            assert await forward(seen + 1, "ada", "Use Redis", "acme/api#99") == "no-question"
+            assert await forward(seen, "ada", "the question itself", "acme/api#12") == "ignored"
+            assert await forward(seen + 1, "mallory", "Use Mongo", "ACME/api#12") == "ignored"
+            assert (await api.job(job_id))["status"] == "awaiting-developer-input"
+            assert await forward(seen + 2, "ada", "Use Redis", "acme/api#12") == "resumed"
+            result = await api.finish(job_id)
+    assert result.done == "complete"
+    texts = result.texts()
+    assert "[human] Use Redis" in texts
+    assert not any("Mongo" in t for t in texts if t.startswith("[human]"))
+
+
 async def test_a_rule_that_does_not_reply_leaves_the_thread_alone(
     api_factory: ApiFactory,
 ) -> None:
