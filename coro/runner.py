@@ -22,6 +22,7 @@ from coro.engine.events import EventTransport, TransportContext
 from coro.engine.intake import IntakeService
 from coro.engine.service import JobService
 from coro.engine.thread_replies import ThreadReplies
+from coro.engine.triggers import TriggerLauncher, TriggerPoller
 from coro.executors import ExecutorRegistry
 from coro.extensions import Extensions
 from coro.intelligence.layers import IntelligenceLayers
@@ -152,6 +153,14 @@ class Runner:
                 home, self.store, self.plugins, self.config, webhooks=self._receives_webhooks
             ),
         )
+        #: jobs started by tracker and PR events (`triggers.rules`), polled while rules exist
+        self.triggers = TriggerPoller(
+            TriggerLauncher(self.jobs, self.config, self.plugins),
+            self.plugins,
+            self.config,
+            home.root / "triggers",
+            webhooks=self._receives_webhooks,
+        )
         self.version = __version__
         #: held by whoever reads, changes and reloads config.json (PUT /config, installs)
         self.config_lock = asyncio.Lock()
@@ -218,6 +227,7 @@ class Runner:
         self.mcp.http.contexts.plugins = plugins
         self.env.sandbox = self.mcp.http.contexts.sandbox = runner_policy(self.home, new)
         self.transport.reconfigure(plugins, new)
+        self.triggers.reconfigure(plugins, new)
         before: dict[str, Any] = {**old_plugins.instances(), **old_executors.instances()}
         after: dict[str, Any] = {**plugins.instances(), **executors.instances()}
         failures = {**plugins.failed, **executors.failed}
@@ -273,6 +283,7 @@ class Runner:
         await self.dispatcher.recover()
         await self.campaigns.recover()
         await self.thread_replies.start()
+        await self.triggers.start()
         if self.link is not None:
             await self.link.start()  # connects in the background: never waits for the cloud
 
@@ -282,6 +293,7 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tenant_refresh
         await self.transport.disconnect()
+        await self.triggers.stop()
         await self.thread_replies.stop()
         await self.dispatcher.close()
         await self.campaigns.close()

@@ -5,6 +5,9 @@ handle, a Jira transition).
 A local runner polls for these events every `pollIntervalSeconds`; a hybrid runner's team
 cloud receives them as webhooks. Each rule names the workflow and parameters of the jobs
 it starts; one event starts at most one job.
+
+A rule watches what happens from the moment it is first seen on: a new rule (or a new
+repository of a rule) starts no job for what happened before.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ _REQUIRED: dict[str, str] = {
 class TriggerRule(ConfigSection):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     on: TriggerEvent
-    #: the installed tracker (`github-issues`, `jira`) or SCM (`github`) plugin it watches
+    #: the installed tracker plugin it watches (`github-issues`, `jira`: one whose events
+    #: can be polled); a pull request's thread is its repository's SCM plugin's
     plugin: str = Field(min_length=1, max_length=100)
     #: what to watch: GitHub repositories (`owner/name`) or Jira project keys
-    repos: list[str] = Field(default_factory=list, max_length=100)
+    repos: list[str] = Field(min_length=1, max_length=100)
     label: str | None = Field(default=None, min_length=1, max_length=200)
     assignee: str | None = Field(default=None, min_length=1, max_length=200)
     #: e.g. `@coro`; the comment's text becomes the job's description
@@ -52,6 +56,14 @@ class TriggerRule(ConfigSection):
         for repo in value:
             if not repo.strip() or any(c.isspace() for c in repo) or len(repo) > 200:
                 raise ValueError(f"{repo!r} is not a repository or project key")
+        return value
+
+    @field_validator("permitted_users")
+    @classmethod
+    def _users(cls, value: list[str] | None) -> list[str] | None:
+        for user in value or []:
+            if not user.strip() or len(user) > 200:
+                raise ValueError(f"{user!r} is not a user name")
         return value
 
     @model_validator(mode="after")

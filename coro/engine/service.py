@@ -27,6 +27,7 @@ from coro.domain.models import (
     Budget,
     ExternalRef,
     Job,
+    JobOrigin,
     PhaseModelOverride,
     TriggerSource,
     is_running,
@@ -129,17 +130,24 @@ class NewJob:
     #: the id to create the job under (a job the cloud dispatched keeps the cloud's id);
     #: a job of that id already there is the answer (creating it again changes nothing)
     job_id: str | None = None
+    #: the thread a job started by a trigger came from (`coro.engine.triggers`)
+    origin: JobOrigin | None = None
 
 
 #: ids given from outside name a directory of `work/`: plain names, never `.` or `..`
 _GIVEN_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
+def job_id_label(label: str) -> str:
+    """`label` as the start of a job id: letters, digits, `.`, `_`, `-`; at most 40."""
+    clean = re.sub(r"[^a-zA-Z0-9._-]", "-", re.sub(r"\s+", "-", label.strip()))
+    return re.sub(r"-{2,}", "-", clean).strip("-")[:40]
+
+
 def new_job_id(label: str, job_type: str) -> str:
     """`<label>-<type>-<epochMs>-<4 random>`; without a label `<type>-<epochMs>-<4 random>`
     (not `job-job-…`)."""
-    clean = re.sub(r"[^a-zA-Z0-9._-]", "-", re.sub(r"\s+", "-", label.strip()))
-    clean = re.sub(r"-{2,}", "-", clean).strip("-")[:40]
+    clean = job_id_label(label)
     stamp = int(utcnow().timestamp() * 1000)
     prefix = f"{clean}-" if clean else ""
     return f"{prefix}{job_type}-{stamp}-{random_suffix(4)}"
@@ -156,6 +164,12 @@ class JobService:
     # --- create & read ----------------------------------------------------------------
 
     async def create(self, request: NewJob) -> Job:
+        job, _ = await self.create_new(request)
+        return job
+
+    async def create_new(self, request: NewJob) -> tuple[Job, bool]:
+        """The job `request` asks for, and whether this call created it (False: a job of
+        `request.job_id` was already there, or was made meanwhile by another caller)."""
         if request.job_id is not None:
             if not _GIVEN_JOB_ID.match(request.job_id):
                 raise InvalidRequest(
@@ -163,7 +177,7 @@ class JobService:
                 )
             existing = await self.store.find(request.job_id)
             if existing is not None:
-                return existing
+                return existing, False
         await self.env.layers.refresh()  # a tenant remote's first clone, if still going
         try:
             workflow = await asyncio.to_thread(self.env.layers.load_workflow, request.workflow_path)
@@ -209,6 +223,7 @@ class JobService:
             budget=request.budget
             or Budget.model_validate(self.env.config.jobs.default_budget.model_dump()),
             campaign_parent_id=params.get("campaignParentId"),
+            origin=request.origin,
             created_at=now,
             updated_at=now,
         )
@@ -238,12 +253,12 @@ class JobService:
             existing = await self.store.find(job.id) if request.job_id else None
             if existing is None:
                 raise
-            return existing  # the same dispatch, twice at once
+            return existing, False  # the same dispatch, twice at once
         await self.store.log(
             job.id, f"[created] {workflow.display_name} ({workflow.path}), trigger {trigger}"
         )
         self.dispatcher.submit(job.id)
-        return job
+        return job, True
 
     async def _attach_ticket(self, job: Job, key: str) -> None:
         """Read the ticket the job is for: `params.ticket`, and the request if none given."""

@@ -342,9 +342,10 @@ class TrackerHttp:
         what: str,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One request, whatever its status; a timeout or a transport failure is a
-        `PluginError` saying so."""
+        `PluginError` saying so. `headers` are added to the client's (`If-None-Match`)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 auth=self._auth,
@@ -353,7 +354,9 @@ class TrackerHttp:
                 follow_redirects=False,
             )
         try:
-            return await self._client.request(method, url, params=params, json=json)
+            return await self._client.request(
+                method, url, params=params, json=json, headers=headers
+            )
         except httpx.TimeoutException:
             raise PluginError(
                 f"{self.service} at {self.base_url} did not answer within "

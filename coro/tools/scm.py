@@ -27,7 +27,7 @@ from coro.domain.models import Checkout, ExternalRef, Job, PrMapping, PrSeen, is
 from coro.plugins.registry import PluginKind, PluginResolutionError
 from coro.plugins.scm.base import PrComment, PrStatus, ScmPlugin
 from coro.plugins.trackers.base import TrackerPlugin
-from coro.system.git import GitWorkspace, NoCheckout, find_checkout
+from coro.system.git import GitError, GitWorkspace, NoCheckout, find_checkout
 from coro.tools.registry import ToolContext, ToolError, ToolInput, ToolRegistry
 
 #: who the runner's commits are by
@@ -198,6 +198,15 @@ async def _cloned(
     return job, checkout, plugin, await _workspace(ctx, checkout)
 
 
+async def _on_remote(workspace: GitWorkspace, branch: str) -> bool:
+    """Whether `origin` has `branch` (fetched by the clone or refresh)."""
+    try:
+        await workspace.resolve_commit(f"origin/{branch}")
+    except GitError:
+        return False
+    return True
+
+
 async def _workspace(ctx: ToolContext, checkout: Checkout) -> GitWorkspace:
     try:
         _, path = find_checkout(ctx.workdir, checkout.slug)
@@ -213,7 +222,8 @@ def register(registry: ToolRegistry) -> None:
     @registry.tool(
         "scm_clone_repo",
         "Clone a repository into work/<jobId>/<repoSlug> (or refresh an existing clone). "
-        "`branch` creates or checks out a work branch from the base branch.",
+        "`branch` checks out that branch (the remote's, e.g. a pull request's head branch, "
+        "when it has one), else creates it from the base branch.",
     )
     async def scm_clone_repo(ctx: ToolContext, args: CloneRepoInput) -> Any:
         job = await ctx.store.get(ctx.job_id)
@@ -241,8 +251,10 @@ def register(registry: ToolRegistry) -> None:
             if base is None:
                 raise ToolError(f"{args.repo} has no default branch (is it empty?)")
             if args.branch:
-                if await workspace.branch_exists(args.branch):
-                    await workspace.checkout(args.branch)
+                if await workspace.branch_exists(args.branch) or await _on_remote(
+                    workspace, args.branch
+                ):
+                    await workspace.checkout(args.branch)  # picks up origin/<branch>
                 else:
                     await workspace.create_branch(args.branch, from_ref=f"origin/{base}")
             branch = await workspace.current_branch()

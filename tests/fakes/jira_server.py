@@ -13,6 +13,21 @@ endpoints with Jira's JSON shapes and status codes:
     GET  /rest/api/{2,3}/issue/{key}/transitions
     POST /rest/api/{2,3}/issue/{key}/transitions      (204; 400 for an invalid id or a
                                                        missing required field)
+    GET  /rest/api/3/issue/{key}/changelog?startAt&maxResults      (oldest first)
+    POST /rest/api/3/search/jql   {jql, fields, expand: "changelog", maxResults,
+                                   nextPageToken}       (the enhanced search)
+    POST /rest/api/2/search       {jql, fields, expand: ["changelog"], startAt,
+                                   maxResults}
+
+Time is the fake's own clock: every change (a comment, a transition, `move`,
+`add_labels`, `assign_to`) happens one minute after the one before (from
+2024-03-01T09:00Z), bumps the issue's `updated` and records a changelog history (status,
+labels, assignee items as Jira writes them); every answer's `Date` is half a minute
+after the latest change. The searches understand the JQL the trigger feed sends:
+`project = KEY` (or `project in (A, B)`), `AND updated >= "yyyy/MM/dd HH:mm"` in the
+account's time zone (Europe/Berlin) and `ORDER BY updated ASC|DESC`; other JQL is a 400
+as Jira answers it. An issue found by a search embeds its newest `embedded_histories`
+changelog histories, the rest is on `/changelog`.
 
 Errors use `{"errorMessages": [...], "errors": {...}}`. A wrong credential gets 401
 (`text/plain`, `X-Seraph-LoginReason: AUTHENTICATED_FAILED`), `rate_limit_retry_after`
@@ -28,11 +43,25 @@ for the next matching request. Every request is recorded:
 from __future__ import annotations
 
 import base64
+import email.utils
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.fakes.http_server import Answer, RecordedRequest, TrackerServer
+
+#: the fake's clock starts here; change n happens n minutes later
+EPOCH = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+#: the account's time zone (what `/myself` says, and what JQL dates are read in)
+TIME_ZONE = "Europe/Berlin"
+_JQL = re.compile(
+    r'^project\s*(?:=\s*"?(?P<one>[A-Z][A-Z0-9_]*)"?|in\s*\((?P<many>[^)]*)\))'
+    r'(?:\s+AND\s+updated\s*>=\s*"(?P<since>\d{4}/\d{2}/\d{2} \d{2}:\d{2})")?'
+    r"(?:\s+ORDER\s+BY\s+updated(?:\s+(?P<order>ASC|DESC))?)?\s*$",
+    re.IGNORECASE,
+)
 
 # --- state ----------------------------------------------------------------------------
 
@@ -50,7 +79,7 @@ class Account:
             "emailAddress": self.email,
             "displayName": self.display_name,
             "active": True,
-            "timeZone": "Europe/Berlin",
+            "timeZone": TIME_ZONE,
             "accountType": "atlassian",
         }
 
@@ -64,6 +93,16 @@ class FakeComment:
 
 
 @dataclass
+class FakeHistory:
+    """One changelog entry: who changed which fields when."""
+
+    id: str
+    author: Account
+    created: str
+    items: list[dict[str, Any]]
+
+
+@dataclass
 class FakeIssue:
     id: str
     key: str
@@ -74,6 +113,8 @@ class FakeIssue:
     assignee: Account | None = None
     labels: list[str] = field(default_factory=list)
     comments: list[FakeComment] = field(default_factory=list)
+    histories: list[FakeHistory] = field(default_factory=list)
+    updated: str = "2024-03-01T08:00:00.000+0000"
 
 
 @dataclass(frozen=True)
@@ -127,6 +168,7 @@ class FakeJira(TrackerServer):
         embedded_comments: int = 5,
         comment_page_max: int = 50,
         login_reason_header: bool = True,
+        embedded_histories: int = 100,
     ) -> None:
         super().__init__()
         self.email = email
@@ -136,6 +178,7 @@ class FakeJira(TrackerServer):
         self.embedded_comments = embedded_comments
         self.comment_page_max = comment_page_max
         self.login_reason_header = login_reason_header
+        self.embedded_histories = embedded_histories
         self.projects: dict[str, str] = {}  # key → name
         self.issues: dict[str, FakeIssue] = {}
         self.workflow = default_workflow()
@@ -151,9 +194,76 @@ class FakeJira(TrackerServer):
         return str(self._ids)
 
     def _timestamp(self) -> str:
+        """The time of a new change: a minute after the one before."""
         self._minutes += 1
-        hours, minutes = divmod(self._minutes, 60)
-        return f"2024-03-01T{9 + hours:02d}:{minutes:02d}:00.000+0000"
+        return self._stamp(self._minutes)
+
+    @staticmethod
+    def _stamp(minutes: int) -> str:
+        return (EPOCH + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+    @property
+    def now(self) -> datetime:
+        """What the fake's clock says (its answers' `Date`)."""
+        return EPOCH + timedelta(minutes=self._minutes, seconds=30)
+
+    def account(self, name: str | None) -> Account:
+        """The account called `name` (the signed-in one for None)."""
+        return Account(f"acc-{name.lower().replace(' ', '-')}", name) if name else self.me
+
+    def move(self, key: str, status: str, *, by: str | None = None) -> FakeHistory:
+        """`by` moves the issue to `status` (as a transition on the board does)."""
+        issue = self.issues[key]
+        item = {
+            "field": "status",
+            "fieldtype": "jira",
+            "fieldId": "status",
+            "from": self._status_json(issue.status)["id"],
+            "fromString": issue.status,
+            "to": self._status_json(status)["id"],
+            "toString": status,
+        }
+        issue.status = status
+        return self._history(issue, by, [item])
+
+    def add_labels(self, key: str, *labels: str, by: str | None = None) -> FakeHistory:
+        issue = self.issues[key]
+        before = " ".join(issue.labels)
+        issue.labels += [label for label in labels if label not in issue.labels]
+        item = {
+            "field": "labels",
+            "fieldtype": "jira",
+            "fieldId": "labels",
+            "from": None,
+            "fromString": before,
+            "to": None,
+            "toString": " ".join(issue.labels),
+        }
+        return self._history(issue, by, [item])
+
+    def assign_to(self, key: str, name: str, *, by: str | None = None) -> FakeHistory:
+        issue = self.issues[key]
+        old, new = issue.assignee, self.account(name)
+        item = {
+            "field": "assignee",
+            "fieldtype": "jira",
+            "fieldId": "assignee",
+            "from": old.account_id if old else None,
+            "fromString": old.display_name if old else None,
+            "to": new.account_id,
+            "toString": new.display_name,
+        }
+        issue.assignee = new
+        return self._history(issue, by, [item])
+
+    def _history(
+        self, issue: FakeIssue, by: str | None, items: list[dict[str, Any]]
+    ) -> FakeHistory:
+        stamp = self._timestamp()
+        history = FakeHistory(self._next_id(), self.account(by), stamp, items)
+        issue.histories.append(history)
+        issue.updated = stamp
+        return history
 
     def add_issue(
         self,
@@ -180,6 +290,7 @@ class FakeJira(TrackerServer):
             else None,
             labels=list(labels or []),
         )
+        issue.updated = self._stamp(self._minutes)
         self.issues[key] = issue
         return issue
 
@@ -187,9 +298,9 @@ class FakeJira(TrackerServer):
         self, key: str, body: dict[str, Any] | str, *, author: str | None = None
     ) -> FakeComment:
         adf = body if isinstance(body, dict) else _paragraphs(body)
-        who = Account(f"acc-{author.lower().replace(' ', '-')}", author) if author else self.me
-        comment = FakeComment(self._next_id(), who, adf, self._timestamp())
+        comment = FakeComment(self._next_id(), self.account(author), adf, self._timestamp())
         self.issues[key].comments.append(comment)
+        self.issues[key].updated = comment.created
         return comment
 
     # -- routing --
@@ -223,7 +334,10 @@ class FakeJira(TrackerServer):
         return Answer(status, payload)
 
     def server_headers(self) -> dict[str, str]:
-        return {"x-arequestid": f"fake-{len(self.requests)}"}
+        return {
+            "date": email.utils.format_datetime(self.now, usegmt=True),
+            "x-arequestid": f"fake-{len(self.requests)}",
+        }
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         presented = headers.get("authorization", "")
@@ -239,12 +353,14 @@ class FakeJira(TrackerServer):
     ) -> tuple[int, Any]:
         if route == "/myself" and method == "GET":
             return 200, self.me.json(self.base_url)
+        if (route, method, version) in (("/search/jql", "POST", 3), ("/search", "POST", 2)):
+            return self._search(version, body)
         if (found := re.match(r"^/project/([^/]+)$", route)) and method == "GET":
             key = found.group(1).upper()
             if key not in self.projects:
                 return 404, _errors(f"No project could be found with key '{found.group(1)}'.")
             return 200, {"id": "10000", "key": key, "name": self.projects[key]}
-        found = re.match(r"^/issue/([^/]+)(/comment|/transitions)?$", route)
+        found = re.match(r"^/issue/([^/]+)(/comment|/transitions|/changelog)?$", route)
         if found is None:
             return 404, _errors(f"null for uri: {self.base_url}/rest/api/{version}{route}")
         issue = self.issues.get(found.group(1).upper())
@@ -255,6 +371,8 @@ class FakeJira(TrackerServer):
             return 200, self._issue_json(issue, version, query.get("fields"))
         if sub == "/comment" and method == "GET":
             return 200, self._comment_page(issue, version, query)
+        if sub == "/changelog" and method == "GET" and version >= 3:
+            return 200, self._changelog_page(issue, query)
         if sub == "/comment" and method == "POST":
             return self._post_comment(issue, version, body)
         if sub == "/transitions" and method == "GET":
@@ -320,6 +438,7 @@ class FakeJira(TrackerServer):
             "issuetype": {"id": "10001", "name": issue.issue_type, "subtask": False},
             "assignee": issue.assignee.json(self.base_url) if issue.assignee else None,
             "labels": list(issue.labels),
+            "updated": issue.updated,
             "comment": {
                 "comments": [self._comment_json(issue, c, version) for c in shown],
                 "self": f"{self.base_url}/rest/api/{version}/issue/{issue.id}/comment",
@@ -381,8 +500,92 @@ class FakeJira(TrackerServer):
         missing = [name for name in chosen.required_fields if name not in given]
         if missing:
             return 400, _errors(errors={name: f"{name.title()} is required." for name in missing})
-        issue.status = chosen.to
+        self.move(issue.key, chosen.to)
         return 204, None
+
+    # -- search --
+
+    def _search(self, version: int, body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("jql"), str):
+            return 400, _errors("The JQL query is missing.")
+        found = _JQL.match(body["jql"].strip())
+        if found is None:
+            return 400, _errors(f"Error in the JQL Query: cannot parse {body['jql']!r}.")
+        projects = {
+            p.strip().strip('"').upper()
+            for p in (found.group("one") or found.group("many") or "").split(",")
+            if p.strip()
+        }
+        since: datetime | None = None
+        if found.group("since"):
+            local = datetime.strptime(found.group("since"), "%Y/%m/%d %H:%M")
+            since = local.replace(tzinfo=ZoneInfo(TIME_ZONE)).astimezone(UTC)
+        hits = [
+            issue
+            for issue in self.issues.values()
+            if issue.key.rsplit("-", 1)[0] in projects
+            and (since is None or _parse(issue.updated) >= since)
+        ]
+        hits.sort(key=lambda i: (_parse(i.updated), int(i.id)))
+        if (found.group("order") or "ASC").upper() == "DESC":
+            hits.reverse()
+        fields = body.get("fields")
+        wanted = ",".join(fields) if isinstance(fields, list) else None
+        expand = body.get("expand")
+        changelog = "changelog" in (expand if isinstance(expand, list) else str(expand or ""))
+        size = min(max(int(body.get("maxResults") or 50), 1), 100)
+        if version >= 3:
+            token = body.get("nextPageToken")
+            start = int(token) if isinstance(token, str) and token.isdigit() else 0
+        else:
+            start = max(int(body.get("startAt") or 0), 0)
+        page = hits[start : start + size]
+        issues = [self._found_json(i, version, wanted, changelog) for i in page]
+        if version >= 3:
+            result: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(hits)}
+            if start + size < len(hits):
+                result["nextPageToken"] = str(start + size)
+            return 200, result
+        return 200, {"startAt": start, "maxResults": size, "total": len(hits), "issues": issues}
+
+    def _found_json(
+        self, issue: FakeIssue, version: int, fields: str | None, changelog: bool
+    ) -> dict[str, Any]:
+        data = self._issue_json(issue, version, fields)
+        if changelog:
+            newest = list(reversed(issue.histories))[: self.embedded_histories]
+            data["changelog"] = {
+                "startAt": 0,
+                "maxResults": len(newest),
+                "total": len(issue.histories),
+                "histories": [self._history_json(h) for h in newest],
+            }
+        return data
+
+    def _history_json(self, history: FakeHistory) -> dict[str, Any]:
+        return {
+            "id": history.id,
+            "author": history.author.json(self.base_url),
+            "created": history.created,
+            "items": history.items,
+        }
+
+    def _changelog_page(self, issue: FakeIssue, query: dict[str, str]) -> Any:
+        start = max(int(query.get("startAt", "0") or 0), 0)
+        size = min(max(int(query.get("maxResults", "100") or 100), 1), 100)
+        page = issue.histories[start : start + size]
+        return {
+            "self": f"{self.base_url}/rest/api/3/issue/{issue.key}/changelog",
+            "maxResults": size,
+            "startAt": start,
+            "total": len(issue.histories),
+            "isLast": start + size >= len(issue.histories),
+            "values": [self._history_json(h) for h in page],
+        }
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
 
 
 def _errors(*messages: str, errors: dict[str, str] | None = None) -> dict[str, Any]:

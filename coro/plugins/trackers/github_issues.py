@@ -23,6 +23,17 @@ Moving an issue to the status it already has changes nothing.
 The issues API also returns pull requests; they are refused ("… is a pull request, not
 an issue") so a tracker call never comments on or closes a PR.
 
+It is a trigger feed (`TriggerFeed`, polled by `coro.engine.triggers`): per repository,
+`GET /repos/{o}/{r}/issues?since=…&state=all&sort=updated&direction=asc` (issues and
+pull requests updated since), then each one's `GET …/issues/{n}/events` (`labeled`,
+`assigned`, `closed`, `reopened` at or after `since`), and `GET
+/repos/{o}/{r}/issues/comments?since=…` (new comments on issues and pull requests). Every
+feed GET is conditional (`If-None-Match` with the ETag of the last answer to the same
+URL, kept per plugin instance): an unchanged list answers 304, which GitHub does not
+count against the rate limit, and an unchanged issue's events are not read again. A
+new watch starts at the `Date` of GitHub's answer for the repository (its clock, not
+ours).
+
 Errors: 401 → `PluginAuthError`; 403 → `PluginRateLimited` when the rate limit is
 exhausted (`x-ratelimit-remaining: 0`, `retry-after`), else `PluginAuthError`; 404/410 →
 `PluginNotFoundError`; 429 → `PluginRateLimited`; 422 and others → `PluginError` with
@@ -35,7 +46,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,7 +70,9 @@ from coro.domain.errors import (
 from coro.plugins.context import PluginContext
 from coro.plugins.http import (
     RATE_LIMIT_FALLBACK_SECONDS,
+    EtagCache,
     TrackerHttp,
+    _Cached,
     body_excerpt,
     check_secret,
     is_loopback,
@@ -71,7 +84,17 @@ from coro.plugins.http import (
     wait_or_fallback,
 )
 from coro.plugins.scm.base import ConnectionCheck
-from coro.plugins.trackers.base import Issue, TrackerComment, Transition
+from coro.plugins.trackers.base import (
+    FeedPage,
+    Issue,
+    TrackerComment,
+    Transition,
+    TriggerEvent,
+    TriggerKind,
+    date_header_time,
+    feed_iso,
+    feed_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +116,14 @@ _WEB_URL = re.compile(
     r"(?P<number>\d{1,10})(?:[/?#].*)?$"
 )
 _REPO = re.compile(rf"^(?:(?P<owner>{_OWNER})/)?(?P<name>{_NAME})$")
+_ISSUE_URL = re.compile(r"/issues/(?P<number>\d{1,10})$")
+#: issue events that may start a job, and the trigger kind each one is
+_FEED_EVENTS: dict[str, TriggerKind] = {
+    "labeled": "issue.labeled",
+    "assigned": "issue.assigned",
+    "closed": "issue.transitioned",
+    "reopened": "issue.transitioned",
+}
 _TOKEN_SHAPES = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,})")
 
 REOPEN = Transition("reopen", "Reopen", "open")
@@ -236,6 +267,8 @@ class GitHubIssuesTracker:
             secrets=[token],
             token_patterns=[_TOKEN_SHAPES],
         )
+        #: the last ETag'ed answer of each feed GET (full URL), for conditional requests
+        self._etags = EtagCache()
 
     def __repr__(self) -> str:
         return f"GitHubIssuesTracker(base_url={self.base_url!r})"
@@ -259,20 +292,27 @@ class GitHubIssuesTracker:
         not_found: str | None = None,
         params: dict[str, str | int] | None = None,
         body: Any = None,
+        etag: str | None = None,
     ) -> httpx.Response:
-        """A successful response (2xx); every failure is a `PluginError` whose message
-        is safe to show. `url` is a path below baseUrl or an absolute URL on its origin."""
+        """A successful response (2xx, or 304 to a request conditional on `etag`); every
+        failure is a `PluginError` whose message is safe to show. `url` is a path below
+        baseUrl or an absolute URL on its origin."""
         if url.startswith("/"):
             url = f"{self.base_url}{url}"
         elif _origin(url) != self._origin:
             raise PluginError(
                 f"GitHub pointed {what} at another host; refusing to send the token there."
             )
-        response = await self._http.request(method, url, what=what, params=params, json=body)
+        headers = {"If-None-Match": etag} if etag else None
+        response = await self._http.request(
+            method, url, what=what, params=params, json=body, headers=headers
+        )
         status = response.status_code
         logger.debug("github-issues %s %s -> %s", method, urlsplit(url).path, status)
         if status >= 400:
             raise self._error(response, what, not_found)
+        if status == 304 and etag:
+            return response
         if 300 <= status < 400:
             raise self._http.redirect_error(
                 response, what, " (a renamed or transferred repository?); use its current name."
@@ -497,6 +537,165 @@ class GitHubIssuesTracker:
             )
         return chosen
 
+    # -- the trigger feed (`TriggerFeed`) --
+
+    def feed_repo(self, scope: str) -> tuple[str, str]:
+        """(owner, name) of a watched repository: `owner/name`, or `name` with
+        defaultOwner; `PluginError` for anything else."""
+        match = _REPO.match(scope.strip().removesuffix(".git")) if isinstance(scope, str) else None
+        owner = (match.group("owner") or self.settings.default_owner) if match else None
+        if match is None or owner is None or match.group("name") in (".", ".."):
+            shown = self.scrub(str(scope))[:80]
+            raise PluginError(f"Not a GitHub repository: {shown!r}; expected owner/name.")
+        return owner, match.group("name")
+
+    async def feed_start(self, scope: str) -> str:
+        owner, name = self.feed_repo(scope)
+        response = await self._send(
+            "GET",
+            f"/repos/{owner}/{name}",
+            what=f"reading repository {owner}/{name}",
+            not_found=f"Repository {owner}/{name} does not exist or the token cannot see it",
+        )
+        return feed_iso(date_header_time(response.headers.get("date")))
+
+    async def feed_poll(self, scope: str, since: str) -> FeedPage:
+        owner, name = self.feed_repo(scope)
+        repo = f"{owner}/{name}"
+        since_at = feed_time(since)
+        if since_at is None:
+            raise PluginError(f"Not a time to poll {repo} from: {since!r}.")
+        base = f"/repos/{owner}/{name}"
+        newest = since_at
+        events: list[TriggerEvent] = []
+        updated_since: dict[str, str | int] = {
+            "since": feed_iso(since_at),
+            "sort": "updated",
+            "direction": "asc",
+        }
+        issues = await self._feed_list(
+            f"{base}/issues",
+            what=f"listing the issues of {repo} updated since {since}",
+            params={**updated_since, "state": "all"},
+        )
+        for raw in issues or []:
+            issue = _object(raw, f"an issue of {repo}")
+            newest = max(newest, feed_time(issue.get("updated_at")) or newest)
+            number = issue.get("number")
+            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                continue
+            history = await self._feed_list(
+                f"{base}/issues/{number}/events",
+                what=f"reading the events of {repo}#{number}",
+                params={},
+            )
+            for item in history or []:
+                event = _issue_event(self.id, repo, issue, item)
+                if event is not None and (feed_time(event.at) or since_at) >= since_at:
+                    events.append(event)
+        comments = await self._feed_list(
+            f"{base}/issues/comments",
+            what=f"listing the comments of {repo} since {since}",
+            params=updated_since,
+        )
+        for raw in comments or []:
+            data = _object(raw, f"a comment of {repo}")
+            newest = max(newest, feed_time(data.get("updated_at")) or newest)
+            event = _comment_event(self.id, repo, data)
+            # an older comment edited since is not a new one
+            if event is not None and (feed_time(event.at) or since_at) >= since_at:
+                events.append(event)
+        events.sort(key=lambda e: (feed_time(e.at) or since_at, e.event_key))
+        return FeedPage(events, feed_iso(newest))
+
+    async def feed_details(self, event: TriggerEvent) -> TriggerEvent:
+        if event.number is None:
+            return event
+        owner, name = self.feed_repo(event.scope)
+        ref = IssueRef(owner, name, event.number)
+        if not event.pull_request:
+            if event.title:
+                return event
+            issue = _object(
+                self._json(
+                    await self._send(
+                        "GET", ref.path, what=f"reading {ref.key}", not_found=_not_found(ref)
+                    ),
+                    ref.key,
+                ),
+                ref.key,
+            )
+            return replace(event, title=_text(issue.get("title")), body=_body(issue.get("body")))
+        what = f"reading pull request {ref.key}"
+        pull = _object(
+            self._json(
+                await self._send(
+                    "GET",
+                    f"/repos/{owner}/{name}/pulls/{event.number}",
+                    what=what,
+                    not_found=f"Pull request {ref.key} does not exist, or the token cannot "
+                    f"see {ref.repo}",
+                ),
+                what,
+            ),
+            what,
+        )
+        head, base = _mapping(pull.get("head")), _mapping(pull.get("base"))
+        head_name = _mapping(head.get("repo")).get("full_name")
+        return replace(
+            event,
+            title=event.title or _text(pull.get("title")),
+            body=event.body or _body(pull.get("body")),
+            head_branch=_text(head.get("ref")) or None,
+            head_repo=head_name if isinstance(head_name, str) and head_name else None,
+            base_branch=_text(base.get("ref")) or None,
+        )
+
+    async def _feed_list(
+        self, path: str, *, what: str, params: dict[str, str | int]
+    ) -> list[Any] | None:
+        """Every item of a paginated list, each page asked for conditionally; None when
+        nothing changed since the last time (every page answered 304). A full page
+        answered 304 is followed by the page after it, where new items would be."""
+        items: list[Any] = []
+        changed = False
+        url: str | None = path
+        query: dict[str, str | int] | None = {**params, "per_page": PAGE_SIZE}
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            full = f"{self.base_url}{url}" if url.startswith("/") else url
+            cache_key = str(httpx.URL(full, params=query))
+            cached = self._etags.get(cache_key)
+            response = await self._send(
+                "GET", full, what=what, params=query, etag=cached.etag if cached else None
+            )
+            query = None  # a next link carries its own query
+            fresh = not (response.status_code == 304 and cached is not None)
+            if cached is not None and not fresh:
+                page, next_url = cached.body, cached.next_url
+            else:
+                page = self._json(response, what)
+                next_url = response.links.get("next", {}).get("url")
+                etag = response.headers.get("etag")
+                if etag:
+                    self._etags.put(cache_key, _Cached(etag, page, next_url))
+                else:
+                    self._etags.drop(cache_key)
+            if not isinstance(page, list):
+                raise PluginError(
+                    f"GitHub sent an unexpected response for {what}: expected a list."
+                )
+            items.extend(page)
+            changed = changed or (fresh and bool(page))
+            if next_url is None and not fresh and len(page) >= PAGE_SIZE:
+                following = httpx.URL(cache_key)
+                current = following.params.get("page", "1")
+                number = int(current) + 1 if current.isdigit() else 2
+                next_url = str(following.copy_set_param("page", str(number)))
+            url = next_url if next_url and page else None
+        return items if changed else None
+
     async def test_connection(self) -> ConnectionCheck:
         details = {"baseUrl": self.base_url}
         user: str | None = None
@@ -579,6 +778,10 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
@@ -599,6 +802,99 @@ def _issue_type(value: Any) -> str | None:
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         return str(value["name"])
     return None
+
+
+def _thread(html_url: Any) -> str | None:
+    """The issue's or pull request's web page (a comment's URL without its anchor)."""
+    if isinstance(html_url, str) and html_url.startswith(("https://", "http://")):
+        return html_url.split("#", 1)[0]
+    return None
+
+
+def _issue_event(
+    plugin_id: str, repo: str, issue: Mapping[str, Any], raw: Any
+) -> TriggerEvent | None:
+    """A `labeled`, `assigned`, `closed` or `reopened` issue event as a trigger event."""
+    if not isinstance(raw, Mapping):
+        return None
+    name = raw.get("event")
+    kind = _FEED_EVENTS.get(name) if isinstance(name, str) else None
+    at = feed_time(raw.get("created_at"))
+    number = issue.get("number")
+    if kind is None or at is None or not isinstance(number, int):
+        return None
+    pull = issue.get("pull_request") is not None
+    actor = _login(raw.get("actor"))
+    key = f"{repo}#{number}"
+    stamp = feed_iso(at)
+    label = assignee = status = None
+    if name == "labeled":
+        label_data = raw.get("label")
+        label = _text(label_data.get("name")) if isinstance(label_data, Mapping) else ""
+        if not label:
+            return None
+        event_key = f"github:{repo.lower()}#{number}:labeled:{label}:{stamp}"
+    elif name == "assigned":
+        assignee = _login(raw.get("assignee"))
+        if assignee is None:
+            return None
+        event_key = f"github:{repo.lower()}#{number}:assigned:{assignee.lower()}:{stamp}"
+    else:
+        status = "closed" if name == "closed" else "open"
+        event_key = f"github:{repo.lower()}#{number}:transition:{status}:{stamp}"
+    return TriggerEvent(
+        kind=kind,
+        plugin_id=plugin_id,
+        provider="github",
+        event_key=event_key,
+        scope=repo,
+        key=key,
+        at=stamp,
+        number=number,
+        pull_request=pull,
+        title=_text(issue.get("title")),
+        body=_body(issue.get("body")),
+        url=_thread(issue.get("html_url")),
+        author=actor,
+        author_ids=(actor,) if actor else (),
+        label=label,
+        assignee=assignee,
+        assignee_ids=(assignee,) if assignee else (),
+        status=status,
+    )
+
+
+def _comment_event(plugin_id: str, repo: str, data: Mapping[str, Any]) -> TriggerEvent | None:
+    """A comment of the repository-wide list as a trigger event (its issue's number
+    from `issue_url`; a pull request's comment has `/pull/` in its `html_url`)."""
+    comment_id = data.get("id")
+    at = feed_time(data.get("created_at"))
+    issue_url = data.get("issue_url")
+    found = _ISSUE_URL.search(issue_url) if isinstance(issue_url, str) else None
+    if not isinstance(comment_id, int) or isinstance(comment_id, bool) or at is None or not found:
+        return None
+    number = int(found.group("number"))
+    html_url = data.get("html_url")
+    pull = isinstance(html_url, str) and f"/pull/{number}" in html_url
+    author = _login(data.get("user"))
+    association = data.get("author_association")
+    return TriggerEvent(
+        kind="comment.created",
+        plugin_id=plugin_id,
+        provider="github",
+        event_key=f"github:{repo.lower()}:comment:{comment_id}",
+        scope=repo,
+        key=f"{repo}#{number}",
+        at=feed_iso(at),
+        number=number,
+        pull_request=pull,
+        url=_thread(html_url),
+        author=author,
+        author_ids=(author,) if author else (),
+        author_association=association if isinstance(association, str) else None,
+        comment_id=str(comment_id),
+        comment=_body(data.get("body")),
+    )
 
 
 def _rate_limit_wait(headers: httpx.Headers) -> float:

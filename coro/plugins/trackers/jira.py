@@ -18,6 +18,16 @@ labels and every comment — the issue embeds the first page, the rest is read f
 issue already in the requested status is left alone), `test_connection` (`/myself`,
 and the default project when set).
 
+It is a trigger feed (`TriggerFeed`, polled by `coro.engine.triggers`): per project, a
+JQL search `project = "PROJ" AND updated >= "<since>" ORDER BY updated ASC` with the
+changelog expanded (`POST /rest/api/3/search/jql` with `nextPageToken`; REST v2:
+`POST /rest/api/2/search` with `startAt`), whose histories give status changes
+(`issue.transitioned`), labels added and assignments at or after `since`, and whose
+comments give the new ones (an issue's further changelog and comment pages are read
+when the search holds only the first). JQL compares minutes in the account's time zone
+(`/myself`), so the search starts at that minute and what is older than `since` is
+dropped here. A new watch starts at the `Date` of Jira's answer for the project.
+
 Errors: 401/403 → `PluginAuthError`, 404 → `PluginNotFoundError`, 429 (and 503 with
 `Retry-After`) → `PluginRateLimited`, anything else → `PluginError` with Jira's
 `errorMessages`/`errors`. Issue keys are validated before any request. Credentials
@@ -31,9 +41,11 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from pydantic import (
@@ -66,7 +78,17 @@ from coro.plugins.http import (
 )
 from coro.plugins.scm.base import ConnectionCheck
 from coro.plugins.trackers.adf import adf_to_text, text_to_adf
-from coro.plugins.trackers.base import Issue, TrackerComment, Transition
+from coro.plugins.trackers.base import (
+    FeedPage,
+    Issue,
+    TrackerComment,
+    Transition,
+    TriggerEvent,
+    TriggerKind,
+    date_header_time,
+    feed_iso,
+    feed_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +100,18 @@ COMMENT_PAGE_SIZE = 100
 #: A guard against a server that never reaches `total`.
 MAX_COMMENT_PAGES = 200
 RATE_LIMIT_FALLBACK_SECONDS = 30.0
+#: what the trigger feed's search reads of each issue
+FEED_FIELDS = ["summary", "description", "status", "labels", "assignee", "comment", "updated"]
+FEED_PAGE_SIZE = 50
+#: a guard against a search (or a changelog) whose pages never end
+MAX_FEED_PAGES = 200
+CHANGELOG_PAGE_SIZE = 100
+#: changelog fields whose changes may start a job, and the trigger kind each one is
+_FEED_FIELDS: dict[str, TriggerKind] = {
+    "status": "issue.transitioned",
+    "labels": "issue.labeled",
+    "assignee": "issue.assigned",
+}
 
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]+-\d+$")
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]+$")
@@ -197,6 +231,8 @@ class JiraTracker:
             timeout_seconds=settings.timeout_seconds,
             secrets=secrets,
         )
+        #: the account's time zone, which JQL dates are in (read once)
+        self._zone: tzinfo | None = None
 
     def __repr__(self) -> str:
         return f"JiraTracker(base_url={self.base_url!r}, api_version={self.api_version})"
@@ -223,6 +259,32 @@ class JiraTracker:
     ) -> Any:
         """The parsed JSON of a successful response (None for an empty one); every
         failure is a `PluginError` whose message is safe to show."""
+        response = await self._response(
+            method, path, what=what, issue=issue, params=params, body=body
+        )
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+            raise PluginError(
+                f"Jira sent a response that is not JSON ({what}, HTTP "
+                f"{response.status_code}, {kind}); is {self.base_url} the Jira site?",
+                status=response.status_code,
+            ) from None
+
+    async def _response(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        issue: str | None = None,
+        params: dict[str, str | int] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """A successful response; every failure is a `PluginError`."""
         response = await self._http.request(
             method, f"{self._api}{path}", what=what, params=params, json=body
         )
@@ -244,17 +306,7 @@ class JiraTracker:
             raise self._error(response, what, issue)
         if 300 <= status < 400:
             raise self._http.redirect_error(response, what, f"; check baseUrl ({self.base_url}).")
-        if status == 204 or not response.content.strip():
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
-            raise PluginError(
-                f"Jira sent a response that is not JSON ({what}, HTTP {status}, {kind}); "
-                f"is {self.base_url} the Jira site?",
-                status=status,
-            ) from None
+        return response
 
     def _error(self, response: httpx.Response, what: str, issue: str | None) -> PluginError:
         status = response.status_code
@@ -359,17 +411,24 @@ class JiraTracker:
 
     async def _comments(self, key: str, embedded: Any) -> list[TrackerComment]:
         collected: dict[str, TrackerComment] = {}
+        for raw in await self._raw_comments(key, embedded):
+            comment = self._comment(raw, key)
+            collected.setdefault(comment.id, comment)
+        return list(collected.values())
+
+    async def _raw_comments(self, key: str, embedded: Any) -> list[Any]:
+        """Every comment of the issue as Jira sent it: the page the issue embeds, then
+        the rest from `/comment`."""
+        found: list[Any] = []
         total: int | None = None
         start = 0
         if isinstance(embedded, Mapping) and isinstance(embedded.get("comments"), list):
             page = embedded["comments"]
-            for raw in page:
-                comment = self._comment(raw, key)
-                collected.setdefault(comment.id, comment)
+            found.extend(page)
             total = _int(embedded.get("total"))
             start = (_int(embedded.get("startAt")) or 0) + len(page)
             if total is None:
-                return list(collected.values())
+                return found
         for _ in range(MAX_COMMENT_PAGES):
             if total is not None and start >= total:
                 break
@@ -393,14 +452,12 @@ class JiraTracker:
                     f"Jira sent an unexpected response for the comments of {key}: "
                     "no 'comments' list."
                 )
-            for raw in page:
-                comment = self._comment(raw, key)
-                collected.setdefault(comment.id, comment)
+            found.extend(page)
             total = _int(data.get("total"))
             if not page or total is None:
                 break
             start = (_int(data.get("startAt")) or start) + len(page)
-        return list(collected.values())
+        return found
 
     def _comment(self, raw: Any, key: str) -> TrackerComment:
         data = _object(raw, f"a comment of {key}")
@@ -502,6 +559,234 @@ class JiraTracker:
         fields = data.get("fields") if isinstance(data, Mapping) else None
         return _name(fields.get("status")) if isinstance(fields, Mapping) else None
 
+    # -- the trigger feed (`TriggerFeed`) --
+
+    def feed_project(self, scope: str) -> str:
+        """The project key a watch names (`PROJ`); `PluginError` for anything else."""
+        project = scope.strip().upper() if isinstance(scope, str) else ""
+        if not _PROJECT_KEY.match(project) or len(project) > 64:
+            shown = self.scrub(str(scope))[:64]
+            raise PluginError(f"Not a Jira project key: {shown!r}; expected e.g. PROJ.")
+        return project
+
+    async def feed_start(self, scope: str) -> str:
+        project = self.feed_project(scope)
+        response = await self._response(
+            "GET", f"/project/{project}", what=f"reading project {project}"
+        )
+        return feed_iso(date_header_time(response.headers.get("date")))
+
+    async def feed_poll(self, scope: str, since: str) -> FeedPage:
+        project = self.feed_project(scope)
+        since_at = feed_time(since)
+        if since_at is None:
+            raise PluginError(f"Not a time to poll {project} from: {since!r}.")
+        zone = await self._time_zone()
+        # JQL compares whole minutes in the account's zone; unknown zone: a day earlier
+        start = since_at if zone is not None else since_at - timedelta(days=1)
+        minute = start.astimezone(zone or UTC).strftime("%Y/%m/%d %H:%M")
+        jql = f'project = "{project}" AND updated >= "{minute}" ORDER BY updated ASC'
+        newest = since_at
+        events: list[TriggerEvent] = []
+        for raw in await self._search(jql, f"searching {project} for issues updated since {since}"):
+            issue = _object(raw, f"an issue of {project}")
+            key = issue.get("key")
+            fields = issue.get("fields")
+            if not isinstance(key, str) or not ISSUE_KEY.match(key) or not isinstance(fields, dict):
+                continue
+            newest = max(newest, feed_time(iso_timestamp(fields.get("updated"))) or newest)
+            thread = _FeedIssue(
+                key=key,
+                project=project,
+                title=_text_field(fields.get("summary")),
+                body=adf_to_text(fields.get("description")),
+                url=f"{self.base_url}/browse/{key}",
+            )
+            for history in await self._histories(key, issue.get("changelog")):
+                at = feed_time(iso_timestamp(history.get("created")))
+                if at is not None and at >= since_at:
+                    newest = max(newest, at)
+                    events.extend(self._history_events(thread, history, at))
+            for comment in await self._raw_comments(key, fields.get("comment")):
+                event = self._comment_event(thread, comment)
+                at = feed_time(event.at) if event is not None else None
+                if event is not None and at is not None and at >= since_at:
+                    newest = max(newest, at)
+                    events.append(event)
+        events.sort(key=lambda e: (feed_time(e.at) or since_at, e.event_key))
+        return FeedPage(events, feed_iso(newest))
+
+    async def feed_details(self, event: TriggerEvent) -> TriggerEvent:
+        return event  # a Jira issue has no branch; the search gave everything else
+
+    async def _time_zone(self) -> tzinfo | None:
+        """The account's time zone (JQL dates are in it); None when Jira does not say."""
+        if self._zone is None:
+            me = await self._call("GET", "/myself", what="reading the account's time zone")
+            name = me.get("timeZone") if isinstance(me, Mapping) else None
+            try:
+                self._zone = ZoneInfo(name) if isinstance(name, str) and name else None
+            except (ZoneInfoNotFoundError, ValueError):
+                self._zone = None
+            if self._zone is None:
+                return None
+        return self._zone
+
+    async def _search(self, jql: str, what: str) -> list[Any]:
+        """Every issue the JQL finds, with its changelog (v3: `nextPageToken`, v2:
+        `startAt`)."""
+        found: list[Any] = []
+        token: str | None = None
+        for _ in range(MAX_FEED_PAGES):
+            body: dict[str, Any] = {"jql": jql, "fields": FEED_FIELDS, "maxResults": FEED_PAGE_SIZE}
+            if self.api_version >= 3:
+                body["expand"] = "changelog"
+                if token is not None:
+                    body["nextPageToken"] = token
+                path = "/search/jql"
+            else:
+                body["expand"] = ["changelog"]
+                body["startAt"] = len(found)
+                path = "/search"
+            data = _object(await self._call("POST", path, what=what, body=body), what)
+            page = data.get("issues")
+            if not isinstance(page, list):
+                raise PluginError(f"Jira sent an unexpected response for {what}: no 'issues' list.")
+            found.extend(page)
+            if self.api_version >= 3:
+                next_token = data.get("nextPageToken")
+                if data.get("isLast") is True or not isinstance(next_token, str) or not next_token:
+                    break
+                token = next_token
+            else:
+                total = _int(data.get("total"))
+                if not page or total is None or len(found) >= total:
+                    break
+        return found
+
+    async def _histories(self, key: str, embedded: Any) -> list[dict[str, Any]]:
+        """Every changelog history of the issue: what the search embedded, then (REST
+        v3) the rest from `/changelog`."""
+        histories: dict[str, dict[str, Any]] = {}
+
+        def keep(page: Any) -> int:
+            items = page if isinstance(page, list) else []
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("id"), str | int):
+                    histories.setdefault(str(item["id"]), item)
+            return len(items)
+
+        changelog = embedded if isinstance(embedded, Mapping) else {}
+        keep(changelog.get("histories"))
+        total = _int(changelog.get("total"))
+        start = 0
+        for _ in range(MAX_FEED_PAGES):
+            if self.api_version < 3 or total is None or len(histories) >= total:
+                break
+            data = _object(
+                await self._call(
+                    "GET",
+                    f"/issue/{key}/changelog",
+                    what=f"reading the changelog of {key}",
+                    issue=key,
+                    params={"startAt": start, "maxResults": CHANGELOG_PAGE_SIZE},
+                ),
+                f"the changelog of {key}",
+            )
+            count = keep(data.get("values"))
+            total = _int(data.get("total"))
+            if count == 0:
+                break
+            start += count
+        return list(histories.values())
+
+    def _history_events(
+        self, issue: _FeedIssue, history: Mapping[str, Any], at: datetime
+    ) -> list[TriggerEvent]:
+        """The trigger events of one changelog history: a status change, each label
+        added, an assignment."""
+        history_id = str(history.get("id"))
+        author, author_ids = _people(history.get("author"))
+        base = TriggerEvent(
+            kind="issue.transitioned",
+            plugin_id=self.id,
+            provider="jira",
+            event_key="",
+            scope=issue.project,
+            key=issue.key,
+            at=feed_iso(at),
+            title=issue.title,
+            body=issue.body,
+            url=issue.url,
+            author=author,
+            author_ids=author_ids,
+        )
+        events: list[TriggerEvent] = []
+        items = history.get("items")
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, Mapping):
+                continue
+            field_name = item.get("field")
+            kind = _FEED_FIELDS.get(field_name) if isinstance(field_name, str) else None
+            before, after = _text_field(item.get("fromString")), _text_field(item.get("toString"))
+            if kind == "issue.transitioned" and after:
+                events.append(
+                    replace(
+                        base,
+                        event_key=f"jira:{issue.key}:transition:{history_id}",
+                        status=after,
+                        from_status=before or None,
+                    )
+                )
+            elif kind == "issue.labeled":
+                for label in [x for x in after.split() if x not in before.split()]:
+                    events.append(
+                        replace(
+                            base,
+                            kind=kind,
+                            event_key=f"jira:{issue.key}:labeled:{label}:{history_id}",
+                            label=label,
+                        )
+                    )
+            elif kind == "issue.assigned":
+                ids = tuple(dict.fromkeys(v for v in (_text_field(item.get("to")), after) if v))
+                if ids:
+                    events.append(
+                        replace(
+                            base,
+                            kind=kind,
+                            event_key=f"jira:{issue.key}:assigned:{history_id}",
+                            assignee=after or ids[0],
+                            assignee_ids=ids,
+                        )
+                    )
+        return events
+
+    def _comment_event(self, issue: _FeedIssue, raw: Any) -> TriggerEvent | None:
+        if not isinstance(raw, Mapping):
+            return None
+        comment_id = raw.get("id")
+        at = feed_time(iso_timestamp(raw.get("created")))
+        if not isinstance(comment_id, str | int) or isinstance(comment_id, bool) or at is None:
+            return None
+        author, author_ids = _people(raw.get("author"))
+        return TriggerEvent(
+            kind="comment.created",
+            plugin_id=self.id,
+            provider="jira",
+            event_key=f"jira:{issue.key}:comment:{comment_id}",
+            scope=issue.project,
+            key=issue.key,
+            at=feed_iso(at),
+            title=issue.title,
+            body=issue.body,
+            url=issue.url,
+            author=author,
+            author_ids=author_ids,
+            comment_id=str(comment_id),
+            comment=adf_to_text(raw.get("body")),
+        )
+
     async def test_connection(self) -> ConnectionCheck:
         details = {"baseUrl": self.base_url, "apiVersion": str(self.api_version)}
         try:
@@ -540,6 +825,29 @@ class JiraTracker:
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FeedIssue:
+    """What the trigger events of one issue share."""
+
+    key: str
+    project: str
+    title: str
+    body: str
+    url: str
+
+
+def _people(value: Any) -> tuple[str | None, tuple[str, ...]]:
+    """A person's shown name and every name they go by (account id, name, e-mail)."""
+    if not isinstance(value, Mapping):
+        return None, ()
+    names = [
+        value[field].strip()
+        for field in ("displayName", "name", "emailAddress", "accountId")
+        if isinstance(value.get(field), str) and value[field].strip()
+    ]
+    return _person(value), tuple(dict.fromkeys(names))
 
 
 def _pick(options: list[Transition], wanted: str) -> Transition | None:
