@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from coro.config import CoroConfig, CoroHome
-from coro.domain.models import AWAITING_PR_MERGE, Job, PrMapping, PrSeen, iso_now
+from coro.domain.models import (
+    AWAITING_DEVELOPER_INPUT,
+    AWAITING_PR_MERGE,
+    QUEUED,
+    Job,
+    PrMapping,
+    PrSeen,
+    iso_now,
+)
 from coro.engine.events import InboundEvent, MemoryEventTransport
 from coro.engine.polling import PollingTransport
 from coro.extensions import Extensions
 from coro.plugins.context import PluginContext
 from coro.plugins.registry import PluginSet
-from coro.state.prs import MemoryPullRequestStore
+from coro.plugins.scm.local import LocalScm
+from coro.state.backend import JobQuery
+from coro.state.prs import MemoryPullRequestStore, NewPullRequest
 from coro.state.sqlite import SqliteStateBackend
 from coro.state.store import JobStore
 from tests.fakes.github_server import FakeGitHub
@@ -28,9 +40,35 @@ class Collected:
 
     def __init__(self) -> None:
         self.batches: list[list[InboundEvent]] = []
+        self._arrived: asyncio.Queue[list[InboundEvent]] = asyncio.Queue()
 
     async def __call__(self, events: Sequence[InboundEvent]) -> None:
         self.batches.append(list(events))
+        self._arrived.put_nowait(list(events))
+
+    async def next_batch(self) -> list[InboundEvent]:
+        """The next batch delivered (by the poller's own cycles)."""
+        return await asyncio.wait_for(self._arrived.get(), 30)
+
+
+class CountingBackend(SqliteStateBackend):
+    """The SQLite backend, counting the jobs read (`get_job`) and listings made."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: Counter[str] = Counter()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        self.reads["get_job"] += 1
+        return await super().get_job(job_id)
+
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        self.reads["list_jobs"] += 1
+        return await super().list_jobs(query)
+
+    async def jobs_with_status(self, statuses: frozenset[str] | set[str]) -> list[Job]:
+        self.reads["jobs_with_status"] += 1
+        return await super().jobs_with_status(statuses)
 
 
 @pytest.fixture
@@ -41,15 +79,28 @@ async def github() -> AsyncIterator[FakeGitHub]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    backend = SqliteStateBackend(tmp_path / "state.db")
+async def backend(tmp_path: Path) -> AsyncIterator[CountingBackend]:
+    backend = CountingBackend(tmp_path / "state.db")
     await backend.open()
-    yield JobStore(backend)
+    yield backend
     await backend.close()
 
 
 @pytest.fixture
-async def plugins(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[PluginSet]:
+def store(backend: CountingBackend) -> JobStore:
+    return JobStore(backend)
+
+
+@pytest.fixture
+def local_prs() -> MemoryPullRequestStore:
+    """The pull requests of the `local` SCM the `plugins` have."""
+    return MemoryPullRequestStore()
+
+
+@pytest.fixture
+async def plugins(
+    tmp_path: Path, github: FakeGitHub, local_prs: MemoryPullRequestStore
+) -> AsyncIterator[PluginSet]:
     config = CoroConfig.model_validate(
         {
             "plugins": {
@@ -66,7 +117,7 @@ async def plugins(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[PluginSet
         }
     )
     home = CoroHome(tmp_path / "home")
-    context = PluginContext(home, prs=MemoryPullRequestStore())
+    context = PluginContext(home, prs=local_prs)
     plugin_set = Extensions(home).plugins(config, context)
     yield plugin_set
     await plugin_set.aclose()
@@ -272,3 +323,162 @@ async def test_prs_whose_events_arrive_as_webhooks_are_not_polled(
     delivered_as_webhooks.clear()
     events = await poller.poll_once()
     assert [e.event_key for e in events] == ["pullrequest:approved"]
+
+
+# --- what wakes the poller: the index, the timer, announced changes ----------------------
+
+
+async def local_pr_job(store: JobStore, prs: MemoryPullRequestStore, n: int) -> str:
+    """A job parked on a pull request it opened on the `local` SCM (which announces
+    its changes)."""
+    record = await prs.create(
+        NewPullRequest(
+            repo="shop",
+            title=f"Change {n}",
+            body="",
+            source_branch=f"coro/change-{n}",
+            target_branch="main",
+            author="coro",
+        )
+    )
+    now = iso_now()
+    mapping = PrMapping(
+        pr_id=record.id,
+        work_item="x",
+        repo_slug="shop",
+        plugin_id="local",
+        opened_at=now,
+        seen=PrSeen(),
+    )
+    job = Job(
+        id=f"shop-job-{n}",
+        workflow_path="workflows/job/workflow.md",
+        status=AWAITING_PR_MERGE,
+        phase="coding",
+        awaiting_event="pr:approved",
+        awaiting_pr_id=record.id,
+        pr_mappings=[mapping],
+        created_at=now,
+        updated_at=now,
+    )
+    await store.create(job)
+    return job.id
+
+
+async def asking_job(store: JobStore, n: int) -> str:
+    """A job parked on a question to the developer (no pull request)."""
+    now = iso_now()
+    job = Job(
+        id=f"asking-job-{n}",
+        workflow_path="workflows/job/workflow.md",
+        status=AWAITING_DEVELOPER_INPUT,
+        phase="planning",
+        awaiting_event="developer-input: which database?",
+        created_at=now,
+        updated_at=now,
+    )
+    await store.create(job)
+    return job.id
+
+
+async def test_no_cycle_reads_a_job_while_no_parked_job_waits_on_a_polled_pr(
+    github: FakeGitHub,
+    backend: CountingBackend,
+    store: JobStore,
+    plugins: PluginSet,
+    local_prs: MemoryPullRequestStore,
+) -> None:
+    """Jobs parked on local PRs (announced) or on questions: the poller has no timer,
+    and a timed cycle would read no job, list none and ask no forge."""
+    local_jobs = {await local_pr_job(store, local_prs, n) for n in range(20)}
+    for n in range(20):
+        await asking_job(store, n)
+    poller = PollingTransport(store, plugins, interval_seconds=1)
+    await poller.connect(Collected())
+    try:
+        await poller.wait_idle()
+        assert poller.indexed_jobs == local_jobs
+        assert not poller.timer_armed
+        backend.reads.clear()
+        asked = len(github.requests)
+        assert await poller.poll_indexed(timed=True, notified=False) == []
+        assert backend.reads == Counter()
+        assert len(github.requests) == asked
+    finally:
+        await poller.disconnect()
+
+
+async def test_a_job_that_parks_on_a_polled_pr_is_polled_at_the_next_cycle(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    poller = PollingTransport(store, plugins, interval_seconds=1)
+    collected = Collected()
+    await poller.connect(collected)
+    try:
+        await poller.wait_idle()
+        assert not poller.timer_armed  # nothing waits on GitHub yet
+        pr_id = github.open_pr(REPO, "coro/x")
+        job_id = await parked_job(store, pr_id, seen=PrSeen())
+
+        def run(job: Job) -> None:
+            job.status = QUEUED
+
+        def park(job: Job) -> None:
+            job.status = AWAITING_PR_MERGE
+
+        await store.update(job_id, run)  # it opened the PR while running …
+        assert poller.indexed_jobs == frozenset()
+        await store.update(job_id, park)  # … and now waits on it: the timer is armed
+        assert poller.indexed_jobs == {job_id}
+        assert poller.timer_armed
+        github.approve(REPO, pr_id, "alice")
+        events = await collected.next_batch()  # the timer's cycle
+        assert [(e.job_id, e.event_key) for e in events] == [(job_id, "pullrequest:approved")]
+
+        await store.update(job_id, run)  # woken: nothing is left for the timer
+        assert poller.indexed_jobs == frozenset()
+        assert not poller.timer_armed
+    finally:
+        await poller.disconnect()
+
+
+async def test_an_announced_local_change_is_polled_without_a_timer(
+    store: JobStore, plugins: PluginSet, local_prs: MemoryPullRequestStore
+) -> None:
+    job_id = await local_pr_job(store, local_prs, 1)
+    [pr_id] = [m.pr_id for m in (await store.get(job_id)).pr_mappings]
+    poller = PollingTransport(store, plugins, interval_seconds=1, change_delay_seconds=0)
+    collected = Collected()
+    await poller.connect(collected)
+    try:
+        await poller.wait_idle()
+        assert poller.indexed_jobs == {job_id}
+        assert not poller.timer_armed  # the local SCM says when something changed
+        local = plugins.get("scm", "local")
+        assert isinstance(local, LocalScm)
+        await local.approve(pr_id, "alice")
+        events = await collected.next_batch()
+        assert [(e.job_id, e.event_key) for e in events] == [(job_id, "pullrequest:approved")]
+    finally:
+        await poller.disconnect()
+
+
+async def test_a_paused_job_is_not_polled_until_it_waits_again(
+    github: FakeGitHub, store: JobStore, plugins: PluginSet
+) -> None:
+    pr_id = github.open_pr(REPO, "coro/x")
+    job_id = await parked_job(store, pr_id, seen=PrSeen())
+    poller = PollingTransport(store, plugins, interval_seconds=3600)
+    await poller.connect(Collected())
+    try:
+        await poller.wait_idle()
+        assert poller.indexed_jobs == {job_id} and poller.timer_armed
+
+        def pause(job: Job) -> None:
+            job.paused = True
+
+        await store.update(job_id, pause)
+        assert poller.indexed_jobs == frozenset()
+        assert not poller.timer_armed
+    finally:
+        await poller.disconnect()

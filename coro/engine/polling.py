@@ -1,9 +1,9 @@
 """The local runner's event source: it polls the pull requests of parked jobs (SPEC §4.4).
 
-Every cycle looks at each open PR (`prMappings` entry neither merged nor declined, or a
-legacy `awaitingPrId`) of every job parked waiting for events (not paused), asks its SCM
-plugin for the PR's status (`poll_pr`, which uses ETags where the forge has them and
-answers None for "unchanged"), and compares it with what was last seen:
+A poll looks at an open PR (`prMappings` entry neither merged nor declined, or a legacy
+`awaitingPrId`) of a job parked waiting for events (not paused), asks its SCM plugin
+for the PR's status (`poll_pr`, which uses ETags where the forge has them and answers
+None for "unchanged"), and compares it with what was last seen:
 
 * state changed → `pullrequest:fulfilled` (merged), `pullrequest:rejected` (declined)
   or `pullrequest:updated`;
@@ -20,13 +20,38 @@ After `failure_threshold` consecutive failed polls of one PR the job is woken wi
 `pullrequest:rejected` (`state: NOT_FOUND`) so the agent can decide; rate-limited
 plugins are skipped until their wait is over.
 
+What wakes the poller (and nothing else does: an idle runner's poller sleeps)
+-----------------------------------------------------------------------------
+The poller keeps an index of the parked jobs that have open PRs (job id → the SCM
+plugins its PRs name), so no cycle lists jobs:
+
+* **Start**: `connect` reads every job waiting for events from the store, a page at a
+  time (`coro.state.scan.walk_jobs`: the documents are not kept), and indexes those
+  with open PRs; then, in the background, each of their open PRs is polled once, on
+  every plugin (what changed while the runner was down, or just before it stopped).
+  `poll_once()` does both again (tests and benchmarks).
+* **Job updates** (`JobStore.observers`, every update this process writes) keep the
+  index: a job that parks with open PRs goes in, one that wakes, pauses, ends or has
+  no open PR left goes out. No I/O, no cycle. (A job that another process sharing the
+  store parks is indexed at this runner's next start; that process polls it.)
+* **The timer** is armed only while an indexed job has an open PR on a plugin that
+  does not announce its changes (GitHub, Bitbucket, drop-ins): every
+  `interval_seconds` it polls those PRs, and only those jobs are read. A job that
+  parks on such a plugin arms it if it is not armed: it is polled at the next cycle.
+  With no such job there is no timer at all. PRs of plugins whose webhooks reach the
+  runner now (a hybrid runner, `webhooks`) are skipped without reading their job; the
+  timer still fires while such jobs wait, since the link may drop at any moment.
+* **Change announcements**: an SCM plugin that announces its changes
+  (`ChangeNotifier`: the `local` SCM, after an approval, a comment or a merge) calls
+  `poll_soon()`; after the change delay (repeated calls within it make one cycle) the
+  open PRs on announcing plugins are polled. They are never polled on the timer.
+
 All events of one cycle are handed to the dispatcher together: a job parked on a PR
-wakes once with every change in one prompt. `poll_soon()` asks for an early cycle: the
-transport subscribes it to every SCM plugin that announces its changes
-(`ChangeNotifier`: the `local` SCM, after an approval, a comment or a merge).
+wakes once with every change in one prompt.
 
 The built-in `polling` transport plugin (`create`); `reconfigure` takes the plugins and
-`polling` settings of a config reload.
+`polling` settings of a config reload (and re-sorts the index: which plugin a job's PR
+is on, and whether it announces its changes, may have changed).
 """
 
 from __future__ import annotations
@@ -35,7 +60,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +70,8 @@ from coro.domain.models import WAITING_FOR_EVENTS, ExternalRef, Job, PrMapping, 
 from coro.engine.events import EventHandler, InboundEvent, TransportContext
 from coro.plugins.registry import PluginResolutionError, PluginSet
 from coro.plugins.scm.base import ChangeNotifier, PrStatus, ScmPlugin
-from coro.state.store import JobStore
+from coro.state.scan import walk_jobs
+from coro.state.store import JobChange, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +81,9 @@ _COLD_START_WORDS = {
     "pullrequest:rejected": ("declin", "reject"),
 }
 
+#: Which PRs a cycle polls, by their plugin.
+Wanted = Callable[[ScmPlugin], bool]
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -62,6 +91,43 @@ class _Target:
     ref: ExternalRef
     plugin: ScmPlugin
     mapping: PrMapping | None  # None: a legacy `awaitingPrId` without a mapping
+
+
+@dataclass(eq=False)
+class _Parked:
+    """An indexed job. A new object whenever the job is indexed again, so a cycle that
+    read the job meanwhile can tell whether what it read is still the latest word."""
+
+    #: the SCM plugins its open PRs name (None: the default one), see `Job.scm_plugin_id`
+    plugins: frozenset[str | None]
+    #: whether some of them are polled on the timer / announce their changes
+    timed: bool
+    notified: bool
+
+
+def pr_plugins(job: Job) -> frozenset[str | None]:
+    """The SCM plugins (as the job names them) of the PRs an event would wake `job` for:
+    none unless it is parked waiting for events and not paused."""
+    if job.status not in WAITING_FOR_EVENTS or job.paused:
+        return frozenset()
+    names = {job.scm_plugin_id(mapping.plugin_id) for mapping in job.open_prs()}
+    repo = job.params.get("repo")
+    legacy = job.awaiting_pr_id is not None and job.find_pr(job.awaiting_pr_id) is None
+    if legacy and isinstance(repo, str) and repo:
+        names.add(job.scm_plugin_id(None))
+    return frozenset(names)
+
+
+def _announces(plugin: ScmPlugin) -> bool:
+    return isinstance(plugin, ChangeNotifier)
+
+
+def _timed(plugin: ScmPlugin) -> bool:
+    return not isinstance(plugin, ChangeNotifier)
+
+
+def _any(plugin: ScmPlugin) -> bool:
+    return True
 
 
 class PollingTransport:
@@ -87,6 +153,17 @@ class PollingTransport:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._soon: asyncio.TimerHandle | None = None
+        #: the next timed cycle, armed only while `_timed` is not empty
+        self._timer: asyncio.TimerHandle | None = None
+        #: which cycles are due when `_wakeup` is set
+        self._due_timed = False
+        self._due_notified = False
+        #: cleared from `connect` until the start-up polls are done
+        self._started = asyncio.Event()
+        self._started.set()
+        #: the index: parked jobs with open PRs, and those with some on a timed plugin
+        self._parked: dict[str, _Parked] = {}
+        self._timed_jobs: set[str] = set()
         self._failures: dict[str, int] = {}
         self._cold: dict[str, PrSeen] = {}  # legacy PRs without a mapping to store it on
         self._rate_limited_until: dict[str, float] = {}
@@ -97,18 +174,30 @@ class PollingTransport:
 
     async def connect(self, handler: EventHandler) -> None:
         self._handler = handler
+        self.store.observers.append(self._observe)
+        # The index before anything else of this runner moves a job (the runner resumes
+        # and wakes jobs only once the transport is connected); its polls run after.
+        async with self._lock:
+            await self._rescan()
+        self._started.clear()
         self._task = asyncio.create_task(self._loop(), name="pr-poller")
 
     async def disconnect(self) -> None:
         self._handler = None
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
+        with contextlib.suppress(ValueError):
+            self.store.observers.remove(self._observe)
+        for handle in (self._soon, self._timer):
+            if handle is not None:
+                handle.cancel()
+        self._soon = self._timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._started.set()
+        self._parked.clear()
+        self._timed_jobs.clear()
         self._failures.clear()
         self._cold.clear()
         self._rate_limited_until.clear()
@@ -124,6 +213,13 @@ class PollingTransport:
         self.change_delay = polling.local_change_delay_seconds
         self.plugins = plugins
         self._subscribe(plugins)
+        # which plugin each PR is on, and whether it announces changes, may differ now
+        for job_id, entry in list(self._parked.items()):
+            self._put(job_id, entry.plugins)
+        if self._timer is not None and not self._timed_jobs:
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
 
     def _subscribe(self, plugins: PluginSet) -> None:
         """Listen to the SCM plugins of `plugins` that announce changes (only those)."""
@@ -138,45 +234,170 @@ class PollingTransport:
                 plugin.add_listener(self.poll_soon)
         self._notifiers = now
 
+    # --- the index ----------------------------------------------------------------------
+
+    @property
+    def indexed_jobs(self) -> frozenset[str]:
+        """The parked jobs with open PRs the poller knows of."""
+        return frozenset(self._parked)
+
+    @property
+    def timer_armed(self) -> bool:
+        """Whether a timed cycle is scheduled (only while a job waits on a polled PR)."""
+        return self._timer is not None
+
+    def _observe(self, change: JobChange) -> None:
+        """`JobStore` observer: every update this process writes re-indexes its job."""
+        self._index(change.job)
+        if self._timer is not None and not self._timed_jobs:
+            self._timer.cancel()  # nothing left for it to poll
+            self._timer = None
+        self._arm()
+
+    def _index(self, job: Job) -> None:
+        self._put(job.id, pr_plugins(job))
+
+    def _put(self, job_id: str, names: frozenset[str | None]) -> None:
+        if not names:
+            self._parked.pop(job_id, None)
+            self._timed_jobs.discard(job_id)
+            return
+        plugins = [p for p in (self._resolve(name) for name in names) if p is not None]
+        entry = _Parked(names, any(map(_timed, plugins)), any(map(_announces, plugins)))
+        self._parked[job_id] = entry
+        if entry.timed:
+            self._timed_jobs.add(job_id)
+        else:
+            self._timed_jobs.discard(job_id)
+
+    def _resolve(self, name: str | None) -> ScmPlugin | None:
+        try:
+            plugin: ScmPlugin = self.plugins.resolve("scm", name)
+        except PluginResolutionError:
+            return None  # a full cycle (`_targets`) says why
+        return plugin
+
+    async def _rescan(self) -> None:
+        """Index every parked job with open PRs the store has (a page at a time)."""
+        before = dict(self._parked)
+        found: set[str] = set()
+        async for job in walk_jobs(self.store.backend, WAITING_FOR_EVENTS):
+            found.add(job.id)
+            if self._parked.get(job.id) is before.get(job.id):  # not updated meanwhile
+                self._index(job)
+        for job_id, entry in before.items():
+            if job_id not in found and self._parked.get(job_id) is entry:
+                self._put(job_id, frozenset())  # not parked any more
+
     # --- scheduling -------------------------------------------------------------------
 
     def poll_soon(self) -> None:
-        """Poll after the change delay (repeated calls within it make one poll)."""
+        """Poll the PRs on announcing plugins after the change delay (repeated calls
+        within it make one cycle)."""
         if self._handler is None or self._soon is not None:
             return
         loop = asyncio.get_running_loop()
-        self._soon = loop.call_later(self.change_delay, self._poll_now)
+        self._soon = loop.call_later(self.change_delay, self._soon_due)
 
-    def _poll_now(self) -> None:
+    def _soon_due(self) -> None:
         self._soon = None
+        self._due_notified = True
+        self._wakeup.set()
+
+    def _arm(self) -> None:
+        """Schedule the next timed cycle if a job waits on a polled PR and none is."""
+        if self._handler is None or self._timer is not None or not self._timed_jobs:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.interval, self._timer_due)
+
+    def _timer_due(self) -> None:
+        self._timer = None
+        self._due_timed = True
         self._wakeup.set()
 
     async def _loop(self) -> None:
+        # what changed while the runner was down: every open PR of the index, once
+        await self._cycle(self._poll_all())
+        self._started.set()
         while True:
-            try:
-                await self.poll_once()
-            except Exception:  # a bug in one cycle must not stop polling for good
-                logger.exception("PR polling cycle failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.interval)
+            await self._wakeup.wait()
             self._wakeup.clear()
+            timed, notified = self._due_timed, self._due_notified
+            self._due_timed = self._due_notified = False
+            await self._cycle(self.poll_indexed(timed=timed, notified=notified))
 
-    # --- one cycle --------------------------------------------------------------------
+    async def _cycle(self, work: Awaitable[list[InboundEvent]]) -> None:
+        try:
+            await work
+        except Exception:  # a bug in one cycle must not stop polling for good
+            logger.exception("PR polling cycle failed")
+        self._arm()
+
+    # --- cycles -------------------------------------------------------------------------
+
+    async def wait_idle(self) -> None:
+        """Until the start-up polls are done and no cycle runs (tests, benchmarks)."""
+        await self._started.wait()
+        async with self._lock:
+            pass
 
     async def poll_once(self) -> list[InboundEvent]:
-        """Poll every open PR of every parked job once; deliver and return the events."""
+        """A full cycle: find every parked job in the store again, and poll every open PR
+        of those that have some, on every plugin (tests and benchmarks)."""
         async with self._lock:
-            events: list[InboundEvent] = []
-            # Only jobs an event would wake: for the others (paused, escalated, failed,
-            # out of budget) what changed stays unseen until they wait on their PRs again.
-            for job in await self.store.backend.jobs_with_status(WAITING_FOR_EVENTS):
-                if job.paused:
-                    continue
-                for target in self._targets(job):
+            await self._rescan()
+            return await self._poll_jobs(list(self._parked), _any)
+
+    async def _poll_all(self) -> list[InboundEvent]:
+        async with self._lock:
+            return await self._poll_jobs(list(self._parked), _any)
+
+    async def poll_indexed(self, *, timed: bool, notified: bool) -> list[InboundEvent]:
+        """A cycle over the index, no listing: the open PRs of indexed jobs on plugins
+        polled on the timer (`timed`) and/or on plugins that announce their changes."""
+        async with self._lock:
+            if timed and notified:
+                ids = [i for i, e in self._parked.items() if e.timed or e.notified]
+                return await self._poll_jobs(ids, _any)
+            if timed:
+                return await self._poll_jobs(list(self._timed_jobs), _timed)
+            if notified:
+                ids = [i for i, e in self._parked.items() if e.notified]
+                return await self._poll_jobs(ids, _announces)
+            return []
+
+    async def _poll_jobs(self, job_ids: Iterable[str], wanted: Wanted) -> list[InboundEvent]:
+        """Poll the open PRs on `wanted` plugins of the indexed jobs `job_ids` (each job
+        read once, when it has any such PR not served by webhooks); deliver the events."""
+        events: list[InboundEvent] = []
+        # Only jobs an event would wake: for the others (paused, escalated, failed, out
+        # of budget) what changed stays unseen until they wait on their PRs again.
+        for job_id in job_ids:
+            entry = self._parked.get(job_id)
+            if entry is None or not self._worth_reading(entry, wanted):
+                continue
+            job = await self.store.find(job_id)
+            names = pr_plugins(job) if job is not None else frozenset()
+            if self._parked.get(job_id) is entry and names != entry.plugins:
+                self._put(job_id, names)  # changed by another process: what it is now
+            if job is None or not names:
+                continue
+            for target in self._targets(job):
+                if wanted(target.plugin):
                     events.extend(await self._poll(target))
-            if events and self._handler is not None:
-                await self._handler(events)
-            return events
+        if events and self._handler is not None:
+            await self._handler(events)
+        return events
+
+    def _worth_reading(self, entry: _Parked, wanted: Wanted) -> bool:
+        if wanted is _any:
+            return True  # every PR: unresolvable plugins too, so `_targets` says why
+        for name in entry.plugins:
+            plugin = self._resolve(name)
+            if plugin is not None and wanted(plugin) and not self.webhooks(plugin.id):
+                return True
+        return False
 
     def _targets(self, job: Job) -> list[_Target]:
         targets = []

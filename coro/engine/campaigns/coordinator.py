@@ -34,6 +34,7 @@ from coro.engine.campaigns.model import (
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.service import Conflict, JobService, NewJob
+from coro.state.scan import walk_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,9 @@ class CampaignCoordinator:
     async def recover(self) -> None:
         """After a restart: sweep every campaign that waits on its children."""
         self._closed = False
-        waiting = await self.store.backend.jobs_with_status(
-            {AWAITING_CHILDREN, AWAITING_DEVELOPER_INPUT}
-        )
-        for job in waiting:
+        # a page at a time: thousands of jobs may be parked for developer input
+        waiting = walk_jobs(self.store.backend, {AWAITING_CHILDREN, AWAITING_DEVELOPER_INPUT})
+        async for job in waiting:
             if is_campaign(job):
                 self._spawn(self._sweep_quietly(job.id))
 
