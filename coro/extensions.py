@@ -1,7 +1,7 @@
 """Every extension point of Coro, and every built-in plugin, in one place (as Datasette's
 hook specifications are).
 
-A plugin is of one of six kinds. Each kind is an `ExtensionPoint`: the Protocol its
+A plugin is of one of seven kinds. Each kind is an `ExtensionPoint`: the Protocol its
 plugins implement, and the factory that makes one from its settings (a
 `plugins.installed.<id>.config` object) and a context:
 
@@ -13,6 +13,7 @@ plugins implement, and the factory that makes one from its settings (a
 | `tools`     | a list of `coro.tools.registry.Tool`        | `PluginContext`       |
 | `state`     | `coro.state.backend.StateBackend`           | `CoroHome`            |
 | `transport` | `coro.engine.events.EventTransport`         | `TransportContext`    |
+| `notifier`  | `coro.plugins.notifiers.base.Notifier`      | `NotifierContext`     |
 
 Every factory is `create(settings: dict, context) -> <what the kind provides>`.
 
@@ -20,6 +21,9 @@ Optional hooks a plugin may also implement: an executor's `validate_params(param
 (`ValidatesParams`: checks its own job parameters when a job is created) and `aclose()`;
 an SCM plugin's `add_listener`/`remove_listener` (`ChangeNotifier`: the event transport
 then hears of its changes at once).
+
+A notifier is made per channel of `notifications` (`webhooks`, `slack`, `email`): the
+built-in plugin of that id gets the channel's settings (`Extensions.notifiers`).
 
 The built-ins below (`BUILTIN_PLUGINS`, Datasette's DEFAULT_PLUGINS) enter the catalog
 exactly as drop-ins do (`PluginCatalog.register`): a drop-in is a distribution with a
@@ -39,10 +43,15 @@ from __future__ import annotations
 from typing import Any
 
 from coro.config import CoroConfig, CoroHome, StateConfig
+from coro.config.notifications import DEFAULT_EVENTS
+from coro.domain.errors import PluginConfigError
 from coro.engine.events import EventTransport, TransportContext
+from coro.engine.notifications import Channel
 from coro.executors import Executor, ExecutorRegistry
 from coro.plugins.context import PluginContext
 from coro.plugins.dropins import SITE_DIRNAME, BuiltinPlugin, PluginCatalog, PluginEntry
+from coro.plugins.manifest import PluginLoadError
+from coro.plugins.notifiers.base import Notifier, NotifierContext
 from coro.plugins.registry import (
     ExtensionPoint,
     PluginResolutionError,
@@ -56,6 +65,7 @@ from coro.state.backend import StateBackend
 from coro.state.factory import state_backend
 from coro.state.prs import MemoryPullRequestStore
 from coro.tools import ToolRegistry, ToolSet, as_tool_set, sync_tools
+from coro.version import __version__
 
 # --- the extension points -----------------------------------------------------------------
 
@@ -103,6 +113,14 @@ TRANSPORT: ExtensionPoint[EventTransport] = ExtensionPoint(
     "brings PR and ticket events to parked jobs",
 )
 
+NOTIFIER: ExtensionPoint[Notifier] = ExtensionPoint(
+    "notifier",
+    "notifier",
+    Notifier,
+    "create(settings: dict, context: NotifierContext) -> Notifier",
+    "tells people that a job needs them (one per channel of the notifications section)",
+)
+
 EXTENSION_POINTS: tuple[ExtensionPoint[Any], ...] = (
     EXECUTOR,
     SCM,
@@ -110,6 +128,7 @@ EXTENSION_POINTS: tuple[ExtensionPoint[Any], ...] = (
     TOOLS,
     STATE,
     TRANSPORT,
+    NOTIFIER,
 )
 
 # --- the built-in plugins -----------------------------------------------------------------
@@ -263,6 +282,33 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
         "Polls the open pull requests of parked jobs (settings: the polling section).",
         enabled_by_default=True,
     ),
+    BuiltinPlugin(
+        "webhook",
+        "notifier",
+        "coro.plugins.notifiers.webhook:create",
+        "Webhook notifications",
+        "Signed JSON POSTs to a URL (notifications.webhooks).",
+        "WebhookChannel",
+        enabled_by_default=True,
+    ),
+    BuiltinPlugin(
+        "slack",
+        "notifier",
+        "coro.plugins.notifiers.slack:create",
+        "Slack notifications",
+        "Messages to a Slack incoming webhook (notifications.slack).",
+        "SlackChannel",
+        enabled_by_default=True,
+    ),
+    BuiltinPlugin(
+        "email",
+        "notifier",
+        "coro.plugins.notifiers.email:create",
+        "E-mail notifications",
+        "Mail over SMTP (notifications.email).",
+        "EmailChannel",
+        enabled_by_default=True,
+    ),
 )
 
 
@@ -333,6 +379,34 @@ class Extensions:
     def transport(self, config: CoroConfig, context: TransportContext) -> EventTransport:
         entry, settings = self._chosen(TRANSPORT, config)
         return TRANSPORT.create(entry, settings, context)
+
+    def notifiers(self, config: CoroConfig) -> tuple[list[Channel], dict[str, str]]:
+        """A notifier per channel of `config.notifications` (the plugin whose id is the
+        channel's kind), and the channels that have none, with why."""
+        settings = config.notifications
+        context = NotifierContext(settings.timeout_seconds, f"Coro/{__version__}")
+        installed = config.plugins.installed
+        channels: list[Channel] = []
+        failed: dict[str, str] = {}
+        for kind, channel in settings.channels():
+            assert channel.id is not None  # every channel has one once validated
+            entry = self.catalog.get(kind)
+            slot = installed.get(kind)
+            if entry is None or entry.kind != NOTIFIER.kind:
+                failed[channel.id] = f"no {kind} notifier plugin is installed"
+                continue
+            if slot is not None and not slot.enabled:
+                failed[channel.id] = f"the {kind} notifier is off (plugins.installed.{kind})"
+                continue
+            raw = channel.model_dump(by_alias=True, exclude_none=True)
+            try:
+                notifier = NOTIFIER.create(entry, raw, context)
+            except (PluginConfigError, PluginLoadError) as exc:
+                failed[channel.id] = str(exc)
+                continue
+            events = tuple(channel.events if channel.events is not None else DEFAULT_EVENTS)
+            channels.append(Channel(channel.id, kind, events, notifier))
+        return channels, failed
 
     def _chosen(
         self, point: ExtensionPoint[Any], config: CoroConfig

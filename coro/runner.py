@@ -20,6 +20,7 @@ from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.events import EventTransport, TransportContext
 from coro.engine.intake import IntakeService
+from coro.engine.notifications import Channel, Notifications
 from coro.engine.service import JobService
 from coro.engine.thread_replies import ThreadReplies
 from coro.engine.triggers import TriggerLauncher, TriggerPoller
@@ -153,6 +154,10 @@ class Runner:
                 home, self.store, self.plugins, self.config, webhooks=self._receives_webhooks
             ),
         )
+        #: tells people when a job needs them (the `notifications` channels, and the
+        #: dashboard's live feed); it hears every update this process writes
+        self.notifications = Notifications(self.store, self.config, self._notifiers(self.config))
+        self.store.observers.append(self.notifications.observe)
         #: jobs started by tracker and PR events (`triggers.rules`), polled while rules exist
         self.triggers = TriggerPoller(
             TriggerLauncher(self.jobs, self.config, self.plugins),
@@ -185,6 +190,12 @@ class Runner:
 
     def _receives_webhooks(self, plugin_id: str) -> bool:
         return self.link is not None and self.link.receives_webhooks(plugin_id)
+
+    def _notifiers(self, config: CoroConfig) -> list[Channel]:
+        channels, failed = self.extensions.notifiers(config)
+        for channel_id, error in failed.items():
+            logger.warning("notification channel %s not loaded: %s", channel_id, error)
+        return channels
 
     def cloud_status(self) -> dict[str, Any]:
         """The link's state for the dashboard (never the token)."""
@@ -228,6 +239,7 @@ class Runner:
         self.env.sandbox = self.mcp.http.contexts.sandbox = runner_policy(self.home, new)
         self.transport.reconfigure(plugins, new)
         self.triggers.reconfigure(plugins, new)
+        self.notifications.reconfigure(new, self._notifiers(new))
         before: dict[str, Any] = {**old_plugins.instances(), **old_executors.instances()}
         after: dict[str, Any] = {**plugins.instances(), **executors.instances()}
         failures = {**plugins.failed, **executors.failed}
@@ -272,6 +284,7 @@ class Runner:
         await asyncio.to_thread(self.home.ensure)
         await asyncio.to_thread(self.env.work_root.mkdir, parents=True, exist_ok=True)
         await self.backend.open()
+        await self.notifications.start()
         # proposals an older runner kept as files join the others (once: they are renamed)
         await import_disk_proposals(self.backend.proposals, self.env.layers.tenant_dir)
         # A tenant remote's first clone starts now, in the background: the API is up at
@@ -297,6 +310,7 @@ class Runner:
         await self.thread_replies.stop()
         await self.dispatcher.close()
         await self.campaigns.close()
+        await self.notifications.stop()  # no retry is waited for
         await self.mcp.stop()
         await self.env.executors.aclose()
         await self.plugins.aclose()

@@ -19,6 +19,7 @@ from coro.api.routes import cloud as cloud_routes
 from coro.api.routes import config as config_routes
 from coro.api.routes import insights as insight_routes
 from coro.api.routes import intake, intelligence, jobs, mcp, plugins, scm_local, stats, stream
+from coro.api.routes import notifications as notification_routes
 from coro.api.routes import proposals as proposal_routes
 from coro.api.security import SecurityMiddleware
 from coro.engine.service import (
@@ -110,6 +111,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     app.include_router(mcp.router)
     app.include_router(scm_local.router)
     app.include_router(cloud_routes.router)
+    app.include_router(notification_routes.router)
     # the cloud's commands are answered by this API's own validation and routes
     runner.cloud_commands.use_api(
         cloud_routes.in_process_api(app, runner), cloud_routes.job_request

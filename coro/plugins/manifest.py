@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 HOST_API_VERSION = "1.0.0"
 
 #: The kinds of plugin (`coro.extensions` declares what each one provides).
-PluginKindName = Literal["executor", "scm", "tracker", "tools", "state", "transport"]
+PluginKindName = Literal["executor", "scm", "tracker", "tools", "state", "transport", "notifier"]
 
 #: Plugin ids: lower-case letters, digits, `.`, `_`, `-` (they name config slots and URLs).
 PLUGIN_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"

@@ -1,0 +1,1 @@
+"""Notification channels: the `notifier` plugin kind (outgoing webhooks, Slack, e-mail)."""
