@@ -270,3 +270,17 @@ team_proposals = Table(
     _when("applied_at"),
     Index("team_proposals_status_idx", "team_id", "status"),
 )
+
+#: Each team's trigger rules (`PUT /teams/:teamId/triggers`): a `triggers.rules[]` entry
+#: of config.json per row, in the order given; webhook deliveries are matched against
+#: them (`coro.cloud.triggers`).
+team_triggers = Table(
+    "team_triggers",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", Text, primary_key=True),  # the rule's id
+    Column("position", Integer, nullable=False),
+    Column("rule", JSONB, nullable=False),  # the rule as config.json spells it
+    Column("updated_by", Text, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    _now("updated_at"),
+)
