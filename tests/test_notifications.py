@@ -282,6 +282,95 @@ async def test_escalated_failed_and_completed_jobs_notify_the_channels_that_want
     assert sorted(r.body["event"] for r in defaults.requests) == ["job.escalated", "job.failed"]
 
 
+async def test_408_and_429_are_tried_again_after_the_wait_the_receiver_asks(
+    api_factory: ApiFactory,
+) -> None:
+    async with (
+        WebhookReceiver([408], headers={"Retry-After": "0"}) as timing_out,
+        WebhookReceiver([429], headers={"Retry-After": "0"}) as limiting,
+    ):
+        settings = config(
+            retryDelaySeconds=0.01,
+            webhooks=[
+                webhook(timing_out),
+                {"id": "limited", "url": limiting.root, "secret": SECRET},
+            ],
+        )
+        async with api_factory(settings) as api:
+            await park(api)
+            await api.runner.notifications.settled()
+            listed = await channels(api)
+
+    assert [r.status for r in timing_out.requests] == [408, 200]
+    assert [r.status for r in limiting.requests] == [429, 200]
+    assert listed["hook"]["lastDelivery"]["attempts"] == 2
+    assert listed["limited"]["lastDelivery"]["ok"] is True
+
+
+async def test_stopping_the_runner_does_not_wait_out_a_backoff(api_factory: ApiFactory) -> None:
+    # ten minutes between tries: a stop that waited for the next one would time the test out
+    async with WebhookReceiver(default=503) as receiver:
+        settings = config(retryDelaySeconds=600, webhooks=[webhook(receiver)])
+        async with api_factory(settings) as api:
+            await park(api)
+            await receiver.wait_for_requests(1)
+            notifications = api.runner.notifications
+        await notifications.settled()  # nothing left under way once stopped
+
+    assert len(receiver.requests) == 1
+
+
+async def test_a_campaign_notifies_for_a_child_that_asks_and_for_itself_when_a_child_fails(
+    api_factory: ApiFactory,
+) -> None:
+    events = ["job.awaiting", "job.escalated", "job.failed", "job.completed"]
+    async with WebhookReceiver() as receiver:
+        settings = CoroConfig.model_validate(
+            {
+                "llm": {"defaultProvider": "script"},
+                "coordination": {"maxParallelChildren": 2},
+                "notifications": {"webhooks": [webhook(receiver, events=events)]},
+            }
+        )
+        async with api_factory(settings) as api:
+            write_workflow(api.home, "child", ONE_PHASE)
+            parent_flow = write_workflow(
+                api.home,
+                "camp",
+                [
+                    {"name": "plan", "agent": None},
+                    {"name": "coordinating", "agent": None, "status": "awaiting-children"},
+                ],
+                kind="campaign",
+            )
+
+            def child(name: str, script: dict[str, Any]) -> dict[str, Any]:
+                params = {"workflowPath": "workflows/child/workflow.md", "script": script}
+                return {
+                    "tool": "campaign_register_child",
+                    "input": {"name": name, "description": f"Part {name}", "params": params},
+                }
+
+            plan = [
+                child("asks", asking("May I use Redis?")),
+                child("breaks", {"work": [{"fail": "the build broke"}]}),
+                {"tool": "campaign_finalize", "input": {}},
+            ]
+            parent = await api.create(parent_flow, {"plan": plan})
+            await api.wait_for_line(parent, "[campaign] Halted on failure")
+            job = await api.job(parent)
+            asks = next(c["jobId"] for c in job["campaignChildren"] if c["name"] == "asks")
+            await api.wait_for_line(asks, "Job parked")
+            await api.runner.notifications.settled()
+
+    got = sorted((r.body["jobId"], r.body["event"]) for r in receiver.requests)
+    assert got == sorted([(asks, "job.awaiting"), (parent, "job.awaiting")])
+    halted = next(r.body for r in receiver.requests if r.body["jobId"] == parent)
+    assert halted["reason"].startswith('Campaign halted: child "breaks" failed')
+    asked = next(r.body for r in receiver.requests if r.body["jobId"] == asks)
+    assert asked["question"] == "May I use Redis?"
+
+
 # --- Slack -------------------------------------------------------------------------------
 
 #: Block Kit's limits (docs.slack.dev/reference/block-kit): what Slack refuses with
@@ -553,6 +642,8 @@ async def test_a_config_reload_adds_a_channel_and_keeps_its_secret(
             "/config", json={"notifications": {"webhooks": [webhook(receiver)]}}
         )
         after = await channels(api)
+        listed = (await api.client.get("/plugins")).json()["plugins"]
+        plugins = {p["id"]: p for p in listed if p["kind"] == "notifier"}
         first = await park(api)
         await receiver.wait_for_requests(1)
         # the settings page sends the channels back as GET /config shows them (masked)
@@ -568,6 +659,7 @@ async def test_a_config_reload_adds_a_channel_and_keeps_its_secret(
     assert before == {}
     assert added.status_code == 200, added.text
     assert list(after) == ["hook"] and after["hook"]["lastDelivery"] is None
+    assert plugins["webhook"]["active"] is True and plugins["slack"]["active"] is False
     assert shown["webhooks"][0]["secret"] != SECRET
     assert kept.status_code == 200, kept.text
     assert [r.body["jobId"] for r in receiver.requests] == [first, second]

@@ -8,6 +8,7 @@ id gets `<kind>-<n>` (`webhook-1`, `slack-1`, `email-1`).
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -90,21 +91,30 @@ class EmailChannel(Channel):
 
 
 class NotificationsConfig(ConfigSection):
-    #: the dashboard's address in links (default: the runner's own `http://host:port`)
+    #: where people reach the runner, for links (default: its own `http://host:port`):
+    #: a run is `<dashboardUrl>/dashboard/#/runs/<jobId>` (a trailing `/dashboard` is fine)
     dashboard_url: str | None = Field(default=None, min_length=1, max_length=2000)
     webhooks: list[WebhookChannel] = Field(default_factory=list, max_length=50)
     slack: list[SlackChannel] = Field(default_factory=list, max_length=50)
     email: list[EmailChannel] = Field(default_factory=list, max_length=50)
     #: deliveries tried this many times in all, waiting `retryDelaySeconds`, then twice
-    #: as long, ... between tries
+    #: as long, ... between tries (at least a `Retry-After`'s wait); a 4xx other than
+    #: 408/429, or an SMTP 5xx, is not tried again
     attempts: int = Field(default=5, ge=1, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0.01, le=3600)
+    #: the limit of one try (connecting, sending, the answer)
     timeout_seconds: float = Field(default=10.0, ge=0.1, le=300)
 
     @field_validator("dashboard_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return None if value is None else http_url(value)
+        if value is None:
+            return None
+        value = http_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:  # links append a path and the run's #/runs/<id>
+            raise ValueError("must not have a query or fragment")
+        return value
 
     @model_validator(mode="after")
     def _channel_ids(self) -> NotificationsConfig:

@@ -29,6 +29,10 @@ restart forgets them). A config reload (`reconfigure`) takes effect at the next 
 a delivery already under way: a channel removed meanwhile gets no more tries.
 Stopping gives deliveries in the middle of a try `STOP_GRACE_SECONDS` and cancels
 the rest, backoffs included.
+
+`test` (`POST /notifications/test`) sends a made-up job's notification (event `test`)
+to one channel, once; it is kept as that channel's last outcome, and not broadcast to
+the live feed (it says nothing about a run).
 """
 
 from __future__ import annotations
@@ -271,6 +275,10 @@ class Notifications:
         self._channels = {c.id: c for c in channels}
         self._states = {c: self._states.get(c) or ChannelState() for c in self._channels}
 
+    def kinds(self) -> set[str]:
+        """The kinds of channel configured (which notifier plugins are in use)."""
+        return {c.kind for c in self._channels.values()}
+
     def channels(self) -> list[ChannelReport]:
         """Every channel (in config order) with its last outcome and recent failures."""
         reports = []
@@ -347,7 +355,11 @@ class Notifications:
         if worker is not None:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
-        left = self._queue.qsize()
+        left = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+            left += 1
         if left:
             logger.info("stopping: %d queued notification(s) not sent", left)
         for task in list(self._backing_off):

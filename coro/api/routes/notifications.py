@@ -7,10 +7,12 @@ themselves are configured in config.json's `notifications` (`GET`/`PUT /config`)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Literal
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +26,9 @@ from coro.api.sse import HEARTBEAT_SECONDS
 from coro.engine.notifications import ChannelReport, NotificationFeed, Outcome
 
 router = APIRouter(tags=["notifications"])
+
+#: how long a stream may take to end once the server stops
+SHUTDOWN_GRACE_SECONDS = 1.0
 
 EventName = Literal[
     "job.awaiting", "job.escalated", "job.failed", "job.completed", "pr.opened", "test"
@@ -138,8 +143,11 @@ async def notification_stream(runner: RunnerDep) -> EventSourceResponse:
     """`event: notification` with the payload as `data:` for every notification from
     now on (nothing is replayed), and a `: heartbeat` comment every 15 s."""
     feed = runner.notifications.subscribe()  # now: nothing falls before the first frame
+    shutdown = anyio.Event()  # set by sse-starlette when the server stops
     return EventSourceResponse(
-        _frames(feed),
+        _frames(feed, shutdown),
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         ping=HEARTBEAT_SECONDS,
         ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
         sep="\n",
@@ -147,10 +155,16 @@ async def notification_stream(runner: RunnerDep) -> EventSourceResponse:
     )
 
 
-async def _frames(feed: NotificationFeed) -> AsyncIterator[ServerSentEvent]:
+async def _frames(feed: NotificationFeed, shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    async def close_on_shutdown() -> None:
+        await shutdown.wait()
+        feed.close()  # the stream then ends as a finished response, not a cancelled one
+
+    watcher = asyncio.create_task(close_on_shutdown())
     try:
         async for notification in feed:
             data = json.dumps(notification.payload(), ensure_ascii=False)
             yield ServerSentEvent(data=data, event="notification", sep="\n")
     finally:
+        watcher.cancel()
         feed.close()

@@ -64,6 +64,7 @@ def _entry(runner: Any, plugin: PluginEntry, masked: dict[str, Any]) -> dict[str
         or runner.env.executors.get(plugin_id)
         or (tools is not None and tools.get(plugin_id) is not None)
         or plugin_id in runner.extensions.chosen.values()
+        or plugin_id in runner.notifications.kinds()  # a notifier: a channel uses it
     )
     error = (
         plugin.error
@@ -74,7 +75,9 @@ def _entry(runner: Any, plugin: PluginEntry, masked: dict[str, Any]) -> dict[str
     enabled = slot.enabled if slot is not None else plugin.enabled_by_default
     slot_json = masked.get("plugins", {}).get("installed", {}).get(plugin_id)
     hint = None
-    if slot is None and not active and error is None:
+    if manifest is not None and manifest.kind == "notifier":
+        hint = "Its channels are in config.json's notifications (GET /notifications)."
+    elif slot is None and not active and error is None:
         hint = f"Installed. Add plugins.installed.{plugin_id} (PUT /config) to use it in jobs."
     entry: dict[str, Any] = {
         "id": plugin_id,
