@@ -43,7 +43,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class DeliveryOut(_Model):
+class NotificationDelivery(_Model):
     """How one delivery to the channel ended (its retries included)."""
 
     at: str = Field(description="When it ended (ISO 8601, UTC)")
@@ -63,7 +63,7 @@ class DeliveryOut(_Model):
     delivery_id: str = Field(description="The notification's `deliveryId` (X-Coro-Delivery)")
 
     @classmethod
-    def of(cls, outcome: Outcome) -> DeliveryOut:
+    def of(cls, outcome: Outcome) -> NotificationDelivery:
         return cls(
             at=outcome.at,
             event=outcome.event,
@@ -75,7 +75,7 @@ class DeliveryOut(_Model):
         )
 
 
-class ChannelOut(_Model):
+class NotificationChannel(_Model):
     id: str
     kind: Literal["webhook", "slack", "email"]
     events: list[EventName] = Field(description="The events it is sent")
@@ -83,52 +83,56 @@ class ChannelOut(_Model):
         description="Where it sends, secrets masked: a webhook's host and path, a Slack "
         "URL masked, an e-mail channel's recipients"
     )
-    last_delivery: DeliveryOut | None
-    recent_failures: list[DeliveryOut] = Field(description="Newest first, at most 10")
+    last_delivery: NotificationDelivery | None
+    recent_failures: list[NotificationDelivery] = Field(description="Newest first, at most 10")
 
     @classmethod
-    def of(cls, report: ChannelReport) -> ChannelOut:
+    def of(cls, report: ChannelReport) -> NotificationChannel:
         channel = report.channel
         return cls(
             id=channel.id,
             kind=channel.kind,
             events=list(channel.events),
             target=channel.notifier.target,
-            last_delivery=DeliveryOut.of(report.last) if report.last else None,
-            recent_failures=[DeliveryOut.of(o) for o in report.recent_failures],
+            last_delivery=NotificationDelivery.of(report.last) if report.last else None,
+            recent_failures=[NotificationDelivery.of(o) for o in report.recent_failures],
         )
 
 
-class ChannelsOut(_Model):
-    channels: list[ChannelOut]
+class NotificationChannels(_Model):
+    channels: list[NotificationChannel]
 
 
-class ChannelTestBody(_Model):
+class NotificationTestBody(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     channel: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="A channel's id")
 
 
-class ChannelTestOut(_Model):
+class NotificationTestResult(_Model):
     channel: str
     ok: bool
     status: int | None = Field(default=None, exclude_if=_omitted_when_none)
     error: str | None = Field(default=None, exclude_if=_omitted_when_none)
 
 
-@router.get("/notifications", response_model=ChannelsOut)
-async def list_channels(runner: RunnerDep) -> ChannelsOut:
-    return ChannelsOut(channels=[ChannelOut.of(r) for r in runner.notifications.channels()])
+@router.get("/notifications", response_model=NotificationChannels)
+async def list_channels(runner: RunnerDep) -> NotificationChannels:
+    return NotificationChannels(
+        channels=[NotificationChannel.of(r) for r in runner.notifications.channels()]
+    )
 
 
-@router.post("/notifications/test", response_model=ChannelTestOut, responses=errors(404))
-async def test_channel(runner: RunnerDep, body: ChannelTestBody) -> ChannelTestOut | JSONResponse:
+@router.post("/notifications/test", response_model=NotificationTestResult, responses=errors(404))
+async def test_channel(
+    runner: RunnerDep, body: NotificationTestBody
+) -> NotificationTestResult | JSONResponse:
     """Send one test notification (event `test`, a made-up job) to the channel, without
     retries; its outcome is also the channel's `lastDelivery`."""
     outcome = await runner.notifications.test(body.channel)
     if outcome is None:
         return error_response(404, f"No notification channel {body.channel!r}")
-    return ChannelTestOut(
+    return NotificationTestResult(
         channel=body.channel, ok=outcome.ok, status=outcome.status, error=outcome.error
     )
 
