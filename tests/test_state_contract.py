@@ -513,6 +513,29 @@ async def test_replacing_a_transcript_keeps_only_the_new_messages(backend: State
     assert await backend.read_transcript("job-1") == []
 
 
+async def test_a_stored_job_is_read_with_its_transcript(backend: StateBackend) -> None:
+    assert await backend.read_stored_job("job-1") is None
+    await backend.create_job(make_job("job-1"))
+    messages = [ConversationMessage(role="user", content=f"say {n}") for n in range(3)]
+    await backend.append_transcript("job-1", messages)
+    await backend.update_job("job-1", add_work_item("build"))
+
+    stored = await backend.read_stored_job("job-1")
+    assert stored is not None
+    job = await backend.get_job("job-1")
+    assert job is not None
+    assert stored.job() == job.model_copy(update={"conversation_history": messages})
+    assert await backend.read_stored_job("job-1") == stored, "nothing changed: the same text"
+
+    await backend.update_job("job-1", set_status("coding"))
+    moved = await backend.read_stored_job("job-1")
+    assert moved is not None and moved != stored and moved.job().status == "coding"
+    replaced = [ConversationMessage(role="user", content=f"said {n}") for n in range(3)]
+    await backend.replace_transcript("job-1", replaced)
+    again = await backend.read_stored_job("job-1")
+    assert again is not None and again != moved and again.job().conversation_history == replaced
+
+
 async def test_concurrent_transcript_appends_keep_every_message(backend: StateBackend) -> None:
     async def say(n: int) -> None:
         await backend.append_transcript(
@@ -669,6 +692,21 @@ async def test_two_backends_updating_one_job_lose_no_field(shared: Store) -> Non
         expected = sorted(["warm the cache", *(f"item-{n}" for n in range(40))])
         for backend in (left, right):
             assert item_names(await backend.get_job("job-1")) == expected
+
+
+async def test_a_stored_job_shows_another_backends_writes(shared: Store) -> None:
+    async with shared.opened(2) as (left, right):
+        await left.create_job(make_job("job-1"))
+        await left.append_transcript("job-1", [ConversationMessage(role="user", content="a")])
+        assert await left.read_stored_job("job-1") is not None  # left now has a copy
+
+        await right.update_job("job-1", add_work_item("right"))
+        await right.replace_transcript("job-1", [ConversationMessage(role="user", content="b")])
+
+        stored = await left.read_stored_job("job-1")
+        assert stored is not None
+        assert item_names(stored.job()) == ["right"]
+        assert [m.content for m in stored.job().conversation_history] == ["b"]
 
 
 async def test_an_update_after_another_backends_sees_its_fields(shared: Store) -> None:

@@ -47,6 +47,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
     )
     app.state.runner = runner
     app.state.bind_host = host
+    app.state.job_answers = jobs.JobAnswers()
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from coro.runner import Runner
 
 
-def get_runner(request: Request) -> Runner:
+async def get_runner(request: Request) -> Runner:
+    # async: FastAPI would run a plain function in its thread pool, a hop per request
     runner: Runner = request.app.state.runner
     return runner
 

@@ -53,6 +53,24 @@ class StatusTotal:
     cost_usd: float
 
 
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as its backend keeps it, read in one go: its document and each message of
+    its transcript (oldest first), as the JSON text stored. Equal texts are the same
+    job, which lets `GET /jobs/:id` reuse the answer it encoded from them."""
+
+    doc: str
+    transcript: tuple[str, ...]
+
+    def job(self) -> Job:
+        """The job with its conversation filled in."""
+        job = Job.model_validate_json(self.doc)
+        job.conversation_history = [
+            ConversationMessage.model_validate_json(message) for message in self.transcript
+        ]
+        return job
+
+
 class StateBackend(Protocol):
     #: New log lines and status changes of jobs, for live subscribers (SSE): what
     #: `append_logs` and `update_job` store is published here once committed, and a
@@ -77,6 +95,10 @@ class StateBackend(Protocol):
         """Insert a new job; raises `JobExists` on a duplicate id."""
 
     async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def read_stored_job(self, job_id: str) -> StoredJob | None:
+        """The job's document and transcript as stored, read together (from one
+        snapshot where the backend has them); None for an unknown job."""
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()

@@ -10,6 +10,7 @@ import asyncio
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from coro.domain.models import Job, iso_now
 from coro.state.backend import JobMutation, JobNotFound
@@ -22,14 +23,49 @@ ReadJob = Callable[[str], Awaitable[tuple[int, str] | None]]
 #: whether the mutation changed the job's status.
 WriteJob = Callable[[int, Job, str, bool], Awaitable[bool]]
 
-#: Characters of job documents kept (the least recently used go first).
+#: Characters of job documents kept (the least recently stored go first).
 DOC_CACHE_CHARS = 8 * 1024 * 1024
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class SizedLru(Generic[K, V]):
+    """A mapping that keeps its most recently stored entries up to a total size (each
+    entry's measured by `size`); the least recently stored go first."""
+
+    def __init__(self, limit: int, size: Callable[[V], int]) -> None:
+        self.limit = limit
+        self._size = size
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: K) -> V | None:
+        return self._entries.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self.pop(key)
+        self._entries[key] = value
+        self._total += self._size(value)
+        while self._total > self.limit and self._entries:
+            _, evicted = self._entries.popitem(last=False)
+            self._total -= self._size(evicted)
+
+    def pop(self, key: K) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._total -= self._size(old)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._total = 0
 
 
 class JobDocCache:
     def __init__(self) -> None:
-        self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
-        self._chars = 0
+        self._docs: SizedLru[str, tuple[int, str]] = SizedLru(
+            DOC_CACHE_CHARS, lambda kept: len(kept[1])
+        )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def get(self, job_id: str) -> tuple[int, str] | None:
@@ -38,25 +74,14 @@ class JobDocCache:
     def remember(self, job_id: str, version: int, doc: str) -> None:
         """Keep a job's document unless a newer version is already kept."""
         old = self._docs.get(job_id)
-        if old is not None:
-            if old[0] > version:
-                return
-            self._chars -= len(old[1])
-        self._docs[job_id] = (version, doc)
-        self._docs.move_to_end(job_id)
-        self._chars += len(doc)
-        while self._chars > DOC_CACHE_CHARS and self._docs:
-            _, (_, evicted) = self._docs.popitem(last=False)
-            self._chars -= len(evicted)
+        if old is None or old[0] <= version:
+            self._docs.put(job_id, (version, doc))
 
     def forget(self, job_id: str) -> None:
-        old = self._docs.pop(job_id, None)
-        if old is not None:
-            self._chars -= len(old[1])
+        self._docs.pop(job_id)
 
     def clear(self) -> None:
         self._docs.clear()
-        self._chars = 0
 
     def lock(self, job_id: str) -> asyncio.Lock:
         """The job's update lock (dropped once nobody holds or waits for it)."""

@@ -6,7 +6,14 @@ import asyncio
 from collections.abc import Sequence
 
 from coro.domain.models import ConversationMessage, Job, LogEntry, iso_now
-from coro.state.backend import JobExists, JobMutation, JobNotFound, JobQuery, StatusTotal
+from coro.state.backend import (
+    JobExists,
+    JobMutation,
+    JobNotFound,
+    JobQuery,
+    StatusTotal,
+    StoredJob,
+)
 from coro.state.logbus import LogBus
 from coro.state.proposals import MemoryProposalStore
 from coro.state.prs import MemoryPullRequestStore
@@ -39,6 +46,15 @@ class MemoryStateBackend:
     async def get_job(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
         return job.model_copy(deep=True) if job else None
+
+    async def read_stored_job(self, job_id: str) -> StoredJob | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        # encoded as the SQL backends store them
+        doc = job.model_dump_json(by_alias=True, exclude={"conversation_history"})
+        messages = self._transcripts.get(job_id, [])
+        return StoredJob(doc, tuple(m.model_dump_json(by_alias=True) for m in messages))
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()

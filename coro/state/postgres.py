@@ -70,7 +70,7 @@ from sqlalchemy.pool import NullPool
 
 from coro.domain.models import ConversationMessage, Job, LogEntry
 from coro.state import schema
-from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal
+from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal, StoredJob
 from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.migrate import ALEMBIC_LOCK, alembic_config
@@ -267,6 +267,11 @@ _UPDATE_JOB_LOG = (
 )
 
 _SELECT_JOB = "SELECT doc, version FROM jobs WHERE id = $1"
+# … with its transcript, in one statement (one snapshot, one round trip)
+_SELECT_STORED = (
+    "SELECT doc, version, ARRAY(SELECT message FROM job_transcripts t WHERE t.job_id = j.id "
+    "ORDER BY seq) FROM jobs j WHERE id = $1"
+)
 _SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1"
 
 _READ_LOGS = "SELECT seq, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -375,6 +380,16 @@ class PostgresStateBackend:
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read_job(job_id)
         return load_job(row[1]) if row is not None else None
+
+    async def read_stored_job(self, job_id: str) -> StoredJob | None:
+        async with self._driver() as db:
+            row = await db.fetchrow(_SELECT_STORED, job_id)
+        if row is None:
+            self._docs.forget(job_id)
+            return None
+        doc, version, transcript = row
+        self._docs.remember(job_id, version, doc)
+        return StoredJob(doc, tuple(transcript))
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()

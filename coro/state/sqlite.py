@@ -63,7 +63,7 @@ from sqlalchemy.pool import NullPool
 
 from coro.domain.models import ConversationMessage, Job, LogEntry
 from coro.state import migrate
-from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal
+from coro.state.backend import JobExists, JobMutation, JobQuery, StatusTotal, StoredJob
 from coro.state.doc_cache import JobDocCache
 from coro.state.logbus import CatchUp, LogBus
 from coro.state.notify import Announcer, Listener, notify_dir
@@ -445,6 +445,18 @@ def _select_job(job_id: str, conn: sqlite3.Connection) -> tuple[str, int] | None
     return row
 
 
+def _select_stored(
+    job_id: str, conn: sqlite3.Connection
+) -> tuple[tuple[str, int], list[str]] | None:
+    """The job's `(doc, version)` and its transcript, from one read transaction."""
+    conn.execute("BEGIN")
+    try:
+        row = _select_job(job_id, conn)
+        return None if row is None else (row, _read_messages(job_id, conn))
+    finally:
+        conn.execute("COMMIT")
+
+
 def _select_status(job_id: str, conn: sqlite3.Connection) -> str | None:
     row: tuple[str] | None = conn.execute(_SELECT_STATUS, {"id": job_id}).fetchone()
     return row[0] if row is not None else None
@@ -562,6 +574,17 @@ class SqliteStateBackend:
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read_job(job_id)
         return load_job(row[1]) if row is not None else None
+
+    async def read_stored_job(self, job_id: str) -> StoredJob | None:
+        stored: tuple[tuple[str, int], list[str]] | None = await self._read(
+            partial(_select_stored, job_id)
+        )
+        if stored is None:
+            self._docs.forget(job_id)
+            return None
+        (doc, version), transcript = stored
+        self._docs.remember(job_id, version, doc)
+        return StoredJob(doc, tuple(transcript))
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()

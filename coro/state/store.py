@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from coro.domain.models import Job, LogEntry, iso_now
-from coro.state.backend import JobMutation, JobNotFound, StateBackend
+from coro.state.backend import JobMutation, JobNotFound, StateBackend, StoredJob
 from coro.state.logbus import LogBus
 
 
@@ -100,11 +100,13 @@ class JobStore:
             await self.log(job_id, f"[scm] PR #{pr_id} {state}")
         return changed
 
-    async def with_transcript(self, job_id: str) -> Job:
-        """The job with its conversation filled in (what `GET /jobs/:id` shows)."""
-        job = await self.get(job_id)
-        job.conversation_history = await self.backend.read_transcript(job_id)
-        return job
+    async def stored(self, job_id: str) -> StoredJob:
+        """The job's document and transcript as stored, read together (what
+        `GET /jobs/:id` shows)."""
+        stored = await self.backend.read_stored_job(job_id)
+        if stored is None:
+            raise JobNotFound(job_id)
+        return stored
 
     async def log(self, job_id: str, text: str) -> LogEntry:
         entries = await self.log_many(job_id, [text])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 
 from coro.api.deps import RunnerDep
 from coro.api.errors import errors
@@ -22,12 +23,39 @@ from coro.api.schemas import (
     RerunBody,
     ResumeBody,
 )
+from coro.state.backend import StoredJob
+from coro.state.doc_cache import SizedLru
 from coro.system.git import NoCheckout
 
 router = APIRouter(tags=["jobs"])
 
 #: an unknown job; a control its state forbids
 CONTROL_ERRORS = errors(404, 409)
+
+#: Bytes of `GET /jobs/:id` answers kept, with the stored text each came from.
+ANSWER_CACHE_BYTES = 16 * 1024 * 1024
+
+
+class JobAnswers:
+    """`GET /jobs/:id` answers, encoded once per stored state of a job. A job's answer
+    is a function of its stored text alone (but a campaign's, which shows its children's
+    jobs too), so it is kept with that text and served again while a fresh read finds
+    the very same text: a change by any writer, this process or another, shows at once,
+    and nothing needs invalidating."""
+
+    def __init__(self) -> None:
+        # the stored text counts about as much as the answer
+        self._kept: SizedLru[str, tuple[StoredJob, bytes]] = SizedLru(
+            ANSWER_CACHE_BYTES, lambda kept: 2 * len(kept[1])
+        )
+
+    def get(self, job_id: str, stored: StoredJob) -> bytes | None:
+        kept = self._kept.get(job_id)
+        return kept[1] if kept is not None and kept[0] == stored else None
+
+    def keep(self, job_id: str, stored: StoredJob, body: bytes) -> bytes:
+        self._kept.put(job_id, (stored, body))
+        return body
 
 
 # 409 `plugin_required` (`missingKind`, `message`): no plugin for what the job needs;
@@ -50,11 +78,20 @@ async def list_jobs(runner: RunnerDep, listing: JobFilterDep) -> dict[str, Any]:
     return listing.page(*await runner.jobs.list(listing.query))
 
 
-@router.get("/jobs/{job_id}", responses=errors(404))
-async def get_job(runner: RunnerDep, job_id: str) -> dict[str, Any]:
-    job = await runner.store.with_transcript(job_id)
-    # a campaign's children carry their job's summary, plus campaign totals
-    return await runner.campaigns.snapshot(job)
+@router.get("/jobs/{job_id}", response_model=dict[str, Any], responses=errors(404))
+async def get_job(runner: RunnerDep, request: Request, job_id: str) -> Response:
+    """The job with its transcript (a campaign's children also carry their job's
+    summary, and `campaignTotals` adds them up)."""
+    stored = await runner.store.stored(job_id)
+    answers: JobAnswers = request.app.state.job_answers
+    body = answers.get(job_id, stored)
+    if body is None:
+        job = stored.job()
+        if job.campaign_children is None:
+            body = answers.keep(job_id, stored, to_json(job, by_alias=True))
+        else:
+            body = to_json(await runner.campaigns.snapshot(job))
+    return Response(body, media_type="application/json")
 
 
 # `/jobs/{job_id}/insights` (list, PATCH, DELETE): coro/api/routes/insights.py

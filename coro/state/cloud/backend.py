@@ -17,7 +17,7 @@ from typing import Any
 
 from coro.domain.cloud_protocol import LOG_BATCH_INTERVAL_SECONDS
 from coro.domain.models import ConversationMessage, Job, LogEntry
-from coro.state.backend import JobMutation, JobQuery, StateBackend, StatusTotal
+from coro.state.backend import JobMutation, JobQuery, StateBackend, StatusTotal, StoredJob
 from coro.state.cloud.link import CloudLink
 from coro.state.cloud.replicator import DEFAULT_WORKERS, Replicator, SyncCursors
 from coro.state.logbus import LogBus
@@ -126,6 +126,9 @@ class CloudStateBackend:
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.local.get_job(job_id)
+
+    async def read_stored_job(self, job_id: str) -> StoredJob | None:
+        return await self.local.read_stored_job(job_id)
 
     async def update_job(
         self, job_id: str, mutate: JobMutation, *, log: Sequence[str] = ()
