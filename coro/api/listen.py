@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from coro.api.quiet_server import QuietServer
 from coro.api.slow_clients import ClientTimeouts, GuardedConfig
 
 
@@ -29,11 +30,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def http_server(
     app: Any, host: str, port: int, *, timeouts: ClientTimeouts | None = None
-) -> uvicorn.Server:
+) -> QuietServer:
     """uvicorn for one of Coro's apps: no lifespan, no access log (it would print query
-    strings, which may carry codes or tokens), a bounded graceful shutdown, and time
-    limits on clients that are slow to send a request or do not read the response
-    (`coro.api.slow_clients`)."""
+    strings, which may carry codes or tokens), a bounded graceful shutdown, time limits
+    on clients that are slow to send a request or do not read the response
+    (`coro.api.slow_clients`), and no tick while idle (`coro.api.quiet_server`)."""
     config = GuardedConfig(
         app,
         timeouts=timeouts or ClientTimeouts(),
@@ -44,7 +45,7 @@ def http_server(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return QuietServer(config)
 
 
 async def start_serving(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[None]:

@@ -8,10 +8,9 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import uvicorn
-
 from coro.api.app import create_app
 from coro.api.listen import http_server, listening_socket, start_serving
+from coro.api.quiet_server import QuietServer
 from coro.api.slow_clients import ClientTimeouts
 from coro.config import LOOPBACK_HOSTS, CoroConfig
 from coro.runner import Runner
@@ -38,7 +37,7 @@ class Served:
     runner: Runner
     host: str
     port: int
-    server: uvicorn.Server
+    server: QuietServer
 
     @property
     def url(self) -> str:

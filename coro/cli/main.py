@@ -294,9 +294,14 @@ async def _serve_until_stopped(
                 threading.Thread(
                     target=webbrowser.open, args=(f"{url}/dashboard/",), daemon=True
                 ).start()
-            while not stop.is_set() and not served.server.should_exit:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+            # asleep until a signal: one of ours, or one uvicorn took while it serves
+            waiting = {
+                asyncio.create_task(stop.wait()),
+                asyncio.create_task(served.server.exit_requested()),
+            }
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiting:
+                task.cancel()
             console.print(Text("Stopping the runner…", style="dim"))
         console.print("Runner stopped.")
         return 0

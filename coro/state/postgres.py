@@ -28,7 +28,8 @@ Concurrency model
   job's status, also run `pg_notify('coro_state', <job id>)` in the same statement
   (delivered when it commits). Once a subscriber follows a job, the backend LISTENs on
   a dedicated connection (reconnecting if it drops, then catching up every watched
-  job); for a job with
+  job; closing it once no job is followed: an idle runner holds no listener and no
+  liveness timer); for a job with
   subscribers on this backend's `bus`, a `CatchUp` reads the lines after the bus's
   high-water mark and the job's status, and publishes them. Notifications from this
   backend's own connections are skipped: those writes were published as they
@@ -45,7 +46,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -699,7 +700,10 @@ class _Listener:
 
     It connects when a first subscriber follows a job, not before: a process that never
     streams a log (a CLI command, `coro mcp`, a runner nobody watches) holds no extra
-    connection and is not woken by every other process's writes.
+    connection and is not woken by every other process's writes. While it listens, it
+    checks the connection after `_LISTENER_PING_SECONDS` without a notification; a check
+    that finds no job followed any more closes it (the next follower listens again), so
+    an idle runner has neither the connection nor the timer.
     """
 
     def __init__(self, backend: PostgresStateBackend) -> None:
@@ -738,6 +742,7 @@ class _Listener:
         return connection
 
     async def _run(self) -> None:
+        bus = self._backend.bus
         delay = _RECONNECT_SECONDS[0]
         while True:
             connection = self._connection
@@ -756,11 +761,14 @@ class _Listener:
                     continue
                 delay = _RECONNECT_SECONDS[0]
                 # whatever other processes wrote while nobody listened
-                for job_id in self._backend.bus.watched_jobs():
+                for job_id in bus.watched_jobs():
                     self._catch_up.job_changed(job_id)
-            await _until_lost(connection)
+            lost = await _until_lost(connection, unwatched=lambda: not bus.watched_jobs())
             self._connection = None
             await _close_quietly(connection)
+            if not lost and not bus.watched_jobs():  # nobody follows a log any more
+                self._task = None  # the next `follow` listens again
+                return
 
     def _notified(self, _connection: Any, pid: int, _channel: str, job_id: str) -> None:
         # this backend's own writes were published when they returned
@@ -769,18 +777,22 @@ class _Listener:
             self._catch_up.job_changed(job_id)
 
 
-async def _until_lost(connection: Any) -> None:
-    """Return once the connection is gone (checked with a query when idle a while)."""
+async def _until_lost(connection: Any, unwatched: Callable[[], bool]) -> bool:
+    """Wait while the connection is of use: True once it is gone (checked with a query
+    when quiet a while), False when that check finds no job `watched` any more."""
     lost = asyncio.Event()
     connection.add_termination_listener(lambda _conn: lost.set())
     while not connection.is_closed():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(lost.wait(), _LISTENER_PING_SECONDS)
-            return
+            return True
+        if unwatched():
+            return False
         try:
             await asyncio.wait_for(connection.execute("SELECT 1"), _LISTENER_PING_SECONDS)
         except Exception:
-            return
+            return True
+    return True
 
 
 async def _close_quietly(connection: Any) -> None:
