@@ -140,11 +140,14 @@ class Runner:
         self.jobs.on_cancelled.append(self.campaigns.cancel_children)
         self.intake = IntakeService(self.env, self.config.intake)
         self.mcp = McpService(self.env)
-        #: the cloud's commands (`use_api` is called by the API layer that serves us)
-        self.cloud_commands = CloudCommands(self.env, self.jobs, self.dispatcher)
         #: parked jobs' questions posted in the issue or PR they came from, answers read back
-        self.thread_replies = ThreadReplies(self.env, self.jobs)
+        #: (in hybrid mode, those of plugins whose webhooks reach the team come from them)
+        self.thread_replies = ThreadReplies(self.env, self.jobs, webhooks=self._receives_webhooks)
         self.store.observers.append(self.thread_replies.observe)
+        #: the cloud's commands (`use_api` is called by the API layer that serves us)
+        self.cloud_commands = CloudCommands(
+            self.env, self.jobs, self.dispatcher, self.thread_replies
+        )
         if self.link is not None:
             self.link.handler = self.cloud_commands.handle
             self.dispatcher.on_run_end.append(self._slot_freed)

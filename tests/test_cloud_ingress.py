@@ -179,6 +179,7 @@ async def test_the_documented_vector_through_the_route(cloud: Cloud) -> None:
         "routed": False,
         "jobIds": [],
         "commandIds": [],
+        "triggered": [],
     }
     assert await hooks.deliveries() == [{"plugin_id": "github", "delivery_id": "vector-1"}]
 

@@ -42,6 +42,7 @@ from coro.cloud.routes import ingress as webhook_ingress
 from coro.cloud.routes import jobs as team_job_routes
 from coro.cloud.routes import proposals as proposal_routes
 from coro.cloud.routes import runner_tokens as runner_token_routes
+from coro.cloud.routes import triggers as trigger_routes
 from coro.cloud.runner_tokens import RevocationHub, RunnerTokens
 from coro.cloud.settings import CloudSettings
 from coro.cloud.team_jobs import TeamJobs
@@ -154,6 +155,7 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
     app.include_router(runner_token_routes.router)
     app.include_router(webhooks.router)
     app.include_router(webhook_ingress.router)
+    app.include_router(trigger_routes.router)
     app.include_router(team_job_routes.router)
     app.include_router(proposal_routes.router)
     app.include_router(runners.router)

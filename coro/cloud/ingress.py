@@ -17,6 +17,16 @@
    `event:pluginWebhook` command, through the durable queue (queued if that runner is
    offline), where `coro.engine.webhooks` turns it into events. No job: 202
    `{routed: false}` and nothing is queued.
+6. Triggers: the trigger parsers of the delivery (the manifest's `webhook.triggerParser`
+   of the plugin, and of every plugin whose manifest says it `readsDeliveriesOf` this
+   one: GitHub's issue events arrive on the `github` webhook, for `github-issues`
+   rules) give `TriggerEvent`s with the event keys of the plugins' own feeds. Each is
+   matched against the team's rules and starts at most one team job per rule
+   (`coro.cloud.triggers`: named after rule and event, so a redelivery starts nothing);
+   a new comment in the thread a team job came from (its `thread` ref), unless Coro
+   wrote it, goes to that job's runner with the comment read (`frame.comment`), for the
+   answer to its question. The answer says what was done: `routed`/`jobIds` (commands
+   queued), `triggered` (the ids of the jobs started).
 
 Logs name the team, plugin, delivery id and job, never the secret, signature or body.
 """
@@ -28,7 +38,7 @@ import hmac
 import importlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -40,12 +50,16 @@ from coro.cloud.db import Database
 from coro.cloud.errors import CloudError, NotFound
 from coro.cloud.mirror import Mirror
 from coro.cloud.schema import team_job_refs, webhook_deliveries
+from coro.cloud.team_jobs import TeamJobs
+from coro.cloud.triggers import TeamTriggers
 from coro.cloud.webhook_secrets import webhook_secret
-from coro.domain.cloud_protocol import EventPluginWebhook
+from coro.domain.cloud_protocol import EventPluginWebhook, WebhookComment
 from coro.domain.models import ExternalRef, iso_now
+from coro.engine.thread_replies import is_coro_comment
+from coro.engine.triggers import TriggerEvent
 from coro.extensions import BUILTIN_PLUGINS
 from coro.plugins.dropins import builtin_entry
-from coro.plugins.manifest import WebhookSpec
+from coro.plugins.manifest import WebhookSpec, resolve_entry
 from coro.plugins.webhooks import ParseWebhook, WebhookEvent, repo_names_match
 
 logger = logging.getLogger(__name__)
@@ -61,6 +75,9 @@ _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _DIGESTS = {"hmac-sha256": "sha256", "hmac-sha1": "sha1"}
 NOT_CONFIGURED = "Webhook not configured for this team/plugin"
 
+#: A trigger parser: lower-cased header names, the exact body.
+ParseTriggers = Callable[[Mapping[str, str], bytes], list[TriggerEvent]]
+
 
 class BadSignature(CloudError):
     """401 without the `WWW-Authenticate: Bearer` of a missing sign-in: a provider
@@ -74,6 +91,10 @@ class WebhookPlugin:
     plugin_id: str
     spec: WebhookSpec
     parse: ParseWebhook | None
+    #: what reads its deliveries' trigger events (the manifest's `triggerParser`)
+    parse_triggers: ParseTriggers | None = None
+    #: the plugins whose deliveries its trigger parser reads too (`readsDeliveriesOf`)
+    reads: tuple[str, ...] = ()
 
     @property
     def delivery_id_headers(self) -> tuple[str, ...]:
@@ -96,8 +117,16 @@ def builtin_webhook_plugins() -> dict[str, WebhookPlugin]:
             continue  # unsigned deliveries cannot be told from a stranger's
         module = importlib.import_module(builtin.entry.partition(":")[0])
         parse = getattr(module, "parse_webhook", None)
+        extra = manifest.webhook.model_extra or {}
+        entry = extra.get("triggerParser")
+        triggers = resolve_entry(entry) if isinstance(entry, str) else None
+        reads = extra.get("readsDeliveriesOf")
         found[builtin.id] = WebhookPlugin(
-            builtin.id, manifest.webhook, parse if callable(parse) else None
+            builtin.id,
+            manifest.webhook,
+            parse if callable(parse) else None,
+            triggers if callable(triggers) else None,
+            tuple(r for r in reads if isinstance(r, str)) if isinstance(reads, list) else (),
         )
     return found
 
@@ -130,6 +159,8 @@ class Receipt:
     duplicate: bool = False
     job_ids: list[str] = field(default_factory=list)
     command_ids: list[int] = field(default_factory=list)
+    #: the jobs the delivery's trigger events started
+    triggered: list[str] = field(default_factory=list)
 
     @property
     def routed(self) -> bool:
@@ -143,11 +174,21 @@ class Ingress:
         mirror: Mirror,
         commands: Commands,
         plugins: Mapping[str, WebhookPlugin] | None = None,
+        *,
+        team_jobs: TeamJobs | None = None,
     ) -> None:
         self.db = db
         self.mirror = mirror
         self.commands = commands
         self.plugins = dict(plugins) if plugins is not None else builtin_webhook_plugins()
+        #: where trigger events start jobs (None: they start none)
+        self.team_jobs = team_jobs
+        self.triggers = TeamTriggers(db)
+
+    @property
+    def trigger_plugins(self) -> frozenset[str]:
+        """The plugins a trigger rule may watch: those whose trigger events are read."""
+        return frozenset(p.plugin_id for p in self.plugins.values() if p.parse_triggers)
 
     async def receive(
         self, team_id: str, plugin_id: str, headers: Mapping[str, str], body: bytes
@@ -195,14 +236,22 @@ class Ingress:
             job_id = await self._job_for(team_id, event.ref)
             if job_id is not None and job_id not in job_ids:
                 job_ids.append(job_id)
+        events = self._trigger_events(plugin, headers, body)
+        # the threads' jobs before the jobs these events start (which take the threads)
+        comments = await self._thread_comments(team_id, events)
+        job_ids += [job_id for job_id in comments if job_id not in job_ids]
+        triggered: list[str] = []
+        if self.team_jobs is not None and events:
+            triggered = await self.triggers.start(self.team_jobs, team_id, events)
         if not job_ids:
             logger.info(
-                "webhook %s for team %s: delivery %s concerns no known job",
+                "webhook %s for team %s: delivery %s concerns no known job (%d started)",
                 plugin.plugin_id,
                 team_id,
                 delivery_id or "-",
+                len(triggered),
             )
-            return Receipt()
+            return Receipt(triggered=triggered)
         forwarded = {k: v for k, v in headers.items() if k not in _DROPPED_HEADERS}
         received_at = iso_now()
         command_ids = []
@@ -215,6 +264,7 @@ class Ingress:
                 headers=forwarded,
                 raw_body_base64=base64.b64encode(body).decode("ascii"),
                 received_at=received_at,
+                comment=comments.get(job_id),
             )
             outcome = await self.commands.submit(team_id, frame, job_id=job_id, wait_seconds=0)
             command_ids.append(outcome.command_id)
@@ -226,7 +276,49 @@ class Ingress:
                 job_id,
                 outcome.command_id,
             )
-        return Receipt(job_ids=job_ids, command_ids=command_ids)
+        return Receipt(job_ids=job_ids, command_ids=command_ids, triggered=triggered)
+
+    def _trigger_events(
+        self, plugin: WebhookPlugin, headers: Mapping[str, str], body: bytes
+    ) -> list[TriggerEvent]:
+        """The delivery's trigger events, as every plugin that reads them finds them."""
+        readers = [plugin] + [
+            p for p in self.plugins.values() if plugin.plugin_id in p.reads and p is not plugin
+        ]
+        events: list[TriggerEvent] = []
+        for reader in readers:
+            if reader.parse_triggers is None:
+                continue
+            try:
+                events += reader.parse_triggers(headers, body)
+            except Exception:  # a parser's bug: the delivery is verified, it starts nothing
+                logger.exception("webhook %s: the trigger parser failed", reader.plugin_id)
+        return events
+
+    async def _thread_comments(
+        self, team_id: str, events: list[TriggerEvent]
+    ) -> dict[str, WebhookComment]:
+        """The new comments of `events` in threads team jobs came from, by job (Coro's
+        own comments left out: they answer nothing)."""
+        found: dict[str, WebhookComment] = {}
+        for event in events:
+            said = event.comment or ""
+            if event.kind != "comment.created" or event.comment_id is None:
+                continue
+            if is_coro_comment(said):
+                continue
+            thread = await self.mirror.job_for_thread(team_id, event.key)
+            if thread is None or thread.job_id in found:
+                continue
+            found[thread.job_id] = WebhookComment(
+                plugin_id=thread.plugin_id,
+                thread=event.key,
+                comment_id=event.comment_id,
+                author=event.author or "",
+                body=said,
+                author_association=event.author_association,
+            )
+        return found
 
     async def _job_for(self, team_id: str, ref: ExternalRef) -> str | None:
         """The job of `ref`: the mirror's exact ref, else the one job whose pull request

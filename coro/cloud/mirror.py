@@ -9,6 +9,11 @@ changes or routes to another team's rows.
 
 Listing follows the runner's `GET /jobs` (`coro.state.rows`): the same filters, the same
 search haystack, newest first.
+
+A job started by a trigger is also found by the thread it came from (`Job.origin`: a ref
+of kind `thread`, its key case-folded): a comment there reaches the job's runner. The
+newest job a team trigger starts in a thread takes it over (`create_provisional`); a
+replicated job claims its thread only when no job has it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.exc import IntegrityError
 
 from coro.cloud.db import Database
 from coro.cloud.schema import team_job_logs, team_job_refs, team_jobs
-from coro.domain.models import ExternalRef, Job, LogEntry, iso_now
+from coro.domain.models import ExternalRef, Job, JobOrigin, LogEntry, iso_now
 from coro.state.backend import JobExists, JobNotFound, JobQuery
 from coro.state.rows import dump_job, load_job, search_text
 
@@ -52,6 +57,23 @@ def job_refs(job: Job) -> Iterator[ExternalRef]:
 
 def _ref_key(ref: ExternalRef) -> tuple[str, str, str, str]:
     return ref.kind, ref.plugin_id, ref.repo_key or "", ref.external_id
+
+
+#: the ref kind of a job's origin thread
+THREAD = "thread"
+
+
+def thread_ref(origin: JobOrigin) -> tuple[str, str, str, str]:
+    """The ref of the thread a job came from (`owner/name#12`, `PROJ-12`; any case)."""
+    return THREAD, origin.plugin_id, "", origin.key.casefold()
+
+
+@dataclass(frozen=True)
+class ThreadJob:
+    """The job a thread's comments go to, and the plugin of the thread."""
+
+    job_id: str
+    plugin_id: str
 
 
 def _row(team_id: str, job: Job, rev: int, runner_id: str | None) -> dict[str, object]:
@@ -122,6 +144,8 @@ class Mirror:
         async with self.db.begin() as connection:
             written = (await connection.execute(statement)).first() is not None
             refs = {_ref_key(ref) for ref in job_refs(job)}
+            if job.origin is not None:
+                refs.add(thread_ref(job.origin))
             if written and refs:
                 # Refs are only added: one mapped by `map_ref` alone must outlive the next
                 # replication, and a job keeps its PRs and tickets for life. The first job
@@ -156,6 +180,8 @@ class Mirror:
         async with self.db.begin() as connection:
             if (await connection.execute(statement)).first() is None:
                 raise JobExists(job.id)
+            if job.origin is not None:
+                await connection.execute(_route_ref(team_id, job.id, thread_ref(job.origin)))
 
     async def get(self, team_id: str, job_id: str) -> StoredJob | None:
         async with self.db.begin() as connection:
@@ -272,31 +298,31 @@ class Mirror:
     async def map_ref(self, team_id: str, job_id: str, ref: ExternalRef) -> bool:
         """Route `ref` to this job from now on (even if another job had it); False if
         the team has no such job."""
-        kind, plugin_id, repo_key, external_id = _ref_key(ref)
-        statement = insert(team_job_refs).values(
-            team_id=team_id,
-            kind=kind,
-            plugin_id=plugin_id,
-            repo_key=repo_key,
-            external_id=external_id,
-            job_id=job_id,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[
-                team_job_refs.c.team_id,
-                team_job_refs.c.kind,
-                team_job_refs.c.plugin_id,
-                team_job_refs.c.repo_key,
-                team_job_refs.c.external_id,
-            ],
-            set_={"job_id": statement.excluded.job_id},
-        )
         try:
             async with self.db.begin() as connection:
-                await connection.execute(statement)
+                await connection.execute(_route_ref(team_id, job_id, _ref_key(ref)))
         except IntegrityError:
             return False  # no such job in this team (the foreign key)
         return True
+
+    async def job_for_thread(self, team_id: str, thread: str) -> ThreadJob | None:
+        """The team's job a comment in `thread` (`owner/name#12`, `PROJ-12`) goes to."""
+        r = team_job_refs.c
+        async with self.db.begin() as connection:
+            row = (
+                await connection.execute(
+                    select(r.job_id, r.plugin_id)
+                    .where(
+                        r.team_id == team_id,
+                        r.kind == THREAD,
+                        r.repo_key == "",
+                        r.external_id == thread.casefold(),
+                    )
+                    .order_by(r.plugin_id)
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else ThreadJob(row.job_id, row.plugin_id)
 
     async def job_for_ref(self, team_id: str, ref: ExternalRef) -> str | None:
         """The id of the team's job `ref` belongs to (webhook routing)."""
@@ -361,3 +387,26 @@ class Mirror:
                     )
                 )
         return job
+
+
+def _route_ref(team_id: str, job_id: str, key: tuple[str, str, str, str]) -> Insert:
+    """The upsert that routes the ref `key` to `job_id` (whichever job had it)."""
+    kind, plugin_id, repo_key, external_id = key
+    statement = insert(team_job_refs).values(
+        team_id=team_id,
+        kind=kind,
+        plugin_id=plugin_id,
+        repo_key=repo_key,
+        external_id=external_id,
+        job_id=job_id,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[
+            team_job_refs.c.team_id,
+            team_job_refs.c.kind,
+            team_job_refs.c.plugin_id,
+            team_job_refs.c.repo_key,
+            team_job_refs.c.external_id,
+        ],
+        set_={"job_id": statement.excluded.job_id},
+    )

@@ -49,6 +49,7 @@ from coro.domain.models import (
     QUEUED,
     Budget,
     Job,
+    JobOrigin,
     LogEntry,
     TriggerSource,
     is_stopped,
@@ -111,10 +112,13 @@ def _not_found(job_id: str) -> NotFound:
     return NotFound(f"Job not found: {job_id}")
 
 
-def provisional_job(body: CreateJobBody) -> Job:
+def provisional_job(
+    body: CreateJobBody, job_id: str | None = None, origin: JobOrigin | None = None
+) -> Job:
     """The job a create stores while it waits for a runner: its params assembled as the
     runner's `JobService.create` does (which resolves the workflow, and so the phase,
-    when it recreates the job under the same id)."""
+    when it recreates the job under the same id). `job_id` and `origin`: a job a team
+    trigger started (`coro.cloud.triggers`)."""
     params = dict(body.params)
     for key, value in (
         ("repo", body.repo),
@@ -138,7 +142,7 @@ def provisional_job(body: CreateJobBody) -> Job:
     now = iso_now()
     parent = params.get("campaignParentId")
     return Job(
-        id=new_job_id(label, body.type),
+        id=job_id or new_job_id(label, body.type),
         type=body.type,
         workflow_path=body.workflow_path,
         params=params,
@@ -148,6 +152,7 @@ def provisional_job(body: CreateJobBody) -> Job:
         interactive=interactive,
         budget=body.budget or Budget(),
         campaign_parent_id=parent if isinstance(parent, str) else None,
+        origin=origin,
         created_at=now,
         updated_at=now,
     )
@@ -329,6 +334,33 @@ class TeamJobs:
             has_runner = await self._command_runner(team_id, outcome.command_id) is not None
             created["warning"] = UNANSWERED_WARNING if has_runner else NO_RUNNER_WARNING
         return Reply(201, created)
+
+    async def start_triggered(
+        self, team_id: str, body: CreateJobBody, job_id: str, origin: JobOrigin
+    ) -> bool:
+        """A job a team trigger started: stored under `job_id` (named after the rule and
+        the event) with its origin, and dispatched to a runner of the team (queued if
+        none is connected; nobody waits for the answer). False when the team has a job
+        of that id already: the event was handled before."""
+        job = provisional_job(body, job_id, origin)
+        try:
+            await self.mirror.create_provisional(team_id, job)
+        except JobExists:
+            return False
+        frame = EventDispatch(
+            message_id=_message_id("dispatch"),
+            job_id=job.id,
+            request=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            origin=origin.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+        try:
+            await self.commands.submit(team_id, frame, job_id=job.id, wait_seconds=0)
+        except BaseException:
+            # no dispatch, no job: the provider's retry of the delivery starts it again
+            await self.mirror.delete(team_id, job.id)
+            raise
+        await self._changed(team_id, job.id)
+        return True
 
     # --- controls ---------------------------------------------------------------------
 

@@ -268,6 +268,8 @@ class EventDispatch(Request):
     type: Literal["event:dispatch"] = "event:dispatch"
     job_id: JobId
     request: dict[str, Any]
+    #: the thread a job started by a team trigger came from (a `JobOrigin`)
+    origin: dict[str, Any] | None = None
 
 
 class EventCancel(Request):
@@ -307,6 +309,17 @@ class EventRequest(Request):
     body: Any = None
 
 
+class WebhookComment(Frame):
+    """A new comment a delivery reports in a job's origin thread."""
+
+    plugin_id: str  # the thread's plugin (`origin.pluginId`)
+    thread: str  # `origin.key`: `owner/name#12`, `PROJ-12`
+    comment_id: str
+    author: str
+    body: str
+    author_association: str | None = None
+
+
 class EventPluginWebhook(Request):
     """A verified webhook delivery, for the job it concerns (`jobId`, when the cloud
     found one)."""
@@ -318,6 +331,9 @@ class EventPluginWebhook(Request):
     headers: dict[str, str]  # lower-cased names
     raw_body_base64: str
     received_at: str
+    #: a comment in the thread the job came from (`Job.origin`), as the cloud read it:
+    #: routed to the job by its thread, for its question's answer
+    comment: WebhookComment | None = None
 
 
 class ProposalApply(Request):

@@ -176,6 +176,11 @@ class JobOrigin(CamelModel):
     seen_comment_id: str | None = None
     #: when the job's current question was posted in the thread (posted once per park)
     asked_at: str | None = None
+    #: when Coro said in the thread that the job started (said once)
+    replied_at: str | None = None
+    #: the rule as the team cloud had it when it started the job (a `triggers.rules[]`
+    #: entry); None: the rule `ruleId` of the runner's own config
+    rule: dict[str, Any] | None = None
 
 
 class Artifact(CamelModel):

@@ -5,9 +5,11 @@ The cloud asks the runner that owns a job to change it (`coro.domain.cloud_proto
 `event:cancel`, `event:pause`, `event:resume` and `event:message` are the runner's own
 control routes, and `event:request` any other call of its job API, both answered by the
 API itself in process (the same answers and errors a local caller gets);
-`event:pluginWebhook` wakes jobs as the PR poller would; `proposal:apply` writes an
-approved proposal into the tenant layer. Errors carry the status the runner's HTTP API
-gives the same error (400, 404, 409, ...).
+`event:pluginWebhook` wakes jobs as the PR poller would, or answers the question of the
+jobs asking in the thread it comes from; `proposal:apply` writes an approved proposal
+into the tenant layer. A dispatched job started by a team trigger (`origin`) gets its
+pull request's branches if the webhook lacked them, and its reply in the thread. Errors
+carry the status the runner's HTTP API gives the same error (400, 404, 409, ...).
 
 Two things come from the API layer above, once it is built (`use_api`): how a
 `POST /jobs` body becomes a `NewJob` (its validation), and the in-process call of the
@@ -38,7 +40,7 @@ from coro.domain.cloud_protocol import (
     ProposalApply,
     RpcResponse,
 )
-from coro.domain.models import iso_now
+from coro.domain.models import JobOrigin, iso_now
 from coro.engine.dispatcher import Dispatcher
 from coro.engine.env import EngineEnv
 from coro.engine.service import (
@@ -51,7 +53,9 @@ from coro.engine.service import (
     UnsupportedType,
     UpstreamFailed,
 )
-from coro.engine.webhooks import events_from_webhook
+from coro.engine.thread_replies import ThreadReplies, origin_rule
+from coro.engine.triggers.launch import complete_pull_request, reply_once
+from coro.engine.webhooks import answer_from_webhook, events_from_webhook
 from coro.executors import PluginNotFound
 from coro.intelligence.proposals import (
     MAX_FILE_BYTES,
@@ -112,10 +116,18 @@ def error_status(exc: Exception) -> int | None:
 
 
 class CloudCommands:
-    def __init__(self, env: EngineEnv, jobs: JobService, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        env: EngineEnv,
+        jobs: JobService,
+        dispatcher: Dispatcher,
+        thread_replies: ThreadReplies | None = None,
+    ) -> None:
         self.env = env
         self.jobs = jobs
         self.dispatcher = dispatcher
+        #: takes the answers to questions asked in threads, forwarded from webhooks
+        self.thread_replies = thread_replies
         self._api: ApiCall | None = None
         self._parse_job: JobRequestParser | None = None
 
@@ -173,7 +185,19 @@ class CloudCommands:
             raise CommandFailed(503, "the runner's API is not up yet")
         request = self._parse_job(command.request)
         request.job_id = command.job_id
-        return (await self.jobs.create(request)).to_json()
+        if command.origin is not None:
+            request.origin = JobOrigin.model_validate(command.origin)
+            if await self.env.store.find(command.job_id) is None:
+                await complete_pull_request(request, self.env.plugins)
+        job = await self.jobs.create(request)
+        origin = job.origin
+        if origin is not None and origin.replied_at is None:
+            # the cloud made the job from a webhook: the thread hears of it from here
+            rule = origin_rule(self.env.config, origin)
+            if rule is not None:
+                await reply_once(self.env.store, self.env.config, self.env.plugins, job, rule)
+                job = await self.jobs.get(job.id)
+        return job.to_json()
 
     async def _call(self, method: str, path: str, body: Any) -> ApiAnswer:
         if self._api is None:
@@ -222,6 +246,10 @@ class CloudCommands:
         }
 
     async def _webhook(self, command: EventPluginWebhook) -> dict[str, Any]:
+        if self.thread_replies is not None:
+            answer = await answer_from_webhook(self.thread_replies, command)
+            if answer not in (None, "no-question"):
+                return {"events": 0, "jobIds": [], "answer": answer}
         events = await events_from_webhook(self.env.plugins, command, self.env.store)
         if events:
             await self.dispatcher.deliver(events)

@@ -32,7 +32,9 @@ pull requests for the PR poller and the `scm_*` tools, on every forge (the
 `github-issues` tracker refuses pull requests on purpose).
 
 In hybrid mode the team cloud may forward a thread's comment from a webhook:
-`ThreadReplies.receive_comment` applies the same rules to it.
+`ThreadReplies.receive_comment` applies the same rules to it, and while the threads of
+a plugin reach the runner so (`webhooks`), they are not read. A job the team cloud
+started carries its team rule (`origin.rule`), which stands for the config's.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import ValidationError
 
 from coro.config import CoroConfig
 from coro.config.triggers import TriggerRule
@@ -244,9 +248,17 @@ class ThreadReplies:
     """Posts parked jobs' questions in their origin threads and resumes them with the
     answers (see the module docstring). `observe` goes on `JobStore.observers`."""
 
-    def __init__(self, env: EngineEnv, jobs: JobService) -> None:
+    def __init__(
+        self,
+        env: EngineEnv,
+        jobs: JobService,
+        *,
+        webhooks: Callable[[str], bool] | None = None,
+    ) -> None:
         self.env = env
         self.jobs = jobs
+        #: plugins whose threads' comments arrive as webhooks now: not read
+        self.webhooks = webhooks or (lambda plugin_id: False)
         #: jobs parked with a question (asked or still to ask): the threads to read
         self._watched: set[str] = set()
         #: when each watched job parked, as this process saw it (`updatedAt` of the park)
@@ -356,7 +368,7 @@ class ThreadReplies:
             thread = self._thread(job.origin)
             if not self._asked(job):
                 await self._ask(job, thread)
-            elif read:
+            elif read and not self.webhooks(job.origin.plugin_id):
                 await self._read(job, rule, thread)
         except (_NoThread, PluginError) as exc:
             await self._problem(job, str(exc))
@@ -374,7 +386,7 @@ class ThreadReplies:
         return asked is not None and (parked is None or asked >= parked)
 
     def _rule(self, origin: JobOrigin) -> TriggerRule | None:
-        return next((r for r in self.env.config.triggers.rules if r.id == origin.rule_id), None)
+        return origin_rule(self.env.config, origin)
 
     def _thread(self, origin: JobOrigin) -> _Thread:
         plugins = self.env.plugins
@@ -564,6 +576,18 @@ class ThreadReplies:
 
 #: verdicts of a forwarded comment, the one reported first when several jobs ask there
 _VERDICTS: tuple[Verdict, ...] = ("approved", "resumed", "ignored", "no-question")
+
+
+def origin_rule(config: CoroConfig, origin: JobOrigin) -> TriggerRule | None:
+    """The rule that started a job: the team rule it carries (a job the team cloud
+    started), else the config's rule of its `ruleId`; None when there is neither."""
+    if origin.rule is None:
+        return next((r for r in config.triggers.rules if r.id == origin.rule_id), None)
+    try:
+        return TriggerRule.model_validate(origin.rule)
+    except ValidationError:
+        logger.warning("the team rule %s of a job cannot be read", origin.rule_id)
+        return None
 
 
 def permitted(rule: TriggerRule, origin: JobOrigin, author: str, association: str | None) -> bool:

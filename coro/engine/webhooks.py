@@ -15,6 +15,10 @@ agent posted itself, a merge a poll already reported) is not announced twice.
 The cloud verified the delivery's signature; the runner trusts it and does not check
 again. A delivery it cannot use (unknown plugin, no parser, a body that is not base64,
 an event Coro does not act on, no job) gives no events.
+
+A delivery the cloud routed by the thread a job came from (`Job.origin`) carries the
+comment it read there (`frame.comment`): `answer_from_webhook` hands it to the thread
+replies (`ThreadReplies.receive_comment`), which take it as they take a polled one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from coro.domain.cloud_protocol import EventPluginWebhook
 from coro.domain.models import TERMINAL, ExternalRef, Job, PrMapping, PrSeen
 from coro.engine.events import InboundEvent
+from coro.engine.thread_replies import ThreadReplies, Verdict
 from coro.plugins.registry import PluginSet
 from coro.plugins.webhooks import (
     APPROVED,
@@ -72,6 +77,26 @@ async def events_from_webhook(
             frame.job_id or "not named",
         )
     return events
+
+
+async def answer_from_webhook(replies: ThreadReplies, frame: EventPluginWebhook) -> Verdict | None:
+    """The forwarded comment of the frame as an answer in its thread (None: the frame
+    carries no comment; `no-question`: no job of this runner asks there)."""
+    comment = frame.comment
+    if comment is None:
+        return None
+    try:
+        return await replies.receive_comment(
+            plugin_id=comment.plugin_id,
+            thread=comment.thread,
+            comment_id=comment.comment_id,
+            author=comment.author,
+            body=comment.body,
+            author_association=comment.author_association,
+        )
+    except ValueError as exc:
+        logger.warning("webhook %s: the comment cannot be read: %s", frame.delivery_id or "-", exc)
+        return "ignored"
 
 
 def _parse(plugins: PluginSet, frame: EventPluginWebhook) -> list[WebhookEvent]:

@@ -29,6 +29,10 @@ class WebhookReceipt(Wire):
     routed: bool = False
     job_ids: list[str] = Field(default_factory=list)
     command_ids: list[int] = Field(default_factory=list)
+    triggered: list[str] = Field(
+        default_factory=list,
+        description="The team jobs the delivery's events started by the team's trigger rules",
+    )
 
 
 async def ingress(request: Request, found: ServicesDep) -> Ingress:
@@ -37,7 +41,7 @@ async def ingress(request: Request, found: ServicesDep) -> Ingress:
     made: Ingress | None = getattr(request.app.state, "webhook_ingress", None)
     if made is None:
         plugins = await asyncio.to_thread(builtin_webhook_plugins)
-        made = Ingress(found.db, found.mirror, found.commands, plugins)
+        made = Ingress(found.db, found.mirror, found.commands, plugins, team_jobs=found.team_jobs)
         request.app.state.webhook_ingress = made
     return made
 
@@ -62,7 +66,10 @@ _BODY = {
     response_model=WebhookReceipt,
     responses={
         200: {"model": WebhookReceipt, "description": "Received before: no second effect"},
-        202: {"model": WebhookReceipt, "description": "Verified; queued for the job's runner"},
+        202: {
+            "model": WebhookReceipt,
+            "description": "Verified; queued for the job's runner, and the jobs it triggers",
+        },
         **errors(400, 401, 404, 413, 503),
     },
     openapi_extra={"requestBody": _BODY},
@@ -71,9 +78,11 @@ async def receive_webhook(
     team_id: PathId, plugin_id: PluginId, request: Request, hub: IngressDep
 ) -> JSONResponse:
     """Verify the delivery's HMAC (the plugin's manifest says how) over the raw body with
-    the team's secret, drop a delivery seen before, and queue it for the runner of the
-    job it concerns. 401: missing or wrong signature; 404: unknown plugin, or no secret
-    set for it in this team."""
+    the team's secret, drop a delivery seen before, queue it for the runner of the job it
+    concerns (`jobIds`: its pull request's, or the thread's a team job came from), and
+    start the team jobs its events ask for by the team's trigger rules (`triggered`).
+    401: missing or wrong signature; 404: unknown plugin, or no secret set for it in
+    this team."""
     body = await request.body()
     headers: dict[str, str] = {}
     for name, value in request.headers.items():  # lower-cased; the first of repeated ones
@@ -84,6 +93,7 @@ async def receive_webhook(
         routed=receipt.routed,
         job_ids=receipt.job_ids,
         command_ids=receipt.command_ids,
+        triggered=receipt.triggered,
     )
     return JSONResponse(
         out.model_dump(mode="json", by_alias=True), status_code=200 if receipt.duplicate else 202

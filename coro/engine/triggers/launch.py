@@ -16,6 +16,10 @@ found it (the local poller; a hybrid runner handed an event by its cloud):
    starting with `coro_comment_prefix` — so it never triggers a rule nor counts as an
    answer — with a link to the run; its id becomes `origin.seenCommentId`. A reply that
    fails is logged and not retried: the job runs either way.
+
+`reply_once` is that reply on its own, claimed on the job (`origin.repliedAt`): a hybrid
+runner posts it for a job its team cloud started from a webhook (`event:dispatch`),
+after `complete_pull_request` has read the branches a webhook did not carry.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from dataclasses import dataclass
 from coro.config import CoroConfig
 from coro.config.triggers import TriggerRule
 from coro.domain.errors import PluginError
-from coro.domain.models import Job
-from coro.engine.service import JobService
+from coro.domain.models import Job, JobOrigin, iso_now
+from coro.engine.service import JobService, NewJob, UpstreamFailed
 from coro.engine.thread_replies import coro_comment_prefix, run_link
 from coro.engine.triggers.events import TriggerEvent, TriggerFeed
 from coro.engine.triggers.rules import job_for, trigger_job_id
 from coro.plugins.registry import PluginResolutionError, PluginSet
 from coro.plugins.scm.base import ScmPlugin
+from coro.state.store import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +51,9 @@ class Launched:
     reply_id: str | None = None
 
 
-def reply_text(job_id: str, link: str, event: TriggerEvent) -> str:
+def reply_text(job_id: str, link: str, *, pull_request: bool) -> str:
     """The comment saying a job started (it starts as every comment of Coro's does)."""
-    what = "pull request" if event.pull_request else "issue"
+    what = "pull request" if pull_request else "issue"
     return f"{coro_comment_prefix(job_id)} started a run for this {what}: {link}"
 
 
@@ -86,9 +91,8 @@ class TriggerLauncher:
             job.id,
             f"[trigger] Started by rule {rule.id}: {event.kind} on {event.key}{who}{where}",
         )
-        if not rule.reply:
-            return Launched(job, created=True)
-        return Launched(job, created=True, reply_id=await self._reply(job, event, pr_plugin))
+        reply_id = await reply_once(store, self.config, self.plugins, job, rule)
+        return Launched(job, created=True, reply_id=reply_id)
 
     def _pr_plugin(self, rule: TriggerRule, event: TriggerEvent) -> ScmPlugin | None:
         """The SCM plugin of a pull request's thread: the rule's `params.gitProvider`,
@@ -131,31 +135,85 @@ class TriggerLauncher:
             logger.warning("reading the comments of %s failed: %s", event.key, exc)
             return None
 
-    async def _reply(self, job: Job, event: TriggerEvent, scm: ScmPlugin | None) -> str | None:
-        """Say in the thread that the job started; the comment's id (None if it failed)."""
-        body = reply_text(job.id, run_link(self.config, job.id), event)
-        try:
-            if event.pull_request:
-                if scm is None or event.number is None:
-                    return None
-                comment_id = (await scm.post_comment(event.scope, event.number, body)).id
-            else:
-                tracker = self.plugins.get("tracker", event.plugin_id)
-                if tracker is None:
-                    return None
-                comment_id = (await tracker.comment(event.key, body)).id
-        except PluginError as exc:
-            logger.warning("job %s: replying on %s failed: %s", job.id, event.key, exc)
-            await self.jobs.store.log(job.id, f"[trigger] Could not reply on {event.key}: {exc}")
+
+async def reply_once(
+    store: JobStore, config: CoroConfig, plugins: PluginSet, job: Job, rule: TriggerRule
+) -> str | None:
+    """Say in the job's origin thread that it started, with a link to the run, once: the
+    reply is claimed on the job (`origin.repliedAt`, a conditional update) before it is
+    posted, so neither a second delivery, a redelivered dispatch nor another runner on
+    the same database posts it twice. Nothing when the rule says `reply: false`. The
+    comment's id (None if it was not posted) becomes `origin.seenCommentId`. A reply
+    that fails is logged and not retried: the job runs either way."""
+    if job.origin is None or not rule.reply:
+        return None
+    claim = iso_now()
+
+    def claim_reply(j: Job) -> bool:
+        if j.origin is None or j.origin.replied_at is not None:
+            return False
+        j.origin.replied_at = claim
+        return True
+
+    job, claimed = await store.update(job.id, claim_reply)
+    origin = job.origin
+    if not claimed or origin is None:
+        return None
+    body = reply_text(job.id, run_link(config, job.id), pull_request=origin.kind == "pull_request")
+    try:
+        comment_id = await _post(plugins, origin, body)
+    except PluginError as exc:
+        logger.warning("job %s: replying on %s failed: %s", job.id, origin.key, exc)
+        await store.log(job.id, f"[trigger] Could not reply on {origin.key}: {exc}")
+        return None
+    if comment_id is None:
+        return None
+    before = origin.seen_comment_id
+
+    def seen(j: Job) -> bool:
+        # unless the thread moved on meanwhile (a question posted after the reply)
+        if j.origin is None or j.origin.seen_comment_id != before:
+            return False
+        j.origin.seen_comment_id = comment_id
+        return True
+
+    await store.update(job.id, seen)
+    return comment_id
+
+
+async def _post(plugins: PluginSet, origin: JobOrigin, body: str) -> str | None:
+    """Post `body` in the origin's thread: a pull request's through its SCM plugin, an
+    issue's through its tracker; None when that plugin is not there."""
+    if origin.kind == "pull_request":
+        scm = plugins.get("scm", origin.plugin_id)
+        repo, _, number = origin.key.rpartition("#")
+        if scm is None or not repo or not number.isdigit():
             return None
-        before = job.origin.seen_comment_id if job.origin is not None else None
+        return (await scm.post_comment(repo, int(number), body)).id
+    tracker = plugins.get("tracker", origin.plugin_id)
+    if tracker is None:
+        return None
+    return (await tracker.comment(origin.key, body)).id
 
-        def seen(j: Job) -> bool:
-            # unless the thread moved on meanwhile (a question posted after the reply)
-            if j.origin is None or j.origin.seen_comment_id != before:
-                return False
-            j.origin.seen_comment_id = comment_id
-            return True
 
-        await self.jobs.store.update(job.id, seen)
-        return comment_id
+async def complete_pull_request(request: NewJob, plugins: PluginSet) -> None:
+    """Give a job started from a pull request's conversation the branches its event did
+    not carry (a GitHub webhook's `issue_comment` names the pull request only), read
+    through the SCM plugin of its thread. `UpstreamFailed` when they cannot be read."""
+    origin = request.origin
+    if origin is None or origin.kind != "pull_request" or request.params.get("branch"):
+        return
+    repo, _, number = origin.key.rpartition("#")
+    scm = plugins.get("scm", origin.plugin_id)
+    if scm is None or not repo or not number.isdigit():
+        raise UpstreamFailed(f"{origin.key}: no source control {origin.plugin_id!r} to read it")
+    try:
+        pull = (await scm.pr_status(repo, int(number))).pull_request
+    except PluginError as exc:
+        raise UpstreamFailed(f"reading pull request {origin.key} failed: {exc}") from exc
+    request.params["branch"] = pull.source_branch
+    request.params["baseBranch"] = pull.target_branch
+    described = request.params.get("pullRequest")
+    if isinstance(described, dict):
+        described["headBranch"] = described.get("headBranch") or pull.source_branch
+        described["baseBranch"] = described.get("baseBranch") or pull.target_branch

@@ -38,6 +38,10 @@ Errors: 401 → `PluginAuthError`; 403 → `PluginRateLimited` when the rate lim
 exhausted (`x-ratelimit-remaining: 0`, `retry-after`), else `PluginAuthError`; 404/410 →
 `PluginNotFoundError`; 429 → `PluginRateLimited`; 422 and others → `PluginError` with
 GitHub's `message` and `errors`. The token never appears in a message.
+
+In the team cloud its events come as webhooks (`WEBHOOK`): GitHub's `issues` and
+`issue_comment` deliveries, read by `coro.plugins.trackers.github_issues_webhooks` into
+the same events (and event keys) as this feed's.
 """
 
 from __future__ import annotations
@@ -99,6 +103,19 @@ from coro.plugins.trackers.base import (
 logger = logging.getLogger(__name__)
 
 PLUGIN_ID = "github-issues"
+#: How GitHub signs webhook deliveries (the cloud verifies them from this alone), and
+#: what reads their trigger events. GitHub sends a repository's issue events on the
+#: webhook its pull-request events use: deliveries to the `github` plugin's URL are read
+#: too (`readsDeliveriesOf`), so one webhook serves both.
+WEBHOOK: dict[str, Any] = {
+    "algorithm": "hmac-sha256",
+    "header": "X-Hub-Signature-256",
+    "format": "sha256=<hex>",
+    "deliveryIdHeader": "X-GitHub-Delivery",
+    "eventHeader": "X-GitHub-Event",
+    "triggerParser": "coro.plugins.trackers.github_issues_webhooks:parse_trigger_webhook",
+    "readsDeliveriesOf": ["github"],
+}
 DEFAULT_BASE_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 USER_AGENT = "coro-runner (github-issues tracker)"
@@ -590,7 +607,7 @@ class GitHubIssuesTracker:
                 params={},
             )
             for item in history or []:
-                event = _issue_event(self.id, repo, issue, item)
+                event = issue_trigger_event(self.id, repo, issue, item)
                 if event is not None and (feed_time(event.at) or since_at) >= since_at:
                     events.append(event)
         comments = await self._feed_list(
@@ -601,7 +618,7 @@ class GitHubIssuesTracker:
         for raw in comments or []:
             data = _object(raw, f"a comment of {repo}")
             newest = max(newest, feed_time(data.get("updated_at")) or newest)
-            event = _comment_event(self.id, repo, data)
+            event = comment_trigger_event(self.id, repo, data)
             # an older comment edited since is not a new one
             if event is not None and (feed_time(event.at) or since_at) >= since_at:
                 events.append(event)
@@ -811,10 +828,11 @@ def _thread(html_url: Any) -> str | None:
     return None
 
 
-def _issue_event(
+def issue_trigger_event(
     plugin_id: str, repo: str, issue: Mapping[str, Any], raw: Any
 ) -> TriggerEvent | None:
-    """A `labeled`, `assigned`, `closed` or `reopened` issue event as a trigger event."""
+    """A `labeled`, `assigned`, `closed` or `reopened` issue event (`raw`, as the issue
+    events API gives one) of `issue` as a trigger event."""
     if not isinstance(raw, Mapping):
         return None
     name = raw.get("event")
@@ -864,7 +882,9 @@ def _issue_event(
     )
 
 
-def _comment_event(plugin_id: str, repo: str, data: Mapping[str, Any]) -> TriggerEvent | None:
+def comment_trigger_event(
+    plugin_id: str, repo: str, data: Mapping[str, Any]
+) -> TriggerEvent | None:
     """A comment of the repository-wide list as a trigger event (its issue's number
     from `issue_url`; a pull request's comment has `/pull/` in its `html_url`)."""
     comment_id = data.get("id")

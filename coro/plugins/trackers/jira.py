@@ -32,6 +32,11 @@ Errors: 401/403 → `PluginAuthError`, 404 → `PluginNotFoundError`, 429 (and 5
 `Retry-After`) → `PluginRateLimited`, anything else → `PluginError` with Jira's
 `errorMessages`/`errors`. Issue keys are validated before any request. Credentials
 never appear in a message: every text that leaves this module is scrubbed.
+
+In the team cloud its events come as webhooks (`WEBHOOK`: an admin webhook with a
+secret, which Jira signs as `X-Hub-Signature: sha256=<hex>`), read by
+`coro.plugins.trackers.jira_webhooks` into the same events (and event keys) as this
+feed's: `jira:issue_updated` with its changelog, `comment_created`.
 """
 
 from __future__ import annotations
@@ -93,6 +98,17 @@ from coro.plugins.trackers.base import (
 logger = logging.getLogger(__name__)
 
 PLUGIN_ID = "jira"
+#: How Jira signs the deliveries of a webhook with a secret (a Jira admin's webhook:
+#: HMAC-SHA256 of the raw body in `X-Hub-Signature`, WebSub style), and what reads their
+#: trigger events.
+WEBHOOK: dict[str, Any] = {
+    "algorithm": "hmac-sha256",
+    "header": "X-Hub-Signature",
+    "format": "sha256=<hex>",
+    "deliveryIdHeader": "X-Atlassian-Webhook-Identifier",
+    "eventField": "webhookEvent",
+    "triggerParser": "coro.plugins.trackers.jira_webhooks:parse_trigger_webhook",
+}
 USER_AGENT = "coro-runner (jira tracker)"
 ISSUE_FIELDS = "summary,description,status,issuetype,assignee,labels,comment"
 #: Comments asked for per page (Jira may return fewer; we follow what it reports).
@@ -595,7 +611,7 @@ class JiraTracker:
             if not isinstance(key, str) or not ISSUE_KEY.match(key) or not isinstance(fields, dict):
                 continue
             newest = max(newest, feed_time(iso_timestamp(fields.get("updated"))) or newest)
-            thread = _FeedIssue(
+            thread = FeedIssue(
                 key=key,
                 project=project,
                 title=_text_field(fields.get("summary")),
@@ -606,9 +622,9 @@ class JiraTracker:
                 at = feed_time(iso_timestamp(history.get("created")))
                 if at is not None and at >= since_at:
                     newest = max(newest, at)
-                    events.extend(self._history_events(thread, history, at))
+                    events.extend(self.history_events(self.id, thread, history, at))
             for comment in await self._raw_comments(key, fields.get("comment")):
-                event = self._comment_event(thread, comment)
+                event = self.comment_event(self.id, thread, comment)
                 at = feed_time(event.at) if event is not None else None
                 if event is not None and at is not None and at >= since_at:
                     newest = max(newest, at)
@@ -700,16 +716,17 @@ class JiraTracker:
             start += count
         return list(histories.values())
 
-    def _history_events(
-        self, issue: _FeedIssue, history: Mapping[str, Any], at: datetime
+    @staticmethod
+    def history_events(
+        plugin_id: str, issue: FeedIssue, history: Mapping[str, Any], at: datetime
     ) -> list[TriggerEvent]:
-        """The trigger events of one changelog history: a status change, each label
-        added, an assignment."""
+        """The trigger events of one changelog history (a search's, or a webhook's
+        `changelog`): a status change, each label added, an assignment."""
         history_id = str(history.get("id"))
         author, author_ids = _people(history.get("author"))
         base = TriggerEvent(
             kind="issue.transitioned",
-            plugin_id=self.id,
+            plugin_id=plugin_id,
             provider="jira",
             event_key="",
             scope=issue.project,
@@ -762,7 +779,9 @@ class JiraTracker:
                     )
         return events
 
-    def _comment_event(self, issue: _FeedIssue, raw: Any) -> TriggerEvent | None:
+    @staticmethod
+    def comment_event(plugin_id: str, issue: FeedIssue, raw: Any) -> TriggerEvent | None:
+        """A comment (a search's, or a webhook's) as a trigger event."""
         if not isinstance(raw, Mapping):
             return None
         comment_id = raw.get("id")
@@ -772,7 +791,7 @@ class JiraTracker:
         author, author_ids = _people(raw.get("author"))
         return TriggerEvent(
             kind="comment.created",
-            plugin_id=self.id,
+            plugin_id=plugin_id,
             provider="jira",
             event_key=f"jira:{issue.key}:comment:{comment_id}",
             scope=issue.project,
@@ -828,7 +847,7 @@ class JiraTracker:
 
 
 @dataclass(frozen=True)
-class _FeedIssue:
+class FeedIssue:
     """What the trigger events of one issue share."""
 
     key: str
