@@ -37,19 +37,29 @@ FALLBACK_TEXT_MAX = 3000
 MAX_BLOCKS = 50
 
 
+#: Slack's three control characters in mrkdwn, as entities
+ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
 def escape(text: str) -> str:
-    """Text for a mrkdwn field: Slack's three control characters as entities."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for a mrkdwn field: no job text becomes a link, a mention or markup."""
+    return "".join(ENTITIES.get(ch, ch) for ch in text)
 
 
 def mrkdwn(text: str, limit: int) -> str:
-    """`text` escaped, cut (with `…`) so that the escaped form fits `limit`."""
+    """`text` escaped, cut (with `…`, never inside an entity) to fit `limit`."""
     escaped = escape(text)
-    cut = len(text)
-    while len(escaped) > limit:
-        cut -= max(1, len(escaped) - limit)
-        escaped = escape(text[:cut]) + "…"
-    return escaped
+    if len(escaped) <= limit:
+        return escaped
+    kept: list[str] = []
+    size = 0
+    for ch in text:
+        piece = ENTITIES.get(ch, ch)
+        if size + len(piece) > limit - 1:
+            break
+        kept.append(piece)
+        size += len(piece)
+    return "".join(kept) + "…"
 
 
 def plain(text: str, limit: int) -> str:
