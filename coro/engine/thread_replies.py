@@ -66,6 +66,7 @@ from coro.engine.service import Conflict, JobService
 from coro.plugins.scm.base import ScmPlugin
 from coro.plugins.trackers.base import TrackerComment
 from coro.state.backend import JobNotFound
+from coro.state.scan import walk_jobs
 from coro.state.store import JobChange
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,9 @@ class ThreadReplies:
 
     async def start(self) -> None:
         """Watch the jobs already parked with an origin, then run in the background."""
-        for job in await self.env.store.backend.jobs_with_status(ASKING):
+        # a page at a time: thousands of jobs may be parked, all parsed at once they
+        # would leave the runner ~20 KiB of memory per job long after
+        async for job in walk_jobs(self.env.store.backend, ASKING):
             if job.origin is not None and asking(job):
                 self._watched.add(job.id)
                 self._dirty.add(job.id)
