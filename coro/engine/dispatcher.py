@@ -6,6 +6,10 @@
   turn ends; a parked job wakes on the first event;
 - rate-limited jobs wake on a timer; after a restart `recover()` re-arms the timers and
   resumes every job that was running or queued.
+
+What wakes it: a submit, a run's end, delivered events, and one timer per rate-limited
+job, due when its wait is over; nothing else. Parked jobs cost it nothing: `recover()`
+reads only the rate-limited jobs and those that were running or queued.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ The loops, each counted over consecutive calls of one turn:
 A turn that ended without any tool call although the agent had to act (see
 `is_idle_turn`) is *idle*: the phase runs again with `idle_reminder()`, and the next
 idle turn in a row escalates.
+
+Nothing here runs by itself (no task, no timer): it is called by the phase loop of a
+running job, and keeps nothing for parked ones.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ their lines as well, once it hears of them:
    `watched_jobs()`, it does the same catch-up.
 
 `CatchUp` does the reading and publishing of steps 2 and 3 for any backend.
+
+Nothing here runs on a timer: a catch-up is a task started by a follow or a notice, and
+ends when the job is caught up; a job nobody watches costs nothing.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ database, so a stray notice costs a read, never a wrong line. Sending never bloc
 a socket nobody is bound to any more (its process died) is removed; notices a busy
 receiver has no room for are kept and sent again shortly, with a growing pause.
 When nobody listens, announcing costs one `lstat` of the directory.
+
+Nothing here runs on a timer of its own: a `Listener` is woken by the datagrams it
+receives, an `Announcer` works after the commits it announces, and only while it owes
+notices (`retry_in`) does its worker thread wake to send them again.
 """
 
 from __future__ import annotations

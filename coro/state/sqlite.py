@@ -28,6 +28,15 @@ Concurrency model
   contiguous even with several processes appending to one job.
 * Listings (`list_jobs`, `jobs_with_status`) and migrations use SQLAlchemy (async
   engine over aiosqlite for the former, Alembic for the latter).
+
+What wakes it
+-------------
+Nothing while idle. The worker thread blocks on its queue until an operation is
+queued; it has a timeout only while notices to other processes are owed (a receiver
+had no room: `coro.state.notify.Announcer.retry_in`). The notice socket is bound once a
+subscriber follows a job, and wakes the event loop only when another process commits
+lines or a status change of a job (then a `CatchUp` reads them); aiosqlite's threads
+block on their queues too.
 """
 
 from __future__ import annotations
