@@ -22,12 +22,13 @@ BENCHMARKS = (
     "event_wake",
     "sse_stalled",
     "job_read",
+    "idle",
 )
 CLOUD_BENCHMARKS = ("cloud_dispatch", "cloud_webhook", "cloud_sse")
 #: benchmarks whose results depend on the runner's store (`--backend`)
 _BACKEND_BOUND = {*BENCHMARKS, "cloud_webhook"}
 #: benchmarks of a `coro start` child, whose store is SQLite or PostgreSQL (not `memory`)
-_DURABLE_STORE = {"job_read"}
+_DURABLE_STORE = {"job_read", "idle"}
 
 
 def _result_name(name: str, backend: str) -> str:
@@ -93,6 +94,15 @@ def _figures(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("GET /jobs/:id, bare Starlette (req/s)", f"{result['bare']['req_per_s']:.0f}", ""),
             ("GET /jobs/:id runner / bare", f"{result['ratio']:.2f}", f"≥ 0.33  {ok}"),
             ("GET /jobs/:id runner / bare, by CPU per request", f"{result['cpu_ratio']:.2f}", ""),
+        ]
+    if name == "idle":
+        first, again = result["first_start"], result["after_restart"]
+        jobs = f"{result['jobs']:,} parked jobs"
+        return [
+            (f"idle CPU, {jobs} (% of a core)", f"{first['cpu_pct_of_core']:.3f}", f"≤ 0.1  {ok}"),
+            (f"idle wake-ups per second, {jobs}", f"{first['wakeups_per_s']:.2f}", ""),
+            (f"RSS after start, {jobs} (MB)", f"{first['rss_mb']:.0f}", ""),
+            (f"RSS after restart, {jobs} (MB)", f"{again['rss_mb']:.0f}", ""),
         ]
     if name == "cloud_dispatch":
         lat = result["dispatch_ms"]

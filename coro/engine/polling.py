@@ -153,7 +153,7 @@ class PollingTransport:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._soon: asyncio.TimerHandle | None = None
-        #: the next timed cycle, armed only while `_timed` is not empty
+        #: the next timed cycle, armed only while `_timed_jobs` is not empty
         self._timer: asyncio.TimerHandle | None = None
         #: which cycles are due when `_wakeup` is set
         self._due_timed = False
@@ -216,10 +216,7 @@ class PollingTransport:
         # which plugin each PR is on, and whether it announces changes, may differ now
         for job_id, entry in list(self._parked.items()):
             self._put(job_id, entry.plugins)
-        if self._timer is not None and not self._timed_jobs:
-            self._timer.cancel()
-            self._timer = None
-        self._arm()
+        self._schedule()
 
     def _subscribe(self, plugins: PluginSet) -> None:
         """Listen to the SCM plugins of `plugins` that announce changes (only those)."""
@@ -249,10 +246,7 @@ class PollingTransport:
     def _observe(self, change: JobChange) -> None:
         """`JobStore` observer: every update this process writes re-indexes its job."""
         self._index(change.job)
-        if self._timer is not None and not self._timed_jobs:
-            self._timer.cancel()  # nothing left for it to poll
-            self._timer = None
-        self._arm()
+        self._schedule()
 
     def _index(self, job: Job) -> None:
         self._put(job.id, pr_plugins(job))
@@ -304,12 +298,14 @@ class PollingTransport:
         self._due_notified = True
         self._wakeup.set()
 
-    def _arm(self) -> None:
-        """Schedule the next timed cycle if a job waits on a polled PR and none is."""
-        if self._handler is None or self._timer is not None or not self._timed_jobs:
-            return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.interval, self._timer_due)
+    def _schedule(self) -> None:
+        """Keep the timer armed exactly while a job waits on a polled PR (connected)."""
+        if self._timer is not None and not self._timed_jobs:
+            self._timer.cancel()  # nothing left for it to poll
+            self._timer = None
+        elif self._timer is None and self._timed_jobs and self._handler is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.interval, self._timer_due)
 
     def _timer_due(self) -> None:
         self._timer = None
@@ -332,7 +328,7 @@ class PollingTransport:
             await work
         except Exception:  # a bug in one cycle must not stop polling for good
             logger.exception("PR polling cycle failed")
-        self._arm()
+        self._schedule()
 
     # --- cycles -------------------------------------------------------------------------
 
