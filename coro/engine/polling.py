@@ -25,11 +25,11 @@ What wakes the poller (and nothing else does: an idle runner's poller sleeps)
 The poller keeps an index of the parked jobs that have open PRs (job id → the SCM
 plugins its PRs name), so no cycle lists jobs:
 
-* **Start**: `connect` reads every job waiting for events from the store, a page at a
-  time (`coro.state.scan.walk_jobs`: the documents are not kept), and indexes those
-  with open PRs; then, in the background, each of their open PRs is polled once, on
-  every plugin (what changed while the runner was down, or just before it stopped).
-  `poll_once()` does both again (tests and benchmarks).
+* **Start**: after `connect`, in the background, `poll_once()` reads every job waiting
+  for events from the store, a page at a time (`coro.state.scan.walk_jobs`: the
+  documents are not kept), indexes those with open PRs and polls each of their open
+  PRs once, on every plugin (what changed while the runner was down, or just before it
+  stopped). Updates written meanwhile keep the index right (next point).
 * **Job updates** (`JobStore.observers`, every update this process writes) keep the
   index: a job that parks with open PRs goes in, one that wakes, pauses, ends or has
   no open PR left goes out. No I/O, no cycle. (A job that another process sharing the
@@ -174,11 +174,7 @@ class PollingTransport:
 
     async def connect(self, handler: EventHandler) -> None:
         self._handler = handler
-        self.store.observers.append(self._observe)
-        # The index before anything else of this runner moves a job (the runner resumes
-        # and wakes jobs only once the transport is connected); its polls run after.
-        async with self._lock:
-            await self._rescan()
+        self.store.observers.append(self._observe)  # before the scan: nothing is missed
         self._started.clear()
         self._task = asyncio.create_task(self._loop(), name="pr-poller")
 
@@ -313,8 +309,8 @@ class PollingTransport:
         self._wakeup.set()
 
     async def _loop(self) -> None:
-        # what changed while the runner was down: every open PR of the index, once
-        await self._cycle(self._poll_all())
+        # the index, and what changed while the runner was down: every open PR, once
+        await self._cycle(self.poll_once())
         self._started.set()
         while True:
             await self._wakeup.wait()
@@ -340,13 +336,9 @@ class PollingTransport:
 
     async def poll_once(self) -> list[InboundEvent]:
         """A full cycle: find every parked job in the store again, and poll every open PR
-        of those that have some, on every plugin (tests and benchmarks)."""
+        of those that have some, on every plugin (at start; tests and benchmarks)."""
         async with self._lock:
             await self._rescan()
-            return await self._poll_jobs(list(self._parked), _any)
-
-    async def _poll_all(self) -> list[InboundEvent]:
-        async with self._lock:
             return await self._poll_jobs(list(self._parked), _any)
 
     async def poll_indexed(self, *, timed: bool, notified: bool) -> list[InboundEvent]:

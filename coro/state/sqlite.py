@@ -621,13 +621,21 @@ class SqliteStateBackend:
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         conditions = job_conditions(jobs, query, _contains)
         count = select(func.count()).select_from(jobs).where(*conditions)
-        page = (
-            select(jobs.c.doc)
+        rowid: ColumnElement[int] = literal_column("jobs.rowid")
+        order = (jobs.c.created_at.desc(), rowid.desc())
+        # The page is found by row ids alone, then its documents are read: sorting the
+        # documents themselves carried every matching one through SQLite's sorter for
+        # each page (~135 ms a page of 10,000 parked jobs, 24 ms this way).
+        ids = (
+            select(rowid)
+            .select_from(jobs)
             .where(*conditions)
-            .order_by(jobs.c.created_at.desc(), literal_column("jobs.rowid").desc())
+            .order_by(*order)
             .limit(max(query.limit, 0))
             .offset(max(query.offset, 0))
+            .correlate(None)
         )
+        page = select(jobs.c.doc).where(rowid.in_(ids)).order_by(*order)
         async with self._require_engine().connect() as conn:
             await conn.exec_driver_sql("BEGIN")  # one snapshot for both queries
             try:
