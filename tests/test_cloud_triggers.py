@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from coro.cloud.ingress import builtin_webhook_plugins
+from coro.cloud.triggers import TRIGGER_PLUGINS
 from coro.engine.triggers import trigger_job_id
 from coro.plugins.trackers.github_issues_webhooks import parse_trigger_webhook
 from tests.cloud_helpers import Account, Cloud
@@ -198,16 +200,27 @@ async def test_members_read_the_rules_admins_replace_them_and_bad_rules_are_400(
     no_label = {k: v for k, v in LABEL_RULE.items() if k != "label"}
     for rules, path in (
         ([no_label], "rules.0"),
-        ([LABEL_RULE, {**LABEL_RULE}], "rules"),
+        ([{**LABEL_RULE, "label": None}], "rules.0"),
         ([{**LABEL_RULE, "on": "issue.exploded"}], "rules.0.on"),
+        ([{**LABEL_RULE, "repos": ["acme/api", "has space"]}], "rules.0.repos.1"),
         ([{**LABEL_RULE, "repos": []}], "rules.0.repos"),
         ([jira_rule, {**LABEL_RULE, "plugin": "local"}], "rules.1.plugin"),
     ):
         bad = await cloud.client.put(url, json={"rules": rules}, headers=team.owner.headers)
         assert bad.status_code == 400, bad.text
         assert path in [issue["path"] for issue in bad.json()["issues"]], bad.json()
+    twice = await cloud.client.put(
+        url, json={"rules": [LABEL_RULE, LABEL_RULE]}, headers=team.owner.headers
+    )
+    assert twice.status_code == 409 and "label-coro" in twice.json()["error"]
     kept = await cloud.client.get(url, headers=team.owner.headers)
     assert [r["id"] for r in kept.json()["rules"]] == ["label-coro", "jira-go"]
+
+
+def test_the_rules_plugins_are_those_whose_webhooks_the_cloud_reads_triggers_from() -> None:
+    readers = {p.plugin_id for p in builtin_webhook_plugins().values() if p.parse_triggers}
+    assert readers == set(TRIGGER_PLUGINS)
+    assert builtin_webhook_plugins()["github-issues"].reads == ("github",)
 
 
 # --- jobs from deliveries ---------------------------------------------------------------

@@ -185,11 +185,6 @@ class Ingress:
         self.team_jobs = team_jobs
         self.triggers = TeamTriggers(db)
 
-    @property
-    def trigger_plugins(self) -> frozenset[str]:
-        """The plugins a trigger rule may watch: those whose trigger events are read."""
-        return frozenset(p.plugin_id for p in self.plugins.values() if p.parse_triggers)
-
     async def receive(
         self, team_id: str, plugin_id: str, headers: Mapping[str, str], body: bytes
     ) -> Receipt:

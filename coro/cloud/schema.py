@@ -280,7 +280,8 @@ team_triggers = Table(
     Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
     Column("id", Text, primary_key=True),  # the rule's id
     Column("position", Integer, nullable=False),
-    Column("rule", JSONB, nullable=False),  # the rule as config.json spells it
+    # the rule as config.json spells it, as JSON (text: a rule may hold a NUL, escaped)
+    Column("rule", Text, nullable=False),
     Column("updated_by", Text, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     _now("updated_at"),
 )

@@ -2,9 +2,10 @@
 events of its webhooks start.
 
 A rule is a `triggers.rules[]` entry of config.json (`coro.config.triggers.TriggerRule`,
-the same schema), kept per team in `team_triggers` in the order given. Members read
-them; admins replace the whole list (`PUT`). A rule's plugin is one whose webhooks the
-cloud reads trigger events from (`github-issues`, `jira`: the route checks).
+the same schema; `TeamTriggerRule` only says in its JSON Schema what the config's
+validators check, and names the plugins whose webhooks the cloud reads trigger events
+from: `github-issues`, `jira`), kept per team in `team_triggers` in the order given.
+Members read them; admins replace the whole list (`PUT`).
 
 `TeamTriggers.start(team_id, events)`: each trigger event of a verified delivery
 (`coro.cloud.ingress`) is matched against the team's rules with the runner's own rules
@@ -22,11 +23,12 @@ the thread with the link to the run.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import fields
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints, ValidationError
 from sqlalchemy import select
 
 from coro.api.schemas import CreateJobBody
@@ -34,7 +36,7 @@ from coro.cloud.db import Database
 from coro.cloud.schema import team_triggers
 from coro.cloud.team_jobs import TeamJobs
 from coro.cloud.teams import TeamAccess
-from coro.config.triggers import TriggerRule
+from coro.config.triggers import _REQUIRED, TriggerRule
 from coro.engine.service import NewJob
 from coro.engine.triggers import TriggerEvent, job_for, matches
 
@@ -42,9 +44,38 @@ logger = logging.getLogger(__name__)
 
 #: as many as config.json's `triggers.rules` takes
 MAX_RULES = 200
+#: the plugins a team rule may watch: those whose manifests name a trigger parser
+#: (`coro.cloud.ingress.builtin_webhook_plugins`)
+TriggerPlugin = Literal["github-issues", "jira"]
+TRIGGER_PLUGINS: tuple[str, ...] = get_args(TriggerPlugin)
 #: the SCM plugin of a provider's pull requests (their threads), unless a rule's
 #: `params.gitProvider` names another
 FORGES = {"github": "github"}
+
+
+def _event_needs(schema: dict[str, Any]) -> None:
+    """Each event's own field is required and a string (the config's validator)."""
+    variants = []
+    for on, needed in _REQUIRED.items():
+        options = schema["properties"][needed].get("anyOf", [])
+        text = next(option for option in options if option.get("type") == "string")
+        variants.append({"properties": {"on": {"const": on}, needed: text}, "required": [needed]})
+    schema["oneOf"] = variants
+
+
+class TeamTriggerRule(TriggerRule):
+    """A team's trigger rule: a `triggers.rules[]` entry of config.json."""
+
+    model_config = ConfigDict(json_schema_extra=_event_needs)
+
+    plugin: TriggerPlugin
+    repos: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^\S+$")]
+    ] = Field(min_length=1, max_length=100)
+    permitted_users: (
+        list[Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]] | None
+    ) = Field(default=None, max_length=1000)
+    reply: StrictBool = True
 
 
 def _stored(rule: TriggerRule) -> dict[str, Any]:
@@ -74,7 +105,7 @@ class TeamTriggers:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def rules(self, team_id: str) -> list[TriggerRule]:
+    async def rules(self, team_id: str) -> list[TeamTriggerRule]:
         """The team's rules, in order (a stored rule this version cannot read is left
         out, and logged)."""
         t = team_triggers.c
@@ -87,12 +118,14 @@ class TeamTriggers:
         rules = []
         for row in rows:
             try:
-                rules.append(TriggerRule.model_validate(row.rule))
-            except ValidationError:
+                rules.append(TeamTriggerRule.model_validate(json.loads(row.rule)))
+            except (ValueError, ValidationError):
                 logger.warning("team %s: trigger rule %s cannot be read; skipped", team_id, row.id)
         return rules
 
-    async def replace(self, access: TeamAccess, rules: list[TriggerRule]) -> list[TriggerRule]:
+    async def replace(
+        self, access: TeamAccess, rules: list[TeamTriggerRule]
+    ) -> list[TeamTriggerRule]:
         """The team's rules from now on (admins), in the order given."""
         access.require_admin("change trigger rules")
         async with self.db.begin() as connection:
@@ -107,7 +140,7 @@ class TeamTriggers:
                                 "team_id": access.team_id,
                                 "id": rule.id,
                                 "position": position,
-                                "rule": _stored(rule),
+                                "rule": json.dumps(_stored(rule)),
                                 "updated_by": access.user_id,
                             }
                             for position, rule in enumerate(rules)

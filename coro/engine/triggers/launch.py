@@ -178,6 +178,7 @@ async def reply_once(
         return True
 
     await store.update(job.id, seen)
+    await store.log(job.id, f"[trigger] Replied on {origin.key} with the run's link ({comment_id})")
     return comment_id
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
@@ -24,7 +23,7 @@ def upgrade() -> None:
         sa.Column("team_id", sa.Text(), nullable=False),
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("rule", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("rule", sa.Text(), nullable=False),
         sa.Column("updated_by", sa.Text(), nullable=True),
         sa.Column(
             "updated_at",
