@@ -40,10 +40,11 @@ each layer's registry stays typed on its own Protocol (`ExecutorRegistry`, `Plug
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from coro.config import CoroConfig, CoroHome, StateConfig
-from coro.config.notifications import DEFAULT_EVENTS
+from coro.config import CoroConfig, CoroHome, PluginSlot, StateConfig
+from coro.config.notifications import DEFAULT_EVENTS, NotificationsConfig
 from coro.domain.errors import PluginConfigError
 from coro.engine.events import EventTransport, TransportContext
 from coro.engine.notifications import Channel
@@ -383,30 +384,7 @@ class Extensions:
     def notifiers(self, config: CoroConfig) -> tuple[list[Channel], dict[str, str]]:
         """A notifier per channel of `config.notifications` (the plugin whose id is the
         channel's kind), and the channels that have none, with why."""
-        settings = config.notifications
-        context = NotifierContext(settings.timeout_seconds, f"Coro/{__version__}")
-        installed = config.plugins.installed
-        channels: list[Channel] = []
-        failed: dict[str, str] = {}
-        for kind, channel in settings.channels():
-            assert channel.id is not None  # every channel has one once validated
-            entry = self.catalog.get(kind)
-            slot = installed.get(kind)
-            if entry is None or entry.kind != NOTIFIER.kind:
-                failed[channel.id] = f"no {kind} notifier plugin is installed"
-                continue
-            if slot is not None and not slot.enabled:
-                failed[channel.id] = f"the {kind} notifier is off (plugins.installed.{kind})"
-                continue
-            raw = channel.model_dump(by_alias=True, exclude_none=True)
-            try:
-                notifier = NOTIFIER.create(entry, raw, context)
-            except (PluginConfigError, PluginLoadError) as exc:
-                failed[channel.id] = str(exc)
-                continue
-            events = tuple(channel.events if channel.events is not None else DEFAULT_EVENTS)
-            channels.append(Channel(channel.id, kind, events, notifier))
-        return channels, failed
+        return notifier_channels(self.catalog, config.notifications, config.plugins.installed)
 
     def _chosen(
         self, point: ExtensionPoint[Any], config: CoroConfig
@@ -436,6 +414,39 @@ class Extensions:
         slot = installed.get(chosen[0].id)
         self.chosen[point.kind] = chosen[0].id
         return chosen[0], dict(slot.config) if slot is not None else {}
+
+
+def notifier_channels(
+    catalog: PluginCatalog,
+    settings: NotificationsConfig,
+    installed: Mapping[str, PluginSlot] | None = None,
+) -> tuple[list[Channel], dict[str, str]]:
+    """A notifier per channel of `settings` (the plugin of `catalog` whose id is the
+    channel's kind, unless `installed` turns it off), and the channels that have none,
+    with why (the runner's channels, and the team cloud's, `coro.cloud.notifications`)."""
+    context = NotifierContext(settings.timeout_seconds, f"Coro/{__version__}")
+    installed = installed or {}
+    channels: list[Channel] = []
+    failed: dict[str, str] = {}
+    for kind, channel in settings.channels():
+        assert channel.id is not None  # every channel has one once validated
+        entry = catalog.get(kind)
+        slot = installed.get(kind)
+        if entry is None or entry.kind != NOTIFIER.kind:
+            failed[channel.id] = f"no {kind} notifier plugin is installed"
+            continue
+        if slot is not None and not slot.enabled:
+            failed[channel.id] = f"the {kind} notifier is off (plugins.installed.{kind})"
+            continue
+        raw = channel.model_dump(by_alias=True, exclude_none=True)
+        try:
+            notifier = NOTIFIER.create(entry, raw, context)
+        except (PluginConfigError, PluginLoadError) as exc:
+            failed[channel.id] = str(exc)
+            continue
+        events = tuple(channel.events if channel.events is not None else DEFAULT_EVENTS)
+        channels.append(Channel(channel.id, kind, events, notifier))
+    return channels, failed
 
 
 def builtin_tools(home: CoroHome | None = None) -> ToolRegistry:

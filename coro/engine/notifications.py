@@ -13,7 +13,8 @@ A campaign's children notify only what needs someone there (awaiting, a PR): a c
 that fails or escalates halts its campaign, and the campaign's own `job.awaiting` says
 which child and why; the campaign's completion is the one `job.completed`.
 
-`observe` only builds the notification and puts it on a bounded queue (full: it is
+`observe` only builds the notification (`notification_for`: `job_event` decides, the
+team cloud's notifier decides with it too) and puts it on a bounded queue (full: it is
 dropped and logged), so a job never waits for a channel. A worker hands each one to the
 in-process subscribers (`subscribe`: the dashboard's live feed, `GET
 /notifications/stream`) and starts a delivery per channel that wants the event, at
@@ -22,7 +23,9 @@ waiting `retryDelaySeconds`, then twice as long each time (at least what a
 `Retry-After` asks, up to `RETRY_AFTER_CAP_SECONDS`); an answer that will not change
 (a 4xx other than 408/429, an SMTP 5xx) ends it at once. Each try is bounded by
 `timeoutSeconds`. A delivery that failed for good is logged once (the runner's log and
-the job's), naming the channel, never a secret.
+the job's), naming the channel, never a secret. The queue, the deliveries and their
+retries are `DeliveryQueue`'s, which the team cloud's notifier
+(`coro.cloud.notifications`) shares.
 
 Per channel, the last outcome and the last `HISTORY` failures are kept in memory (a
 restart forgets them). A config reload (`reconfigure`) takes effect at the next try of
@@ -40,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from coro.config import CoroConfig
 from coro.config.notifications import ChannelKind, NotificationEvent
@@ -84,6 +89,20 @@ TEXT_MAX = 10_000
 AWAITING = frozenset({AWAITING_PLAN_APPROVAL, AWAITING_DEVELOPER_INPUT, AWAITING_BUDGET})
 
 
+class RetryPolicy(Protocol):
+    """How deliveries are tried (`notifications.attempts`, `retryDelaySeconds`,
+    `timeoutSeconds` in config.json; the team cloud's own)."""
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def retry_delay_seconds(self) -> float: ...
+
+    @property
+    def timeout_seconds(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Channel:
     """One configured channel and the notifier that sends to it."""
@@ -108,6 +127,18 @@ class Outcome:
     delivery_id: str
     status: int | None = None
     error: str | None = None
+
+    @classmethod
+    def of(cls, notification: Notification, delivery: Delivery, attempts: int) -> Outcome:
+        return cls(
+            at=iso_now(),
+            event=notification.event,
+            ok=delivery.ok,
+            attempts=attempts,
+            delivery_id=notification.delivery_id,
+            status=delivery.status,
+            error=delivery.error,
+        )
 
 
 @dataclass
@@ -205,6 +236,36 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def build_notification(
+    job: Job, event: NotificationKind, reason: str, question: str | None, dashboard_url: str
+) -> Notification:
+    """The notification of `event` for `job`, linking to the run at `dashboard_url`."""
+    newest = job.pr_mappings[-1] if job.pr_mappings else None
+    return Notification(
+        event=event,
+        delivery_id=str(uuid.uuid4()),
+        job_id=job.id,
+        title=job_title(job),
+        status=job.status,
+        reason=_clip(reason, TEXT_MAX),
+        phase=job.phase,
+        at=iso_now(),
+        dashboard_url=dashboard_url,
+        pull_request_url=newest.url if newest is not None else None,
+        question=_clip(question, TEXT_MAX) if question is not None else None,
+    )
+
+
+def notification_for(change: JobChange, link: Callable[[Job], str]) -> Notification | None:
+    """What `change` is worth telling (`job_event`), with the run's link (`link(job)`);
+    None when it is nothing. The runner and the team cloud decide by this alone."""
+    found = job_event(change)
+    if found is None:
+        return None
+    event, reason, question = found
+    return build_notification(change.job, event, reason, question, link(change.job))
+
+
 def dashboard_base(config: CoroConfig) -> str:
     """Where people reach the runner: `notifications.dashboardUrl`, else its own
     `http://host:port`."""
@@ -247,99 +308,58 @@ class NotificationFeed:
             yield item
 
 
-# --- the notifier ------------------------------------------------------------------------
+# --- delivering: the queue, the deliveries, their retries --------------------------------
+
+ItemT = TypeVar("ItemT")
 
 
-class Notifications:
-    def __init__(self, store: JobStore, config: CoroConfig, channels: Iterable[Channel]) -> None:
-        self.store = store
-        self._settings = config.notifications
-        self._base = dashboard_base(config)
-        self._channels = {c.id: c for c in channels}
-        self._states: dict[str, ChannelState] = {c: ChannelState() for c in self._channels}
-        self._queue: asyncio.Queue[Notification] = asyncio.Queue(QUEUE_SIZE)
-        self._feeds: set[NotificationFeed] = set()
+def tries(attempts: int) -> str:
+    return f"{attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+class DeliveryQueue(ABC, Generic[ItemT]):
+    """A bounded queue of items (each a notification, or what one is made from), a
+    worker that turns each into deliveries (`_route`: a channel and the notification for
+    it), at most `MAX_DELIVERIES` under way at once, each tried with backoff under
+    `policy` (read at every try). A subclass says where items go (`_route`), what a
+    channel is at its next try (`_current`: None ends the delivery) and what becomes
+    of an outcome (`_finished`)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self._queue: asyncio.Queue[ItemT] = asyncio.Queue(QUEUE_SIZE)
         self._slots = asyncio.Semaphore(MAX_DELIVERIES)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._backing_off: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
-        self.dropped = 0  # notifications the full queue turned away
+        self.dropped = 0  # items the full queue turned away
 
-    # --- configuration ---
+    @abstractmethod
+    async def _route(self, item: ItemT) -> Iterable[tuple[Channel, Notification]]:
+        """The deliveries `item` makes (channels that do not want the event are skipped)."""
 
-    def reconfigure(self, config: CoroConfig, channels: Iterable[Channel]) -> None:
-        """Take over a reloaded config; deliveries under way use it from their next try."""
-        self._settings = config.notifications
-        self._base = dashboard_base(config)
-        self._channels = {c.id: c for c in channels}
-        self._states = {c: self._states.get(c) or ChannelState() for c in self._channels}
+    def _current(self, channel: Channel) -> Channel | None:
+        """`channel` as it is now, for its next try; None: no more tries."""
+        return channel
 
-    def kinds(self) -> set[str]:
-        """The kinds of channel configured (which notifier plugins are in use)."""
-        return {c.kind for c in self._channels.values()}
+    @abstractmethod
+    async def _finished(
+        self, channel: Channel, notification: Notification, outcome: Delivery, attempts: int
+    ) -> None:
+        """A delivery ended (delivered, or failed for good)."""
 
-    def channels(self) -> list[ChannelReport]:
-        """Every channel (in config order) with its last outcome and recent failures."""
-        reports = []
-        for channel in self._channels.values():
-            state = self._states.setdefault(channel.id, ChannelState())
-            reports.append(ChannelReport(channel, state.last, state.recent_failures()))
-        return reports
-
-    # --- observing jobs ---
-
-    def observe(self, change: JobChange) -> None:
-        """A `JobStore` observer: never blocks, never raises into the job's update."""
-        if self._stopping or not (self._channels or self._feeds):
-            return
+    def _enqueue(self, item: ItemT, what: str) -> None:
+        """Queue `item` without waiting; when the queue is full it is dropped and logged
+        (`what` names it)."""
         try:
-            found = job_event(change)
-            if found is None:
-                return
-            event, reason, question = found
-            notification = self._notification(change.job, event, reason, question)
-        except Exception:
-            logger.exception("building a notification for job %s failed", change.job.id)
-            return
-        try:
-            self._queue.put_nowait(notification)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 logger.warning(
-                    "notification queue full: %s for job %s dropped (%d so far)",
-                    event,
-                    change.job.id,
-                    self.dropped,
+                    "notification queue full: %s dropped (%d so far)", what, self.dropped
                 )
-
-    def _notification(
-        self, job: Job, event: NotificationKind, reason: str, question: str | None
-    ) -> Notification:
-        newest = job.pr_mappings[-1] if job.pr_mappings else None
-        return Notification(
-            event=event,
-            delivery_id=str(uuid.uuid4()),
-            job_id=job.id,
-            title=job_title(job),
-            status=job.status,
-            reason=_clip(reason, TEXT_MAX),
-            phase=job.phase,
-            at=iso_now(),
-            dashboard_url=f"{self._base}/dashboard/#/runs/{job.id}",
-            pull_request_url=newest.url if newest is not None else None,
-            question=_clip(question, TEXT_MAX) if question is not None else None,
-        )
-
-    def subscribe(self) -> NotificationFeed:
-        """The notifications from now on (`GET /notifications/stream`)."""
-        feed = NotificationFeed(self)
-        if self._stopping:
-            feed.close()
-        else:
-            self._feeds.add(feed)
-        return feed
 
     # --- running ---
 
@@ -370,8 +390,6 @@ class Notifications:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for feed in list(self._feeds):
-            feed.close()
 
     async def settled(self) -> None:
         """Wait until nothing is queued or being delivered (backoffs included)."""
@@ -383,14 +401,17 @@ class Notifications:
 
     async def _run(self) -> None:
         while True:
-            notification = await self._queue.get()
+            item = await self._queue.get()
             try:
-                for feed in list(self._feeds):
-                    feed.offer(notification)
-                for channel in list(self._channels.values()):
+                try:
+                    routes = list(await self._route(item))
+                except Exception:  # e.g. the team cloud's database: this one is lost
+                    logger.exception("routing a notification failed")
+                    continue
+                for channel, notification in routes:
                     if channel.wants(notification.event):
                         await self._slots.acquire()
-                        task = asyncio.create_task(self._deliver(channel.id, notification))
+                        task = asyncio.create_task(self._deliver(channel, notification))
                         self._deliveries.add(task)
                         task.add_done_callback(self._delivered)
             finally:
@@ -402,19 +423,19 @@ class Notifications:
 
     # --- delivering ---
 
-    async def _deliver(self, channel_id: str, notification: Notification) -> None:
+    async def _deliver(self, channel: Channel, notification: Notification) -> None:
         attempts = 0
         while True:
-            channel = self._channels.get(channel_id)
-            if channel is None or not channel.wants(notification.event):
+            current = self._current(channel)
+            if current is None or not current.wants(notification.event):
                 return  # a reload removed it, or it no longer wants this event
+            channel = current
             attempts += 1
-            outcome = await self._attempt(channel, notification)
-            settings = self._settings
+            outcome = await self.attempt(channel, notification)
             if (
                 outcome.ok
                 or not outcome.retryable
-                or attempts >= settings.attempts
+                or attempts >= self.policy.attempts
                 or self._stopping
             ):
                 break
@@ -425,18 +446,17 @@ class Notifications:
                 await asyncio.sleep(self._backoff(attempts, outcome))
             finally:
                 self._backing_off.discard(task)
-        self._record(channel.id, notification, outcome, attempts)
-        if not outcome.ok:
-            await self._report_failure(channel, notification, outcome, attempts)
+        await self._finished(channel, notification, outcome, attempts)
 
     def _backoff(self, attempts: int, outcome: Delivery) -> float:
-        delay = self._settings.retry_delay_seconds * 2 ** (attempts - 1)
+        delay = self.policy.retry_delay_seconds * 2 ** (attempts - 1)
         if outcome.retry_after is not None:
             delay = max(delay, min(outcome.retry_after, RETRY_AFTER_CAP_SECONDS))
         return float(min(delay, BACKOFF_CAP_SECONDS))
 
-    async def _attempt(self, channel: Channel, notification: Notification) -> Delivery:
-        seconds = self._settings.timeout_seconds
+    async def attempt(self, channel: Channel, notification: Notification) -> Delivery:
+        """One try, bounded by `policy.timeout_seconds`; never raises."""
+        seconds = self.policy.timeout_seconds
         try:
             async with asyncio.timeout(seconds):
                 return await channel.notifier.send(notification)
@@ -447,21 +467,95 @@ class Notifications:
             error = f"the {channel.kind} notifier failed ({type(exc).__name__})"
             return Delivery(False, error=error, retryable=True)
 
+
+# --- the runner's notifier ---------------------------------------------------------------
+
+
+class Notifications(DeliveryQueue[Notification]):
+    def __init__(self, store: JobStore, config: CoroConfig, channels: Iterable[Channel]) -> None:
+        super().__init__(config.notifications)
+        self.store = store
+        self._base = dashboard_base(config)
+        self._channels = {c.id: c for c in channels}
+        self._states: dict[str, ChannelState] = {c: ChannelState() for c in self._channels}
+        self._feeds: set[NotificationFeed] = set()
+
+    # --- configuration ---
+
+    def reconfigure(self, config: CoroConfig, channels: Iterable[Channel]) -> None:
+        """Take over a reloaded config; deliveries under way use it from their next try."""
+        self.policy = config.notifications
+        self._base = dashboard_base(config)
+        self._channels = {c.id: c for c in channels}
+        self._states = {c: self._states.get(c) or ChannelState() for c in self._channels}
+
+    def kinds(self) -> set[str]:
+        """The kinds of channel configured (which notifier plugins are in use)."""
+        return {c.kind for c in self._channels.values()}
+
+    def channels(self) -> list[ChannelReport]:
+        """Every channel (in config order) with its last outcome and recent failures."""
+        reports = []
+        for channel in self._channels.values():
+            state = self._states.setdefault(channel.id, ChannelState())
+            reports.append(ChannelReport(channel, state.last, state.recent_failures()))
+        return reports
+
+    # --- observing jobs ---
+
+    def observe(self, change: JobChange) -> None:
+        """A `JobStore` observer: never blocks, never raises into the job's update."""
+        if self._stopping or not (self._channels or self._feeds):
+            return
+        try:
+            notification = notification_for(change, self._run_url)
+        except Exception:
+            logger.exception("building a notification for job %s failed", change.job.id)
+            return
+        if notification is not None:
+            self._enqueue(notification, f"{notification.event} for job {change.job.id}")
+
+    def _run_url(self, job: Job) -> str:
+        return f"{self._base}/dashboard/#/runs/{job.id}"
+
+    def subscribe(self) -> NotificationFeed:
+        """The notifications from now on (`GET /notifications/stream`)."""
+        feed = NotificationFeed(self)
+        if self._stopping:
+            feed.close()
+        else:
+            self._feeds.add(feed)
+        return feed
+
+    async def stop(self) -> None:
+        await super().stop()
+        for feed in list(self._feeds):
+            feed.close()
+
+    # --- delivering ---
+
+    async def _route(self, item: Notification) -> list[tuple[Channel, Notification]]:
+        for feed in list(self._feeds):
+            feed.offer(item)
+        return [(channel, item) for channel in self._channels.values()]
+
+    def _current(self, channel: Channel) -> Channel | None:
+        return self._channels.get(channel.id)
+
+    async def _finished(
+        self, channel: Channel, notification: Notification, outcome: Delivery, attempts: int
+    ) -> None:
+        self._record(channel.id, notification, outcome, attempts)
+        if not outcome.ok:
+            await self._report_failure(channel, notification, outcome, attempts)
+
     def _record(
         self, channel_id: str, notification: Notification, outcome: Delivery, attempts: int
     ) -> None:
         state = self._states.get(channel_id)
         if state is None:
             return  # removed by a reload meanwhile
-        recorded = Outcome(
-            at=iso_now(),
-            event=notification.event,
-            ok=outcome.ok,
-            attempts=attempts,
-            delivery_id=notification.delivery_id,
-            status=outcome.status,
-            error=outcome.error,
-        )
+        recorded = Outcome.of(notification, outcome, attempts)
         state.last = recorded
         if not outcome.ok:
             state.failures.append(recorded)
@@ -470,21 +564,20 @@ class Notifications:
         self, channel: Channel, notification: Notification, outcome: Delivery, attempts: int
     ) -> None:
         """Once per delivery that failed for good: the runner's log and the job's."""
-        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         logger.warning(
             "notification %s (%s, job %s) to channel %s failed after %s: %s",
             notification.delivery_id,
             notification.event,
             notification.job_id,
             channel.id,
-            tries,
+            tries(attempts),
             outcome.error,
         )
         if notification.event == "test":
             return
         line = (
             f"[notify] {notification.event} not delivered to channel {channel.id} "
-            f"after {tries}: {outcome.error}"
+            f"after {tries(attempts)}: {outcome.error}"
         )
         try:
             await self.store.log(notification.job_id, line)
@@ -499,16 +592,15 @@ class Notifications:
         channel = self._channels.get(channel_id)
         if channel is None:
             return None
-        notification = sample_notification(self._base)
-        outcome = await self._attempt(channel, notification)
-        self._record(channel.id, notification, outcome, 1)
-        if not outcome.ok:
-            await self._report_failure(channel, notification, outcome, 1)
+        notification = sample_notification(f"{self._base}/dashboard/#/runs")
+        outcome = await self.attempt(channel, notification)
+        await self._finished(channel, notification, outcome, 1)
         return outcome
 
 
-def sample_notification(base: str) -> Notification:
-    """What `POST /notifications/test` sends: a made-up job waiting for an answer."""
+def sample_notification(dashboard_url: str) -> Notification:
+    """What a channel's test sends: a made-up job waiting for an answer, linking to
+    `dashboard_url` (the runs)."""
     return Notification(
         event="test",
         delivery_id=str(uuid.uuid4()),
@@ -518,6 +610,6 @@ def sample_notification(base: str) -> Notification:
         reason="A test from Coro's settings: this channel works",
         phase="planning",
         at=iso_now(),
-        dashboard_url=f"{base}/dashboard/#/runs",
+        dashboard_url=dashboard_url,
         question="Does this notification reach you?",
     )
