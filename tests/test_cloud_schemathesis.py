@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,22 @@ pytestmark = pytest.mark.timeout(600)
 
 SCHEMATHESIS = shutil.which("schemathesis") or f"{sys.prefix}/bin/schemathesis"
 
+# Rules a JSON schema cannot state (they depend on what is stored, or on the other
+# fields' values), so a schema-valid request may still be refused, with 400 and a reason.
+CONFIG = """
+# the channels are config.json's entries, validated once a masked secret sent back is
+# restored (URLs, addresses, ids unique across the lists)
+[[operations]]
+include-name = "PUT /teams/{team_id}/notifications"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "403", "404"]
+"""
+
 
 async def test_no_check_fails_on_any_cloud_route(
-    cloud: Cloud, record_property: Callable[[str, object], None]
+    cloud: Cloud, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     account = await cloud.signup()
     created = await cloud.client.post(
         "/teams", json={"name": "Schema team", "slug": "schema-team"}, headers=account.headers
@@ -36,6 +49,8 @@ async def test_no_check_fails_on_any_cloud_route(
     assert created.status_code == 201, created.text
     process = await asyncio.create_subprocess_exec(
         SCHEMATHESIS,
+        "--config-file",
+        str(config),
         "run",
         f"{cloud.served.url}/openapi.json",
         "--checks",

@@ -34,12 +34,14 @@ from coro.cloud.gateway import Gateway
 from coro.cloud.gateway import router as runner_socket
 from coro.cloud.github import GitHubLogin
 from coro.cloud.mirror import Mirror
+from coro.cloud.notifications import TeamNotifications
 from coro.cloud.passwords import Passwords
 from coro.cloud.proposals import TeamProposals
 from coro.cloud.routes import auth as auth_routes
 from coro.cloud.routes import health, runners, teams, webhooks
 from coro.cloud.routes import ingress as webhook_ingress
 from coro.cloud.routes import jobs as team_job_routes
+from coro.cloud.routes import notifications as notification_routes
 from coro.cloud.routes import proposals as proposal_routes
 from coro.cloud.routes import runner_tokens as runner_token_routes
 from coro.cloud.routes import triggers as trigger_routes
@@ -69,6 +71,8 @@ def build_services(
         else LocalBroker()
     )
     mirror = Mirror(db)
+    notifications = TeamNotifications(db, settings)
+    mirror.observers.append(notifications.observe)
     timeout = settings.heartbeat_timeout_seconds
     commands = Commands(db, broker, mirror, instance_id, timeout)
     proposals = TeamProposals(db, commands)
@@ -96,6 +100,7 @@ def build_services(
         ),
         team_jobs=TeamJobs(db, mirror, commands, broker),
         proposals=proposals,
+        notifications=notifications,
     )
 
 
@@ -158,6 +163,7 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
     app.include_router(trigger_routes.router)
     app.include_router(team_job_routes.router)
     app.include_router(proposal_routes.router)
+    app.include_router(notification_routes.router)
     app.include_router(runners.router)
     app.include_router(runner_socket)
     mount_dashboard(app)

@@ -17,6 +17,7 @@ from coro.cloud.gateway import Gateway
 from coro.cloud.github import GitHubLogin
 from coro.cloud.mirror import Mirror
 from coro.cloud.models import ErrorBody
+from coro.cloud.notifications import TeamNotifications
 from coro.cloud.proposals import TeamProposals
 from coro.cloud.runner_tokens import RunnerTokens
 from coro.cloud.settings import CloudSettings
@@ -48,6 +49,8 @@ class Services:
     gateway: Gateway
     team_jobs: TeamJobs
     proposals: TeamProposals
+    #: the team notifier: it hears the mirror's moves (`coro.cloud.notifications`)
+    notifications: TeamNotifications
 
 
 def services(request: Request) -> Services:

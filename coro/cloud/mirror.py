@@ -10,6 +10,12 @@ changes or routes to another team's rows.
 Listing follows the runner's `GET /jobs` (`coro.state.rows`): the same filters, the same
 search haystack, newest first.
 
+A write that moves a job the mirror had (a higher revision from its runner, or the
+cloud's own `set_status`) is told to `observers` once committed: the team, and the job
+with its status and number of pull requests before (`JobChange`, as the runner's
+`JobStore.observers` see theirs). The team notifier (`coro.cloud.notifications`) hears
+moves there: a write is kept by one instance only, and a replayed revision is not kept.
+
 A job started by a trigger is also found by the thread it came from (`Job.origin`: a ref
 of kind `thread`, its key case-folded): a comment there reaches the job's runner. The
 newest job a team trigger starts in a thread takes it over (`create_provisional`); a
@@ -19,18 +25,26 @@ replicated job claims its thread only when no job has it.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import JSON, ColumnElement, and_, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coro.cloud.db import Database
 from coro.cloud.schema import team_job_logs, team_job_refs, team_jobs
 from coro.domain.models import ExternalRef, Job, JobOrigin, LogEntry, iso_now
 from coro.state.backend import JobExists, JobNotFound, JobQuery
 from coro.state.rows import dump_job, load_job, search_text
+from coro.state.store import JobChange
+
+logger = logging.getLogger(__name__)
+
+#: told of a stored move: the team and the change (it must not block)
+MoveObserver = Callable[[str, JobChange], None]
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,29 @@ def _job_key(team_id: str, job_id: str) -> ColumnElement[bool]:
 class Mirror:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.observers: list[MoveObserver] = []
+
+    async def _before(
+        self, connection: AsyncConnection, team_id: str, job_id: str
+    ) -> tuple[str, int] | None:
+        """The stored job's status and number of pull requests, its row locked until the
+        write commits (so the change told is the one this write made); None if new."""
+        prs = func.json_array_length(cast(team_jobs.c.doc, JSON)["prMappings"])
+        row = (
+            await connection.execute(
+                select(team_jobs.c.status, func.coalesce(prs, 0))
+                .where(_job_key(team_id, job_id))
+                .with_for_update()
+            )
+        ).first()
+        return None if row is None else (row[0], int(row[1]))
+
+    def _moved(self, team_id: str, change: JobChange) -> None:
+        for observer in self.observers:
+            try:
+                observer(team_id, change)
+            except Exception:  # an observer's bug never fails the write
+                logger.exception("a mirror observer failed on job %s", change.job.id)
 
     async def store(self, team_id: str, job: Job, rev: int, runner_id: str | None) -> bool:
         """Keep `job` if `rev` is higher than the stored revision and the job is not
@@ -142,6 +179,7 @@ class Mirror:
             ),
         ).returning(team_jobs.c.id)
         async with self.db.begin() as connection:
+            before = await self._before(connection, team_id, job.id) if self.observers else None
             written = (await connection.execute(statement)).first() is not None
             refs = {_ref_key(ref) for ref in job_refs(job)}
             if job.origin is not None:
@@ -167,6 +205,10 @@ class Mirror:
                     )
                     .on_conflict_do_nothing()
                 )
+        # a job first seen now moved from nothing: no notification (a runner's history
+        # replicated when it joins the team must not tell of every old job)
+        if written and before is not None:
+            self._moved(team_id, JobChange(before[0], before[1], job))
         return written
 
     async def create_provisional(self, team_id: str, job: Job) -> None:
@@ -361,6 +403,7 @@ class Mirror:
             if row is None:
                 return None
             job = load_job(row.doc)
+            before = JobChange(job.status, len(job.pr_mappings), job)
             mutate(job)
             job.updated_at = iso_now()
             values = _row(team_id, job, row.rev, None)
@@ -386,6 +429,7 @@ class Mirror:
                         line=f"{iso_now()} {log_line}",
                     )
                 )
+        self._moved(team_id, before)
         return job
 
 

@@ -2,13 +2,15 @@
 
 Secrets at rest: passwords are argon2id hashes; refresh and runner tokens are stored as
 the SHA-256 of a 256-bit random token (see `coro.cloud.tokens`); webhook secrets are
-stored as given, because verifying an HMAC needs the key itself.
+stored as given, because verifying an HMAC needs the key itself, and so are the secrets
+of notification channels, because sending needs them.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -20,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -284,4 +287,48 @@ team_triggers = Table(
     Column("rule", Text, nullable=False),
     Column("updated_by", Text, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     _now("updated_at"),
+)
+
+# ------------------------------------------------------------------- team notifications
+# (`coro.cloud.notifications`) JSON is kept as text, as `team_jobs.doc`: PostgreSQL's
+# jsonb cannot hold a NUL, which a setting or a receiver's answer may carry (escaped).
+
+#: Each team's notification channels (`PUT /teams/:teamId/notifications`): a
+#: `notifications.webhooks[]`, `.slack[]` or `.email[]` entry of config.json per row, in
+#: the order given, with how its deliveries went. Its secrets (a webhook's signing key,
+#: a Slack URL, an SMTP password) are stored as given, as webhook secrets are: sending
+#: needs them; the API shows them masked.
+team_notification_channels = Table(
+    "team_notification_channels",
+    metadata,
+    Column("team_id", Text, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", Text, primary_key=True),  # the channel's id
+    Column("position", Integer, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("settings", Text, nullable=False),  # the entry as config.json spells it
+    Column("last_delivery", Text, nullable=True),  # the last outcome
+    Column("recent_failures", Text, nullable=False, server_default="[]"),  # newest first
+    Column("updated_by", Text, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    _now("updated_at"),
+    CheckConstraint(
+        "kind IN ('webhook', 'slack', 'email')", name="team_notification_channels_kind_check"
+    ),
+)
+
+#: What each member wants by e-mail to their account's address, per team (default:
+#: nothing); it goes with their membership.
+team_member_notifications = Table(
+    "team_member_notifications",
+    metadata,
+    Column("team_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("email_enabled", Boolean, nullable=False, server_default=false()),
+    Column("email_events", Text, nullable=False),  # a JSON list of events
+    Column("last_delivery", Text, nullable=True),
+    _now("updated_at"),
+    ForeignKeyConstraint(
+        ["team_id", "user_id"],
+        ["team_members.team_id", "team_members.user_id"],
+        ondelete="CASCADE",
+    ),
 )

@@ -90,6 +90,7 @@ async def serve(
         # (no access log: `coro.cloud.access` logs requests without their query strings)
         server = http_server(app, settings.host, port)
         await services.broker.start()
+        await services.notifications.start()
         try:
             try:
                 task = await start_serving(server, sock)
@@ -107,6 +108,7 @@ async def serve(
                 server.should_exit = True
                 await task
         finally:
+            await services.notifications.stop()  # no retry is waited for
             services.commands.close()
             await services.broker.close()
     finally:

@@ -16,16 +16,22 @@
 - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: enable GitHub login (both or neither);
   `GITHUB_AUTHORIZE_URL`, `GITHUB_TOKEN_URL`, `GITHUB_API_URL`: GitHub's endpoints, for
   GitHub Enterprise (or a test fake).
+- `CLOUD_SMTP_URL`, `CLOUD_SMTP_FROM`: the SMTP server members' own notification
+  e-mails go through (`GET/PUT /teams/:teamId/notifications/me`; without it they are not
+  offered): `smtp://[user[:password]@]host[:port]` (STARTTLS, port 587) or `smtps://…`
+  (TLS, port 465), and the sender's address. `CLOUD_SMTP_SECURITY`: `starttls`, `tls` or
+  `none` (in the clear: a relay on the same machine), overriding the scheme's.
 
-Secrets (the JWT secret, passwords inside URLs, the OAuth client secret) are kept out of
-`repr` and out of every error message.
+Secrets (the JWT secret, passwords inside URLs, the OAuth client secret, the SMTP
+password) are kept out of `repr` and out of every error message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -61,6 +67,38 @@ class LoginThrottle:
     window_seconds: int = 900
 
 
+SmtpSecurity = Literal["starttls", "tls", "none"]
+#: each way of securing SMTP (as `CLOUD_SMTP_SECURITY` names it), and its port when the
+#: URL names none
+SMTP_SECURITY: dict[str, tuple[SmtpSecurity, int]] = {
+    "starttls": ("starttls", 587),
+    "tls": ("tls", 465),
+    "none": ("none", 25),
+}
+
+
+@dataclass(frozen=True)
+class CloudSmtp:
+    """The SMTP server of members' own notification e-mails."""
+
+    host: str
+    port: int
+    security: SmtpSecurity
+    sender: str  # the From address
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class NotificationRetries:
+    """How the cloud tries each notification delivery: config.json's defaults for
+    `notifications.attempts`, `retryDelaySeconds` and `timeoutSeconds`."""
+
+    attempts: int = 5
+    retry_delay_seconds: float = 2.0
+    timeout_seconds: float = 10.0
+
+
 @dataclass(frozen=True)
 class CloudSettings:
     database_url: URL  # its repr hides the password
@@ -78,6 +116,10 @@ class CloudSettings:
     max_body_bytes: int = 1024 * 1024
     #: a runner socket without a heartbeat for this long is closed (tests shorten it)
     heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT_SECONDS
+    #: members' own notification e-mails go through it; None: they are not offered
+    smtp: CloudSmtp | None = None
+    #: how team notifications are tried (tests shorten the delay)
+    notification_retries: NotificationRetries = field(default_factory=NotificationRetries)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CloudSettings:
@@ -161,6 +203,15 @@ class CloudSettings:
             max_ip_failures=number("LOGIN_MAX_FAILURES_PER_IP", 100, 1, 1_000_000),
             window_seconds=number("LOGIN_THROTTLE_WINDOW_SECONDS", 900, 1, 86_400),
         )
+        smtp = None
+        smtp_url, smtp_from = text("CLOUD_SMTP_URL"), text("CLOUD_SMTP_FROM")
+        if (smtp_url is None) != (smtp_from is None):
+            problems.append("CLOUD_SMTP_URL and CLOUD_SMTP_FROM go together")
+        elif smtp_url is not None and smtp_from is not None:
+            try:
+                smtp = smtp_settings(smtp_url, smtp_from, text("CLOUD_SMTP_SECURITY"))
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems or database_url is None:
             raise SettingsError(problems)
         return cls(
@@ -176,6 +227,7 @@ class CloudSettings:
             refresh_ttl_seconds=refresh_ttl,
             throttle=throttle,
             github=github,
+            smtp=smtp,
         )
 
 
@@ -190,3 +242,34 @@ def postgres_url(raw: str) -> URL:
     if not url.database:
         raise ValueError("DATABASE_URL needs a database name (…/database)")
     return url.set(drivername="postgresql+asyncpg")
+
+
+def smtp_settings(url: str, sender: str, security: str | None = None) -> CloudSmtp:
+    """`CLOUD_SMTP_URL`, `CLOUD_SMTP_FROM` and `CLOUD_SMTP_SECURITY` as a `CloudSmtp`;
+    errors never repeat the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("CLOUD_SMTP_URL is not a valid smtp:// URL") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("CLOUD_SMTP_URL must be an smtp:// or smtps:// URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("CLOUD_SMTP_URL takes no path, query or fragment")
+    found = SMTP_SECURITY.get(security or ("tls" if parts.scheme == "smtps" else "starttls"))
+    if found is None:
+        raise ValueError("CLOUD_SMTP_SECURITY must be starttls, tls or none")
+    chosen, default_port = found
+    local, at, domain = sender.partition("@")
+    if not (local and at and domain) or any(c.isspace() for c in sender) or len(sender) > 320:
+        raise ValueError("CLOUD_SMTP_FROM must be an e-mail address")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return CloudSmtp(
+        host=parts.hostname,
+        port=port or default_port,
+        security=chosen,
+        sender=sender,
+        username=username,
+        password=password,
+    )

@@ -3,8 +3,8 @@
 // table and the live log.
 //
 // Routes: #/signin, #/teams, #/t/<team>/jobs, #/t/<team>/jobs/<job>, #/t/<team>/runners,
-// #/t/<team>/tokens. Each page module exports `render(view, context)` and may return a
-// cleanup function, as the runner dashboard's pages do.
+// #/t/<team>/tokens, #/t/<team>/notifications. Each page module exports `render(view,
+// context)` and may return a cleanup function, as the runner dashboard's pages do.
 
 import { clear, h } from "../js/ui.js";
 import { cloud, onSignedOut, resume, signedIn, signOut } from "./session.js";
@@ -16,6 +16,7 @@ const ROUTES = [
   { pattern: /^#\/t\/([^/]+)\/jobs$/, page: "jobs", nav: "jobs" },
   { pattern: /^#\/t\/([^/]+)\/runners$/, page: "runners", nav: "runners" },
   { pattern: /^#\/t\/([^/]+)\/tokens$/, page: "tokens", nav: "tokens" },
+  { pattern: /^#\/t\/([^/]+)\/notifications$/, page: "notifications", nav: "notifications" },
 ];
 
 const main = document.getElementById("main");
@@ -82,7 +83,7 @@ function drawHeader(teamId) {
 }
 
 picker.addEventListener("change", () => {
-  const section = location.hash.match(/^#\/t\/[^/]+\/(runners|tokens)/)?.[1] || "jobs";
+  const section = location.hash.match(/^#\/t\/[^/]+\/(runners|tokens|notifications)/)?.[1] || "jobs";
   location.hash = `#/t/${encodeURIComponent(picker.value)}/${section}`;
 });
 

@@ -57,13 +57,33 @@ function deliveryText(delivery) {
   return parts.filter(Boolean).join(" · ");
 }
 
+/** The runner's channels: their deliveries (GET /notifications) and a test of one. */
+const RUNNER_CHANNELS = {
+  read: () => api.get("/notifications"),
+  test: (id) => api.post("/notifications/test", { channel: id }),
+};
+
 /**
  * Fills `box` with the section. `config` is GET /config's (masked); `save(patch, what,
  * where)` is the page's PUT /config (it reloads the page's data, redrawing this section);
  * `message` is the section's notice, kept across those redraws. Returns a cleanup
- * function.
+ * function. The team page shows a team's channels with it: `channels` reads and tests
+ * them elsewhere, without this browser's part (`browser`), and read-only for members
+ * (`editable`: no test, edit, removal or new channel).
  */
-export async function renderNotifications(box, { config, save, message: sectionMessage }) {
+export async function renderNotifications(
+  box,
+  {
+    config,
+    save,
+    message: sectionMessage,
+    channels: source = RUNNER_CHANNELS,
+    browser = true,
+    editable = true,
+    title = "Notifications",
+    intro = "Who hears about a run that awaits someone, is escalated or fails, or opens a pull request.",
+  },
+) {
   const browserBox = h("section", { class: "panel", "aria-labelledby": "browser-channel-title" });
   const channelsBox = h("div", { class: "stack" });
   const addBox = h("div", { class: "panel" });
@@ -119,8 +139,10 @@ export async function renderNotifications(box, { config, save, message: sectionM
     browserTest.hidden = !on;
     eventsField.hidden = !on;
   }
-  desktop.onChange.add(drawBrowser);
-  drawBrowser();
+  if (browser) {
+    desktop.onChange.add(drawBrowser);
+    drawBrowser();
+  }
   clear(
     browserBox,
     h("h3", { id: "browser-channel-title" }, "This browser"),
@@ -134,7 +156,7 @@ export async function renderNotifications(box, { config, save, message: sectionM
   async function refreshStatus() {
     let channels = null;
     try {
-      ({ channels } = await api.get("/notifications"));
+      ({ channels } = await source.read());
     } catch (error) {
       notice(sectionMessage, `Could not read the channels' deliveries: ${error.message}`, "error");
     }
@@ -208,7 +230,7 @@ export async function renderNotifications(box, { config, save, message: sectionM
     test.onclick = () =>
       busy(test, result, async () => {
         notice(result, "Sending a test notification…", "info");
-        const answer = await api.post("/notifications/test", { channel: entry.id });
+        const answer = await source.test(entry.id);
         // the error names the answer when there was one (`HTTP 500: …`)
         const how = answer.error || (answer.status ? `HTTP ${answer.status}` : "");
         notice(result, answer.ok ? `Test delivered${how ? ` (${how})` : ""}.` : `Test failed: ${how || "no answer"}.`, answer.ok ? "ok" : "error");
@@ -222,7 +244,7 @@ export async function renderNotifications(box, { config, save, message: sectionM
       if (!(await confirmDialog(`Remove the ${spec.label.toLowerCase()} channel ${entry.id}?`, "It gets no more notifications.", "Remove"))) return;
       await busy(remove, result, () => save(listWith(kind, index, null), `Channel ${entry.id} removal`, sectionMessage));
     };
-    card.append(statusBox, h("div", { class: "row" }, test, edit, remove), result, form.node);
+    card.append(statusBox, ...(editable ? [h("div", { class: "row" }, test, edit, remove)] : []), result, form.node);
     return card;
   }
 
@@ -357,13 +379,13 @@ export async function renderNotifications(box, { config, save, message: sectionM
   );
   clear(
     box,
-    h("h2", { id: "notifications-title" }, "Notifications"),
-    h("p", { class: "muted" }, "Who hears about a run that awaits someone, is escalated or fails, or opens a pull request."),
+    h("h2", { id: "notifications-title" }, title),
+    h("p", { class: "muted" }, intro),
     sectionMessage,
-    browserBox,
+    browser ? browserBox : null,
     h("h3", {}, "Channels"),
     channelsBox,
-    addBox,
+    editable ? addBox : null,
   );
   await refreshStatus();
   return () => desktop.onChange.delete(drawBrowser);
