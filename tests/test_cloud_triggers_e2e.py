@@ -1,17 +1,21 @@
-"""A team trigger end to end, as a team runs it: a `coro cloud` process, a runner paired
-with `coro login --token` and started with `coro start` (hybrid), and the GitHub issues
-fake as the provider (its API for the runner; its events sent as GitHub would, signed,
-to the cloud's webhook URL).
+"""Team triggers end to end. First as a team runs it: a `coro cloud` process, a runner
+paired with `coro login --token` and started with `coro start` (hybrid), and the GitHub
+issues fake as the provider (its API for the runner; its events sent as GitHub would,
+signed, to the cloud's webhook URL). A labelled issue's delivery starts the team's job
+on the runner, which replies on the issue with the link to the run, once; the job's
+question appears on the issue; the issue's author answers there, the answer's
+`issue_comment` delivery reaches the runner through the cloud and the job goes on.
 
-A labelled issue's delivery starts the team's job on the runner, which replies on the
-issue with the link to the run, once; the job's question appears on the issue; the
-issue's author answers there, the answer's `issue_comment` delivery reaches the runner
-through the cloud and the job goes on with it. Waits are on the job's stream and the
-processes' output, never on a clock.
+Then a pull request's conversation, with the cloud and a hybrid runner in this process
+(as `tests/test_cloud_webhooks_e2e.py`) and the GitHub fake as the forge: an `@coro`
+comment starts a job on the PR's branch (which the runner reads: the delivery does not
+carry it), answered in the PR, whose thread the runner leaves unread while the team's
+GitHub webhooks reach it. Waits are on streams and output, never on a clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,10 +28,12 @@ import pytest
 from sqlalchemy import URL
 
 from coro.api.server import free_port
-from coro.config import CoroHome
-from tests.cloud_helpers import WAIT_LIMIT
-from tests.conftest import write_workflow
+from coro.config import CoroConfig, CoroHome
+from tests.cloud_helpers import WAIT_LIMIT, Cloud
+from tests.conftest import ApiFactory, write_workflow
 from tests.fakes.github_issues_server import FakeComment, FakeGitHubIssues, FakeIssue
+from tests.fakes.github_server import FakeGitHub
+from tests.hybrid_helpers import FAST, pair, wait_state
 from tests.test_cloud_e2e import (
     Child,
     Team,
@@ -208,3 +214,125 @@ async def test_a_labelled_issue_runs_on_the_hybrid_runner_and_an_answer_there_re
     replies = [c for c in issue.comments if "started a run for this issue" in c.body]
     assert len(replies) == 1
     assert TOKEN not in runner.output and SECRET not in cloud.output
+
+
+# --- a pull request's conversation, on a runner in this process ------------------------
+
+FORGE_TOKEN = "ghp_TeamTriggerForgeQ7w8e9r0t1y2u3i4o5p6"
+
+
+def pr_comment(number: int, comment_id: int, author: str, body: str) -> dict[str, Any]:
+    """GitHub's `issue_comment` delivery for a comment in a pull request's conversation
+    (it names the pull request, not its branches)."""
+    page = f"https://github.com/{REPO}/pull/{number}"
+    return {
+        "action": "created",
+        "issue": {
+            "number": number,
+            "title": "Cache the lookups",
+            "body": "",
+            "state": "open",
+            "html_url": page,
+            "pull_request": {"html_url": page, "merged_at": None},
+        },
+        "comment": {
+            "id": comment_id,
+            "body": body,
+            "user": {"login": author},
+            "author_association": "COLLABORATOR",
+            "created_at": "2026-12-01T09:00:00Z",
+            "issue_url": f"https://api.github.com/repos/{REPO}/issues/{number}",
+            "html_url": f"{page}#issuecomment-{comment_id}",
+        },
+        "repository": {"full_name": REPO},
+    }
+
+
+async def test_an_at_coro_pr_comment_runs_on_the_pr_branch_and_is_answered_in_the_pr(
+    cloud: Cloud, api_factory: ApiFactory
+) -> None:
+    paired = await pair(cloud)
+    team = Team(paired.team_id, paired.admin.headers, paired.token)
+    async with FakeGitHub(token=FORGE_TOKEN) as forge:
+        forge.add_repo(REPO, branches=("main", "cache-lookups"), collaborators=["bob"])
+        number = forge.open_pr(REPO, "cache-lookups", title="Cache the lookups")
+        put = await cloud.client.put(
+            f"/teams/{team.id}/webhooks/github", json={"secret": SECRET}, headers=team.headers
+        )
+        assert put.status_code == 201, put.text
+        rule = {
+            "id": "mention",
+            "on": "comment.mentioned",
+            "plugin": "github-issues",
+            "repos": [REPO],
+            "handle": "@coro",
+            "workflowPath": "workflows/asks/workflow.md",
+            "params": {"script": ASK},
+        }
+        rules = await cloud.client.put(
+            f"/teams/{team.id}/triggers", json={"rules": [rule]}, headers=team.headers
+        )
+        assert rules.status_code == 200, rules.text
+        config = CoroConfig.model_validate(
+            {
+                "llm": {"defaultProvider": "script"},
+                "cloud": {"url": cloud.served.url, "token": paired.token},
+                "notifications": {"dashboardUrl": DASHBOARD},
+                "plugins": {
+                    "installed": {
+                        "github": {"config": {"token": FORGE_TOKEN, "baseUrl": forge.base_url}}
+                    }
+                },
+                "triggers": {"pollIntervalSeconds": 3600},
+            }
+        )
+        async with api_factory(config, link_timings=FAST) as api:
+            link = api.runner.link
+            assert link is not None
+            write_workflow(api.home, "asks", [{"name": "work", "agent": None}])
+            await wait_state(link, "connected")
+            async with asyncio.timeout(WAIT_LIMIT):
+                await link.wait_until(lambda: "github" in link.webhook_plugins)
+
+            asked_for = forge.comment(REPO, number, "bob", "@coro cache the lookups too")
+            receipt = await deliver(
+                cloud.served.url,
+                team,
+                "issue_comment",
+                pr_comment(number, asked_for, "bob", "@coro cache the lookups too"),
+            )
+            [job_id] = receipt["triggered"]
+            stream = f"/teams/{team.id}/jobs/{job_id}/stream"
+            async with httpx.AsyncClient(
+                base_url=cloud.served.url, headers=team.headers, timeout=WAIT_LIMIT
+            ) as via_cloud:
+                await read_stream(via_cloud, stream, until="[thread] Question posted")
+            job = await api.job(job_id)
+            assert job["params"]["branch"] == "cache-lookups"  # read from the forge
+            assert job["params"]["baseBranch"] == "main"
+            assert job["params"]["description"] == "cache the lookups too"
+            assert job["origin"]["pluginId"] == "github" and job["origin"]["kind"] == "pull_request"
+            conversation = forge.pull(REPO, number).issue_comments
+            reply, question = [c for c in conversation if c.user == forge.login]
+            assert "started a run for this pull request" in reply.body
+            assert reply.body.endswith(f"{DASHBOARD}/dashboard/#/runs/{job_id}")
+            assert "> which database?" in question.body
+
+            # while the team's GitHub webhooks reach the runner, the thread is not read
+            mark = forge.mark()
+            await api.runner.thread_replies.poll_once()
+            assert forge.since(mark) == []
+
+            answer = forge.comment(REPO, number, "bob", "SQLite is enough")
+            routed = await deliver(
+                cloud.served.url,
+                team,
+                "issue_comment",
+                pr_comment(number, answer, "bob", "SQLite is enough"),
+            )
+            assert routed["jobIds"] == [job_id] and routed["triggered"] == []
+            result = await api.finish(job_id)
+    assert result.done == "complete", result.lines
+    texts = result.texts()
+    assert f"[thread] Answer from bob on {REPO}#{number} ({answer})" in texts
+    assert "[human] SQLite is enough" in texts
