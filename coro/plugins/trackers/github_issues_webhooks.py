@@ -11,7 +11,7 @@ keys (so a poll and a webhook of one event name one job):
 | `issues` | `assigned` | `issue.assigned` |
 | `issues` | `closed`, `reopened` | `issue.transitioned` (to `closed` / `open`) |
 | `issue_comment` | `created` | `comment.created`, on an issue or a pull request |
-| `pull_request_review_comment` | `created` | `comment.created` on the pull request, with its branches |
+| `pull_request_review_comment` | `created` | `comment.created` on the PR, with its branches |
 
 The actor is the delivery's `sender`. A pull request's conversation comment carries no
 branches (GitHub's payload has none); a review comment's pull request has them. Anything

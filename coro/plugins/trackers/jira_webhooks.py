@@ -3,10 +3,10 @@
 The event is the body's `webhookEvent`; what may start a job, as the `jira` feed
 (`coro.plugins.trackers.jira`) reports it from a search, under the same event keys:
 
-| `webhookEvent` | what | events |
-|---|---|---|
-| `jira:issue_updated` | its `changelog`: a status change, labels added, an assignment | `issue.transitioned` / `issue.labeled` / `issue.assigned`, keyed by the changelog's id |
-| `comment_created` | the `comment` | `comment.created`, keyed by the comment's id |
+* `jira:issue_updated`: its `changelog` (a status change, labels added, an assignment)
+  gives `issue.transitioned` / `issue.labeled` / `issue.assigned`, keyed by the
+  changelog's id;
+* `comment_created`: the `comment` gives `comment.created`, keyed by the comment's id.
 
 The changelog's author is the delivery's `user`, its time the delivery's `timestamp`
 (milliseconds). The issue's page is `<site>/browse/<KEY>`, the site taken from the
