@@ -56,6 +56,14 @@ def schemathesis_summary(name: str, report: str) -> str:
     return f"schemathesis ({name}): " + "; ".join(picked)
 
 
+def schemathesis_failures(report: str) -> str:
+    """A failed run's report from its failures on, each line cut to 300 characters (a
+    generated request can be kilobytes long), so every failing operation is named."""
+    start = report.find("FAILURES")
+    lines = report[start if start >= 0 else 0 :].splitlines()
+    return "\n".join(line if len(line) <= 300 else line[:300] + "…" for line in lines)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`@pytest.mark.backends("sqlite", "postgres")`: run the test once per state backend
     (its runners get that backend through the `state_url` fixture)."""

@@ -99,6 +99,18 @@ async def test_bad_listing_queries_are_400(api: Api, params: dict[str, Any]) -> 
     assert response.json()["issues"]
 
 
+async def test_a_single_valued_query_parameter_given_twice_is_400(api: Api) -> None:
+    twice = await api.client.get("/jobs", params=[("type", "feature"), ("type", "bug")])
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["issues"] == [
+        {"path": "query.type", "message": "must be given at most once"}
+    ]
+    # a list parameter takes several
+    statuses = await api.client.get("/jobs", params=[("status", "failed"), ("status", "complete")])
+    assert statuses.status_code == 200
+    assert statuses.json()["total"] == 0
+
+
 async def test_artifact_path_escape_is_refused(api: Api) -> None:
     workflow = write_workflow(api.home, "escape", ONE_PHASE)
     outside = api.home.root / "secret.txt"

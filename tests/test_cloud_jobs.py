@@ -159,6 +159,9 @@ async def test_list_filters_and_pages_like_the_runner(cloud: Cloud) -> None:
     bad = await cloud.client.get(url, params={"limit": 0}, headers=headers)
     assert bad.status_code == 400
     assert "limit" in bad.json()["error"]
+    twice = await cloud.client.get(url, params=[("q", "SVC1"), ("q", "SVC2")], headers=headers)
+    assert twice.status_code == 400
+    assert [i["path"] for i in twice.json()["issues"]] == ["query.q"]
 
 
 async def test_a_member_of_one_team_never_reaches_another_teams_jobs(cloud: Cloud) -> None:

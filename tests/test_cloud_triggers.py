@@ -203,6 +203,9 @@ async def test_members_read_the_rules_admins_replace_them_and_bad_rules_are_400(
         ([{**LABEL_RULE, "label": None}], "rules.0"),
         ([{**LABEL_RULE, "on": "issue.exploded"}], "rules.0.on"),
         ([{**LABEL_RULE, "repos": ["acme/api", "has space"]}], "rules.0.repos.1"),
+        # white space by Python's reckoning though not JSON Schema's (U+0085)
+        ([{**LABEL_RULE, "repos": ["acme/api\u0085"]}], "rules.0.repos.0"),
+        ([{**MENTION_RULE, "handle": "@co\u0085ro"}], "rules.0.handle"),
         ([{**LABEL_RULE, "repos": []}], "rules.0.repos"),
         ([jira_rule, {**LABEL_RULE, "plugin": "local"}], "rules.1.plugin"),
     ):

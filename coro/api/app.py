@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from importlib.resources import files
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from coro.api.errors import error_response as _error
 from coro.api.errors import errors, http_error, invalid_request
 from coro.api.openapi import SSE_OK, truthful_openapi
+from coro.api.query_params import OneValueEach
 from coro.api.routes import campaigns as campaign_routes
 from coro.api.routes import cloud as cloud_routes
 from coro.api.routes import config as config_routes
@@ -44,6 +45,7 @@ def create_app(runner: Runner, *, host: str = "127.0.0.1", port: int = 3000) -> 
         description="Runs AI software-engineering jobs defined by markdown workflows.",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(OneValueEach())],
     )
     app.state.runner = runner
     app.state.bind_host = host

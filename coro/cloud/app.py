@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coro.api.errors import error_response, http_error, invalid_request
+from coro.api.query_params import OneValueEach
 from coro.cloud.auth import Auth
 from coro.cloud.broker import Broker, LocalBroker, RedisBroker
 from coro.cloud.commands import Commands
@@ -111,6 +112,7 @@ def create_app(settings: CloudSettings, db: Database, hub: RevocationHub | None 
         description="The team control plane: accounts, teams, runner tokens, webhook secrets.",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(OneValueEach())],
     )
     app.state.services = build_services(settings, db, hub)
 

@@ -15,16 +15,18 @@ from pydantic.alias_generators import to_camel
 from coro.api.schemas import Body
 from coro.cloud.passwords import MAX_PASSWORD, MIN_PASSWORD
 from coro.cloud.tokens import MAX_OPAQUE_LENGTH
+from coro.config.section import SPACE
 
 # --------------------------------------------------------------------------- inputs
 
+_NOT_IN_ADDRESS = rf"{SPACE}\x00-\x1f\x7f"
 Email = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True,
         to_lower=True,
         max_length=254,
-        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+        pattern=rf"^[^@{_NOT_IN_ADDRESS}]+@[^@{_NOT_IN_ADDRESS}]+\.[^@{_NOT_IN_ADDRESS}]+$",
     ),
 ]
 #: No control characters (PostgreSQL text cannot even hold NUL).

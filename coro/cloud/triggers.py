@@ -36,6 +36,7 @@ from coro.cloud.db import Database
 from coro.cloud.schema import team_triggers
 from coro.cloud.team_jobs import TeamJobs
 from coro.cloud.teams import TeamAccess
+from coro.config.section import SPACE
 from coro.config.triggers import _REQUIRED, TriggerRule
 from coro.engine.service import NewJob
 from coro.engine.triggers import TriggerEvent, job_for, matches
@@ -69,11 +70,8 @@ class TeamTriggerRule(TriggerRule):
     model_config = ConfigDict(json_schema_extra=_event_needs)
 
     plugin: TriggerPlugin
-    repos: list[
-        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^\S+$")]
-    ] = Field(min_length=1, max_length=100)
     permitted_users: (
-        list[Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]] | None
+        list[Annotated[str, StringConstraints(max_length=200, pattern=rf"[^{SPACE}]")]] | None
     ) = Field(default=None, max_length=1000)
     reply: StrictBool = True
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from coro.config.section import ConfigSection, http_url
+from coro.config.section import SPACE, ConfigSection, http_url
 
 #: `job.awaiting`: parked waiting for someone (plan approval, developer input, budget);
 #: `pr.opened`: the job opened a pull request.
@@ -77,7 +77,7 @@ class EmailChannel(Channel):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = Field(default=None, min_length=1, max_length=255)
     password: str | None = Field(default=None, min_length=1, max_length=4096)
-    sender: str = Field(alias="from", min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    sender: str = Field(alias="from", max_length=320, pattern=rf"^[^@{SPACE}]+@[^@{SPACE}]+$")
     to: list[str] = Field(min_length=1, max_length=100)
 
     @field_validator("to")

@@ -7,6 +7,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+#: White space by every reckoning, for a regex character class: Python's `\s`, pydantic's
+#: (Rust's) and JSON Schema's (ECMAScript's) disagree on U+001C–U+001F, U+0085 and U+FEFF,
+#: so a pattern written with `\s` alone would refuse what its published schema allows.
+SPACE = r"\s\x1c-\x1f\x85\ufeff"
+
 
 class ConfigSection(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")

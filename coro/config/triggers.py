@@ -12,11 +12,11 @@ repository of a rule) starts no job for what happened before.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from coro.config.section import ConfigSection
+from coro.config.section import SPACE, ConfigSection
 
 TriggerEvent = Literal["issue.labeled", "issue.assigned", "comment.mentioned", "issue.transitioned"]
 
@@ -29,6 +29,13 @@ _REQUIRED: dict[str, str] = {
 }
 
 
+#: a GitHub repository (`owner/name`) or a Jira project key: the characters both allow
+RepositoryKey = Annotated[
+    str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+]
+HANDLE = rf"^@[^{SPACE}]+$"
+
+
 class TriggerRule(ConfigSection):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     on: TriggerEvent
@@ -36,11 +43,11 @@ class TriggerRule(ConfigSection):
     #: can be polled); a pull request's thread is its repository's SCM plugin's
     plugin: str = Field(min_length=1, max_length=100)
     #: what to watch: GitHub repositories (`owner/name`) or Jira project keys
-    repos: list[str] = Field(min_length=1, max_length=100)
+    repos: list[RepositoryKey] = Field(min_length=1, max_length=100)
     label: str | None = Field(default=None, min_length=1, max_length=200)
     assignee: str | None = Field(default=None, min_length=1, max_length=200)
     #: e.g. `@coro`; the comment's text becomes the job's description
-    handle: str | None = Field(default=None, min_length=2, max_length=100, pattern=r"^@\S+$")
+    handle: str | None = Field(default=None, min_length=2, max_length=100, pattern=HANDLE)
     to_status: str | None = Field(default=None, min_length=1, max_length=200)
     #: who may start a job (and answer its questions) by a comment; None: on GitHub the
     #: repository's owner, members and collaborators, on Jira anyone who can comment
@@ -49,14 +56,6 @@ class TriggerRule(ConfigSection):
     params: dict[str, Any] = Field(default_factory=dict)
     #: reply on the issue or PR with a link to the run, and post the job's questions there
     reply: bool = True
-
-    @field_validator("repos")
-    @classmethod
-    def _repos(cls, value: list[str]) -> list[str]:
-        for repo in value:
-            if not repo.strip() or any(c.isspace() for c in repo) or len(repo) > 200:
-                raise ValueError(f"{repo!r} is not a repository or project key")
-        return value
 
     @field_validator("permitted_users")
     @classmethod
