@@ -17,7 +17,8 @@ from coro.domain.errors import (
 )
 from coro.plugins.trackers.adf import adf_to_text, text_to_adf
 from coro.plugins.trackers.base import TrackerPlugin, Transition
-from coro.plugins.trackers.jira import JiraTracker, create, iso_timestamp, retry_after_seconds
+from coro.plugins.trackers.jira import JiraTracker, create, retry_after_seconds
+from coro.plugins.trackers.jira_events import iso_timestamp
 from tests.fakes.jira_server import FakeJira, adf_problem
 
 EMAIL = "dev@example.com"

@@ -40,8 +40,9 @@ exhausted (`x-ratelimit-remaining: 0`, `retry-after`), else `PluginAuthError`; 4
 GitHub's `message` and `errors`. The token never appears in a message.
 
 In the team cloud its events come as webhooks (`WEBHOOK`): GitHub's `issues` and
-`issue_comment` deliveries, read by `coro.plugins.trackers.github_issues_webhooks` into
-the same events (and event keys) as this feed's.
+`issue_comment` deliveries, read by `coro.plugins.trackers.github_issues_webhooks`; both
+make their events with `coro.plugins.trackers.github_issues_events`, so a polled event
+and a delivered one have the same event key.
 """
 
 from __future__ import annotations
@@ -94,10 +95,16 @@ from coro.plugins.trackers.base import (
     TrackerComment,
     Transition,
     TriggerEvent,
-    TriggerKind,
     date_header_time,
     feed_iso,
     feed_time,
+)
+from coro.plugins.trackers.github_issues_events import (
+    body_of,
+    comment_trigger_event,
+    issue_trigger_event,
+    login_of,
+    text_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -133,14 +140,6 @@ _WEB_URL = re.compile(
     r"(?P<number>\d{1,10})(?:[/?#].*)?$"
 )
 _REPO = re.compile(rf"^(?:(?P<owner>{_OWNER})/)?(?P<name>{_NAME})$")
-_ISSUE_URL = re.compile(r"/issues/(?P<number>\d{1,10})$")
-#: issue events that may start a job, and the trigger kind each one is
-_FEED_EVENTS: dict[str, TriggerKind] = {
-    "labeled": "issue.labeled",
-    "assigned": "issue.assigned",
-    "closed": "issue.transitioned",
-    "reopened": "issue.transitioned",
-}
 _TOKEN_SHAPES = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,})")
 
 REOPEN = Transition("reopen", "Reopen", "open")
@@ -444,12 +443,12 @@ class GitHubIssuesTracker:
         html_url = data.get("html_url")
         return Issue(
             key=ref.key,
-            title=_text(data.get("title")),
-            description=_body(data.get("body")),
+            title=text_of(data.get("title")),
+            description=body_of(data.get("body")),
             status=_status(data),
             url=html_url if isinstance(html_url, str) else "",
             issue_type=_issue_type(data.get("type")),
-            assignee=_login(data.get("assignee")),
+            assignee=login_of(data.get("assignee")),
             labels=labels,
             comments=comments,
         )
@@ -496,10 +495,10 @@ class GitHubIssuesTracker:
         created = data.get("created_at")
         return TrackerComment(
             id=str(comment_id),
-            author=_login(data.get("user")) or "unknown",
-            body=_body(data.get("body")),
+            author=login_of(data.get("user")) or "unknown",
+            body=body_of(data.get("body")),
             created_at=created if isinstance(created, str) else "",
-            author_association=_text(data.get("author_association")) or None,
+            author_association=text_of(data.get("author_association")) or None,
         )
 
     async def comment(self, key: str, body: str) -> TrackerComment:
@@ -642,7 +641,9 @@ class GitHubIssuesTracker:
                 ),
                 ref.key,
             )
-            return replace(event, title=_text(issue.get("title")), body=_body(issue.get("body")))
+            return replace(
+                event, title=text_of(issue.get("title")), body=body_of(issue.get("body"))
+            )
         what = f"reading pull request {ref.key}"
         pull = _object(
             self._json(
@@ -661,11 +662,11 @@ class GitHubIssuesTracker:
         head_name = _mapping(head.get("repo")).get("full_name")
         return replace(
             event,
-            title=event.title or _text(pull.get("title")),
-            body=event.body or _body(pull.get("body")),
-            head_branch=_text(head.get("ref")) or None,
+            title=event.title or text_of(pull.get("title")),
+            body=event.body or body_of(pull.get("body")),
+            head_branch=text_of(head.get("ref")) or None,
             head_repo=head_name if isinstance(head_name, str) and head_name else None,
-            base_branch=_text(base.get("ref")) or None,
+            base_branch=text_of(base.get("ref")) or None,
         )
 
     async def _feed_list(
@@ -718,7 +719,7 @@ class GitHubIssuesTracker:
         user: str | None = None
         try:
             response = await self._send("GET", "/user", what="checking the connection")
-            user = _login(_object(self._json(response, "the user"), "the user")) or "unknown"
+            user = login_of(_object(self._json(response, "the user"), "the user")) or "unknown"
             details["user"] = user
             scopes = response.headers.get("x-oauth-scopes")
             if scopes is not None:
@@ -799,122 +800,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _body(value: Any) -> str:
-    return value.replace("\r\n", "\n").strip("\n") if isinstance(value, str) else ""
-
-
-def _login(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        login = value.get("login")
-        if isinstance(login, str) and login:
-            return login
-    return None
-
-
 def _issue_type(value: Any) -> str | None:
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         return str(value["name"])
     return None
-
-
-def _thread(html_url: Any) -> str | None:
-    """The issue's or pull request's web page (a comment's URL without its anchor)."""
-    if isinstance(html_url, str) and html_url.startswith(("https://", "http://")):
-        return html_url.split("#", 1)[0]
-    return None
-
-
-def issue_trigger_event(
-    plugin_id: str, repo: str, issue: Mapping[str, Any], raw: Any
-) -> TriggerEvent | None:
-    """A `labeled`, `assigned`, `closed` or `reopened` issue event (`raw`, as the issue
-    events API gives one) of `issue` as a trigger event."""
-    if not isinstance(raw, Mapping):
-        return None
-    name = raw.get("event")
-    kind = _FEED_EVENTS.get(name) if isinstance(name, str) else None
-    at = feed_time(raw.get("created_at"))
-    number = issue.get("number")
-    if kind is None or at is None or not isinstance(number, int):
-        return None
-    pull = issue.get("pull_request") is not None
-    actor = _login(raw.get("actor"))
-    key = f"{repo}#{number}"
-    stamp = feed_iso(at)
-    label = assignee = status = None
-    if name == "labeled":
-        label_data = raw.get("label")
-        label = _text(label_data.get("name")) if isinstance(label_data, Mapping) else ""
-        if not label:
-            return None
-        event_key = f"github:{repo.lower()}#{number}:labeled:{label}:{stamp}"
-    elif name == "assigned":
-        assignee = _login(raw.get("assignee"))
-        if assignee is None:
-            return None
-        event_key = f"github:{repo.lower()}#{number}:assigned:{assignee.lower()}:{stamp}"
-    else:
-        status = "closed" if name == "closed" else "open"
-        event_key = f"github:{repo.lower()}#{number}:transition:{status}:{stamp}"
-    return TriggerEvent(
-        kind=kind,
-        plugin_id=plugin_id,
-        provider="github",
-        event_key=event_key,
-        scope=repo,
-        key=key,
-        at=stamp,
-        number=number,
-        pull_request=pull,
-        title=_text(issue.get("title")),
-        body=_body(issue.get("body")),
-        url=_thread(issue.get("html_url")),
-        author=actor,
-        author_ids=(actor,) if actor else (),
-        label=label,
-        assignee=assignee,
-        assignee_ids=(assignee,) if assignee else (),
-        status=status,
-    )
-
-
-def comment_trigger_event(
-    plugin_id: str, repo: str, data: Mapping[str, Any]
-) -> TriggerEvent | None:
-    """A comment of the repository-wide list as a trigger event (its issue's number
-    from `issue_url`; a pull request's comment has `/pull/` in its `html_url`)."""
-    comment_id = data.get("id")
-    at = feed_time(data.get("created_at"))
-    issue_url = data.get("issue_url")
-    found = _ISSUE_URL.search(issue_url) if isinstance(issue_url, str) else None
-    if not isinstance(comment_id, int) or isinstance(comment_id, bool) or at is None or not found:
-        return None
-    number = int(found.group("number"))
-    html_url = data.get("html_url")
-    pull = isinstance(html_url, str) and f"/pull/{number}" in html_url
-    author = _login(data.get("user"))
-    association = data.get("author_association")
-    return TriggerEvent(
-        kind="comment.created",
-        plugin_id=plugin_id,
-        provider="github",
-        event_key=f"github:{repo.lower()}:comment:{comment_id}",
-        scope=repo,
-        key=f"{repo}#{number}",
-        at=feed_iso(at),
-        number=number,
-        pull_request=pull,
-        url=_thread(html_url),
-        author=author,
-        author_ids=(author,) if author else (),
-        author_association=association if isinstance(association, str) else None,
-        comment_id=str(comment_id),
-        comment=_body(data.get("body")),
-    )
 
 
 def _rate_limit_wait(headers: httpx.Headers) -> float:

@@ -25,15 +25,13 @@ from dataclasses import replace
 from typing import Any
 
 from coro.plugins.trackers.base import TriggerEvent, feed_iso, feed_time
-from coro.plugins.trackers.github_issues import (
-    PLUGIN_ID,
+from coro.plugins.trackers.github_issues import PLUGIN_ID
+from coro.plugins.trackers.github_issues_events import (
+    FEED_EVENTS,
     comment_trigger_event,
     issue_trigger_event,
 )
 from coro.plugins.webhooks import number, obj, payload_of, repo_key, text
-
-#: `issues` actions that may start a job (the issue events of the same name)
-_ISSUE_ACTIONS = frozenset({"labeled", "assigned", "closed", "reopened"})
 
 
 def parse_trigger_webhook(headers: Mapping[str, str], body: bytes) -> list[TriggerEvent]:
@@ -60,7 +58,7 @@ def parse_trigger_webhook(headers: Mapping[str, str], body: bytes) -> list[Trigg
 def _issue_event(payload: dict[str, Any], repo: str) -> TriggerEvent | None:
     action = text(payload, "action")
     issue = obj(payload, "issue")
-    if action not in _ISSUE_ACTIONS or issue is None:
+    if action not in FEED_EVENTS or issue is None:
         return None
     # the issue event the API would list for this change
     raw: dict[str, Any] = {

@@ -46,8 +46,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, timedelta, tzinfo
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -89,10 +88,17 @@ from coro.plugins.trackers.base import (
     TrackerComment,
     Transition,
     TriggerEvent,
-    TriggerKind,
     date_header_time,
     feed_iso,
     feed_time,
+)
+from coro.plugins.trackers.jira_events import (
+    FeedIssue,
+    comment_event,
+    history_events,
+    iso_timestamp,
+    person,
+    text_field,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,12 +128,6 @@ FEED_PAGE_SIZE = 50
 #: a guard against a search (or a changelog) whose pages never end
 MAX_FEED_PAGES = 200
 CHANGELOG_PAGE_SIZE = 100
-#: changelog fields whose changes may start a job, and the trigger kind each one is
-_FEED_FIELDS: dict[str, TriggerKind] = {
-    "status": "issue.transitioned",
-    "labels": "issue.labeled",
-    "assignee": "issue.assigned",
-}
 
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]+-\d+$")
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]+$")
@@ -408,12 +408,12 @@ class JiraTracker:
         labels = fields.get("labels")
         return Issue(
             key=key,
-            title=_text_field(fields.get("summary")),
+            title=text_field(fields.get("summary")),
             description=adf_to_text(fields.get("description")),
             status=_name(fields.get("status")) or "unknown",
             url=f"{self.base_url}/browse/{key}",
             issue_type=_name(fields.get("issuetype")),
-            assignee=_person(fields.get("assignee")),
+            assignee=person(fields.get("assignee")),
             labels=[label for label in labels if isinstance(label, str)]
             if isinstance(labels, list)
             else [],
@@ -482,7 +482,7 @@ class JiraTracker:
             raise PluginError(f"Jira sent a comment of {key} without an id.")
         return TrackerComment(
             id=str(comment_id),
-            author=_person(data.get("author")) or "unknown",
+            author=person(data.get("author")) or "unknown",
             body=adf_to_text(data.get("body")),
             created_at=iso_timestamp(data.get("created")),
         )
@@ -528,7 +528,7 @@ class JiraTracker:
             transition_id = entry.get("id")
             if not isinstance(transition_id, str | int) or isinstance(transition_id, bool):
                 continue
-            name = _text_field(entry.get("name")) or str(transition_id)
+            name = text_field(entry.get("name")) or str(transition_id)
             found.append(Transition(str(transition_id), name, _name(entry.get("to")) or name))
         return found
 
@@ -614,7 +614,7 @@ class JiraTracker:
             thread = FeedIssue(
                 key=key,
                 project=project,
-                title=_text_field(fields.get("summary")),
+                title=text_field(fields.get("summary")),
                 body=adf_to_text(fields.get("description")),
                 url=f"{self.base_url}/browse/{key}",
             )
@@ -622,9 +622,9 @@ class JiraTracker:
                 at = feed_time(iso_timestamp(history.get("created")))
                 if at is not None and at >= since_at:
                     newest = max(newest, at)
-                    events.extend(self.history_events(self.id, thread, history, at))
+                    events.extend(history_events(self.id, thread, history, at))
             for comment in await self._raw_comments(key, fields.get("comment")):
-                event = self.comment_event(self.id, thread, comment)
+                event = comment_event(self.id, thread, comment)
                 at = feed_time(event.at) if event is not None else None
                 if event is not None and at is not None and at >= since_at:
                     newest = max(newest, at)
@@ -716,96 +716,6 @@ class JiraTracker:
             start += count
         return list(histories.values())
 
-    @staticmethod
-    def history_events(
-        plugin_id: str, issue: FeedIssue, history: Mapping[str, Any], at: datetime
-    ) -> list[TriggerEvent]:
-        """The trigger events of one changelog history (a search's, or a webhook's
-        `changelog`): a status change, each label added, an assignment."""
-        history_id = str(history.get("id"))
-        author, author_ids = _people(history.get("author"))
-        base = TriggerEvent(
-            kind="issue.transitioned",
-            plugin_id=plugin_id,
-            provider="jira",
-            event_key="",
-            scope=issue.project,
-            key=issue.key,
-            at=feed_iso(at),
-            title=issue.title,
-            body=issue.body,
-            url=issue.url,
-            author=author,
-            author_ids=author_ids,
-        )
-        events: list[TriggerEvent] = []
-        items = history.get("items")
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, Mapping):
-                continue
-            field_name = item.get("field")
-            kind = _FEED_FIELDS.get(field_name) if isinstance(field_name, str) else None
-            before, after = _text_field(item.get("fromString")), _text_field(item.get("toString"))
-            if kind == "issue.transitioned" and after:
-                events.append(
-                    replace(
-                        base,
-                        event_key=f"jira:{issue.key}:transition:{history_id}",
-                        status=after,
-                        from_status=before or None,
-                    )
-                )
-            elif kind == "issue.labeled":
-                for label in [x for x in after.split() if x not in before.split()]:
-                    events.append(
-                        replace(
-                            base,
-                            kind=kind,
-                            event_key=f"jira:{issue.key}:labeled:{label}:{history_id}",
-                            label=label,
-                        )
-                    )
-            elif kind == "issue.assigned":
-                ids = tuple(dict.fromkeys(v for v in (_text_field(item.get("to")), after) if v))
-                if ids:
-                    events.append(
-                        replace(
-                            base,
-                            kind=kind,
-                            event_key=f"jira:{issue.key}:assigned:{history_id}",
-                            assignee=after or ids[0],
-                            assignee_ids=ids,
-                        )
-                    )
-        return events
-
-    @staticmethod
-    def comment_event(plugin_id: str, issue: FeedIssue, raw: Any) -> TriggerEvent | None:
-        """A comment (a search's, or a webhook's) as a trigger event."""
-        if not isinstance(raw, Mapping):
-            return None
-        comment_id = raw.get("id")
-        at = feed_time(iso_timestamp(raw.get("created")))
-        if not isinstance(comment_id, str | int) or isinstance(comment_id, bool) or at is None:
-            return None
-        author, author_ids = _people(raw.get("author"))
-        return TriggerEvent(
-            kind="comment.created",
-            plugin_id=plugin_id,
-            provider="jira",
-            event_key=f"jira:{issue.key}:comment:{comment_id}",
-            scope=issue.project,
-            key=issue.key,
-            at=feed_iso(at),
-            title=issue.title,
-            body=issue.body,
-            url=issue.url,
-            author=author,
-            author_ids=author_ids,
-            comment_id=str(comment_id),
-            comment=adf_to_text(raw.get("body")),
-        )
-
     async def test_connection(self) -> ConnectionCheck:
         details = {"baseUrl": self.base_url, "apiVersion": str(self.api_version)}
         try:
@@ -817,7 +727,7 @@ class JiraTracker:
             if exc.status is not None:
                 details["status"] = str(exc.status)
             return ConnectionCheck(False, str(exc), details)
-        user = _person(me) or "an unnamed account"
+        user = person(me) or "an unnamed account"
         details["user"] = user
         project = self.settings.default_project
         if project:
@@ -839,34 +749,11 @@ class JiraTracker:
                 else:
                     message = f"Signed in to Jira as {user}, but {exc}"
                 return ConnectionCheck(False, message, details)
-            details["project"] = _text_field(found.get("name")) or project
+            details["project"] = text_field(found.get("name")) or project
         return ConnectionCheck(True, f"Connected to Jira at {self.base_url} as {user}.", details)
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedIssue:
-    """What the trigger events of one issue share."""
-
-    key: str
-    project: str
-    title: str
-    body: str
-    url: str
-
-
-def _people(value: Any) -> tuple[str | None, tuple[str, ...]]:
-    """A person's shown name and every name they go by (account id, name, e-mail)."""
-    if not isinstance(value, Mapping):
-        return None, ()
-    names = [
-        value[field].strip()
-        for field in ("displayName", "name", "emailAddress", "accountId")
-        if isinstance(value.get(field), str) and value[field].strip()
-    ]
-    return _person(value), tuple(dict.fromkeys(names))
 
 
 def _pick(options: list[Transition], wanted: str) -> Transition | None:
@@ -888,25 +775,11 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _text_field(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _name(value: Any) -> str | None:
     if isinstance(value, Mapping):
         name = value.get("name")
         if isinstance(name, str) and name.strip():
             return name.strip()
-    return None
-
-
-def _person(value: Any) -> str | None:
-    if not isinstance(value, Mapping):
-        return None
-    for field in ("displayName", "name", "emailAddress", "accountId"):
-        candidate = value.get(field)
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate.strip()
     return None
 
 
@@ -918,21 +791,6 @@ def _int(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
-
-
-def iso_timestamp(value: Any) -> str:
-    """Jira's `2024-01-15T10:30:00.000+0000` as ISO 8601 (`…+00:00`); anything
-    unparseable as it came (or "")."""
-    if not isinstance(value, str):
-        return ""
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").isoformat()
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).isoformat()
-    except ValueError:
-        return value
 
 
 def retry_after_seconds(value: str | None, fallback: float = RATE_LIMIT_FALLBACK_SECONDS) -> float:

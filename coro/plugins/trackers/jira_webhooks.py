@@ -22,7 +22,13 @@ from typing import Any
 
 from coro.plugins.trackers.adf import adf_to_text
 from coro.plugins.trackers.base import TriggerEvent, feed_time
-from coro.plugins.trackers.jira import ISSUE_KEY, PLUGIN_ID, FeedIssue, JiraTracker, iso_timestamp
+from coro.plugins.trackers.jira import ISSUE_KEY, PLUGIN_ID
+from coro.plugins.trackers.jira_events import (
+    FeedIssue,
+    comment_event,
+    history_events,
+    iso_timestamp,
+)
 from coro.plugins.webhooks import obj, payload_of, text
 
 ISSUE_UPDATED = "jira:issue_updated"
@@ -44,12 +50,12 @@ def parse_trigger_webhook(headers: Mapping[str, str], body: bytes) -> list[Trigg
         if changelog is None or changelog.get("id") is None or at is None:
             return []
         history = {**changelog, "author": payload.get("user")}
-        return JiraTracker.history_events(PLUGIN_ID, issue, history, at)
+        return history_events(PLUGIN_ID, issue, history, at)
     if event == COMMENT_CREATED:
         comment = obj(payload, "comment")
         if comment is None:
             return []
-        found = JiraTracker.comment_event(PLUGIN_ID, issue, comment)
+        found = comment_event(PLUGIN_ID, issue, comment)
         return [found] if found is not None else []
     return []
 
