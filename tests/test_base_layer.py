@@ -406,6 +406,9 @@ def test_coder_contract() -> None:
         "loopCount` is already 3",
         "mergePolicy",
         "force-push",
+        # a job from a pull request's comment pushes to that pull request's branch
+        "scm_clone_repo {repo: params.repo, branch: params.branch}",
+        "prId: params.pullRequest.number",
     ):
         assert fragment in text, fragment
 
