@@ -32,6 +32,12 @@ EXCLUDED = r"^/(plugins/install|test/.+|plugins/[^/]+/(models|healthcheck)|notif
 # Rules a JSON schema cannot state (they depend on what exists, or on the other fields'
 # values), so a schema-valid request may still be refused, with 400 and a reason.
 CONFIG = """
+# a body over the size limit is refused as 413 before it is read, valid or not
+[checks.negative_data_rejection]
+expected-statuses = [
+    "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"
+]
+
 # the workflow named must exist in the layers; a ticket needs a tracker (409)
 [[operations]]
 include-name = "POST /jobs"
@@ -86,6 +92,9 @@ async def test_no_check_fails_on_any_runner_route(
             "5",
             "--seed",
             "20261202",
+            # (no example database: a run is the same whatever earlier runs found)
+            "--generation-database",
+            "none",
             "--phases",
             "examples,coverage,fuzzing",
             "--workers",
