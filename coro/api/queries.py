@@ -30,7 +30,7 @@ class JobFilter:
         }
 
 
-def job_query(
+async def job_query(
     status: Annotated[list[str] | None, Query(max_length=20)] = None,
     group: Literal["active", "waiting", "stopped"] | None = None,
     type: Annotated[str | None, Query(max_length=100)] = None,
