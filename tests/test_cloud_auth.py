@@ -275,6 +275,32 @@ async def test_failed_logins_are_throttled_per_address(cloud_factory: CloudFacto
         assert blocked.status_code == 429
 
 
+async def test_sign_ups_are_throttled_per_address(cloud_factory: CloudFactory) -> None:
+    async with cloud_factory(throttle=LoginThrottle(max_ip_signups=3)) as cloud:
+        first = await cloud.signup()
+        taken = await cloud.client.post(
+            "/auth/signup", json={"email": first.email, "name": "Again", "password": PASSWORD}
+        )
+        assert taken.status_code == 409  # an attempt counts, whatever its outcome
+        await cloud.signup()
+        flood = await cloud.client.post(
+            "/auth/signup",
+            json={"email": "fourth@example.com", "name": "Fourth", "password": PASSWORD},
+        )
+        assert flood.status_code == 429
+        assert flood.json() == {"error": "Too many sign-ups from this address; try again later"}
+        assert 0 < int(flood.headers["retry-after"]) <= 900
+        # nothing was created, and the accounts made before still sign in
+        refused = await cloud.client.post(
+            "/auth/login", json={"email": "fourth@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 401
+        ok = await cloud.client.post(
+            "/auth/login", json={"email": first.email, "password": PASSWORD}
+        )
+        assert ok.status_code == 200
+
+
 async def test_a_successful_login_clears_the_account_count(cloud_factory: CloudFactory) -> None:
     async with cloud_factory(throttle=LoginThrottle(max_account_failures=3)) as cloud:
         account = await cloud.signup()

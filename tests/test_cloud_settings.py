@@ -37,6 +37,7 @@ def test_every_setting_is_read() -> None:
             "REDIS_URL": "redis://127.0.0.1:6379/0",
             "JWT_ACCESS_TTL_SECONDS": "300",
             "LOGIN_MAX_FAILURES_PER_IP": "7",
+            "SIGNUPS_MAX_PER_IP": "5",
             "GITHUB_CLIENT_ID": "Iv1.abc",
             "GITHUB_CLIENT_SECRET": "client-secret",
             "GITHUB_API_URL": "https://ghe.example.com/api/v3",
@@ -47,6 +48,7 @@ def test_every_setting_is_read() -> None:
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.access_ttl_seconds == 300
     assert settings.throttle.max_ip_failures == 7
+    assert settings.throttle.max_ip_signups == 5
     assert settings.github is not None
     assert settings.github.api_url == "https://ghe.example.com/api/v3"
     assert settings.github.authorize_url == "https://github.com/login/oauth/authorize"

@@ -96,7 +96,8 @@ class Auth:
 
     # ------------------------------------------------------------------ sign-up, login
 
-    async def signup(self, email: str, name: str, password: str) -> Issued:
+    async def signup(self, email: str, name: str, password: str, address: str | None) -> Issued:
+        await self.throttle.check_signup(address)
         password_hash = await self.passwords.hash(password)
         async with self.db.begin() as connection:
             row = (

@@ -20,6 +20,7 @@ from coro.cloud import migrate
 from coro.cloud.app import create_app
 from coro.cloud.db import Database
 from coro.cloud.deps import Services
+from coro.cloud.housekeeping import Housekeeping
 from coro.cloud.runner_tokens import RevocationHub
 from coro.cloud.settings import CloudSettings
 
@@ -91,6 +92,8 @@ async def serve(
         server = http_server(app, settings.host, port)
         await services.broker.start()
         await services.notifications.start()
+        housekeeping = Housekeeping(db, settings.access_ttl_seconds)
+        housekeeping.start()
         try:
             try:
                 task = await start_serving(server, sock)
@@ -108,6 +111,7 @@ async def serve(
                 server.should_exit = True
                 await task
         finally:
+            await housekeeping.stop()
             await services.notifications.stop()  # no retry is waited for
             services.commands.close()
             await services.broker.close()

@@ -12,7 +12,8 @@
 - `JWT_ISSUER`, `JWT_ACCESS_TTL_SECONDS`, `JWT_REFRESH_TTL_SECONDS`: default
   `coro-cloud`, 900 (15 min), 604800 (7 days).
 - `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `LOGIN_MAX_FAILURES_PER_IP`,
-  `LOGIN_THROTTLE_WINDOW_SECONDS`: default 10, 100, 900.
+  `LOGIN_THROTTLE_WINDOW_SECONDS`: default 10, 100, 900; `SIGNUPS_MAX_PER_IP`: sign-ups
+  per client address in that window, default 20.
 - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: enable GitHub login (both or neither);
   `GITHUB_AUTHORIZE_URL`, `GITHUB_TOKEN_URL`, `GITHUB_API_URL`: GitHub's endpoints, for
   GitHub Enterprise (or a test fake).
@@ -60,11 +61,13 @@ class GitHubOAuth:
 
 @dataclass(frozen=True)
 class LoginThrottle:
-    """Failed logins allowed per window, per account and per client address."""
+    """What one window allows: failed logins per account and per client address, and
+    sign-ups per client address."""
 
     max_account_failures: int = 10
     max_ip_failures: int = 100
     window_seconds: int = 900
+    max_ip_signups: int = 20
 
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
@@ -202,6 +205,7 @@ class CloudSettings:
             max_account_failures=number("LOGIN_MAX_FAILURES_PER_ACCOUNT", 10, 1, 10_000),
             max_ip_failures=number("LOGIN_MAX_FAILURES_PER_IP", 100, 1, 1_000_000),
             window_seconds=number("LOGIN_THROTTLE_WINDOW_SECONDS", 900, 1, 86_400),
+            max_ip_signups=number("SIGNUPS_MAX_PER_IP", 20, 1, 1_000_000),
         )
         smtp = None
         smtp_url, smtp_from = text("CLOUD_SMTP_URL"), text("CLOUD_SMTP_FROM")

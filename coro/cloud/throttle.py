@@ -1,4 +1,5 @@
-"""Login throttling, per account and per client address, kept in the database.
+"""Login and sign-up throttling, per account and per client address, kept in the
+database.
 
 In PostgreSQL rather than in the process so that the limit holds across restarts and,
 later, across several instances behind one load balancer. Each key (`account:<email>`,
@@ -7,6 +8,9 @@ at the limit, logins for that key are refused with 429 until the window ends. A 
 clears the account's count (not the address's: one right password must not reset a
 spray across many accounts). Unknown accounts count like known ones, so the answer never
 tells which exist.
+
+Sign-ups are counted per address the same way (`signup:<address>`), every attempt: each
+costs an argon2 hash, so a flood of them must not take the cloud's CPU.
 """
 
 from __future__ import annotations
@@ -37,7 +41,21 @@ class Throttle:
 
     async def check(self, email: str, address: str | None) -> None:
         """Raise TooManyRequests if the account or the address is over its limit."""
-        keys = self._keys(email, address)
+        await self._check(
+            self._keys(email, address), "Too many failed sign-in attempts; try again later"
+        )
+
+    async def failed(self, email: str, address: str | None) -> None:
+        await self._count(self._keys(email, address))
+
+    async def check_signup(self, address: str | None) -> None:
+        """Raise TooManyRequests if the address is over its sign-ups, else count this one."""
+        if address:
+            key = {f"signup:{address}": self.limits.max_ip_signups}
+            await self._check(key, "Too many sign-ups from this address; try again later")
+            await self._count(key)
+
+    async def _check(self, keys: dict[str, int], message: str) -> None:
         async with self.db.begin() as connection:
             now = (await connection.execute(select(func.now()))).scalar_one()
             rows = await connection.execute(
@@ -53,14 +71,12 @@ class Throttle:
             if failures >= keys[key] and ends > now:
                 wait = max(wait, (ends - now).total_seconds())
         if wait > 0:
-            raise TooManyRequests(
-                "Too many failed sign-in attempts; try again later", math.ceil(wait)
-            )
+            raise TooManyRequests(message, math.ceil(wait))
 
-    async def failed(self, email: str, address: str | None) -> None:
+    async def _count(self, keys: dict[str, int]) -> None:
         async with self.db.begin() as connection:
             expired = login_failures.c.window_start <= func.now() - self.window
-            for key in self._keys(email, address):
+            for key in keys:
                 statement = insert(login_failures).values(
                     key=key, failures=1, window_start=func.now()
                 )

@@ -36,9 +36,12 @@ def _auth_out(issued: Issued) -> AuthOut:
     )
 
 
-@router.post("/signup", status_code=201, response_model=AuthOut, responses=errors(400, 409, 413))
-async def signup(body: SignupBody, found: ServicesDep) -> AuthOut:
-    return _auth_out(await found.auth.signup(body.email, body.name, body.password))
+@router.post(
+    "/signup", status_code=201, response_model=AuthOut, responses=errors(400, 409, 413, 429)
+)
+async def signup(body: SignupBody, request: Request, found: ServicesDep) -> AuthOut:
+    address = request.client.host if request.client else None
+    return _auth_out(await found.auth.signup(body.email, body.name, body.password, address))
 
 
 @router.post("/login", response_model=AuthOut, responses=errors(400, 401, 413, 429))
