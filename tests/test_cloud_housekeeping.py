@@ -7,13 +7,7 @@ from datetime import timedelta
 from sqlalchemy import Select, func, insert, select, update
 
 from coro.cloud.housekeeping import Housekeeping, Purged
-from coro.cloud.schema import (
-    auth_sessions,
-    refresh_tokens,
-    rpc_results,
-    runner_sessions,
-    webhook_deliveries,
-)
+from coro.cloud.schema import auth_sessions, refresh_tokens, runner_sessions
 from tests.cloud_helpers import Cloud
 
 pytest_plugins = ("tests.cloud_fixtures",)
@@ -61,21 +55,6 @@ async def test_what_is_over_is_purged_and_what_is_in_use_stays(cloud: Cloud) -> 
             .where(refresh_tokens.c.session_id.in_(session_of(abandoned.id)))
             .values(created_at=now - 15 * DAY, expires_at=now - 8 * DAY)
         )
-        for message_id, age in (("old-rpc", 8 * DAY), ("new-rpc", DAY)):
-            await connection.execute(
-                insert(rpc_results).values(
-                    team_id=team["id"], message_id=message_id, response={}, created_at=now - age
-                )
-            )
-        for delivery_id, age in (("old-delivery", 8 * DAY), ("new-delivery", DAY)):
-            await connection.execute(
-                insert(webhook_deliveries).values(
-                    team_id=team["id"],
-                    plugin_id="github",
-                    delivery_id=delivery_id,
-                    received_at=now - age,
-                )
-            )
         for runner_id, age in (("gone-runner", 8 * DAY), ("offline-runner", DAY)):
             await connection.execute(
                 insert(runner_sessions).values(
@@ -97,22 +76,16 @@ async def test_what_is_over_is_purged_and_what_is_in_use_stays(cloud: Cloud) -> 
         # the active account's spent token (the ended sessions' go with them)
         refresh_tokens=1,
         sessions=2,
-        rpc_results=1,
-        webhook_deliveries=1,
         runner_sessions=1,
     )
     async with db.begin() as connection:
         users_with_sessions = set(
             (await connection.execute(select(auth_sessions.c.user_id))).scalars()
         )
-        answers = set((await connection.execute(select(rpc_results.c.message_id))).scalars())
-        deliveries = set(
-            (await connection.execute(select(webhook_deliveries.c.delivery_id))).scalars()
-        )
         runners = set((await connection.execute(select(runner_sessions.c.runner_id))).scalars())
     assert active.id in users_with_sessions
     assert not {logged_out.id, abandoned.id} & users_with_sessions
-    assert (answers, deliveries, runners) == ({"new-rpc"}, {"new-delivery"}, {"offline-runner"})
+    assert runners == {"offline-runner"}
     # the account in use still works, and its fresh refresh token still rotates
     assert (await cloud.client.get("/auth/me", headers=active_headers)).status_code == 200
     again = await cloud.client.post(
@@ -120,4 +93,4 @@ async def test_what_is_over_is_purged_and_what_is_in_use_stays(cloud: Cloud) -> 
     )
     assert again.status_code == 200
     # a second run finds nothing more
-    assert await Housekeeping(db, access_ttl_seconds=900).run_once() == Purged(0, 0, 0, 0, 0)
+    assert await Housekeeping(db, access_ttl_seconds=900).run_once() == Purged(0, 0, 0)

@@ -6,10 +6,11 @@ Every instance runs it; the deletes are idempotent, so several need no coordinat
   there or not);
 - sign-in sessions that are revoked or hold no refresh token still valid, once every
   access token naming them has expired too (an access token needs its session's row);
-- answers to runners' RPCs and the ids of webhook deliveries, after `KEEP_DEDUPE`: a
-  runner retries an RPC within minutes, a provider redelivers within days;
 - the rows of runners not heard from for `KEEP_OFFLINE_RUNNERS` (their instance died
   without closing the socket; until then the team page shows them offline).
+
+(Answers to runners' RPCs go when a runner registers, webhook delivery ids as new
+deliveries come: `coro.cloud.gateway`, `coro.cloud.ingress`.)
 """
 
 from __future__ import annotations
@@ -23,18 +24,11 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, exists, func, or_
 
 from coro.cloud.db import Database
-from coro.cloud.schema import (
-    auth_sessions,
-    refresh_tokens,
-    rpc_results,
-    runner_sessions,
-    webhook_deliveries,
-)
+from coro.cloud.schema import auth_sessions, refresh_tokens, runner_sessions
 
 logger = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 3600.0
-KEEP_DEDUPE = timedelta(days=7)
 KEEP_OFFLINE_RUNNERS = timedelta(days=7)
 
 
@@ -42,8 +36,6 @@ KEEP_OFFLINE_RUNNERS = timedelta(days=7)
 class Purged:
     refresh_tokens: int
     sessions: int
-    rpc_results: int
-    webhook_deliveries: int
     runner_sessions: int
 
 
@@ -97,14 +89,6 @@ class Housekeeping:
             tokens = await connection.execute(
                 delete(refresh_tokens).where(refresh_tokens.c.expires_at <= now)
             )
-            answers = await connection.execute(
-                delete(rpc_results).where(rpc_results.c.created_at <= now - KEEP_DEDUPE)
-            )
-            deliveries = await connection.execute(
-                delete(webhook_deliveries).where(
-                    webhook_deliveries.c.received_at <= now - KEEP_DEDUPE
-                )
-            )
             runners = await connection.execute(
                 delete(runner_sessions).where(
                     runner_sessions.c.last_heartbeat_at <= now - KEEP_OFFLINE_RUNNERS
@@ -113,7 +97,5 @@ class Housekeeping:
         return Purged(
             refresh_tokens=tokens.rowcount,
             sessions=sessions.rowcount,
-            rpc_results=answers.rowcount,
-            webhook_deliveries=deliveries.rowcount,
             runner_sessions=runners.rowcount,
         )
