@@ -26,7 +26,8 @@ from typer.testing import CliRunner, Result
 
 from coro.api.server import free_port
 from coro.cli.client import LogLine, RunnerClient, StreamDone
-from coro.cli.main import app, parse_params
+from coro.cli.jobs import parse_params
+from coro.cli.main import app
 from coro.config import CoroConfig
 from coro.state.logbus import Subscription
 from tests.conftest import WAIT_LIMIT, Api, ApiFactory, write_workflow

@@ -36,7 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coro.cli.client import LogLine, SseParser, StreamDone, StreamItem
-from coro.cli.main import cost, render_line, status_style, status_text
+from coro.cli.ui import cost, render_line, status_style, status_text
 from coro.plugins.scm.local import PLUGIN_ID as LOCAL_SCM
 from coro.plugins.scm.local import LocalScm
 from coro.system.git import run_git
