@@ -240,7 +240,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run a job end to end offline (no keys, no network) with the script executor."""
-    from coro.cli.demo import run_demo  # (it loads the runner: not for every command)
+    from coro.cli.demo import run_demo  # (the local SCM and git: not for every command)
 
     raise typer.Exit(run_demo(keep=keep))
 
