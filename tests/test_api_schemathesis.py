@@ -65,6 +65,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
 include-name = "PUT /config"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
 
+# the phase must be one of the job's workflow
+[[operations]]
+include-path-regex = "^/jobs/{job_id}/(phase-overrides|phases/{phase}/rerun)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
 # the last message must be the developer's; and with no LLM configured (as here) plan
 # mode answers 503 `reason: no-llm` (SPEC §2.3), by design
 [[operations]]
@@ -77,9 +82,20 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 async def test_no_check_fails_on_any_runner_route(
     api_factory: ApiFactory, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
     async with api_factory() as api:
+        # a job parked on a question, so the job routes reach a real one (the run's
+        # controls then cancel, rerun and message it as they come)
+        created = await api.client.post(
+            "/jobs",
+            json={
+                "workflowPath": "workflows/demo/workflow.md",
+                "description": "The job the generated requests reach",
+                "interactive": True,
+            },
+        )
+        assert created.status_code == 201, created.text
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(f'{CONFIG}\n[parameters]\njob_id = "{created.json()["jobId"]}"\n')
         process = await asyncio.create_subprocess_exec(
             SCHEMATHESIS,
             "--config-file",

@@ -269,7 +269,7 @@ async def test_the_stream_replays_the_mirror_and_resumes_after_last_event_id(
     tail = await follow(cloud.client, path, account.headers, tail=2)
     assert [f.id for f in tail[:-1]] == ["3", "4"]
 
-    for bad in ("abc", "-2", str(2**63)):
+    for bad in ("abc", "-2", str(10**18), "+5", "5_0"):
         refused = await cloud.client.get(path, headers={**account.headers, "Last-Event-ID": bad})
         assert refused.status_code == 400
         assert "Last-Event-ID" in refused.json()["error"]

@@ -11,11 +11,22 @@ from fastapi.openapi.utils import get_openapi
 from coro.api.errors import ERROR_DESCRIPTIONS, ErrorBody
 from coro.api.security import PUBLIC_PREFIXES, STATE_CHANGING
 
+#: One Server-Sent Event, as OpenAPI 3.1 has a `text/event-stream` schema describe each.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "Its kind; none for a log line"},
+        "data": {"type": "string", "description": "Its payload (JSON, or `done`'s status)"},
+        "id": {"type": "string", "description": "A log line's index (Last-Event-ID)"},
+        "retry": {"type": "integer"},
+    },
+}
+
 #: A `200` of Server-Sent Events.
 SSE_OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     }
 }
 

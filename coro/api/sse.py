@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -33,8 +33,19 @@ HEARTBEAT_SECONDS = 15
 REPLAY_PAGE = 200
 #: replayed frames are sent together up to about this many bytes
 CHUNK_BYTES = 64 * 1024
-#: the largest line index a client may name (a 64-bit signed integer, as stored)
-MAX_LINE_INDEX = 2**63 - 1
+#: the line index a client may resume after: -1 (before the first line) or at most 18
+#: digits (indexes are stored as 64-bit integers; a pattern cannot say 2^63 - 1 itself),
+#: as the OpenAPI documents declare it
+LAST_EVENT_ID_PATTERN = r"^(-1|[0-9]{1,18})$"
+_LAST_EVENT_ID = re.compile(LAST_EVENT_ID_PATTERN)
+
+
+def last_event_id_schema(schema: dict[str, Any]) -> None:
+    """The parameters' schema (`json_schema_extra`): a string of that pattern, never
+    null (left out is how a client says "from the start"). Declared, not enforced by
+    FastAPI: `last_event_id` says what is wrong in words."""
+    schema.clear()
+    schema.update({"type": "string", "pattern": LAST_EVENT_ID_PATTERN})
 
 
 logger = logging.getLogger(__name__)
@@ -66,17 +77,15 @@ class LogSource(Protocol):
 
 
 def last_event_id(header: str | None, query: str | None) -> int | None:
-    """The line index a client resumes after (the header wins over `?lastEventId=`)."""
-    raw = header or query
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidLastEventId("Last-Event-ID must be a line index") from exc
-    if not -1 <= value <= MAX_LINE_INDEX:  # the database's integers end there
-        raise InvalidLastEventId(f"Last-Event-ID must be a line index from -1 to {MAX_LINE_INDEX}")
-    return value
+    """The line index a client resumes after (the header wins over `?lastEventId=`; each
+    one given must be a line index)."""
+    for raw in (header, query):
+        if raw is not None and not _LAST_EVENT_ID.fullmatch(raw):
+            raise InvalidLastEventId(
+                "Last-Event-ID must be a line index: -1, or 0 to 999999999999999999"
+            )
+    raw = header if header is not None else query
+    return None if raw is None else int(raw)
 
 
 def log_stream(

@@ -38,7 +38,7 @@ async def list_campaigns(
     return {"campaigns": campaigns, "total": len(campaigns)}
 
 
-@router.get("/jobs/{job_id}/children", responses=errors(404))
+@router.get("/jobs/{job_id}/children", responses=errors(404, 409))
 async def list_children(runner: RunnerDep, job_id: str) -> dict[str, Any]:
     return await runner.campaigns.children(job_id)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from coro.api import sse
+from coro.api.openapi import SSE_EVENT
 from coro.api.queries import JobFilterDep
 from coro.api.routes.campaigns import ChildActionBody
 from coro.api.schemas import (
@@ -262,7 +263,10 @@ async def delete_job(job_id: JobId, access: TeamAccessDep, jobs: TeamJobsDep) ->
     "/{job_id}/stream",
     response_class=EventSourceResponse,
     responses={
-        200: {"description": "The log as Server-Sent Events", "content": {"text/event-stream": {}}},
+        200: {
+            "description": "The log as Server-Sent Events",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        },
         **errors(400, 401, 404, 503),
     },
 )
@@ -271,9 +275,11 @@ async def stream_job_log(
     access: TeamAccessDep,
     jobs: TeamJobsDep,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    last_event_id_query: Annotated[str | None, Query(alias="lastEventId", max_length=40)] = None,
+    last_event_id_query: Annotated[
+        str | None, Query(alias="lastEventId", json_schema_extra=sse.last_event_id_schema)
+    ] = None,
     last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=40)
+        str | None, Header(alias="Last-Event-ID", json_schema_extra=sse.last_event_id_schema)
     ] = None,
 ) -> EventSourceResponse:
     """SSE as the runner's `GET /jobs/:jobId/stream`, from the mirror: `id:` is the line
