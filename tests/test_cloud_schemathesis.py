@@ -61,13 +61,23 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
 async def test_no_check_fails_on_any_cloud_route(
     cloud: Cloud, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
     account = await cloud.signup()
     created = await cloud.client.post(
         "/teams", json={"name": "Schema team", "slug": "schema-team"}, headers=account.headers
     )
     assert created.status_code == 201, created.text
+    team_id = created.json()["id"]
+    # a queued team job, so the team's job routes reach a real team and a real job
+    queued = await cloud.client.post(
+        f"/teams/{team_id}/jobs",
+        json={"workflowPath": "workflows/job/workflow.md"},
+        headers=account.headers,
+    )
+    assert queued.status_code == 201, queued.text
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'{CONFIG}\n[parameters]\nteam_id = "{team_id}"\njob_id = "{queued.json()["jobId"]}"\n'
+    )
     process = await asyncio.create_subprocess_exec(
         SCHEMATHESIS,
         "--config-file",
@@ -93,6 +103,7 @@ async def test_no_check_fails_on_any_cloud_route(
         # (logging out would end the session the run signs its requests with)
         "^/auth/(github|logout)",
         "--no-color",
+        cwd=tmp_path,  # its cache (.schemathesis) stays out of the checkout
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
