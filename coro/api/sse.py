@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from fastapi import Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coro.domain.models import LogEntry, is_stopped
@@ -46,6 +47,15 @@ def last_event_id_schema(schema: dict[str, Any]) -> None:
     FastAPI: `last_event_id` says what is wrong in words."""
     schema.clear()
     schema.update({"type": "string", "pattern": LAST_EVENT_ID_PATTERN})
+
+
+#: The two ways a client names it, as stream routes take them (runner and cloud).
+LastEventIdQuery = Annotated[
+    str | None, Query(alias="lastEventId", json_schema_extra=last_event_id_schema)
+]
+LastEventIdHeader = Annotated[
+    str | None, Header(alias="Last-Event-ID", json_schema_extra=last_event_id_schema)
+]
 
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse
 
 from coro.api import sse
@@ -49,12 +49,8 @@ async def stream_job_log(
     runner: RunnerDep,
     job_id: str,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    last_event_id_query: Annotated[
-        str | None, Query(alias="lastEventId", json_schema_extra=sse.last_event_id_schema)
-    ] = None,
-    last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", json_schema_extra=sse.last_event_id_schema)
-    ] = None,
+    last_event_id_query: sse.LastEventIdQuery = None,
+    last_event_id_header: sse.LastEventIdHeader = None,
 ) -> EventSourceResponse:
     await runner.jobs.get(job_id)  # 404 before any stream starts
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
@@ -275,12 +275,8 @@ async def stream_job_log(
     access: TeamAccessDep,
     jobs: TeamJobsDep,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    last_event_id_query: Annotated[
-        str | None, Query(alias="lastEventId", json_schema_extra=sse.last_event_id_schema)
-    ] = None,
-    last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", json_schema_extra=sse.last_event_id_schema)
-    ] = None,
+    last_event_id_query: sse.LastEventIdQuery = None,
+    last_event_id_header: sse.LastEventIdHeader = None,
 ) -> EventSourceResponse:
     """SSE as the runner's `GET /jobs/:jobId/stream`, from the mirror: `id:` is the line
     index, `Last-Event-ID` (or `?lastEventId=`) resumes, `?tail=N` replays the last N
