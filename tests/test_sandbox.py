@@ -12,6 +12,7 @@ job that cannot reach the runner's API (so it cannot forge a developer's approva
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -418,7 +419,10 @@ async def test_cancellation_takes_the_whole_sandbox_down(
     command = "sleep 300 >/dev/null 2>&1 & readlink /proc/self/ns/pid > started; wait"
     task = asyncio.create_task(registry.call("shell", {"command": command}, ctx))
     namespace = (await asyncio.to_thread(fifo.read_text)).strip()  # blocks until written
-    pidfds = [os.pidfd_open(pid) for pid in processes_in(namespace)]
+    pidfds = []
+    for pid in processes_in(namespace):
+        with contextlib.suppress(ProcessLookupError):  # (readlink, say, exiting as we look)
+            pidfds.append(os.pidfd_open(pid))
     assert pidfds  # bwrap's init, bash and sleep
     try:
         task.cancel()
@@ -433,7 +437,8 @@ async def test_cancellation_takes_the_whole_sandbox_down(
         for pidfd in pidfds:
             os.close(pidfd)
         for pid in processes_in(namespace):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # --- a sandbox that cannot run ---------------------------------------------------------
