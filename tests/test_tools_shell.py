@@ -101,6 +101,20 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+async def ends(pid: int) -> bool:
+    """Whether `pid` ends, waited for on its pidfd (bounded only as a safety net): a
+    process just sent SIGKILL can still be seen running for a moment."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        exited, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], 60)
+    finally:
+        os.close(pidfd)
+    return bool(exited) and not is_running(pid)
+
+
 async def test_exit_code_and_output(registry: ToolRegistry, ctx: ToolContext) -> None:
     out = await run(registry, ctx, "echo hi; echo oops >&2; exit 3")
     assert out == {
@@ -129,11 +143,12 @@ async def test_stdin_is_empty(registry: ToolRegistry, ctx: ToolContext) -> None:
 async def test_timeout_kills_the_process_group(
     registry: ToolRegistry, unsandboxed: ToolContext, store: FakeStore
 ) -> None:
-    out = await run(registry, unsandboxed, "sleep 30 & echo $!; sleep 30", timeoutSeconds=1)
+    # (the child would outlive the 60-s wait below unless its group is killed)
+    out = await run(registry, unsandboxed, "sleep 300 & echo $!; sleep 30", timeoutSeconds=1)
     assert out["timedOut"] is True
     assert out["exitCode"] == 128 + 9
     child = int(out["stdout"].split()[0])
-    assert not is_running(child)
+    assert await ends(child), "the background child survived the timeout"
     assert any("timed out" in text for _, text in store.lines)
 
 
