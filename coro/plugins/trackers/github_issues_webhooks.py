@@ -28,6 +28,7 @@ from coro.plugins.trackers.base import TriggerEvent, feed_iso, feed_time
 from coro.plugins.trackers.github_issues import PLUGIN_ID
 from coro.plugins.trackers.github_issues_events import (
     FEED_EVENTS,
+    body_of,
     comment_trigger_event,
     issue_trigger_event,
 )
@@ -84,7 +85,7 @@ def _comment(payload: dict[str, Any], repo: str) -> TriggerEvent | None:
         found,
         pull_request=obj(issue, "pull_request") is not None,
         title=(text(issue, "title") or "").strip(),
-        body=_body(issue),
+        body=body_of(issue.get("body")),
     )
 
 
@@ -112,7 +113,7 @@ def _review_comment(payload: dict[str, Any], repo: str) -> TriggerEvent | None:
         number=pr_id,
         pull_request=True,
         title=(text(pull, "title") or "").strip(),
-        body=_body(pull),
+        body=body_of(pull.get("body")),
         url=page if page and page.startswith(("https://", "http://")) else None,
         author=author,
         author_ids=(author,) if author else (),
@@ -123,7 +124,3 @@ def _review_comment(payload: dict[str, Any], repo: str) -> TriggerEvent | None:
         head_repo=repo_key(text(obj(head, "repo"), "full_name")),
         base_branch=text(base, "ref") or None,
     )
-
-
-def _body(item: Mapping[str, Any]) -> str:
-    return (text(item, "body") or "").replace("\r\n", "\n").strip("\n")
